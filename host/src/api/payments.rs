@@ -1,0 +1,83 @@
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{Object, OpenApi, param::{Header, Path}, payload::Json};
+
+use super::{ApiTags, Created, errors::api_error, shop::LookupError, signed::SignedJson};
+use crate::{
+    config::Secret,
+    error::ShopError,
+    ids::{now_ms, Id},
+    payments::{CallbackOutcome, CreatePayment, Payment, PaymentNotice},
+    shop::Shop,
+    signature,
+};
+
+/// The callback's HMAC key, shared with the payment platform.
+#[derive(Clone)]
+pub struct CallbackSecret(pub Secret);
+
+api_error!(
+    /// Errors of creating a payment.
+    PaymentError {
+        404 => NotFound: "No such order.",
+        409 => Conflict: "The order is not confirmed, or already paid.",
+    }
+);
+
+api_error!(
+    /// Errors of the payment callback.
+    CallbackError {
+        401 => Unauthorized: "Missing, malformed, stale or wrong X-Shop-Signature; nothing changed.",
+        404 => NotFound: "No such payment.",
+        409 => Conflict: "The payment's order cannot be paid (not confirmed).",
+    }
+);
+
+#[derive(Debug, Clone, Object)]
+pub struct CallbackAck {
+    pub pay_id: Id,
+    pub outcome: CallbackOutcome,
+}
+
+pub struct PaymentsApi;
+
+#[OpenApi(prefix_path = "/api")]
+impl PaymentsApi {
+    /// Create a payment
+    ///
+    /// For a confirmed, unpaid order; the amount must equal the order's pay_amount. An order
+    /// has one payment: asking again returns the same unpaid payment.
+    #[oai(path = "/payments", method = "post", tag = "ApiTags::Payments")]
+    async fn create_payment(&self, shop: Data<&Arc<Shop>>, body: Json<CreatePayment>) -> Result<Created<Payment>, PaymentError> {
+        Ok(Created::Created(Json(shop.create_payment(body.0).await?)))
+    }
+
+    /// Get a payment
+    #[oai(path = "/payments/:pay_id", method = "get", tag = "ApiTags::Payments")]
+    async fn get_payment(&self, shop: Data<&Arc<Shop>>, pay_id: Path<Id>) -> Result<Json<Payment>, LookupError> {
+        Ok(Json(shop.payment(pay_id.0).await?))
+    }
+
+    /// Payment platform callback
+    ///
+    /// Signed: `X-Shop-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`
+    /// with the shared callback secret, t within 300 s of the server's clock. Marks the
+    /// payment and its order paid and emits one pay-success event, in one transaction, and
+    /// answers at once. A repeated callback for a paid payment answers 200 and emits nothing.
+    #[oai(path = "/payments/callback", method = "post", tag = "ApiTags::Payments")]
+    async fn callback(
+        &self,
+        shop: Data<&Arc<Shop>>,
+        secret: Data<&CallbackSecret>,
+        #[oai(name = "X-Shop-Signature")] signature: Header<Option<String>>,
+        body: SignedJson<PaymentNotice>,
+    ) -> Result<Json<CallbackAck>, CallbackError> {
+        signature::verify(secret.0.0.expose().as_bytes(), signature.0.as_deref(), &body.raw, now_ms() / 1000)
+            .map_err(ShopError::SignatureInvalid)?;
+        let notice = body.parse().map_err(ShopError::RequestParameterInvalid)?;
+        let pay_id = notice.pay_id;
+        let outcome = shop.payment_callback(notice).await?;
+        Ok(Json(CallbackAck { pay_id, outcome }))
+    }
+}

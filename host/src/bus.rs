@@ -1,0 +1,181 @@
+//! The NATS side: connecting, refusing servers older than 2.10, the `SHOP` stream, and a
+//! `nats-server` child process for the embedded mode (also what the tests start).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, stream};
+use tokio::process::{Child, Command};
+
+pub const STREAM: &str = "SHOP";
+/// 2.10 brought the features the mesh relies on (multiple filter subjects, strict consumer
+/// create, stream metadata); 2.9 silently ignores them.
+pub const MIN_SERVER: (u64, u64) = (2, 10);
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// JetStream's de-duplication window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+    /// How long history is kept for replay (zero = forever).
+    pub max_age: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+    #[error("NATS server {found} is too old: shopmesh needs 2.10 or newer (JetStream features it relies on are silently ignored by older servers)")]
+    ServerTooOld { found: String },
+    #[error("NATS is not connected")]
+    NotConnected,
+    #[error("cannot create or read stream {STREAM}: {0}")]
+    Stream(String),
+    #[error("cannot start nats-server: {0}")]
+    Spawn(String),
+}
+
+/// Connects without waiting for the server: publishes fail (and outbox rows wait) while it
+/// is away, and the client keeps reconnecting forever.
+pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
+    async_nats::ConnectOptions::new()
+        .name("shopmesh")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|source| BusError::Connect { url: url.to_owned(), source })
+}
+
+pub fn check_version(version: &str) -> Result<(), BusError> {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().ok());
+    let major_minor = (parts.next().flatten(), parts.next().flatten());
+    match major_minor {
+        (Some(major), Some(minor)) if (major, minor) >= MIN_SERVER => Ok(()),
+        _ => Err(BusError::ServerTooOld { found: version.to_owned() }),
+    }
+}
+
+/// Checks the connected server and makes sure stream `SHOP` exists.
+pub async fn ensure_ready(
+    client: &async_nats::Client,
+    settings: &StreamSettings,
+) -> Result<jetstream::Context, BusError> {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return Err(BusError::NotConnected);
+    }
+    check_version(&client.server_info().version)?;
+    let js = jetstream::new(client.clone());
+    js.get_or_create_stream(stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["shop.>".into()],
+        storage: stream::StorageType::File,
+        // Limits retention keeps history after consumers ack it, so replay can read it.
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: settings.duplicate_window,
+        max_age: settings.max_age,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::Stream(e.to_string()))?;
+    Ok(js)
+}
+
+/// Where to find `nats-server`: an explicit path, else the project's `.venv` (where the
+/// README's commands install the PyPI build), else `PATH`.
+pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let venv = PathBuf::from(".venv/bin/nats-server");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join("nats-server")).find(|p| p.is_file())
+    })
+}
+
+/// A `nats-server` with JetStream on loopback, stopped when dropped.
+pub struct NatsServer {
+    bin: PathBuf,
+    store: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server storing JetStream data under `store`; port 0 picks a free port.
+    pub async fn start(bin: &Path, store: &Path, port: u16) -> Result<NatsServer, BusError> {
+        let port = if port == 0 { free_port().map_err(|e| BusError::Spawn(e.to_string()))? } else { port };
+        let mut server =
+            NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, child: None };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) -> Result<(), BusError> {
+        std::fs::create_dir_all(&self.store).map_err(|e| BusError::Spawn(e.to_string()))?;
+        let child = Command::new(&self.bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BusError::Spawn(format!("{}: {e}", self.bin.display())))?;
+        self.child = Some(child);
+        // Ready when it accepts connections; JetStream recovery finishes before that.
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(BusError::Spawn(format!("{} exited: {status}", self.bin.display())));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(BusError::Spawn(format!("no answer on {addr} after 5 s")))
+    }
+
+    /// Stops the server (SIGKILL: as abrupt as a crash; the store stays on disk).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub async fn restart(&mut self) -> Result<(), BusError> {
+        self.stop().await;
+        self.spawn().await
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_gate() {
+        assert!(check_version("2.10.0").is_ok());
+        assert!(check_version("2.15.1").is_ok());
+        assert!(check_version("3.0.0").is_ok());
+        assert!(check_version("2.9.10").is_err());
+        assert!(check_version("garbage").is_err());
+    }
+}

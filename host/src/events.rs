@@ -1,0 +1,110 @@
+//! Events: a CloudEvents 1.0 JSON envelope around the domain payloads. The envelope `id` is
+//! the outbox row id and also the `Nats-Msg-Id`, so JetStream de-duplicates re-publishes and
+//! consumers key their inbox on it. Ids are strings and money decimal strings, as in the API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ids::Id, money::Money};
+
+pub const SUBJECT_ORDER_CANCEL: &str = "shop.order.cancel";
+pub const SUBJECT_ORDER_CONFIRMED: &str = "shop.order.confirmed";
+pub const SUBJECT_PAY_SUCCESS: &str = "shop.pay.success";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent<T> {
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub subject: String,
+    pub time: String,
+    pub datacontenttype: String,
+    pub data: T,
+}
+
+/// A domain event: which subject it travels on and what its payload is.
+pub trait Event: Serialize {
+    const SUBJECT: &'static str;
+    /// The key the outbox row is filed under (the order id), as in the original's msg_key.
+    fn key(&self) -> Id;
+}
+
+/// An order was cancelled after its pre-order was saved: give back what its forward steps
+/// took. Every give-back must be safe to run twice and when its forward step never ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Id,
+    pub user_id: Id,
+    pub goods_id: Id,
+    pub goods_number: i64,
+    pub coupon_id: Option<Id>,
+    /// Balance the order meant to use ("balance used").
+    pub money_paid: Money,
+    pub reason: String,
+}
+
+impl Event for OrderCancelled {
+    const SUBJECT: &'static str = SUBJECT_ORDER_CANCEL;
+    fn key(&self) -> Id {
+        self.order_id
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderConfirmed {
+    pub order_id: Id,
+    pub user_id: Id,
+    pub goods_id: Id,
+    pub goods_number: i64,
+    pub goods_price: Money,
+    pub order_amount: Money,
+    pub coupon_id: Option<Id>,
+    pub coupon_paid: Money,
+    pub money_paid: Money,
+    pub pay_amount: Money,
+}
+
+impl Event for OrderConfirmed {
+    const SUBJECT: &'static str = SUBJECT_ORDER_CONFIRMED;
+    fn key(&self) -> Id {
+        self.order_id
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaySucceeded {
+    pub pay_id: Id,
+    pub order_id: Id,
+    pub user_id: Id,
+    pub pay_amount: Money,
+}
+
+impl Event for PaySucceeded {
+    const SUBJECT: &'static str = SUBJECT_PAY_SUCCESS;
+    fn key(&self) -> Id {
+        self.order_id
+    }
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+impl<T: Event> CloudEvent<T> {
+    pub fn new(id: i64, created_ms: i64, data: T) -> CloudEvent<T> {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: id.to_string(),
+            source: "shopmesh".into(),
+            ty: T::SUBJECT.into(),
+            subject: data.key().to_string(),
+            time: rfc3339(created_ms),
+            datacontenttype: "application/json".into(),
+            data,
+        }
+    }
+}

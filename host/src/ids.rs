@@ -1,0 +1,171 @@
+//! 64-bit ids: snowflakes generated here, strings in JSON (a JavaScript number cannot hold
+//! them exactly).
+
+use std::{
+    borrow::Cow,
+    fmt,
+    str::FromStr,
+    sync::Mutex,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use poem_openapi::{
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
+};
+use serde_json::Value;
+
+/// A positive 64-bit id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(pub i64);
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for Id {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Id, String> {
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("not an id (1 to 19 digits): {s:?}"));
+        }
+        match s.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(Id(n)),
+            _ => Err(format!("id out of range: {s}")),
+        }
+    }
+}
+
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Type for Id {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "Id".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new_with_format("string", "int64");
+        schema.pattern = Some("^[0-9]{1,19}$".into());
+        schema.description = Some("A 64-bit id as a decimal string.");
+        schema.example = Some(Value::String("345963634385633280".into()));
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for Id {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => s.parse().map_err(ParseError::custom),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ParseFromParameter for Id {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        value.parse().map_err(ParseError::custom)
+    }
+}
+
+impl ToJSON for Id {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.to_string()))
+    }
+}
+
+/// Twitter-style snowflake: 41 bits of milliseconds since [`EPOCH_MS`], 10 bits of worker
+/// id, 12 bits of sequence. Ids grow with time, so outbox rows publish in creation order.
+pub struct Snowflake {
+    worker: i64,
+    state: Mutex<(i64, i64)>, // (last millisecond, sequence within it)
+}
+
+/// 2019-01-01T00:00:00Z: the era of the original shop's ids.
+const EPOCH_MS: i64 = 1_546_300_800_000;
+const WORKER_BITS: u32 = 10;
+const SEQ_BITS: u32 = 12;
+
+impl Snowflake {
+    /// `worker` must differ between hosts that write to the same database.
+    pub fn new(worker: u16) -> Snowflake {
+        Snowflake {
+            worker: i64::from(worker) & ((1 << WORKER_BITS) - 1),
+            state: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn next(&self) -> i64 {
+        let mut state = self.state.lock().expect("snowflake lock");
+        let mut now = now_ms();
+        if now < state.0 {
+            // Clock went back: keep issuing from the last millisecond, never reuse an id.
+            now = state.0;
+        }
+        if now == state.0 {
+            state.1 = (state.1 + 1) & ((1 << SEQ_BITS) - 1);
+            if state.1 == 0 {
+                // 4096 ids in one millisecond: borrow the next millisecond.
+                now += 1;
+            }
+        } else {
+            state.1 = 0;
+        }
+        state.0 = now;
+        ((now - EPOCH_MS) << (WORKER_BITS + SEQ_BITS)) | (self.worker << SEQ_BITS) | state.1
+    }
+}
+
+/// Unix time in milliseconds, the unit every time column uses.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snowflakes_are_unique_and_increasing() {
+        let gen = Snowflake::new(3);
+        let ids: Vec<i64> = (0..20_000).map(|_| gen.next()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids[0] > 0);
+    }
+
+    #[test]
+    fn id_parsing_is_strict() {
+        assert_eq!("345963634385633280".parse::<Id>().unwrap().0, 345963634385633280);
+        for bad in ["", "0", "-1", "1.0", "abc", "99999999999999999999", " 1"] {
+            assert!(bad.parse::<Id>().is_err(), "{bad:?}");
+        }
+    }
+}

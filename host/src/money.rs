@@ -1,0 +1,189 @@
+//! Exact money. Stored as integer minor units (cents) in the database, carried as
+//! `rust_decimal::Decimal`-compatible decimal strings ("4800.00") in JSON.
+
+use std::{borrow::Cow, fmt, str::FromStr};
+
+use poem_openapi::{
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
+};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+/// The largest amount accepted from outside: 99,999,999,999.99. Far above any real order,
+/// and small enough that price × quantity (quantity ≤ 1,000,000) cannot overflow an i64.
+const MAX_CENTS: i64 = 9_999_999_999_999;
+
+/// An amount of money in cents. Never a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Money(i64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("not a decimal number: {0:?}")]
+    NotDecimal(String),
+    #[error("more than 2 decimal places: {0}")]
+    TooPrecise(String),
+    #[error("out of range: {0}")]
+    OutOfRange(String),
+}
+
+impl Money {
+    pub const ZERO: Money = Money(0);
+
+    pub const fn from_cents(cents: i64) -> Money {
+        Money(cents)
+    }
+
+    pub const fn cents(self) -> i64 {
+        self.0
+    }
+
+    pub fn to_decimal(self) -> Decimal {
+        Decimal::new(self.0, 2)
+    }
+
+    /// Exact conversion; refuses more than two decimal places instead of rounding.
+    pub fn from_decimal(d: Decimal) -> Result<Money, MoneyError> {
+        let text = d.to_string();
+        let d = d.normalize();
+        if d.scale() > 2 {
+            return Err(MoneyError::TooPrecise(text));
+        }
+        let cents = d
+            .checked_mul(Decimal::ONE_HUNDRED)
+            .and_then(|c| i64::try_from(c).ok())
+            .filter(|c| c.abs() <= MAX_CENTS)
+            .ok_or(MoneyError::OutOfRange(text))?;
+        Ok(Money(cents))
+    }
+
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
+    }
+
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        self.0.checked_sub(other.0).map(Money)
+    }
+
+    pub fn checked_mul(self, n: i64) -> Option<Money> {
+        self.0.checked_mul(n).map(Money)
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.0 < 0
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Always two places, the way the shop shows prices: "5000.00".
+        write!(f, "{}", self.to_decimal())
+    }
+}
+
+impl FromStr for Money {
+    type Err = MoneyError;
+
+    fn from_str(s: &str) -> Result<Money, MoneyError> {
+        // Decimal::from_str accepts forms like "1e3" or "_"; money wants plain digits.
+        let plain = s.strip_prefix('-').unwrap_or(s);
+        let (int, frac) = plain.split_once('.').unwrap_or((plain, ""));
+        let digits_ok = !int.is_empty()
+            && int.bytes().all(|b| b.is_ascii_digit())
+            && (frac.bytes().all(|b| b.is_ascii_digit()))
+            && !(plain.contains('.') && frac.is_empty());
+        if !digits_ok || int.len() > 15 {
+            return Err(MoneyError::NotDecimal(s.to_owned()));
+        }
+        let d = Decimal::from_str(s).map_err(|_| MoneyError::NotDecimal(s.to_owned()))?;
+        Money::from_decimal(d)
+    }
+}
+
+impl serde::Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Money {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Type for Money {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "Money".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new_with_format("string", "decimal");
+        schema.pattern = Some(r"^-?[0-9]{1,15}(\.[0-9]{1,2})?$".into());
+        schema.description = Some("An exact amount as a decimal string, at most 2 decimal places.");
+        schema.example = Some(Value::String("5000.00".into()));
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for Money {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            // A JSON number would already have passed through a float in many clients.
+            Some(Value::String(s)) => s.parse().map_err(ParseError::custom),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ParseFromParameter for Money {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        value.parse().map_err(ParseError::custom)
+    }
+}
+
+impl ToJSON for Money {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_decimals_exactly() {
+        assert_eq!("5000.00".parse::<Money>().unwrap().cents(), 500_000);
+        assert_eq!("0.1".parse::<Money>().unwrap().cents(), 10);
+        assert_eq!("-3".parse::<Money>().unwrap().cents(), -300);
+        assert_eq!("4800.50".parse::<Money>().unwrap().to_string(), "4800.50");
+    }
+
+    #[test]
+    fn refuses_what_is_not_plain_money() {
+        for bad in ["", "1.", ".5", "1e3", "1.005", "abc", "1,00", "+1", "9999999999999999"] {
+            assert!(bad.parse::<Money>().is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn displays_two_places() {
+        assert_eq!(Money::from_cents(480_000).to_string(), "4800.00");
+        assert_eq!(Money::from_cents(5).to_string(), "0.05");
+    }
+}

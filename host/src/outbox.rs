@@ -1,0 +1,231 @@
+//! The outbox: an event row written in the same transaction as the state change it
+//! announces, and the relay that moves rows to JetStream.
+//!
+//! Several relays (one per host) may share the table. A relay *leases* a batch with one
+//! conditional UPDATE; a leased row is invisible to other relays until the lease runs out.
+//! The lease is shorter than JetStream's duplicate window, and every publish carries
+//! `Nats-Msg-Id` = row id, so even a relay that dies after the publish but before marking
+//! the row sent cannot put the event in the stream twice: the next relay's publish is
+//! reported as a duplicate and simply marks the row.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use sqlx::Row;
+use tokio::sync::{watch, Notify};
+
+use crate::{
+    bus::{self, StreamSettings},
+    events::{CloudEvent, Event},
+    ids::{now_ms, Snowflake},
+    store::{Db, Tx},
+};
+
+/// Writes `event` to the outbox inside `tx`; returns the event id.
+pub async fn enqueue<E: Event>(tx: &mut Tx, ids: &Snowflake, event: E) -> Result<i64, sqlx::Error> {
+    let id = ids.next();
+    let now = now_ms();
+    let key = event.key().to_string();
+    let body = serde_json::to_string(&CloudEvent::new(id, now, event))
+        .expect("events serialise to JSON");
+    sqlx::query(
+        "INSERT INTO trade_mq_producer_temp
+           (id, group_name, msg_topic, msg_tag, msg_key, msg_body, msg_status, create_time)
+         VALUES ($1, 'shopmesh', $2, $3, $4, $5, 0, $6)",
+    )
+    .bind(id)
+    .bind(E::SUBJECT)
+    .bind(E::SUBJECT.rsplit('.').next().unwrap_or_default())
+    .bind(key)
+    .bind(body)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub batch: i64,
+    /// How long a claimed row stays invisible to other relays. Must stay well below the
+    /// stream's duplicate window (checked at start-up).
+    pub lease: Duration,
+    /// Idle polling, for rows written by other hosts (this host's writes wake it at once).
+    pub poll: Duration,
+}
+
+pub struct Relay {
+    db: Db,
+    client: async_nats::Client,
+    stream: StreamSettings,
+    settings: RelaySettings,
+    wake: Arc<Notify>,
+}
+
+struct Claimed {
+    id: i64,
+    subject: String,
+    body: String,
+    attempts: i64,
+}
+
+impl Relay {
+    pub fn new(
+        db: Db,
+        client: async_nats::Client,
+        stream: StreamSettings,
+        settings: RelaySettings,
+        wake: Arc<Notify>,
+    ) -> Relay {
+        Relay { db, client, stream, settings, wake }
+    }
+
+    /// Runs until `shutdown` turns true. Errors never end the loop: rows simply wait.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut js: Option<jetstream::Context> = None;
+        let mut backoff = Duration::from_millis(100);
+        while !*shutdown.borrow() {
+            let idle = match self.step(&mut js).await {
+                Ok(0) => Some(self.settings.poll),
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay: will retry");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    Some(backoff)
+                }
+            };
+            if let Some(wait) = idle {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// One round: claim a batch, publish it, record the outcome. Returns rows published.
+    async fn step(&self, js: &mut Option<jetstream::Context>) -> Result<usize, RelayError> {
+        if js.is_none() {
+            *js = Some(bus::ensure_ready(&self.client, &self.stream).await?);
+        }
+        let context = js.as_ref().expect("set above");
+        let rows = self.claim().await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Publish the whole batch, then collect the acks: one round trip, not one per row.
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let msg = PublishMessage::build()
+                .payload(row.body.clone().into())
+                .message_id(row.id.to_string());
+            pending.push(context.send_publish(row.subject.clone(), msg).await);
+        }
+        let mut sent = Vec::new();
+        let mut failed = Vec::new();
+        for (row, publish) in rows.iter().zip(pending) {
+            let ack = match publish {
+                Ok(ack_future) => ack_future.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match ack {
+                Ok(ack) => sent.push((row.id, ack.sequence as i64)),
+                Err(e) => failed.push((row, e)),
+            }
+        }
+        self.record(&sent, &failed).await?;
+        if let Some((_, first)) = failed.first() {
+            // The stream may be gone (a server with a fresh store): check it again next time.
+            *js = None;
+            return Err(RelayError::Publish(format!("{} of {} rows: {first}", failed.len(), rows.len())));
+        }
+        Ok(sent.len())
+    }
+
+    async fn claim(&self) -> Result<Vec<Claimed>, sqlx::Error> {
+        let now = now_ms();
+        let until = now + self.settings.lease.as_millis() as i64;
+        // The outer conditions repeat the inner ones: on Postgres a concurrent relay's
+        // UPDATE re-checks them against the row it waited for, so it skips rows the first
+        // relay just leased instead of leasing them again.
+        let rows = sqlx::query(
+            "UPDATE trade_mq_producer_temp
+                SET lease_until = $1, attempts = attempts + 1
+              WHERE id IN (SELECT id FROM trade_mq_producer_temp
+                            WHERE msg_status = 0 AND lease_until < $2
+                            ORDER BY id LIMIT $3)
+                AND msg_status = 0 AND lease_until < $2
+            RETURNING id, msg_topic, msg_body, attempts",
+        )
+        .bind(until)
+        .bind(now)
+        .bind(self.settings.batch)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    id: r.try_get(0)?,
+                    subject: r.try_get(1)?,
+                    body: r.try_get(2)?,
+                    attempts: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    async fn record(&self, sent: &[(i64, i64)], failed: &[(&Claimed, String)]) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        for (id, seq) in sent {
+            sqlx::query(
+                "UPDATE trade_mq_producer_temp
+                    SET msg_status = 1, sent_time = $1, stream_seq = $2, last_error = NULL
+                  WHERE id = $3",
+            )
+            .bind(now)
+            .bind(seq)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (row, error) in failed {
+            // Retry sooner than the lease would allow, backing off per row.
+            let delay = 200i64.saturating_mul(1 << row.attempts.clamp(0, 5));
+            sqlx::query(
+                "UPDATE trade_mq_producer_temp SET lease_until = $1, last_error = $2 WHERE id = $3",
+            )
+            .bind(now + delay)
+            .bind(error)
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("publish failed for {0}")]
+    Publish(String),
+}
+
+/// Rows not yet acknowledged by JetStream (for status and tests).
+pub async fn pending_count(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) FROM trade_mq_producer_temp WHERE msg_status = 0")
+        .fetch_one(db.pool())
+        .await?
+        .try_get(0)
+}

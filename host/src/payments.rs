@@ -1,0 +1,165 @@
+//! Payments: create one for a confirmed, unpaid order; the payment platform's callback
+//! marks it paid. The callback commits payment paid + order paid + a pay-success outbox row
+//! in one transaction and returns; points and the payment log happen from the event.
+
+use poem_openapi::{Enum, Object};
+use sqlx::{any::AnyRow, Row};
+
+use crate::{
+    error::ShopError,
+    events::PaySucceeded,
+    ids::{now_ms, Id},
+    money::Money,
+    orders::STATUS_CONFIRMED,
+    outbox,
+    shop::{id, money, time, FromRow, Shop},
+};
+
+#[derive(Debug, Clone, Object)]
+pub struct Payment {
+    pub pay_id: Id,
+    pub order_id: Id,
+    pub pay_amount: Money,
+    /// 1 not paid, 2 paid.
+    pub is_paid: i64,
+    pub create_time: Option<String>,
+    pub paid_time: Option<String>,
+}
+
+impl FromRow for Payment {
+    fn from_row(r: &AnyRow) -> Result<Payment, sqlx::Error> {
+        Ok(Payment {
+            pay_id: id(r, "pay_id")?,
+            order_id: id(r, "order_id")?,
+            pay_amount: money(r, "pay_amount")?,
+            is_paid: r.try_get("is_paid")?,
+            create_time: time(r, "create_time")?,
+            paid_time: time(r, "paid_time")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct CreatePayment {
+    pub order_id: Id,
+    /// Must equal the order's pay_amount.
+    pub pay_amount: Money,
+}
+
+/// What the payment platform reports.
+#[derive(Debug, Clone, Object)]
+pub struct PaymentNotice {
+    pub pay_id: Id,
+    /// The amount the platform collected; must equal the payment's.
+    pub pay_amount: Money,
+    /// 2 = paid; 1 = not paid (acknowledged, nothing changes).
+    #[oai(validator(minimum(value = "1"), maximum(value = "2")))]
+    pub is_paid: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum CallbackOutcome {
+    /// The payment and its order are now paid; a pay-success event is on its way.
+    Paid,
+    /// The payment was already paid: acknowledged, nothing new emitted.
+    AlreadyPaid,
+    /// The platform reported no payment: acknowledged, nothing changed.
+    NotPaid,
+}
+
+impl Shop {
+    pub async fn payment(&self, pay_id: Id) -> Result<Payment, ShopError> {
+        self.fetch("SELECT * FROM trade_pay WHERE pay_id = $1", pay_id)
+            .await?
+            .ok_or(ShopError::PaymentNotFound(pay_id))
+    }
+
+    /// Creates the order's payment, or returns the unpaid one it already has.
+    pub async fn create_payment(&self, req: CreatePayment) -> Result<Payment, ShopError> {
+        let order = self.order(req.order_id).await?;
+        if order.pay_status == 2 {
+            return Err(ShopError::OrderPayStatusIsPay(order.order_id));
+        }
+        if order.order_status != STATUS_CONFIRMED {
+            return Err(ShopError::OrderNotConfirmed(order.order_id));
+        }
+        if req.pay_amount != order.pay_amount {
+            return Err(ShopError::PaymentAmountInvalid {
+                expected: order.pay_amount.to_string(),
+                given: req.pay_amount.to_string(),
+            });
+        }
+        // One payment per order (UNIQUE order_id): a repeated create returns the same one.
+        sqlx::query(
+            "INSERT INTO trade_pay (pay_id, order_id, pay_amount, is_paid, create_time)
+             VALUES ($1, $2, $3, 1, $4) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(self.ids.next())
+        .bind(order.order_id.0)
+        .bind(order.pay_amount.cents())
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await?;
+        let row = sqlx::query("SELECT * FROM trade_pay WHERE order_id = $1")
+            .bind(order.order_id.0)
+            .fetch_one(self.db.pool())
+            .await?;
+        let payment = Payment::from_row(&row)?;
+        if payment.is_paid == 2 {
+            return Err(ShopError::OrderPayStatusIsPay(order.order_id));
+        }
+        Ok(payment)
+    }
+
+    /// Applies a payment notice whose signature the API has already verified.
+    pub async fn payment_callback(&self, notice: PaymentNotice) -> Result<CallbackOutcome, ShopError> {
+        let payment = self.payment(notice.pay_id).await?;
+        if notice.pay_amount != payment.pay_amount {
+            return Err(ShopError::PaymentAmountInvalid {
+                expected: payment.pay_amount.to_string(),
+                given: notice.pay_amount.to_string(),
+            });
+        }
+        if notice.is_paid != 2 {
+            return Ok(CallbackOutcome::NotPaid);
+        }
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        // The conditional update is the idempotency check: of two concurrent callbacks,
+        // one changes the row and emits, the other finds it paid.
+        let changed = sqlx::query("UPDATE trade_pay SET is_paid = 2, paid_time = $1 WHERE pay_id = $2 AND is_paid = 1")
+            .bind(now)
+            .bind(payment.pay_id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Ok(CallbackOutcome::AlreadyPaid);
+        }
+        let order = sqlx::query(
+            "UPDATE trade_order SET pay_status = 2, pay_time = $1
+              WHERE order_id = $2 AND order_status = 1 AND pay_status <> 2
+            RETURNING user_id",
+        )
+        .bind(now)
+        .bind(payment.order_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(order) = order else {
+            // Dropping tx rolls the payment back: an order that is not confirmed and
+            // unpaid cannot be paid.
+            return Err(ShopError::OrderNotConfirmed(payment.order_id));
+        };
+        let event = PaySucceeded {
+            pay_id: payment.pay_id,
+            order_id: payment.order_id,
+            user_id: id(&order, "user_id")?,
+            pay_amount: payment.pay_amount,
+        };
+        outbox::enqueue(&mut tx, &self.ids, event).await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(CallbackOutcome::Paid)
+    }
+}

@@ -1,0 +1,193 @@
+//! Assembling the application: database, NATS (external or a child nats-server), the
+//! outbox relay, the sweeper and the HTTP server. Tests build it in-process with port 0.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{listener::{Acceptor, Listener, TcpListener}, Server};
+use tokio::{sync::{watch, Notify}, task::JoinHandle};
+
+use crate::{
+    api::{self, AdminToken, CallbackSecret},
+    bus::{self, BusError, NatsServer, StreamSettings},
+    config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
+    demo,
+    ids::Snowflake,
+    outbox::{Relay, RelaySettings},
+    shop::Shop,
+    store::{Backend, Db},
+    sweeper::{self, SweeperSettings},
+};
+
+pub struct Application {
+    address: SocketAddr,
+    shop: Arc<Shop>,
+    nats_url: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    // Dropped last: the child nats-server outlives the tasks that use it.
+    _nats: Option<NatsServer>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.validate()?;
+        if settings.callback_secret.expose() == DEV_CALLBACK_SECRET || settings.admin_token.expose() == DEV_ADMIN_TOKEN {
+            tracing::warn!("using the development callback secret or admin token: set SHOPMESH_CALLBACK_SECRET and SHOPMESH_ADMIN_TOKEN for anything but a demo");
+        }
+
+        let db_url = settings.database_url();
+        let db = Db::connect(&db_url, settings.db_max_connections)
+            .await
+            .with_context(|| format!("connecting to the database ({})", redact_url(&db_url)))?;
+        db.migrate().await.context("migrating the database")?;
+        if settings.demo_data {
+            demo::load(&db).await.context("loading demo data")?;
+        }
+        tracing::info!(backend = ?db.backend(), "database ready");
+        if db.backend() == Backend::Sqlite && settings.worker_id != 1 {
+            tracing::warn!("several hosts cannot share a SQLite file; use Postgres for a fleet");
+        }
+
+        let (nats_url, nats_child) = match &settings.nats_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let bin = bus::find_nats_server(settings.nats_server_bin.as_deref()).context(
+                    "no NATS URL configured and no nats-server found (set SHOPMESH_NATS_URL, or \
+                     SHOPMESH_NATS_SERVER_BIN, or run scripts/setup to install one into .venv)",
+                )?;
+                let child = NatsServer::start(&bin, &settings.data_dir.join("nats"), 0).await?;
+                tracing::info!(url = %child.url(), "started embedded nats-server");
+                (child.url(), Some(child))
+            }
+        };
+        let stream = StreamSettings {
+            duplicate_window: Settings::secs(settings.duplicate_window_secs, "duplicate_window_secs")?,
+            max_age: Settings::secs(settings.stream_max_age_secs, "stream_max_age_secs")?,
+        };
+        let client = bus::connect(&nats_url).await?;
+        // Give the first connection a moment, so a too-old server is refused at start with a
+        // clear message; an unreachable one is not fatal (orders still work, rows wait).
+        match wait_ready(&client, &stream, Duration::from_secs(5)).await {
+            Ok(()) => tracing::info!(server = %client.server_info().version, "JetStream stream {} ready", bus::STREAM),
+            Err(e @ BusError::ServerTooOld { .. }) => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "NATS not ready yet; events will wait in the outbox"),
+        }
+
+        let fault = settings.fault()?;
+        if let Some(f) = fault {
+            tracing::warn!(fault = ?f, "fault injection is ON");
+        }
+        let outbox_wake = Arc::new(Notify::new());
+        let shop = Arc::new(Shop {
+            db: db.clone(),
+            ids: Snowflake::new(settings.worker_id),
+            fault,
+            outbox_wake: outbox_wake.clone(),
+        });
+
+        let (shutdown, signal) = watch::channel(false);
+        let relay = Relay::new(
+            db,
+            client,
+            stream,
+            RelaySettings {
+                batch: settings.relay_batch,
+                lease: Settings::secs(settings.relay_lease_secs, "relay_lease_secs")?,
+                poll: Settings::secs(settings.relay_poll_secs, "relay_poll_secs")?,
+            },
+            outbox_wake,
+        );
+        let sweeper_settings = SweeperSettings {
+            preorder_timeout: Settings::secs(settings.preorder_timeout_secs, "preorder_timeout_secs")?,
+            interval: Settings::secs(settings.sweep_interval_secs, "sweep_interval_secs")?,
+        };
+        let tasks = vec![
+            tokio::spawn(relay.run(signal.clone())),
+            tokio::spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone())),
+        ];
+
+        let acceptor = TcpListener::bind(settings.http_addr.to_string())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {}", settings.http_addr))?;
+        let address = *acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr())
+            .context("listener has no socket address")?;
+        let routes = api::routes(
+            shop.clone(),
+            AdminToken(settings.admin_token.clone()),
+            CallbackSecret(settings.callback_secret.clone()),
+        );
+        let mut stop = signal.clone();
+        let server = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            routes,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            Some(Duration::from_secs(10)),
+        ));
+        tracing::info!(%address, "shopmesh listening; Swagger UI at http://{address}/docs");
+        Ok(Application { address, shop, nats_url, shutdown, tasks, server, _nats: nats_child })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn shop(&self) -> &Arc<Shop> {
+        &self.shop
+    }
+
+    pub fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then stops gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Stops the server, the relay and the sweeper, then the embedded nats-server.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn wait_ready(client: &async_nats::Client, stream: &StreamSettings, patience: Duration) -> Result<(), BusError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match bus::ensure_ready(client, stream).await {
+            Err(BusError::NotConnected) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+/// Drops the password from a database URL before it is shown.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
