@@ -1,0 +1,12 @@
+//! The behavioural suite: every test talks to a real nats-server and a real database, and
+//! most run twice, on SQLite and on Postgres (`on_both_databases!`).
+
+mod helpers;
+
+mod callback;
+mod concurrency;
+mod faults;
+mod outage;
+mod scenario;
+mod spec;
+mod validation;
