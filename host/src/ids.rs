@@ -2,18 +2,11 @@
 //! them exactly).
 
 use std::{
-    borrow::Cow,
     fmt,
     str::FromStr,
     sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
-
-use poem_openapi::{
-    registry::{MetaSchema, MetaSchemaRef},
-    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
-};
-use serde_json::Value;
 
 /// A positive 64-bit id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,65 +32,14 @@ impl FromStr for Id {
     }
 }
 
-impl serde::Serialize for Id {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Id {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Type for Id {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "Id".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new_with_format("string", "int64");
-        schema.pattern = Some("^[0-9]{1,19}$".into());
-        schema.description = Some("A 64-bit id as a decimal string.");
-        schema.example = Some(Value::String("345963634385633280".into()));
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
-
-impl ParseFromJSON for Id {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            Some(Value::String(s)) => s.parse().map_err(ParseError::custom),
-            other => Err(ParseError::expected_type(other.unwrap_or_default())),
-        }
-    }
-}
-
-impl ParseFromParameter for Id {
-    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        value.parse().map_err(ParseError::custom)
-    }
-}
-
-impl ToJSON for Id {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.to_string()))
-    }
-}
+crate::text_type::impl_text_type!(
+    Id,
+    "Id",
+    "int64",
+    "^[0-9]{1,19}$",
+    "A 64-bit id as a decimal string.",
+    "345963634385633280"
+);
 
 /// Twitter-style snowflake: 41 bits of milliseconds since [`EPOCH_MS`], 10 bits of worker
 /// id, 12 bits of sequence. Ids grow with time, so outbox rows publish in creation order.

@@ -30,3 +30,4 @@ pub mod signature;
 pub mod startup;
 pub mod store;
 pub mod sweeper;
+mod text_type;

@@ -1,14 +1,9 @@
 //! Exact money. Stored as integer minor units (cents) in the database, carried as
 //! `rust_decimal::Decimal`-compatible decimal strings ("4800.00") in JSON.
 
-use std::{borrow::Cow, fmt, str::FromStr};
+use std::{fmt, str::FromStr};
 
-use poem_openapi::{
-    registry::{MetaSchema, MetaSchemaRef},
-    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
-};
 use rust_decimal::Decimal;
-use serde_json::Value;
 
 /// The largest amount accepted from outside: 99,999,999,999.99. Far above any real order,
 /// and small enough that price × quantity (quantity ≤ 1,000,000) cannot overflow an i64.
@@ -101,66 +96,14 @@ impl FromStr for Money {
     }
 }
 
-impl serde::Serialize for Money {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Money {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Type for Money {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "Money".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new_with_format("string", "decimal");
-        schema.pattern = Some(r"^-?[0-9]{1,15}(\.[0-9]{1,2})?$".into());
-        schema.description = Some("An exact amount as a decimal string, at most 2 decimal places.");
-        schema.example = Some(Value::String("5000.00".into()));
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
-
-impl ParseFromJSON for Money {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            // A JSON number would already have passed through a float in many clients.
-            Some(Value::String(s)) => s.parse().map_err(ParseError::custom),
-            other => Err(ParseError::expected_type(other.unwrap_or_default())),
-        }
-    }
-}
-
-impl ParseFromParameter for Money {
-    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        value.parse().map_err(ParseError::custom)
-    }
-}
-
-impl ToJSON for Money {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.to_string()))
-    }
-}
+crate::text_type::impl_text_type!(
+    Money,
+    "Money",
+    "decimal",
+    r"^-?[0-9]{1,15}(\.[0-9]{1,2})?$",
+    "An exact amount as a decimal string, at most 2 decimal places.",
+    "5000.00"
+);
 
 #[cfg(test)]
 mod tests {
