@@ -2,7 +2,7 @@
 //! `SHOPMESH_<FIELD>` environment variables (e.g. `SHOPMESH_HTTP_ADDR`). Durations are
 //! seconds (fractions allowed). Secrets are wrapped so they never print.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -58,7 +58,24 @@ pub struct Settings {
     pub relay_batch: i64,
     pub relay_lease_secs: f64,
     pub relay_poll_secs: f64,
+    /// Folder of plugin components (`<name>.wasm`) loaded at start.
+    pub plugins_dir: PathBuf,
+    /// Attempts before an event is dead-lettered for a plugin.
+    pub plugin_max_attempts: i64,
+    pub plugin_retry_base_secs: f64,
+    pub plugin_retry_max_secs: f64,
+    pub plugin_memory_mib: u32,
+    pub plugin_fuel: u64,
+    pub plugin_deadline_secs: f64,
+    /// Per-plugin configuration values: `[plugin_config.points] points_per_unit = "2"`, or
+    /// `SHOPMESH_PLUGIN_CONFIG="points.points_per_unit=2,log.key=value"`.
+    pub plugin_config: PluginConfig,
 }
+
+/// Configuration values handed to plugins, by plugin name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct PluginConfig(pub HashMap<String, HashMap<String, String>>);
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -81,6 +98,14 @@ impl Default for Settings {
             relay_batch: 256,
             relay_lease_secs: 30.0,
             relay_poll_secs: 0.5,
+            plugins_dir: PathBuf::from("target/plugins"),
+            plugin_max_attempts: 5,
+            plugin_retry_base_secs: 0.5,
+            plugin_retry_max_secs: 10.0,
+            plugin_memory_mib: 16,
+            plugin_fuel: 50_000_000,
+            plugin_deadline_secs: 0.5,
+            plugin_config: PluginConfig::default(),
         }
     }
 }
@@ -111,7 +136,20 @@ macro_rules! from_env_via_fromstr {
         }
     )*};
 }
-from_env_via_fromstr!(SocketAddr, PathBuf, u16, u32, i64, f64, bool, String);
+from_env_via_fromstr!(SocketAddr, PathBuf, u16, u32, u64, i64, f64, bool, String);
+
+impl FromEnv for PluginConfig {
+    /// `plugin.key=value` pairs separated by commas.
+    fn from_env(s: &str) -> Result<Self, String> {
+        let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (path, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not plugin.key=value"))?;
+            let (plugin, key) = path.split_once('.').ok_or_else(|| format!("{path:?} is not plugin.key"))?;
+            out.entry(plugin.to_owned()).or_default().insert(key.to_owned(), value.to_owned());
+        }
+        Ok(PluginConfig(out))
+    }
+}
 
 impl FromEnv for Secret {
     fn from_env(s: &str) -> Result<Self, String> {
@@ -159,7 +197,9 @@ impl Settings {
             http_addr, data_dir, database_url, db_max_connections, nats_url, nats_server_bin,
             callback_secret, admin_token, fault, worker_id, demo_data, preorder_timeout_secs,
             sweep_interval_secs, duplicate_window_secs, stream_max_age_secs, relay_batch,
-            relay_lease_secs, relay_poll_secs
+            relay_lease_secs, relay_poll_secs, plugins_dir, plugin_max_attempts,
+            plugin_retry_base_secs, plugin_retry_max_secs, plugin_memory_mib, plugin_fuel,
+            plugin_deadline_secs, plugin_config
         );
         Ok(())
     }
@@ -192,6 +232,9 @@ impl Settings {
                 "relay_lease_secs must be at most half of duplicate_window_secs".into(),
             ));
         }
+        if self.plugin_max_attempts < 1 {
+            return Err(ConfigError::Invalid("plugin_max_attempts must be at least 1".into()));
+        }
         if self.callback_secret.expose().is_empty() || self.admin_token.expose().is_empty() {
             return Err(ConfigError::Invalid("callback_secret and admin_token must not be empty".into()));
         }
@@ -220,6 +263,17 @@ mod tests {
         let bad = |k: &str| (k == "SHOPMESH_WORKER_ID").then(|| "many".to_string());
         let err = Settings::default().apply_env(bad).unwrap_err();
         assert!(err.to_string().contains("SHOPMESH_WORKER_ID"), "{err}");
+    }
+
+    #[test]
+    fn plugin_config_from_env() {
+        let mut s = Settings::default();
+        s.apply_env(|k| (k == "SHOPMESH_PLUGIN_CONFIG").then(|| "points.points_per_unit=2, log.x=y".to_string()))
+            .unwrap();
+        assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "2");
+        assert_eq!(s.plugin_config.0["log"]["x"], "y");
+        let bad = Settings::default().apply_env(|k| (k == "SHOPMESH_PLUGIN_CONFIG").then(|| "nope".to_string()));
+        assert!(bad.is_err());
     }
 
     #[test]

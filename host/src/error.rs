@@ -49,6 +49,8 @@ pub enum ShopError {
     PaymentAmountInvalid { expected: String, given: String },
     #[error("callback signature rejected: {0}")]
     SignatureInvalid(crate::signature::SignatureError),
+    #[error("dead letter {0} does not exist or was already redriven")]
+    DeadLetterNotFound(Id),
     #[error("admin token missing or wrong")]
     Unauthorized,
     #[error("storage error: {0}")]
@@ -100,6 +102,7 @@ impl ShopError {
             PaymentAmountInvalid { .. } => "SHOP_PAYMENT_AMOUNT_INVALID",
             SignatureInvalid(_) => "SHOP_CALLBACK_SIGNATURE_INVALID",
             Unauthorized => "SHOP_UNAUTHORIZED",
+            DeadLetterNotFound(_) => "SHOP_DEAD_LETTER_NOT_FOUND",
             Storage(_) => "SHOP_INTERNAL_ERROR",
         }
     }
@@ -119,7 +122,7 @@ impl ShopError {
             | PaymentAmountInvalid { .. } => 400,
             SignatureInvalid(_) | Unauthorized => 401,
             OrderNotFound(_) | GoodsNotFound(_) | UserNotFound(_) | CouponNotFound(_)
-            | PaymentNotFound(_) => 404,
+            | PaymentNotFound(_) | DeadLetterNotFound(_) => 404,
             GoodsNumNotEnough { .. } | CouponIsUsed(_) | OrderNotConfirmed(_)
             | OrderPayStatusIsPay(_) => 409,
             StepFailed { reason: StepFailure::Conflict, .. } => 409,

@@ -25,6 +25,7 @@ pub mod money;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod plugins;
 pub mod shop;
 pub mod signature;
 pub mod startup;

@@ -14,6 +14,7 @@ use crate::{
     demo,
     ids::Snowflake,
     outbox::{Relay, RelaySettings},
+    plugins::{consumer, runtime::{Limits, Runtime}, PluginHost, RetrySettings},
     shop::Shop,
     store::{Backend, Db},
     sweeper::{self, SweeperSettings},
@@ -22,6 +23,7 @@ use crate::{
 pub struct Application {
     address: SocketAddr,
     shop: Arc<Shop>,
+    plugins: Arc<PluginHost>,
     nats_url: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -87,7 +89,34 @@ impl Application {
             outbox_wake: outbox_wake.clone(),
         });
 
+        let runtime = Runtime::new(Limits {
+            memory_bytes: settings.plugin_memory_mib as usize * 1024 * 1024,
+            fuel: settings.plugin_fuel,
+            deadline: Settings::secs(settings.plugin_deadline_secs, "plugin_deadline_secs")?,
+        })?;
+        let plugins = Arc::new(PluginHost::new(
+            runtime,
+            shop.clone(),
+            settings.plugin_config.0.clone(),
+            RetrySettings {
+                max_attempts: settings.plugin_max_attempts,
+                base_delay: Settings::secs(settings.plugin_retry_base_secs, "plugin_retry_base_secs")?,
+                max_delay: Settings::secs(settings.plugin_retry_max_secs, "plugin_retry_max_secs")?,
+            },
+        ));
+        plugins.install_dir(&settings.plugins_dir);
+
         let (shutdown, signal) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for name in plugins.names() {
+            tasks.push(tokio::spawn(consumer::run(
+                plugins.clone(),
+                client.clone(),
+                stream.clone(),
+                name,
+                signal.clone(),
+            )));
+        }
         let relay = Relay::new(
             db,
             client,
@@ -103,10 +132,8 @@ impl Application {
             preorder_timeout: Settings::secs(settings.preorder_timeout_secs, "preorder_timeout_secs")?,
             interval: Settings::secs(settings.sweep_interval_secs, "sweep_interval_secs")?,
         };
-        let tasks = vec![
-            tokio::spawn(relay.run(signal.clone())),
-            tokio::spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone())),
-        ];
+        tasks.push(tokio::spawn(relay.run(signal.clone())));
+        tasks.push(tokio::spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone())));
 
         let acceptor = TcpListener::bind(settings.http_addr.to_string())
             .into_acceptor()
@@ -119,6 +146,7 @@ impl Application {
             .context("listener has no socket address")?;
         let routes = api::routes(
             shop.clone(),
+            plugins.clone(),
             AdminToken(settings.admin_token.clone()),
             CallbackSecret(settings.callback_secret.clone()),
         );
@@ -131,7 +159,7 @@ impl Application {
             Some(Duration::from_secs(10)),
         ));
         tracing::info!(%address, "shopmesh listening; Swagger UI at http://{address}/docs");
-        Ok(Application { address, shop, nats_url, shutdown, tasks, server, _nats: nats_child })
+        Ok(Application { address, shop, plugins, nats_url, shutdown, tasks, server, _nats: nats_child })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -140,6 +168,10 @@ impl Application {
 
     pub fn shop(&self) -> &Arc<Shop> {
         &self.shop
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.plugins
     }
 
     pub fn nats_url(&self) -> &str {

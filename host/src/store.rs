@@ -38,11 +38,18 @@ pub struct Db {
 }
 
 /// Migrations, embedded so the binary carries its schema. Versions only ever get added.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    20261122000001,
-    "shop tables, step records, outbox",
-    include_str!("../../migrations/20261122000001_shop.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        20261122000001,
+        "shop tables, step records, outbox",
+        include_str!("../../migrations/20261122000001_shop.sql"),
+    ),
+    (
+        20261122000002,
+        "plugin inbox, audit log, dead letters",
+        include_str!("../../migrations/20261122000002_plugins.sql"),
+    ),
+];
 
 /// Serialises concurrent migrators on Postgres (two hosts starting together).
 const MIGRATION_LOCK_KEY: i64 = 0x5348_4f50_4d45_5348; // "SHOPMESH"

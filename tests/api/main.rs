@@ -7,6 +7,7 @@ mod callback;
 mod concurrency;
 mod faults;
 mod outage;
+mod plugins;
 mod scenario;
 mod spec;
 mod validation;

@@ -15,7 +15,7 @@ use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJS
 pub use admin::AdminToken;
 pub use payments::CallbackSecret;
 
-use crate::shop::Shop;
+use crate::{plugins::PluginHost, shop::Shop};
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -37,11 +37,11 @@ pub enum Created<T: ToJSON + Send> {
     Created(Json<T>),
 }
 
-type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi);
+type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, admin::PluginsAdminApi);
 
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi),
+        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, admin::PluginsAdminApi),
         "shopmesh",
         env!("CARGO_PKG_VERSION"),
     )
@@ -56,7 +56,7 @@ pub fn spec_json() -> String {
     service().spec()
 }
 
-pub fn routes(shop: Arc<Shop>, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
+pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
     let api = service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -65,6 +65,7 @@ pub fn routes(shop: Arc<Shop>, admin_token: AdminToken, callback_secret: Callbac
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .data(shop)
+        .data(plugins)
         .data(admin_token)
         .data(callback_secret)
         // Whatever poem-openapi did not answer itself (an unknown path, a wrong method)

@@ -1,0 +1,101 @@
+//! What a plugin may read, fetched before it runs: the event's order, user, goods and
+//! coupon and the order's step records. Reading ahead keeps the guest call free of I/O (it
+//! cannot block a database connection, and its deadline measures only its own work) and
+//! makes a plugin a pure function of (event, snapshot, config), which replay relies on.
+
+use sqlx::Row;
+
+use super::{delivery::{Delivery, DomainEvent}, runtime::shop::plugin::types as wit};
+use crate::{error::ShopError, ids::Id, shop::Shop};
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub order_id: Option<i64>,
+    pub order: Option<wit::Order>,
+    pub goods: Option<wit::Goods>,
+    pub user: Option<wit::User>,
+    pub coupon: Option<wit::Coupon>,
+    pub steps: Vec<wit::StepRecord>,
+}
+
+fn found<T>(r: Result<T, ShopError>) -> Result<Option<T>, sqlx::Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(ShopError::Storage(e)) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error> {
+    let order_id = d.event.order_id();
+    let order = found(shop.order(Id(order_id)).await)?;
+    let goods_id = match &d.event {
+        DomainEvent::Cancel(e) => Some(e.goods_id),
+        DomainEvent::Confirmed(e) => Some(e.goods_id),
+        DomainEvent::Paid(_) => order.as_ref().map(|o| o.goods_id),
+    };
+    let coupon_id = order.as_ref().and_then(|o| o.coupon_id);
+    let goods = match goods_id {
+        Some(id) => found(shop.goods(id).await)?,
+        None => None,
+    };
+    let coupon = match coupon_id {
+        Some(id) => found(shop.coupon(id).await)?,
+        None => None,
+    };
+    let user = found(shop.user(Id(d.event.user_id())).await)?;
+    let rows = sqlx::query("SELECT step, action, amount FROM shop_order_step WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_all(shop.db.pool())
+        .await?;
+    let mut steps = Vec::with_capacity(rows.len());
+    for r in rows {
+        let step = match r.try_get::<String, _>(0)?.as_str() {
+            "stock" => wit::Step::Stock,
+            "coupon" => wit::Step::Coupon,
+            _ => wit::Step::Balance,
+        };
+        let action = match r.try_get::<String, _>(1)?.as_str() {
+            "forward" => wit::StepAction::Forward,
+            _ => wit::StepAction::Giveback,
+        };
+        steps.push(wit::StepRecord { step, action, amount: r.try_get(2)? });
+    }
+    Ok(Snapshot {
+        order_id: Some(order_id),
+        order: order.map(|o| wit::Order {
+            order_id: o.order_id.0,
+            user_id: o.user_id.0,
+            order_status: o.order_status,
+            pay_status: o.pay_status,
+            goods_id: o.goods_id.0,
+            goods_number: o.goods_number,
+            goods_price: o.goods_price.cents(),
+            order_amount: o.order_amount.cents(),
+            coupon_id: o.coupon_id.map(|c| c.0),
+            coupon_paid: o.coupon_paid.cents(),
+            money_paid: o.money_paid.cents(),
+            pay_amount: o.pay_amount.cents(),
+        }),
+        goods: goods.map(|g| wit::Goods {
+            goods_id: g.goods_id.0,
+            goods_name: g.goods_name,
+            goods_number: g.goods_number,
+            goods_price: g.goods_price.cents(),
+        }),
+        user: user.map(|u| wit::User {
+            user_id: u.user_id.0,
+            user_name: u.user_name,
+            user_score: u.user_score,
+            user_money: u.user_money.cents(),
+        }),
+        coupon: coupon.map(|c| wit::Coupon {
+            coupon_id: c.coupon_id.0,
+            coupon_price: c.coupon_price.cents(),
+            user_id: c.user_id.0,
+            order_id: c.order_id.map(|o| o.0),
+            is_used: c.is_used != 0,
+        }),
+        steps,
+    })
+}

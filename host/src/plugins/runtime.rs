@@ -1,0 +1,288 @@
+//! The WebAssembly side: one [`Engine`] and [`Linker`] for all plugins; each plugin version
+//! compiled once into a [`LoadedPlugin`] (its `PluginPre`); a fresh [`Store`] per
+//! invocation with a memory cap, fuel and an epoch deadline, so a plugin can neither hold
+//! memory, nor spin, nor outlive its event. Traps are returned as errors, never panics.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    component::{Component, HasSelf, Linker},
+    Config, Engine, Store, StoreLimits, StoreLimitsBuilder,
+};
+
+use super::reads::Snapshot;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+});
+
+// `manifest`, `event`, `effect` and `plugin-error` come to the root through the world's `use`.
+pub use shop::plugin::types::{
+    Capability, LogKind, LogLevel, OrderCancelled, OrderConfirmed, PaySucceeded, Payload,
+};
+use shop::plugin::types as wit;
+
+/// The only interfaces a plugin may import. Anything else (WASI files, sockets, clocks,
+/// environment) is refused at load, before the component ever runs.
+const ALLOWED_IMPORTS: [&str; 2] = ["shop:plugin/types@0.1.0", "shop:plugin/host@0.1.0"];
+
+/// How often the epoch ticks: the unit of the invocation deadline.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to. The five shop plugins use well under
+    /// 1 MiB; 16 MiB leaves room for real business logic and still bounds a runaway.
+    pub memory_bytes: usize,
+    /// Wasm instructions per invocation (roughly). A give-back takes a few thousand.
+    pub fuel: u64,
+    /// Wall-clock bound of one invocation, enforced by epoch interruption.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { memory_bytes: 16 << 20, fuel: 50_000_000, deadline: Duration::from_millis(500) }
+    }
+}
+
+/// A capability as the WIT spells it.
+pub fn capability_name(c: Capability) -> &'static str {
+    match c {
+        Capability::RestoreStock => "restore-stock",
+        Capability::ReleaseCoupon => "release-coupon",
+        Capability::RefundBalance => "refund-balance",
+        Capability::AddPoints => "add-points",
+        Capability::AppendLog => "append-log",
+    }
+}
+
+/// Which capabilities each plugin name may hold: a plugin named `coupon` can never touch
+/// balances, whatever its manifest says.
+pub fn allowed_capabilities(name: &str) -> &'static [Capability] {
+    match name {
+        "stock" => &[Capability::RestoreStock],
+        "coupon" => &[Capability::ReleaseCoupon],
+        "balance" => &[Capability::RefundBalance],
+        "points" => &[Capability::AddPoints],
+        "log" => &[Capability::AppendLog],
+        _ => &[],
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("imports {0:?}, but a plugin may import only shop:plugin/host")]
+    ForbiddenImport(String),
+    #[error("does not implement the shop:plugin/plugin world: {0}")]
+    World(String),
+    #[error("manifest() failed: {0}")]
+    Manifest(String),
+    #[error("manifest name {found:?} does not match the plugin name {expected:?}")]
+    NameMismatch { expected: String, found: String },
+    #[error("declares capability {0:?}, which is not allowed for this plugin")]
+    CapabilityNotAllowed(Capability),
+    #[error("declares no subjects, or a subject outside shop.>: {0:?}")]
+    Subjects(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+    /// The guest trapped: a panic, running out of fuel or time, growing past its memory cap.
+    #[error("trapped: {0}")]
+    Trap(String),
+}
+
+/// One compiled, validated version of a plugin.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub manifest: Manifest,
+    /// Hex sha256 of the component bytes: which build produced an effect.
+    pub sha256: String,
+    pre: PluginPre<Invocation>,
+}
+
+impl LoadedPlugin {
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
+    pub fn subjects(&self) -> &[String] {
+        &self.manifest.subjects
+    }
+}
+
+/// Per-invocation state: the reads snapshot, the plugin's config, and the memory limiter.
+struct Invocation {
+    plugin: String,
+    reads: Snapshot,
+    config: Arc<HashMap<String, String>>,
+    limits: StoreLimits,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Invocation>,
+    limits: Limits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.consume_fuel(true).epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut Invocation| state)?;
+
+        // The epoch clock behind every deadline; stops when the runtime is dropped.
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticking.increment_epoch();
+            }
+        })?;
+        Ok(Runtime { engine, linker, limits, ticker_stop })
+    }
+
+    /// Compiles and validates a candidate; nothing about it runs unless it passes.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        for (import, _) in component.component_type().imports(&self.engine) {
+            if !ALLOWED_IMPORTS.contains(&import) {
+                return Err(LoadError::ForbiddenImport(import.to_owned()));
+            }
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+
+        let mut store = self.store(name, Snapshot::default(), Arc::default());
+        let manifest = pre
+            .instantiate(&mut store)
+            .and_then(|p| p.call_manifest(&mut store))
+            .map_err(|e| LoadError::Manifest(format!("{e:#}")))?;
+        if manifest.name != name {
+            return Err(LoadError::NameMismatch { expected: name.into(), found: manifest.name });
+        }
+        let allowed = allowed_capabilities(name);
+        if let Some(c) = manifest.capabilities.iter().find(|c| !allowed.contains(c)) {
+            return Err(LoadError::CapabilityNotAllowed(*c));
+        }
+        let subjects: BTreeSet<_> = manifest.subjects.iter().collect();
+        if subjects.is_empty() || subjects.iter().any(|s| !s.starts_with("shop.")) {
+            return Err(LoadError::Subjects(manifest.subjects));
+        }
+        Ok(LoadedPlugin {
+            name: name.to_owned(),
+            manifest,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            pre,
+        })
+    }
+
+    /// Runs `handle(event)` in a fresh store. The outer error is the host's view (trap,
+    /// instantiation); the inner one is what the plugin itself returned.
+    pub fn invoke(
+        &self,
+        plugin: &LoadedPlugin,
+        event: &Event,
+        reads: Snapshot,
+        config: Arc<HashMap<String, String>>,
+    ) -> Result<Result<Vec<Effect>, PluginError>, InvokeError> {
+        let mut store = self.store(&plugin.name, reads, config);
+        let instance = plugin.pre.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)))
+    }
+
+    fn store(&self, plugin: &str, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Store<Invocation> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            // A component is several core instances (its module plus adapter shims); this
+            // bounds instance count without getting in the way of a real component.
+            .instances(16)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, Invocation { plugin: plugin.to_owned(), reads, config, limits });
+        store.limiter(|state| &mut state.limits);
+        store.set_fuel(self.limits.fuel).expect("fuel is enabled");
+        let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store
+    }
+}
+
+/// A readable reason: which limit stopped the guest, if one did.
+fn describe_trap(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "deadline exceeded (epoch interruption)".into(),
+        Some(wasmtime::Trap::OutOfFuel) => "fuel exhausted".into(),
+        Some(trap) => format!("{trap} ({e:#})"),
+        None if format!("{e:#}").contains("memory") => format!("memory limit: {e:#}"),
+        None => format!("{e:#}"),
+    }
+}
+
+impl wit::Host for Invocation {}
+
+impl shop::plugin::host::Host for Invocation {
+    fn get_order(&mut self, order_id: wit::Id) -> Option<wit::Order> {
+        self.reads.order.clone().filter(|o| o.order_id == order_id)
+    }
+
+    fn get_goods(&mut self, goods_id: wit::Id) -> Option<wit::Goods> {
+        self.reads.goods.clone().filter(|g| g.goods_id == goods_id)
+    }
+
+    fn get_user(&mut self, user_id: wit::Id) -> Option<wit::User> {
+        self.reads.user.clone().filter(|u| u.user_id == user_id)
+    }
+
+    fn get_coupon(&mut self, coupon_id: wit::Id) -> Option<wit::Coupon> {
+        self.reads.coupon.clone().filter(|c| c.coupon_id == coupon_id)
+    }
+
+    fn order_steps(&mut self, order_id: wit::Id) -> Vec<wit::StepRecord> {
+        if self.reads.order_id == Some(order_id) {
+            self.reads.steps.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) {
+        // A guest's text is not trusted: bounded, and logged as a value, not a format.
+        let message: String = message.chars().take(1000).collect();
+        let plugin = self.plugin.as_str();
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, message),
+            LogLevel::Info => tracing::info!(plugin, message),
+            LogLevel::Warn => tracing::warn!(plugin, message),
+            LogLevel::Error => tracing::error!(plugin, message),
+        }
+    }
+}

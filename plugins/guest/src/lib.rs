@@ -1,0 +1,191 @@
+//! The glue every shopmesh plugin shares, so a plugin is only its rule:
+//!
+//! ```ignore
+//! struct Stock;
+//! impl shopmesh_guest::Rule for Stock { /* NAME, VERSION, …, fn handle */ }
+//! shopmesh_guest::plugin!(Stock);
+//! ```
+//!
+//! On wasm32 the crate is `no_std` (with an allocator and a panic handler), so the component
+//! imports nothing but the `shop:plugin/host` interface: no WASI, no files, clocks or sockets.
+//! Natively (for unit tests) it is an ordinary crate and rules read from a [`Reads`] fake.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::{string::String, vec::Vec};
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+/// The component model's allocation hook (the host calls it to pass strings and lists in).
+/// wit-bindgen's own copy is dropped by the linker in `no_std` builds (wit-bindgen #1680),
+/// so the guest provides it from the global allocator.
+#[cfg(target_arch = "wasm32")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+    use alloc::alloc::{alloc, realloc, Layout};
+    if new_len == 0 {
+        return align as *mut u8;
+    }
+    let ptr = if old_len == 0 {
+        alloc(Layout::from_size_align_unchecked(new_len, align))
+    } else {
+        realloc(old, Layout::from_size_align_unchecked(old_len, align), new_len)
+    };
+    if ptr.is_null() {
+        core::arch::wasm32::unreachable();
+    }
+    ptr
+}
+
+/// A panic in a plugin becomes a trap: the host records the failure and retries.
+#[cfg(target_arch = "wasm32")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+/// Generated bindings of the `shop:plugin/plugin` world. (In a module of its own: at the
+/// crate root the public export macro collides with its own re-export.)
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "shopmesh_guest::bindings",
+    });
+}
+
+pub use bindings::shop::plugin::types::*;
+pub use bindings::Guest;
+use bindings::shop;
+
+/// Read-only access to the shop, scoped to the event being handled.
+pub trait Reads {
+    fn order(&self, order_id: Id) -> Option<Order>;
+    fn goods(&self, goods_id: Id) -> Option<Goods>;
+    fn user(&self, user_id: Id) -> Option<User>;
+    fn coupon(&self, coupon_id: Id) -> Option<Coupon>;
+    fn order_steps(&self, order_id: Id) -> Vec<StepRecord>;
+    fn config(&self, key: &str) -> Option<String>;
+}
+
+/// The real reads: calls into the host.
+pub struct Host;
+
+impl Reads for Host {
+    fn order(&self, order_id: Id) -> Option<Order> {
+        shop::plugin::host::get_order(order_id)
+    }
+    fn goods(&self, goods_id: Id) -> Option<Goods> {
+        shop::plugin::host::get_goods(goods_id)
+    }
+    fn user(&self, user_id: Id) -> Option<User> {
+        shop::plugin::host::get_user(user_id)
+    }
+    fn coupon(&self, coupon_id: Id) -> Option<Coupon> {
+        shop::plugin::host::get_coupon(coupon_id)
+    }
+    fn order_steps(&self, order_id: Id) -> Vec<StepRecord> {
+        shop::plugin::host::order_steps(order_id)
+    }
+    fn config(&self, key: &str) -> Option<String> {
+        shop::plugin::host::config(key)
+    }
+}
+
+/// Logs through the host (the plugin has no stderr of its own).
+pub fn log(level: LogLevel, message: &str) {
+    shop::plugin::host::log(level, message)
+}
+
+/// A plugin's business rule and what it declares about itself.
+pub trait Rule {
+    const NAME: &'static str;
+    const VERSION: &'static str;
+    const SUBJECTS: &'static [&'static str];
+    const CAPABILITIES: &'static [Capability];
+    /// JSON Schema of the plugin's configuration.
+    const CONFIG_SCHEMA: &'static str = "{}";
+
+    fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError>;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: Self::NAME.into(),
+            version: Self::VERSION.into(),
+            subjects: Self::SUBJECTS.iter().map(|s| String::from(*s)).collect(),
+            capabilities: Self::CAPABILITIES.to_vec(),
+            config_schema: Self::CONFIG_SCHEMA.into(),
+        }
+    }
+}
+
+/// The step record of `step`/`action` for an order, if the order flow wrote one.
+pub fn step(steps: &[StepRecord], step: Step, action: StepAction) -> Option<&StepRecord> {
+    steps.iter().find(|r| r.step == step && r.action == action)
+}
+
+/// What a give-back plugin should give back for `step`: the forward amount, unless the
+/// forward step never ran ("empty rollback") or was already given back.
+pub fn to_give_back(steps: &[StepRecord], which: Step) -> Option<i64> {
+    let forward = step(steps, which, StepAction::Forward)?;
+    step(steps, which, StepAction::Giveback).is_none().then_some(forward.amount)
+}
+
+/// Exports a [`Rule`] as the component's `manifest` and `handle`.
+#[macro_export]
+macro_rules! plugin {
+    ($rule:ty) => {
+        struct __Component;
+
+        impl $crate::Guest for __Component {
+            fn manifest() -> $crate::Manifest {
+                <$rule as $crate::Rule>::manifest()
+            }
+
+            fn handle(event: $crate::Event) -> Result<$crate::alloc_vec::Vec<$crate::Effect>, $crate::PluginError> {
+                <$rule as $crate::Rule>::handle(&event, &$crate::Host)
+            }
+        }
+
+        $crate::bindings::export_world!(__Component);
+    };
+}
+
+#[doc(hidden)]
+pub use alloc::vec as alloc_vec;
+
+/// A fake [`Reads`] for native unit tests of rules.
+#[derive(Default, Clone)]
+pub struct FakeReads {
+    pub orders: Vec<Order>,
+    pub users: Vec<User>,
+    pub steps: Vec<(Id, StepRecord)>,
+    pub config: Vec<(String, String)>,
+}
+
+impl Reads for FakeReads {
+    fn order(&self, order_id: Id) -> Option<Order> {
+        self.orders.iter().find(|o| o.order_id == order_id).cloned()
+    }
+    fn goods(&self, _: Id) -> Option<Goods> {
+        None
+    }
+    fn user(&self, user_id: Id) -> Option<User> {
+        self.users.iter().find(|u| u.user_id == user_id).cloned()
+    }
+    fn coupon(&self, _: Id) -> Option<Coupon> {
+        None
+    }
+    fn order_steps(&self, order_id: Id) -> Vec<StepRecord> {
+        self.steps.iter().filter(|(o, _)| *o == order_id).map(|(_, s)| *s).collect()
+    }
+    fn config(&self, key: &str) -> Option<String> {
+        self.config.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+}

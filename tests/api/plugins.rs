@@ -1,0 +1,151 @@
+//! The five real plugin components, end to end: give-backs after a failed order, points and
+//! the payment log after a payment, exactly once even when an event comes again under a
+//! new message id, and poison events dead-lettered without blocking the stream.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, wait_consumers_idle, wait_for, with_plugins, Backend, TestApp};
+
+const ALL: [&str; 5] = ["stock", "coupon", "balance", "points", "log"];
+
+async fn state(app: &TestApp, fx: &crate::helpers::Fixture) -> (Value, Value, Value) {
+    (
+        app.get(&format!("/api/goods/{}", fx.goods_id)).await.body["goods_number"].clone(),
+        app.get(&format!("/api/users/{}", fx.user_id)).await.body.clone(),
+        app.get(&format!("/api/coupons/{}", fx.coupon_id.clone().unwrap())).await.body["is_used"].clone(),
+    )
+}
+
+/// Publishes `body` on `subject` with a fresh message id (JetStream's de-duplication
+/// cannot recognise it).
+async fn republish(app: &TestApp, subject: &str, body: &Value) {
+    let client = async_nats::connect(&app.nats_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let msg_id = format!("again-{}", shopmesh::ids::now_ms());
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(Bytes::from(body.to_string()))
+        .message_id(msg_id);
+    js.send_publish(subject.to_owned(), publish).await.unwrap().await.unwrap();
+}
+
+async fn cancelled_order_gets_everything_back_once(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        with_plugins(s);
+        s.fault = Some("fail:confirm".into());
+    })
+    .await;
+    let fx = app.fixture(5, "200.00", "100.00", Some("30.00")).await;
+    let before = state(&app, &fx).await;
+    let reply = app.post("/api/orders", &fx.order(2, "200.00", "40.00")).await;
+    assert_eq!(reply.code(), "SHOP_ORDER_CONFIRM_FAIL", "{:?}", reply.body);
+
+    let events = app.wait_events("shop.order.cancel", 1).await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+    assert_eq!(state(&app, &fx).await, before, "stock, balance and coupon are back");
+    assert_eq!(app.count("shop_order_step", "action = 'giveback'").await, 3);
+    assert_eq!(app.count("trade_goods_number_log", "log_type = 2 AND goods_number = 2").await, 1);
+    assert_eq!(app.count("trade_user_money_log", "money_log_type = 2 AND use_money = 4000").await, 1);
+    assert_eq!(app.count("shop_audit_log", "kind = 'cancelled'").await, 1);
+    // Each subscribed plugin applied the event once, and says which build did it.
+    assert_eq!(app.count("trade_mq_consumer_log", "consumer_status = 1 AND plugin_version = '1.0.0'").await, 4);
+
+    // The same event again under a new message id: the inboxes absorb it.
+    republish(&app, "shop.order.cancel", &events[0].1).await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+    assert_eq!(state(&app, &fx).await, before);
+    assert_eq!(app.count("shop_order_step", "action = 'giveback'").await, 3);
+    assert_eq!(app.count("shop_audit_log", "").await, 1);
+    assert_eq!(app.count("shop_dead_letter", "").await, 0);
+}
+
+async fn give_backs_only_what_was_taken(backend: Backend) {
+    // The coupon step fails: stock was taken, coupon and balance never were.
+    let app = spawn_app_with(backend, |s| {
+        with_plugins(s);
+        s.fault = Some("fail:coupon".into());
+    })
+    .await;
+    let fx = app.fixture(5, "200.00", "100.00", Some("30.00")).await;
+    let before = state(&app, &fx).await;
+    app.post("/api/orders", &fx.order(1, "200.00", "40.00")).await;
+    app.wait_events("shop.order.cancel", 1).await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+    assert_eq!(state(&app, &fx).await, before);
+    // Only the stock give-back happened; the empty rollbacks wrote nothing.
+    assert_eq!(app.count("shop_order_step", "action = 'giveback'").await, 1);
+    assert_eq!(app.count("trade_user_money_log", "").await, 0);
+}
+
+async fn paid_order_adds_points_and_one_log_row(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        with_plugins(s);
+        s.plugin_config.0.insert("points".into(), [("points_per_unit".to_string(), "2".to_string())].into());
+    })
+    .await;
+    let fx = app.fixture(5, "120.50", "0.00", None).await;
+    let order = app.post("/api/orders", &fx.order(2, "120.50", "0")).await;
+    assert_eq!(order.status, 201, "{:?}", order.body);
+    let order_id = order.body["order_id"].as_str().unwrap();
+    let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "241.00"})).await;
+    let pay_id = pay.body["pay_id"].as_str().unwrap();
+    assert_eq!(app.signed_callback(pay_id, "241.00").await.status, 200);
+
+    let paid = app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+    let user = format!("/api/users/{}", fx.user_id);
+    assert_eq!(app.get(&user).await.body["user_score"], 482, "2 points per whole 1.00 of 241.00");
+    assert_eq!(app.count("shop_audit_log", "kind = 'paid' AND amount = 24100").await, 1);
+
+    republish(&app, "shop.pay.success", &paid[0].1).await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+    assert_eq!(app.get(&user).await.body["user_score"], 482, "not twice");
+    assert_eq!(app.count("shop_audit_log", "").await, 1);
+}
+
+async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let client = async_nats::connect(&app.nats_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // Wait for the stream (created by the host at start) before publishing into it.
+    wait_for("stream SHOP", std::time::Duration::from_secs(10), || {
+        let js = js.clone();
+        async move { js.get_stream("SHOP").await.ok().map(|_| ()) }
+    })
+    .await;
+    for body in [
+        "not json at all".to_string(),
+        json!({"specversion": "1.0", "id": "p-2", "type": "shop.order.cancel", "data": {"order_id": 1}}).to_string(),
+        json!({"specversion": "1.0", "id": "p-3", "type": "shop.pay.success", "data": {}}).to_string(),
+    ] {
+        js.publish("shop.order.cancel", body.into()).await.unwrap().await.unwrap();
+    }
+    // A good event after the poison still gets through.
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+    let order_id = order.body["order_id"].as_str().unwrap();
+    let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "150.00"})).await;
+    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150);
+    // Four plugins subscribe to shop.order.cancel; each dead-letters each poison message.
+    let auth = [("authorization", format!("Bearer {}", crate::helpers::ADMIN_TOKEN))];
+    let letters = app.request(reqwest::Method::GET, "/api/admin/dead-letters", None, &auth).await;
+    let letters = letters.body.as_array().unwrap().clone();
+    assert_eq!(letters.len(), 12, "{letters:?}");
+    let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().all(|r| r.starts_with("malformed event")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("not a CloudEvents JSON envelope")));
+    assert!(reasons.iter().any(|r| r.contains("payload invalid")));
+    assert!(reasons.iter().any(|r| r.contains("arrived on subject")));
+    let unauthorized = app.get("/api/admin/dead-letters").await;
+    assert_eq!(unauthorized.status, 401);
+}
+
+crate::on_both_databases!(
+    cancelled_order_gets_everything_back_once,
+    give_backs_only_what_was_taken,
+    paid_order_adds_points_and_one_log_row,
+    poison_events_are_dead_lettered_and_the_stream_moves_on
+);
