@@ -202,6 +202,16 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     }
 }
 
+/// A component from target/plugins (the product's) or target/plugins-testing (the sandbox
+/// tests' misbehaving guests).
+pub fn component(name: &str) -> Vec<u8> {
+    let product = plugins_dir().join(format!("{name}.wasm"));
+    let testing = plugins_dir().join("../plugins-testing").join(format!("{name}.wasm"));
+    std::fs::read(&product)
+        .or_else(|_| std::fs::read(&testing))
+        .unwrap_or_else(|e| panic!("{name}.wasm not built ({e}): run scripts/build-plugins"))
+}
+
 /// Loads the five real plugin components into the app under test.
 pub fn with_plugins(settings: &mut Settings) {
     let dir = plugins_dir();
@@ -241,6 +251,11 @@ impl TestApp {
             _test_db: None,
             _data: None,
         }
+    }
+
+    /// The in-process application's plugin host.
+    pub fn plugins(&self) -> &std::sync::Arc<shopmesh::plugins::PluginHost> {
+        self._app.as_ref().expect("an in-process app").plugins()
     }
 
     pub fn nats_mut(&mut self) -> &mut NatsServer {
@@ -500,7 +515,8 @@ impl HostProcess {
     }
 }
 
-/// Waits until the plugin consumers `names` have nothing pending or unacknowledged.
+/// Waits until the plugin consumers `names` have nothing pending or unacknowledged. Wait
+/// for the event to be in the stream first: before that, an idle consumer proves nothing.
 pub async fn wait_consumers_idle(nats_url: &str, names: &[&str]) {
     let client = async_nats::connect(nats_url).await.expect("connect to nats");
     let js = async_nats::jetstream::new(client);

@@ -8,6 +8,7 @@ mod concurrency;
 mod faults;
 mod outage;
 mod plugins;
+mod sandbox;
 mod scenario;
 mod spec;
 mod validation;

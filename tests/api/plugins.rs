@@ -126,6 +126,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     let order_id = order.body["order_id"].as_str().unwrap();
     let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "150.00"})).await;
     app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.wait_events("shop.pay.success", 1).await;
     wait_consumers_idle(&app.nats_url, &ALL).await;
 
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150);

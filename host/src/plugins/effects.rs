@@ -8,7 +8,7 @@
 
 use super::{
     delivery::{Delivery, DomainEvent},
-    runtime::{Capability, Effect, LoadedPlugin},
+    runtime::{capability_name, Capability, Effect, LoadedPlugin},
 };
 use crate::{ids::now_ms, shop::Shop, store::Tx};
 
@@ -51,10 +51,10 @@ fn ensure(ok: bool, why: impl FnOnce() -> String) -> Result<(), ApplyError> {
 pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<(), ApplyError> {
     let cap = capability(effect);
     ensure(plugin.manifest.capabilities.contains(&cap), || {
-        format!("{} did not declare capability {cap:?}", plugin.name)
+        format!("{} did not declare capability {}", plugin.name, capability_name(cap))
     })?;
     ensure(super::runtime::allowed_capabilities(&plugin.name).contains(&cap), || {
-        format!("capability {cap:?} is not allowed for plugin {}", plugin.name)
+        format!("capability {} is not allowed for plugin {}", capability_name(cap), plugin.name)
     })?;
     let mismatch = |what: &str| format!("{what} does not match the event");
     match (effect, &d.event) {
@@ -90,8 +90,8 @@ pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<
             ensure(e.note.chars().count() <= MAX_NOTE_CHARS, || "note longer than 500 characters".into())
         }
         (effect, _) => Err(ApplyError::Rejected(format!(
-            "{:?} does not apply to a {} event",
-            capability(effect),
+            "{} does not apply to a {} event",
+            capability_name(capability(effect)),
             d.subject
         ))),
     }

@@ -91,7 +91,7 @@ pub enum LoadError {
     Manifest(String),
     #[error("manifest name {found:?} does not match the plugin name {expected:?}")]
     NameMismatch { expected: String, found: String },
-    #[error("declares capability {0:?}, which is not allowed for this plugin")]
+    #[error("declares capability {}, which is not allowed for this plugin", capability_name(*.0))]
     CapabilityNotAllowed(Capability),
     #[error("declares no subjects, or a subject outside shop.>: {0:?}")]
     Subjects(Vec<String>),

@@ -1,0 +1,63 @@
+//! A points-shaped plugin that misbehaves on request, for the sandbox tests. Its config
+//! key `mode` picks the behaviour: each violation has an obeyed twin.
+//!   spin          loops forever             spin-briefly   loops a little, then ok
+//!   grow          allocates without end     grow-a-little  allocates 2 MiB, then ok
+//!   trap          panics (a trap)           ok             1 point per whole 1.00 paid
+//!   overreach     refunds a balance (a capability it does not have)
+#![no_std]
+extern crate alloc;
+
+use alloc::{vec, vec::Vec};
+use shopmesh_guest::*;
+
+pub struct Rogue;
+
+fn ok(paid: &PaySucceeded) -> Vec<Effect> {
+    vec![Effect::AddPoints(AddPoints { order_id: paid.order_id, user_id: paid.user_id, points: paid.pay_amount / 100 })]
+}
+
+impl Rule for Rogue {
+    const NAME: &'static str = "points";
+    const VERSION: &'static str = "0.0.1-rogue";
+    const SUBJECTS: &'static [&'static str] = &["shop.pay.success"];
+    const CAPABILITIES: &'static [Capability] = &[Capability::AddPoints];
+
+    fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
+        let Payload::PaySuccess(paid) = &event.payload else {
+            return Ok(vec![]);
+        };
+        let mode = reads.config("mode").unwrap_or_default();
+        match mode.as_str() {
+            "spin" => loop {
+                core::hint::black_box(&mode);
+            },
+            "spin-briefly" => {
+                for i in 0..100_000u64 {
+                    core::hint::black_box(i);
+                }
+                Ok(ok(paid))
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    core::hint::black_box(&hoard);
+                }
+            }
+            "grow-a-little" => {
+                let hoard = vec![1u8; 2 << 20];
+                core::hint::black_box(&hoard);
+                Ok(ok(paid))
+            }
+            "trap" => panic!("rogue trap"),
+            "overreach" => Ok(vec![Effect::RefundBalance(RefundBalance {
+                order_id: paid.order_id,
+                user_id: paid.user_id,
+                amount: paid.pay_amount,
+            })]),
+            _ => Ok(ok(paid)),
+        }
+    }
+}
+
+shopmesh_guest::plugin!(Rogue);

@@ -1,0 +1,161 @@
+//! A plugin cannot hurt the host: every limit is tested as a pair with a real guest
+//! component (Spin's obeyed/violated style). A violation is a recorded failure, retried,
+//! then dead-lettered with its reason; the host and the other plugins keep working; after
+//! the plugin is replaced, redrive applies the event exactly once.
+
+use serde_json::json;
+use shopmesh::{config::Settings, plugins::runtime::LoadError};
+
+use crate::helpers::{component, spawn_app_with, wait_consumers_idle, with_plugins, Backend, TestApp, ADMIN_TOKEN};
+
+const MAX_ATTEMPTS: i64 = 3;
+
+/// An app whose `points` plugin is the rogue guest in `mode`; pays one 150.00 order.
+async fn rogue_pays_once(mode: &str, tweak: impl FnOnce(&mut Settings)) -> (TestApp, String) {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        with_plugins(s);
+        s.plugin_max_attempts = MAX_ATTEMPTS;
+        s.plugin_config.0.insert("points".into(), [("mode".to_string(), mode.to_string())].into());
+        tweak(s);
+    })
+    .await;
+    let rogue = app.plugins().install("points", &component("rogue")).expect("the rogue guest is a valid plugin");
+    assert_eq!(rogue.version(), "0.0.1-rogue");
+
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+    let order_id = order.body["order_id"].as_str().unwrap();
+    let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "150.00"})).await;
+    assert_eq!(app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await.status, 200);
+    // In the stream first: only then does an idle consumer mean a handled event.
+    app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
+    (app, fx.user_id)
+}
+
+async fn score(app: &TestApp, user_id: &str) -> i64 {
+    app.get(&format!("/api/users/{user_id}")).await.body["user_score"].as_i64().unwrap()
+}
+
+async fn obeyed(mode: &str, tweak: impl FnOnce(&mut Settings)) {
+    let (app, user) = rogue_pays_once(mode, tweak).await;
+    assert_eq!(score(&app, &user).await, 150, "{mode}: points added");
+    assert_eq!(app.count("shop_dead_letter", "").await, 0, "{mode}");
+}
+
+async fn violated(mode: &str, reason: &str, tweak: impl FnOnce(&mut Settings)) {
+    let (app, user) = rogue_pays_once(mode, tweak).await;
+    let auth = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
+
+    // Recorded, retried, dead-lettered with a readable reason.
+    let letters = app.request(reqwest::Method::GET, "/api/admin/dead-letters?plugin=points", None, &auth).await.body;
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{mode}: {letters:?}");
+    assert_eq!(letters[0]["attempts"], MAX_ATTEMPTS, "{mode}");
+    let why = letters[0]["reason"].as_str().unwrap();
+    assert!(why.contains(reason), "{mode}: reason {why:?} should mention {reason:?}");
+    assert_eq!(app.count("trade_mq_consumer_log", &format!("group_name = 'points' AND consumer_status = 2 AND consumer_times = {MAX_ATTEMPTS}")).await, 1);
+    assert_eq!(score(&app, &user).await, 0, "{mode}: nothing applied");
+
+    // The other plugin and the host carry on.
+    assert_eq!(app.count("shop_audit_log", "kind = 'paid'").await, 1, "{mode}: log plugin unaffected");
+    let fx = app.fixture(1, "10.00", "0.00", None).await;
+    assert_eq!(app.post("/api/orders", &fx.order(1, "10.00", "0")).await.status, 201, "{mode}: host still serves");
+
+    // Fix the plugin, redrive: applied once; a second redrive finds nothing to do.
+    app.plugins().install("points", &component("points")).unwrap();
+    let redriven = app.request(reqwest::Method::POST, "/api/admin/plugins/points/redrive", None, &auth).await;
+    assert_eq!(redriven.body[0]["result"], "applied", "{mode}: {:?}", redriven.body);
+    assert_eq!(score(&app, &user).await, 150, "{mode}: applied after the fix");
+    let again = app.request(reqwest::Method::POST, "/api/admin/plugins/points/redrive", None, &auth).await;
+    assert_eq!(again.body, json!([]), "{mode}");
+    let id = letters[0]["id"].as_str().unwrap();
+    let one = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{id}/redrive"), None, &auth).await;
+    assert_eq!((one.status, one.code()), (404, "SHOP_DEAD_LETTER_NOT_FOUND"));
+    assert_eq!(score(&app, &user).await, 150, "{mode}: once");
+}
+
+fn unlimited_fuel_short_deadline(s: &mut Settings) {
+    s.plugin_fuel = u64::MAX / 4;
+    s.plugin_deadline_secs = 0.2;
+}
+
+fn little_fuel_long_deadline(s: &mut Settings) {
+    s.plugin_fuel = 5_000_000;
+    s.plugin_deadline_secs = 10.0;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_obeyed() {
+    obeyed("spin-briefly", unlimited_fuel_short_deadline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_violated() {
+    violated("spin", "deadline exceeded", unlimited_fuel_short_deadline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_obeyed() {
+    obeyed("spin-briefly", little_fuel_long_deadline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_violated() {
+    violated("spin", "fuel exhausted", little_fuel_long_deadline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_obeyed() {
+    obeyed("grow-a-little", |s| s.plugin_memory_mib = 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_violated() {
+    violated("grow", "memory", |s| s.plugin_memory_mib = 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_obeyed() {
+    obeyed("ok", |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_violated() {
+    violated("trap", "unreachable", |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_obeyed() {
+    obeyed("ok", |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_violated() {
+    violated("overreach", "points did not declare capability refund-balance", |_| {}).await;
+}
+
+/// Components that do not fit are refused at load, and the running version stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_components_of_the_world_with_only_host_imports_load() {
+    let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let host = app.plugins();
+    let running = host.current("points").unwrap().sha256.clone();
+
+    let wrong = host.install("points", &component("wrong_world")).err().expect("wrong world refused");
+    assert!(matches!(wrong, LoadError::World(_)), "{wrong}");
+    let extra = host.install("points", &component("extra_import")).err().expect("extra import refused");
+    assert!(matches!(&extra, LoadError::ForbiddenImport(i) if i.contains("test:extra/clock")), "{extra}");
+    let junk = host.install("points", b"\0asm not really").err().expect("junk refused");
+    assert!(matches!(junk, LoadError::Compile(_)), "{junk}");
+    // Right world, wrong name: the stock component cannot pose as points.
+    let posing = host.install("points", &component("stock")).err().expect("name mismatch refused");
+    assert!(matches!(posing, LoadError::NameMismatch { .. }), "{posing}");
+    // A name that may not hold the capability its manifest declares.
+    let greedy = host.install("stock", &component("rogue")).err().expect("refused");
+    assert!(matches!(greedy, LoadError::NameMismatch { .. } | LoadError::CapabilityNotAllowed(_)), "{greedy}");
+    assert_eq!(host.current("points").unwrap().sha256, running, "the running version is untouched");
+
+    // The obeyed side: the real component of the world loads.
+    assert!(host.install("points", &component("points")).is_ok());
+}
