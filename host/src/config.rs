@@ -67,6 +67,8 @@ pub struct Settings {
     pub plugin_memory_mib: u32,
     pub plugin_fuel: u64,
     pub plugin_deadline_secs: f64,
+    /// Unacknowledged deliveries (a host died) go to another host after this long.
+    pub plugin_ack_wait_secs: f64,
     /// Per-plugin configuration values: `[plugin_config.points] points_per_unit = "2"`, or
     /// `SHOPMESH_PLUGIN_CONFIG="points.points_per_unit=2,log.key=value"`.
     pub plugin_config: PluginConfig,
@@ -105,6 +107,7 @@ impl Default for Settings {
             plugin_memory_mib: 16,
             plugin_fuel: 50_000_000,
             plugin_deadline_secs: 0.5,
+            plugin_ack_wait_secs: 30.0,
             plugin_config: PluginConfig::default(),
         }
     }
@@ -199,7 +202,7 @@ impl Settings {
             sweep_interval_secs, duplicate_window_secs, stream_max_age_secs, relay_batch,
             relay_lease_secs, relay_poll_secs, plugins_dir, plugin_max_attempts,
             plugin_retry_base_secs, plugin_retry_max_secs, plugin_memory_mib, plugin_fuel,
-            plugin_deadline_secs, plugin_config
+            plugin_deadline_secs, plugin_ack_wait_secs, plugin_config
         );
         Ok(())
     }
@@ -230,6 +233,11 @@ impl Settings {
             // relay's re-publish a harmless duplicate (see outbox.rs).
             return Err(ConfigError::Invalid(
                 "relay_lease_secs must be at most half of duplicate_window_secs".into(),
+            ));
+        }
+        if self.plugin_ack_wait_secs < self.plugin_deadline_secs * 4.0 {
+            return Err(ConfigError::Invalid(
+                "plugin_ack_wait_secs must be at least 4 × plugin_deadline_secs, or live deliveries get redelivered".into(),
             ));
         }
         if self.plugin_max_attempts < 1 {

@@ -14,7 +14,7 @@ use crate::{
     demo,
     ids::Snowflake,
     outbox::{Relay, RelaySettings},
-    plugins::{consumer, runtime::{Limits, Runtime}, PluginHost, RetrySettings},
+    plugins::{consumer, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
     shop::Shop,
     store::{Backend, Db},
     sweeper::{self, SweeperSettings},
@@ -98,10 +98,11 @@ impl Application {
             runtime,
             shop.clone(),
             settings.plugin_config.0.clone(),
-            RetrySettings {
+            DeliverySettings {
                 max_attempts: settings.plugin_max_attempts,
                 base_delay: Settings::secs(settings.plugin_retry_base_secs, "plugin_retry_base_secs")?,
                 max_delay: Settings::secs(settings.plugin_retry_max_secs, "plugin_retry_max_secs")?,
+                ack_wait: Settings::secs(settings.plugin_ack_wait_secs, "plugin_ack_wait_secs")?,
             },
         ));
         plugins.install_dir(&settings.plugins_dir);

@@ -152,6 +152,7 @@ pub fn test_settings(db_url: &str, nats_url: &str, data_dir: &std::path::Path) -
         plugins_dir: data_dir.join("no-plugins"),
         plugin_retry_base_secs: 0.05,
         plugin_retry_max_secs: 0.2,
+        plugin_ack_wait_secs: 3.0,
         http_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         database_url: Some(db_url.to_owned()),
@@ -493,6 +494,7 @@ impl HostProcess {
             .env("SHOPMESH_PLUGINS_DIR", data.join("no-plugins"))
             .env("SHOPMESH_PLUGIN_RETRY_BASE_SECS", "0.05")
             .env("SHOPMESH_PLUGIN_RETRY_MAX_SECS", "0.2")
+            .env("SHOPMESH_PLUGIN_ACK_WAIT_SECS", "3")
             .env_remove("SHOPMESH_FAULT")
             .stdin(Stdio::null())
             .kill_on_drop(true);

@@ -5,6 +5,7 @@ mod helpers;
 
 mod callback;
 mod concurrency;
+mod crash;
 mod faults;
 mod outage;
 mod plugins;

@@ -83,6 +83,7 @@ fn unlimited_fuel_short_deadline(s: &mut Settings) {
 fn little_fuel_long_deadline(s: &mut Settings) {
     s.plugin_fuel = 5_000_000;
     s.plugin_deadline_secs = 10.0;
+    s.plugin_ack_wait_secs = 60.0;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,6 @@ use tokio::sync::watch;
 use super::{Disposition, PluginHost};
 use crate::bus::{self, StreamSettings};
 
-/// How long JetStream waits for an ack before redelivering. Far above an invocation's
-/// deadline plus a transaction, so only a dead host's messages come back this way.
-const ACK_WAIT: Duration = Duration::from_secs(30);
-
 pub fn durable_name(plugin: &str) -> String {
     format!("plugin-{plugin}")
 }
@@ -53,7 +49,7 @@ async fn consume(
                 durable_name: Some(durable.clone()),
                 filter_subjects: plugin.subjects().to_vec(),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
+                ack_wait: host.delivery.ack_wait,
                 deliver_policy: DeliverPolicy::All,
                 // Unlimited here: the host counts attempts and dead-letters itself, so an
                 // event is never dropped by the server without a record.
@@ -78,7 +74,7 @@ async fn consume(
             Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
         };
         if let Err(e) = acked {
-            // Not fatal: JetStream redelivers after ACK_WAIT and the inbox absorbs it.
+            // Not fatal: JetStream redelivers after ack_wait and the inbox absorbs it.
             tracing::warn!(plugin = name, error = %e, "ack failed");
         }
     }

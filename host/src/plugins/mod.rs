@@ -33,12 +33,16 @@ use self::{
 use crate::{ids::{now_ms, Id}, shop::Shop};
 
 #[derive(Debug, Clone)]
-pub struct RetrySettings {
+pub struct DeliverySettings {
     /// Attempts before an event is dead-lettered.
     pub max_attempts: i64,
     /// Delay before the second attempt; doubles each time, up to `max_delay`.
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// How long JetStream waits for an ack before redelivering to another host. Must be
+    /// far above an invocation's deadline plus a transaction: only a dead host's messages
+    /// should come back this way.
+    pub ack_wait: Duration,
 }
 
 /// What to tell JetStream about a delivery.
@@ -57,7 +61,7 @@ pub struct PluginHost {
     shop: Arc<Shop>,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     config: HashMap<String, Arc<HashMap<String, String>>>,
-    retry: RetrySettings,
+    pub delivery: DeliverySettings,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -79,14 +83,14 @@ impl PluginHost {
         runtime: Runtime,
         shop: Arc<Shop>,
         config: HashMap<String, HashMap<String, String>>,
-        retry: RetrySettings,
+        delivery: DeliverySettings,
     ) -> PluginHost {
         PluginHost {
             runtime,
             shop,
             plugins: RwLock::default(),
             config: config.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
-            retry,
+            delivery,
         }
     }
 
@@ -133,14 +137,14 @@ impl PluginHost {
 
     fn backoff(&self, attempt: i64) -> Duration {
         let factor = 1u32 << attempt.clamp(1, 16).saturating_sub(1) as u32;
-        self.retry.base_delay.saturating_mul(factor).min(self.retry.max_delay)
+        self.delivery.base_delay.saturating_mul(factor).min(self.delivery.max_delay)
     }
 
     /// Handles one delivery of `body` on `subject` for plugin `name`; `attempt` counts from 1.
     /// The one path behind the consumers and redrive.
     pub async fn process(&self, name: &str, subject: &str, body: &[u8], attempt: i64) -> Disposition {
         let Some(plugin) = self.current(name) else {
-            return Disposition::Retry(self.retry.max_delay);
+            return Disposition::Retry(self.delivery.max_delay);
         };
         let delivery = match delivery::parse(subject, body) {
             Ok(d) => d,
@@ -160,7 +164,7 @@ impl PluginHost {
                 if let Err(e) = effects::record_failure(&self.shop, name, subject, &delivery.id, &delivery.body, attempt, &reason).await {
                     tracing::warn!(error = %e, "could not record the failed attempt");
                 }
-                if attempt >= self.retry.max_attempts {
+                if attempt >= self.delivery.max_attempts {
                     self.dead_letter(&plugin, subject, &delivery.id, &delivery.body, &reason, attempt).await
                 } else {
                     Disposition::Retry(self.backoff(attempt))
@@ -224,7 +228,7 @@ impl PluginHost {
             // Never drop an event: if it cannot be stored, JetStream keeps it.
             Err(e) => {
                 tracing::error!(error = %e, "could not store the dead letter; will retry");
-                Disposition::Retry(self.retry.max_delay)
+                Disposition::Retry(self.delivery.max_delay)
             }
         }
     }
