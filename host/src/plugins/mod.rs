@@ -97,10 +97,16 @@ impl PluginHost {
     /// Validates `bytes` as plugin `name` and makes it the current version. A rejected
     /// candidate leaves the running version untouched.
     pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let loaded = Arc::new(self.runtime.load(name, bytes)?);
-        self.plugins.write().expect("plugins lock").insert(name.to_owned(), loaded.clone());
+        let loaded = self.install_loaded(self.runtime.load(name, bytes)?);
         tracing::info!(plugin = name, version = loaded.version(), sha256 = %loaded.sha256, "plugin active");
         Ok(loaded)
+    }
+
+    /// Makes an already built plugin (a native rule, in benchmarks) the current version.
+    pub fn install_loaded(&self, plugin: LoadedPlugin) -> Arc<LoadedPlugin> {
+        let plugin = Arc::new(plugin);
+        self.plugins.write().expect("plugins lock").insert(plugin.name.clone(), plugin.clone());
+        plugin
     }
 
     /// Installs every `<name>.wasm` in `dir`; a bad file is reported and skipped.

@@ -27,7 +27,9 @@ wasmtime::component::bindgen!({
 
 // `manifest`, `event`, `effect` and `plugin-error` come to the root through the world's `use`.
 pub use shop::plugin::types::{
-    Capability, LogKind, LogLevel, OrderCancelled, OrderConfirmed, PaySucceeded, Payload,
+    AddPoints, AppendLog, Capability, Coupon, Goods, LogKind, LogLevel, Order, OrderCancelled,
+    OrderConfirmed, PaySucceeded, Payload, RefundBalance, ReleaseCoupon, RestoreStock, Step,
+    StepAction, StepRecord, User,
 };
 use shop::plugin::types as wit;
 
@@ -106,16 +108,33 @@ pub enum InvokeError {
     Trap(String),
 }
 
+/// A rule compiled into the host instead of a component: the benchmark's baseline for
+/// what the sandbox costs. It gets the same snapshot and config and goes through the same
+/// validation and application as a component.
+pub trait NativeRule: Send + Sync {
+    fn handle(&self, event: &Event, reads: &Snapshot, config: &HashMap<String, String>) -> Result<Vec<Effect>, PluginError>;
+}
+
+enum Code {
+    Wasm(PluginPre<Invocation>),
+    Native(Box<dyn NativeRule>),
+}
+
 /// One compiled, validated version of a plugin.
 pub struct LoadedPlugin {
     pub name: String,
     pub manifest: Manifest,
     /// Hex sha256 of the component bytes: which build produced an effect.
     pub sha256: String,
-    pre: PluginPre<Invocation>,
+    code: Code,
 }
 
 impl LoadedPlugin {
+    /// A native rule with the manifest its component would declare (benchmarks only).
+    pub fn native(manifest: Manifest, rule: Box<dyn NativeRule>) -> LoadedPlugin {
+        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), code: Code::Native(rule) }
+    }
+
     pub fn version(&self) -> &str {
         &self.manifest.version
     }
@@ -197,7 +216,7 @@ impl Runtime {
             name: name.to_owned(),
             manifest,
             sha256: hex::encode(Sha256::digest(bytes)),
-            pre,
+            code: Code::Wasm(pre),
         })
     }
 
@@ -210,9 +229,20 @@ impl Runtime {
         reads: Snapshot,
         config: Arc<HashMap<String, String>>,
     ) -> Result<Result<Vec<Effect>, PluginError>, InvokeError> {
+        let pre = match &plugin.code {
+            Code::Wasm(pre) => pre,
+            Code::Native(rule) => return Ok(rule.handle(event, &reads, &config)),
+        };
         let mut store = self.store(&plugin.name, reads, config);
-        let instance = plugin.pre.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        let instance = pre.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
         instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)))
+    }
+
+    /// Instantiates the component without calling it (benchmarks the per-event setup).
+    pub fn instantiate_only(&self, plugin: &LoadedPlugin) -> Result<(), InvokeError> {
+        let Code::Wasm(pre) = &plugin.code else { return Ok(()) };
+        let mut store = self.store(&plugin.name, Snapshot::default(), Arc::default());
+        pre.instantiate(&mut store).map(|_| ()).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))
     }
 
     fn store(&self, plugin: &str, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Store<Invocation> {
