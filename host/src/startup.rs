@@ -108,7 +108,7 @@ impl Application {
         plugins.install_dir(&settings.plugins_dir);
 
         let (shutdown, signal) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone()))];
         for name in plugins.names() {
             tasks.push(tokio::spawn(consumer::run(
                 plugins.clone(),

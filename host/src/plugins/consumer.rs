@@ -1,8 +1,10 @@
-//! One durable JetStream pull consumer per plugin (`plugin-<name>`), filtered by the
-//! plugin's subjects. Several hosts bind the same durable consumer and share its messages.
-//! JetStream delivers at least once; the inbox row makes effects happen once.
+//! Durable JetStream pull consumers: one per plugin (`plugin-<name>`, filtered by its
+//! subjects), and the guard (`shopmesh-guard`, all of `shop.>`) that dead-letters any
+//! malformed event, including on subjects no plugin listens to. Several hosts bind the same
+//! durable consumers and share their messages. JetStream delivers at least once; the inbox
+//! row makes a plugin's effects happen once.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     consumer::{pull, AckPolicy, DeliverPolicy},
@@ -14,68 +16,98 @@ use tokio::sync::watch;
 use super::{Disposition, PluginHost};
 use crate::bus::{self, StreamSettings};
 
+pub const GUARD: &str = "shopmesh-guard";
+
 pub fn durable_name(plugin: &str) -> String {
     format!("plugin-{plugin}")
 }
 
-/// Consumes for plugin `name` until shutdown; reconnects and re-binds after any error.
-pub async fn run(host: Arc<PluginHost>, client: async_nats::Client, stream: StreamSettings, name: String, mut shutdown: watch::Receiver<bool>) {
+/// Consumes for plugin `name` until shutdown.
+pub async fn run(host: Arc<PluginHost>, client: async_nats::Client, stream: StreamSettings, name: String, shutdown: watch::Receiver<bool>) {
+    let durable = durable_name(&name);
+    let subjects = {
+        let host = host.clone();
+        let name = name.clone();
+        move || host.current(&name).map(|p| p.subjects().to_vec()).ok_or_else(|| format!("plugin {name} is not loaded"))
+    };
+    let handler = |subject: String, body: Vec<u8>, attempt: i64| {
+        let (host, name) = (host.clone(), name.clone());
+        async move { host.process(&name, &subject, &body, attempt).await }
+    };
+    bind_and_consume(&host, &client, &stream, &durable, subjects, handler, shutdown).await
+}
+
+/// Runs the guard until shutdown: every event on `shop.>` is checked once per fleet.
+pub async fn run_guard(host: Arc<PluginHost>, client: async_nats::Client, stream: StreamSettings, shutdown: watch::Receiver<bool>) {
+    let handler = |subject: String, body: Vec<u8>, attempt: i64| {
+        let host = host.clone();
+        async move { host.guard(&subject, &body, attempt).await }
+    };
+    let subjects = || Ok(vec!["shop.>".to_string()]);
+    bind_and_consume(&host, &client, &stream, GUARD, subjects, handler, shutdown).await
+}
+
+/// Binds `durable` and feeds each message to `handler`; re-binds after any error.
+async fn bind_and_consume<H, F>(
+    host: &PluginHost,
+    client: &async_nats::Client,
+    settings: &StreamSettings,
+    durable: &str,
+    subjects: impl Fn() -> Result<Vec<String>, String>,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(String, Vec<u8>, i64) -> F,
+    F: Future<Output = Disposition>,
+{
     while !*shutdown.borrow() {
-        if let Err(e) = consume(&host, &client, &stream, &name, &mut shutdown).await {
-            tracing::warn!(plugin = %name, error = %e, "plugin consumer interrupted; re-binding");
+        let result = async {
+            let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+            let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    durable,
+                    pull::Config {
+                        durable_name: Some(durable.to_owned()),
+                        filter_subjects: subjects()?,
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: host.delivery.ack_wait,
+                        deliver_policy: DeliverPolicy::All,
+                        // Unlimited here: the host counts attempts and dead-letters itself,
+                        // so the server never drops an event without a record.
+                        max_deliver: -1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            loop {
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    _ = shutdown.changed() => return Ok::<(), String>(()),
+                };
+                let msg = next.ok_or("message stream ended")?.map_err(|e| e.to_string())?;
+                let attempt = msg.info().map(|i| i.delivered).unwrap_or(1);
+                let disposition = handler(msg.subject.to_string(), msg.payload.to_vec(), attempt).await;
+                let acked = match disposition {
+                    Disposition::Ack => msg.ack().await,
+                    Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+                    Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
+                };
+                if let Err(e) = acked {
+                    // Not fatal: JetStream redelivers after ack_wait and the inbox absorbs it.
+                    tracing::warn!(consumer = durable, error = %e, "ack failed");
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(consumer = durable, error = %e, "consumer interrupted; re-binding");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => {}
             }
-        }
-    }
-}
-
-async fn consume(
-    host: &PluginHost,
-    client: &async_nats::Client,
-    settings: &StreamSettings,
-    name: &str,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
-    let plugin = host.current(name).ok_or_else(|| format!("plugin {name} is not loaded"))?;
-    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-    let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
-    let durable = durable_name(name);
-    let consumer = stream
-        .get_or_create_consumer(
-            &durable,
-            pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subjects: plugin.subjects().to_vec(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: host.delivery.ack_wait,
-                deliver_policy: DeliverPolicy::All,
-                // Unlimited here: the host counts attempts and dead-letters itself, so an
-                // event is never dropped by the server without a record.
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    loop {
-        let next = tokio::select! {
-            next = messages.next() => next,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let msg = next.ok_or("message stream ended")?.map_err(|e| e.to_string())?;
-        let attempt = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let disposition = host.process(name, msg.subject.as_str(), &msg.payload, attempt).await;
-        let acked = match disposition {
-            Disposition::Ack => msg.ack().await,
-            Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
-            Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
-        };
-        if let Err(e) = acked {
-            // Not fatal: JetStream redelivers after ack_wait and the inbox absorbs it.
-            tracing::warn!(plugin = name, error = %e, "ack failed");
         }
     }
 }

@@ -212,15 +212,34 @@ impl PluginHost {
         }
     }
 
+    /// The guard's check of any event on `shop.>`: a malformed one is dead-lettered under
+    /// the guard's name, so nothing malformed sits unread on a subject no plugin consumes.
+    pub async fn guard(&self, subject: &str, body: &[u8], attempt: i64) -> Disposition {
+        match delivery::parse(subject, body) {
+            Ok(_) => Disposition::Ack,
+            Err(reason) => {
+                let text = String::from_utf8_lossy(body);
+                let id = event_id_guess(&text);
+                let reason = format!("malformed event: {reason}");
+                self.store_dead_letter(consumer::GUARD, "-", subject, &id, &text, &reason, attempt).await
+            }
+        }
+    }
+
     async fn dead_letter(&self, plugin: &LoadedPlugin, subject: &str, event_id: &str, body: &str, reason: &str, attempts: i64) -> Disposition {
-        tracing::error!(plugin = %plugin.name, event = event_id, reason, "dead-lettered");
+        self.store_dead_letter(&plugin.name, plugin.version(), subject, event_id, body, reason, attempts).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_dead_letter(&self, plugin: &str, version: &str, subject: &str, event_id: &str, body: &str, reason: &str, attempts: i64) -> Disposition {
+        tracing::error!(plugin, event = event_id, reason, "dead-lettered");
         let stored = sqlx::query(
             "INSERT INTO shop_dead_letter (id, plugin, plugin_version, subject, event_id, body, reason, attempts, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(self.shop.ids.next())
-        .bind(&plugin.name)
-        .bind(plugin.version())
+        .bind(plugin)
+        .bind(version)
         .bind(subject)
         .bind(event_id)
         .bind(body)

@@ -2,7 +2,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 extern crate alloc;
 
-use alloc::{vec, vec::Vec};
+use alloc::vec::Vec;
 use shopmesh_guest::*;
 
 pub struct BalanceRule;
@@ -14,17 +14,7 @@ impl Rule for BalanceRule {
     const CAPABILITIES: &'static [Capability] = &[Capability::RefundBalance];
 
     fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
-        let Payload::OrderCancel(cancel) = &event.payload else {
-            return Ok(vec![]);
-        };
-        Ok(match to_give_back(&reads.order_steps(cancel.order_id), Step::Balance) {
-            Some(amount) => vec![Effect::RefundBalance(RefundBalance {
-                order_id: cancel.order_id,
-                user_id: cancel.user_id,
-                amount,
-            })],
-            None => vec![],
-        })
+        give_back(event, reads, Step::Balance, |c, amount| Effect::RefundBalance(RefundBalance { order_id: c.order_id, user_id: c.user_id, amount }))
     }
 }
 

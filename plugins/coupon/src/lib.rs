@@ -2,7 +2,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 extern crate alloc;
 
-use alloc::{vec, vec::Vec};
+use alloc::vec::Vec;
 use shopmesh_guest::*;
 
 pub struct CouponRule;
@@ -14,14 +14,8 @@ impl Rule for CouponRule {
     const CAPABILITIES: &'static [Capability] = &[Capability::ReleaseCoupon];
 
     fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
-        let Payload::OrderCancel(cancel) = &event.payload else {
-            return Ok(vec![]);
-        };
         // The coupon step's record carries the coupon it used.
-        Ok(match to_give_back(&reads.order_steps(cancel.order_id), Step::Coupon) {
-            Some(coupon_id) => vec![Effect::ReleaseCoupon(ReleaseCoupon { order_id: cancel.order_id, coupon_id })],
-            None => vec![],
-        })
+        give_back(event, reads, Step::Coupon, |c, coupon_id| Effect::ReleaseCoupon(ReleaseCoupon { order_id: c.order_id, coupon_id }))
     }
 }
 

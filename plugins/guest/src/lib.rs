@@ -137,6 +137,23 @@ pub fn to_give_back(steps: &[StepRecord], which: Step) -> Option<i64> {
     step(steps, which, StepAction::Giveback).is_none().then_some(forward.amount)
 }
 
+/// The whole shape of a give-back rule: on an order-cancel event, if the order's `which`
+/// step took something and it was not given back yet, the effect `give` builds from the
+/// event and the amount taken; otherwise nothing. Other events: nothing.
+pub fn give_back(
+    event: &Event,
+    reads: &impl Reads,
+    which: Step,
+    give: impl FnOnce(&OrderCancelled, i64) -> Effect,
+) -> Result<Vec<Effect>, PluginError> {
+    let Payload::OrderCancel(cancel) = &event.payload else {
+        return Ok(Vec::new());
+    };
+    Ok(to_give_back(&reads.order_steps(cancel.order_id), which)
+        .map(|amount| alloc::vec![give(cancel, amount)])
+        .unwrap_or_default())
+}
+
 /// Exports a [`Rule`] as the component's `manifest` and `handle`.
 #[macro_export]
 macro_rules! plugin {

@@ -2,7 +2,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 extern crate alloc;
 
-use alloc::{vec, vec::Vec};
+use alloc::vec::Vec;
 use shopmesh_guest::*;
 
 pub struct StockRule;
@@ -14,17 +14,7 @@ impl Rule for StockRule {
     const CAPABILITIES: &'static [Capability] = &[Capability::RestoreStock];
 
     fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
-        let Payload::OrderCancel(cancel) = &event.payload else {
-            return Ok(vec![]);
-        };
-        Ok(match to_give_back(&reads.order_steps(cancel.order_id), Step::Stock) {
-            Some(quantity) => vec![Effect::RestoreStock(RestoreStock {
-                order_id: cancel.order_id,
-                goods_id: cancel.goods_id,
-                quantity,
-            })],
-            None => vec![],
-        })
+        give_back(event, reads, Step::Stock, |c, quantity| Effect::RestoreStock(RestoreStock { order_id: c.order_id, goods_id: c.goods_id, quantity }))
     }
 }
 
