@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     let native = |plugins: fn() -> Vec<LoadedPlugin>| {
         move |host: &PluginHost| -> anyhow::Result<()> {
             for p in plugins() {
-                host.install_loaded(p);
+                host.install_loaded(p)?;
             }
             Ok(())
         }

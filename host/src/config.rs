@@ -69,6 +69,8 @@ pub struct Settings {
     pub plugin_deadline_secs: f64,
     /// Unacknowledged deliveries (a host died) go to another host after this long.
     pub plugin_ack_wait_secs: f64,
+    /// How often the plugins folder is looked at for new components.
+    pub plugin_watch_secs: f64,
     /// Per-plugin configuration values: `[plugin_config.points] points_per_unit = "2"`, or
     /// `SHOPMESH_PLUGIN_CONFIG="points.points_per_unit=2,log.key=value"`.
     pub plugin_config: PluginConfig,
@@ -108,6 +110,7 @@ impl Default for Settings {
             plugin_fuel: 50_000_000,
             plugin_deadline_secs: 0.5,
             plugin_ack_wait_secs: 30.0,
+            plugin_watch_secs: 1.0,
             plugin_config: PluginConfig::default(),
         }
     }
@@ -202,7 +205,7 @@ impl Settings {
             sweep_interval_secs, duplicate_window_secs, stream_max_age_secs, relay_batch,
             relay_lease_secs, relay_poll_secs, plugins_dir, plugin_max_attempts,
             plugin_retry_base_secs, plugin_retry_max_secs, plugin_memory_mib, plugin_fuel,
-            plugin_deadline_secs, plugin_ack_wait_secs, plugin_config
+            plugin_deadline_secs, plugin_ack_wait_secs, plugin_watch_secs, plugin_config
         );
         Ok(())
     }

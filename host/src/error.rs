@@ -51,6 +51,14 @@ pub enum ShopError {
     SignatureInvalid(crate::signature::SignatureError),
     #[error("dead letter {0} does not exist or was already redriven")]
     DeadLetterNotFound(Id),
+    #[error("plugin rejected: {0}")]
+    PluginRejected(String),
+    #[error("{0}")]
+    PluginVersionConflict(String),
+    #[error("{0}")]
+    PluginNotFound(String),
+    #[error("not activated through the fleet registry: {0}")]
+    PluginNotDistributed(String),
     #[error("admin token missing or wrong")]
     Unauthorized,
     #[error("storage error: {0}")]
@@ -103,6 +111,10 @@ impl ShopError {
             SignatureInvalid(_) => "SHOP_CALLBACK_SIGNATURE_INVALID",
             Unauthorized => "SHOP_UNAUTHORIZED",
             DeadLetterNotFound(_) => "SHOP_DEAD_LETTER_NOT_FOUND",
+            PluginRejected(_) => "SHOP_PLUGIN_REJECTED",
+            PluginVersionConflict(_) => "SHOP_PLUGIN_VERSION_EXISTS",
+            PluginNotFound(_) => "SHOP_PLUGIN_NOT_FOUND",
+            PluginNotDistributed(_) => "SHOP_PLUGIN_NOT_DISTRIBUTED",
             Storage(_) => "SHOP_INTERNAL_ERROR",
         }
     }
@@ -119,15 +131,28 @@ impl ShopError {
             | MoneyPaidLessZero
             | MoneyPaidInvalid { .. }
             | DiscountExceedsAmount { .. }
-            | PaymentAmountInvalid { .. } => 400,
+            | PaymentAmountInvalid { .. }
+            | PluginRejected(_) => 400,
             SignatureInvalid(_) | Unauthorized => 401,
             OrderNotFound(_) | GoodsNotFound(_) | UserNotFound(_) | CouponNotFound(_)
-            | PaymentNotFound(_) | DeadLetterNotFound(_) => 404,
+            | PaymentNotFound(_) | DeadLetterNotFound(_) | PluginNotFound(_) => 404,
             GoodsNumNotEnough { .. } | CouponIsUsed(_) | OrderNotConfirmed(_)
-            | OrderPayStatusIsPay(_) => 409,
+            | OrderPayStatusIsPay(_) | PluginVersionConflict(_) => 409,
+            PluginNotDistributed(_) => 503,
             StepFailed { reason: StepFailure::Conflict, .. } => 409,
             StepFailed { reason: StepFailure::Unavailable, .. } => 503,
             Storage(_) => 500,
+        }
+    }
+}
+
+impl From<crate::plugins::InstallError> for ShopError {
+    fn from(e: crate::plugins::InstallError) -> ShopError {
+        use crate::plugins::InstallError::*;
+        match e {
+            Load(_) => ShopError::PluginRejected(e.to_string()),
+            VersionExists { .. } | UseActivate { .. } => ShopError::PluginVersionConflict(e.to_string()),
+            UnknownVersion { .. } | UnknownPlugin(_) => ShopError::PluginNotFound(e.to_string()),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     demo,
     ids::Snowflake,
     outbox::{Relay, RelaySettings},
-    plugins::{consumer, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
+    plugins::{consumer, fleet, folder, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
     shop::Shop,
     store::{Backend, Db},
     sweeper::{self, SweeperSettings},
@@ -105,19 +105,28 @@ impl Application {
                 ack_wait: Settings::secs(settings.plugin_ack_wait_secs, "plugin_ack_wait_secs")?,
             },
         ));
-        plugins.install_dir(&settings.plugins_dir);
-
         let (shutdown, signal) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone()))];
-        for name in plugins.names() {
-            tasks.push(tokio::spawn(consumer::run(
+        // Every plugin name, at start or arriving later, gets its consumer the same way.
+        // (A weak handle: the host must not keep itself alive through its own hook.)
+        let (weak, hook_client, hook_stream, hook_signal) =
+            (Arc::downgrade(&plugins), client.clone(), stream.clone(), signal.clone());
+        plugins.on_new_plugin(move |name| {
+            if let Some(host) = weak.upgrade() {
+                tokio::spawn(consumer::run(host, hook_client.clone(), hook_stream.clone(), name, hook_signal.clone()));
+            }
+        });
+        plugins.join_fleet(client.clone(), stream.clone());
+        plugins.install_dir(&settings.plugins_dir);
+        let mut tasks = vec![
+            tokio::spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone())),
+            tokio::spawn(folder::watch(
                 plugins.clone(),
-                client.clone(),
-                stream.clone(),
-                name,
+                settings.plugins_dir.clone(),
+                Settings::secs(settings.plugin_watch_secs, "plugin_watch_secs")?,
                 signal.clone(),
-            )));
-        }
+            )),
+            tokio::spawn(fleet::follow(plugins.clone(), client.clone(), stream.clone(), signal.clone())),
+        ];
         let relay = Relay::new(
             db,
             client,

@@ -7,6 +7,7 @@ mod callback;
 mod concurrency;
 mod crash;
 mod faults;
+mod hotswap;
 mod outage;
 mod plugins;
 mod sandbox;

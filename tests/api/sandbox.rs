@@ -4,7 +4,7 @@
 //! the plugin is replaced, redrive applies the event exactly once.
 
 use serde_json::json;
-use shopmesh::{config::Settings, plugins::runtime::LoadError};
+use shopmesh::{config::Settings, plugins::{runtime::LoadError, InstallError}};
 
 use crate::helpers::{component, spawn_app_with, wait_consumers_idle, with_plugins, Backend, TestApp, ADMIN_TOKEN};
 
@@ -144,17 +144,17 @@ async fn only_components_of_the_world_with_only_host_imports_load() {
     let running = host.current("points").unwrap().sha256.clone();
 
     let wrong = host.install("points", &component("wrong_world")).err().expect("wrong world refused");
-    assert!(matches!(wrong, LoadError::World(_)), "{wrong}");
+    assert!(matches!(wrong, InstallError::Load(LoadError::World(_))), "{wrong}");
     let extra = host.install("points", &component("extra_import")).err().expect("extra import refused");
-    assert!(matches!(&extra, LoadError::ForbiddenImport(i) if i.contains("test:extra/clock")), "{extra}");
+    assert!(matches!(&extra, InstallError::Load(LoadError::ForbiddenImport(i)) if i.contains("test:extra/clock")), "{extra}");
     let junk = host.install("points", b"\0asm not really").err().expect("junk refused");
-    assert!(matches!(junk, LoadError::Compile(_)), "{junk}");
+    assert!(matches!(junk, InstallError::Load(LoadError::Compile(_))), "{junk}");
     // Right world, wrong name: the stock component cannot pose as points.
     let posing = host.install("points", &component("stock")).err().expect("name mismatch refused");
-    assert!(matches!(posing, LoadError::NameMismatch { .. }), "{posing}");
+    assert!(matches!(posing, InstallError::Load(LoadError::NameMismatch { .. })), "{posing}");
     // A name that may not hold the capability its manifest declares.
     let greedy = host.install("stock", &component("rogue")).err().expect("refused");
-    assert!(matches!(greedy, LoadError::NameMismatch { .. } | LoadError::CapabilityNotAllowed(_)), "{greedy}");
+    assert!(matches!(greedy, InstallError::Load(LoadError::NameMismatch { .. } | LoadError::CapabilityNotAllowed(_))), "{greedy}");
     assert_eq!(host.current("points").unwrap().sha256, running, "the running version is untouched");
 
     // The obeyed side: the real component of the world loads.

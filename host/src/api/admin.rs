@@ -1,13 +1,13 @@
 use std::sync::Arc;
 
 use poem::{Request, web::Data};
-use poem_openapi::{OpenApi, SecurityScheme, auth::Bearer, param::{Path, Query}, payload::Json};
+use poem_openapi::{OpenApi, SecurityScheme, auth::Bearer, param::{Path, Query}, payload::{Binary, Json}};
 
 use super::{ApiTags, Created, errors::api_error};
 use crate::{
     config::Secret,
     error::ShopError,
-    plugins::{DeadLetter, PluginHost},
+    plugins::{DeadLetter, PluginHost, PluginStatus},
     shop::{Coupon, Goods, NewCoupon, NewGoods, NewUser, Shop, User},
 };
 
@@ -64,17 +64,6 @@ impl AdminApi {
     }
 }
 
-/// A loaded plugin version.
-#[derive(Debug, Clone, poem_openapi::Object)]
-pub struct PluginInfo {
-    pub name: String,
-    pub version: String,
-    /// sha256 of the component bytes.
-    pub sha256: String,
-    pub subjects: Vec<String>,
-    pub capabilities: Vec<String>,
-}
-
 #[derive(Debug, Clone, poem_openapi::Object)]
 pub struct RedriveResult {
     pub id: crate::ids::Id,
@@ -82,26 +71,80 @@ pub struct RedriveResult {
     pub result: String,
 }
 
+/// Which kept version to make active.
+#[derive(Debug, Clone, poem_openapi::Object)]
+pub struct Activate {
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub version: String,
+}
+
+api_error!(
+    /// Errors of managing plugins.
+    PluginAdminError {
+        401 => Unauthorized: "Missing or wrong bearer token.",
+        404 => NotFound: "No such plugin or kept version.",
+        409 => Conflict: "That version is already known (upload a new version, or activate the kept one).",
+        503 => Unavailable: "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
+    }
+);
+
+fn status_of(host: &PluginHost, name: &str) -> Result<PluginStatus, ShopError> {
+    host.status()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ShopError::PluginNotFound(format!("no plugin {name}")))
+}
+
 pub struct PluginsAdminApi;
 
 #[OpenApi(prefix_path = "/api/admin")]
 impl PluginsAdminApi {
-    /// List loaded plugins
+    /// List plugins
+    ///
+    /// Each plugin's active version, sha256, capabilities, subjects, activation time,
+    /// invocation and failure counters, and the versions kept for rollback.
     #[oai(path = "/plugins", method = "get", tag = "ApiTags::Admin")]
-    async fn list_plugins(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>) -> Result<Json<Vec<PluginInfo>>, AdminError> {
-        let list = host
-            .names()
-            .into_iter()
-            .filter_map(|n| host.current(&n))
-            .map(|p| PluginInfo {
-                name: p.name.clone(),
-                version: p.version().to_owned(),
-                sha256: p.sha256.clone(),
-                subjects: p.subjects().to_vec(),
-                capabilities: p.manifest.capabilities.iter().map(|c| crate::plugins::runtime::capability_name(*c).to_owned()).collect(),
-            })
-            .collect();
-        Ok(Json(list))
+    async fn list_plugins(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>) -> Result<Json<Vec<PluginStatus>>, AdminError> {
+        Ok(Json(host.status()))
+    }
+
+    /// Upload a new plugin version
+    ///
+    /// The body is the component (`.wasm`). It is compiled and checked (world, imports,
+    /// manifest name, capabilities allowed for the name, a version not seen before), then
+    /// put into the fleet's registry, from which every host, this one included, activates
+    /// it in the same order. Deliveries in flight finish on the old version. Answers once
+    /// it is active here.
+    #[oai(path = "/plugins/:name", method = "put", tag = "ApiTags::Admin")]
+    async fn upload(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>, body: Binary<Vec<u8>>) -> Result<Json<PluginStatus>, PluginAdminError> {
+        let staged = host.stage(&name.0, &body.0).map_err(ShopError::from)?;
+        host.distribute(&name.0, staged.version()).await.map_err(ShopError::PluginNotDistributed)?;
+        Ok(Json(status_of(&host, &name.0)?))
+    }
+
+    /// Activate a kept version (rollback)
+    #[oai(path = "/plugins/:name/activate", method = "post", tag = "ApiTags::Admin")]
+    async fn activate(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>, body: Json<Activate>) -> Result<Json<PluginStatus>, PluginAdminError> {
+        // Through the registry too, so every host rolls back, in the same order.
+        if !host.status().iter().any(|p| p.name == name.0 && p.kept_versions.contains(&body.0.version)) {
+            return Err(ShopError::PluginNotFound(format!("no kept version {} of {}", body.0.version, name.0)).into());
+        }
+        host.distribute(&name.0, &body.0.version).await.map_err(ShopError::PluginNotDistributed)?;
+        Ok(Json(status_of(&host, &name.0)?))
+    }
+
+    /// Disable a plugin: its events wait in JetStream until it is enabled
+    #[oai(path = "/plugins/:name/disable", method = "post", tag = "ApiTags::Admin")]
+    async fn disable(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginAdminError> {
+        host.set_enabled(&name.0, false).map_err(ShopError::from)?;
+        Ok(Json(status_of(&host, &name.0)?))
+    }
+
+    /// Enable a plugin
+    #[oai(path = "/plugins/:name/enable", method = "post", tag = "ApiTags::Admin")]
+    async fn enable(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginAdminError> {
+        host.set_enabled(&name.0, true).map_err(ShopError::from)?;
+        Ok(Json(status_of(&host, &name.0)?))
     }
 
     /// List dead letters

@@ -4,7 +4,9 @@
 //! - [`delivery`]: parsing and checking a message before any plugin sees it;
 //! - [`reads`]: the snapshot a plugin reads from;
 //! - [`effects`]: validating effects and applying them with the inbox row;
-//! - [`consumer`]: one durable JetStream pull consumer per plugin.
+//! - [`consumer`]: one durable JetStream pull consumer per plugin, and the guard;
+//! - [`folder`], [`fleet`]: new versions from the watched folder and the fleet's registry
+//!   (uploads arrive through the admin API); all end in [`PluginHost::offer`].
 //!
 //! Plugins are kept per name as an `Arc<LoadedPlugin>` behind a lock: a delivery takes the
 //! current `Arc` and finishes on it, so replacing a version never disturbs work in flight.
@@ -12,6 +14,8 @@
 pub mod consumer;
 pub mod delivery;
 pub mod effects;
+pub mod fleet;
+pub mod folder;
 pub mod reads;
 pub mod runtime;
 
@@ -56,10 +60,82 @@ pub enum Disposition {
     DeadLettered,
 }
 
+/// Everything the host knows about one plugin name.
+struct Slot {
+    active: Arc<LoadedPlugin>,
+    enabled: bool,
+    /// When `active` became active (unix ms).
+    activated_at: i64,
+    /// Every version seen, oldest first, for rollback.
+    kept: Vec<Arc<LoadedPlugin>>,
+    invocations: u64,
+    failures: u64,
+}
+
+/// How many versions of a plugin are kept for rollback.
+const KEPT_VERSIONS: usize = 10;
+
+/// How long an upload or rollback waits for the registry to come back to this host.
+const FLEET_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Where a candidate comes from decides what a known version means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// An upload: must be a new version (identical bytes to the active one: a no-op).
+    Upload,
+    /// The folder or the fleet's registry says "this is the version to run": a kept
+    /// version with the same bytes is re-activated.
+    Declare,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("version {version} of {name} is already known with different bytes: give the new build a new version")]
+    VersionExists { name: String, version: String },
+    #[error("version {version} of {name} was uploaded before: activate it instead of uploading it again")]
+    UseActivate { name: String, version: String },
+    #[error("no kept version {version} of {name}")]
+    UnknownVersion { name: String, version: String },
+    #[error("no plugin {0}")]
+    UnknownPlugin(String),
+}
+
+/// What an offer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// A new version (or a kept one) is now active.
+    Activated,
+    /// It was already the active version: nothing changed.
+    Unchanged,
+}
+
+/// A plugin's state, for the admin API.
+#[derive(Debug, Clone, Object)]
+pub struct PluginStatus {
+    pub name: String,
+    pub active_version: String,
+    /// sha256 of the active component.
+    pub sha256: String,
+    pub enabled: bool,
+    pub subjects: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub activated_at: Option<String>,
+    pub invocations: i64,
+    pub failures: i64,
+    /// Versions kept for rollback, oldest first.
+    pub kept_versions: Vec<String>,
+}
+
 pub struct PluginHost {
     pub runtime: Runtime,
     shop: Arc<Shop>,
-    plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    plugins: RwLock<HashMap<String, Slot>>,
+    /// Called with a plugin name the first time it is installed (starts its consumer).
+    on_new: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
+    /// Where uploads and rollbacks are handed to the rest of the fleet.
+    fleet: std::sync::OnceLock<(async_nats::Client, crate::bus::StreamSettings)>,
     config: HashMap<String, Arc<HashMap<String, String>>>,
     pub delivery: DeliverySettings,
 }
@@ -89,24 +165,217 @@ impl PluginHost {
             runtime,
             shop,
             plugins: RwLock::default(),
+            on_new: std::sync::OnceLock::new(),
+            fleet: std::sync::OnceLock::new(),
             config: config.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             delivery,
         }
     }
 
-    /// Validates `bytes` as plugin `name` and makes it the current version. A rejected
-    /// candidate leaves the running version untouched.
-    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let loaded = self.install_loaded(self.runtime.load(name, bytes)?);
-        tracing::info!(plugin = name, version = loaded.version(), sha256 = %loaded.sha256, "plugin active");
-        Ok(loaded)
+    /// Validates `bytes` as plugin `name` and makes it the active version (see [`Offer`]).
+    /// A rejected candidate leaves the running version untouched. Deliveries in flight
+    /// finish on the version they started with: they hold its `Arc`.
+    pub fn offer(&self, name: &str, bytes: &[u8], offer: Offer) -> Result<(Arc<LoadedPlugin>, Installed), InstallError> {
+        let sha256 = runtime::sha256_hex(bytes);
+        // Decide under the read lock, act after it is released (activate takes the write lock).
+        let known = {
+            let plugins = self.plugins.read().expect("plugins lock");
+            plugins.get(name).and_then(|slot| {
+                if slot.active.sha256 == sha256 {
+                    Some(Err(slot.active.clone()))
+                } else {
+                    slot.kept.iter().find(|k| k.sha256 == sha256).map(|k| Ok(k.version().to_owned()))
+                }
+            })
+        };
+        match known {
+            Some(Err(active)) => return Ok((active, Installed::Unchanged)),
+            Some(Ok(version)) => {
+                return match offer {
+                    Offer::Upload => Err(InstallError::UseActivate { name: name.into(), version }),
+                    Offer::Declare => self.activate(name, &version).map(|p| (p, Installed::Activated)),
+                };
+            }
+            None => {}
+        }
+        let candidate = self.runtime.load(name, bytes)?;
+        let plugin = self.install_loaded(candidate)?;
+        tracing::info!(plugin = name, version = plugin.version(), sha256 = %plugin.sha256, "plugin active");
+        Ok((plugin, Installed::Activated))
     }
 
-    /// Makes an already built plugin (a native rule, in benchmarks) the current version.
-    pub fn install_loaded(&self, plugin: LoadedPlugin) -> Arc<LoadedPlugin> {
+    /// Validates an upload and keeps it without activating it: the fleet's registry decides
+    /// the order in which every host, this one included, activates versions (see
+    /// [`fleet`]). A known version is refused, as for [`Offer::Upload`].
+    pub fn stage(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, InstallError> {
+        let sha256 = runtime::sha256_hex(bytes);
+        let known = {
+            let plugins = self.plugins.read().expect("plugins lock");
+            plugins.get(name).and_then(|slot| {
+                let kept = slot.kept.iter().find(|k| k.sha256 == sha256).cloned()?;
+                Some((Arc::ptr_eq(&kept, &slot.active), kept))
+            })
+        };
+        match known {
+            // The active build again: an idempotent retry of an upload that succeeded.
+            Some((true, active)) => return Ok(active),
+            Some((false, kept)) => {
+                return Err(InstallError::UseActivate { name: name.into(), version: kept.version().into() })
+            }
+            None => {}
+        }
+        let candidate = self.runtime.load(name, bytes)?;
+        self.keep(candidate, false)
+    }
+
+    /// Waits (bounded) until `sha256` is the active version of `name` on this host.
+    pub async fn await_active(&self, name: &str, sha256: &str, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if self.current(name).is_some_and(|p| p.sha256 == sha256) {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// [`offer`](Self::offer) as the folder does it at start.
+    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, InstallError> {
+        self.offer(name, bytes, Offer::Declare).map(|(p, _)| p)
+    }
+
+    /// Makes a built plugin (a validated component, or a native rule in benchmarks) the
+    /// active version of its name.
+    pub fn install_loaded(&self, plugin: LoadedPlugin) -> Result<Arc<LoadedPlugin>, InstallError> {
+        self.keep(plugin, true)
+    }
+
+    /// Keeps a validated plugin; makes it active when `activate` (or when it is the first
+    /// version of its name).
+    fn keep(&self, plugin: LoadedPlugin, activate: bool) -> Result<Arc<LoadedPlugin>, InstallError> {
         let plugin = Arc::new(plugin);
-        self.plugins.write().expect("plugins lock").insert(plugin.name.clone(), plugin.clone());
-        plugin
+        let name = plugin.name.clone();
+        let is_new = {
+            let mut plugins = self.plugins.write().expect("plugins lock");
+            match plugins.get_mut(&name) {
+                Some(slot) => {
+                    if slot.kept.iter().any(|k| k.version() == plugin.version()) {
+                        return Err(InstallError::VersionExists { name, version: plugin.version().into() });
+                    }
+                    slot.kept.push(plugin.clone());
+                    if slot.kept.len() > KEPT_VERSIONS {
+                        slot.kept.remove(0);
+                    }
+                    if activate {
+                        slot.active = plugin.clone();
+                        slot.activated_at = now_ms();
+                    }
+                    false
+                }
+                None => {
+                    let slot = Slot {
+                        active: plugin.clone(),
+                        enabled: true,
+                        activated_at: now_ms(),
+                        kept: vec![plugin.clone()],
+                        invocations: 0,
+                        failures: 0,
+                    };
+                    plugins.insert(name.clone(), slot);
+                    true
+                }
+            }
+        };
+        if is_new {
+            if let Some(start) = self.on_new.get() {
+                start(name);
+            }
+        }
+        Ok(plugin)
+    }
+
+    /// Makes a kept version active again (rollback).
+    pub fn activate(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
+        let mut plugins = self.plugins.write().expect("plugins lock");
+        let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
+        let kept = slot
+            .kept
+            .iter()
+            .find(|k| k.version() == version)
+            .cloned()
+            .ok_or_else(|| InstallError::UnknownVersion { name: name.into(), version: version.into() })?;
+        if !Arc::ptr_eq(&slot.active, &kept) {
+            slot.active = kept.clone();
+            slot.activated_at = now_ms();
+            tracing::info!(plugin = name, version, "plugin version re-activated");
+        }
+        Ok(kept)
+    }
+
+    /// Pauses or resumes a plugin: while disabled, its deliveries wait in JetStream.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), InstallError> {
+        let mut plugins = self.plugins.write().expect("plugins lock");
+        let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
+        slot.enabled = enabled;
+        Ok(())
+    }
+
+    /// Connects this host to the fleet's registry (once, at start).
+    pub fn join_fleet(&self, client: async_nats::Client, stream: crate::bus::StreamSettings) {
+        let _ = self.fleet.set((client, stream));
+    }
+
+    /// Hands a kept version to every host through the fleet's registry, then waits until
+    /// this host's registry follower has activated it.
+    pub async fn distribute(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, String> {
+        let kept = {
+            let plugins = self.plugins.read().expect("plugins lock");
+            plugins.get(name).and_then(|s| s.kept.iter().find(|k| k.version() == version).cloned())
+        };
+        let kept = kept.ok_or_else(|| format!("no kept version {version} of {name}"))?;
+        let bytes = kept.bytes.clone().ok_or("a native plugin cannot be distributed")?;
+        let (client, stream) = self.fleet.get().ok_or("this host has no fleet registry")?;
+        fleet::publish(client, stream, name, &bytes).await?;
+        if !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
+            return Err(format!("in the registry, but not active here after {FLEET_PATIENCE:?}"));
+        }
+        Ok(kept)
+    }
+
+    /// Registers what to do when a plugin name appears for the first time (once).
+    pub fn on_new_plugin(&self, start: impl Fn(String) + Send + Sync + 'static) {
+        let _ = self.on_new.set(Box::new(start));
+    }
+
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let plugins = self.plugins.read().expect("plugins lock");
+        let mut list: Vec<_> = plugins
+            .iter()
+            .map(|(name, slot)| PluginStatus {
+                name: name.clone(),
+                active_version: slot.active.version().into(),
+                sha256: slot.active.sha256.clone(),
+                enabled: slot.enabled,
+                subjects: slot.active.subjects().to_vec(),
+                capabilities: slot.active.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect(),
+                activated_at: Some(crate::events::rfc3339(slot.activated_at)),
+                invocations: slot.invocations as i64,
+                failures: slot.failures as i64,
+                kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    fn count(&self, name: &str, failed: bool) {
+        if let Some(slot) = self.plugins.write().expect("plugins lock").get_mut(name) {
+            slot.invocations += 1;
+            slot.failures += u64::from(failed);
+        }
     }
 
     /// Installs every `<name>.wasm` in `dir`; a bad file is reported and skipped.
@@ -131,8 +400,13 @@ impl PluginHost {
         results
     }
 
+    /// The active version of `name`.
     pub fn current(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.read().expect("plugins lock").get(name).cloned()
+        self.plugins.read().expect("plugins lock").get(name).map(|s| s.active.clone())
+    }
+
+    fn enabled(&self, name: &str) -> bool {
+        self.plugins.read().expect("plugins lock").get(name).is_some_and(|s| s.enabled)
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -149,7 +423,8 @@ impl PluginHost {
     /// Handles one delivery of `body` on `subject` for plugin `name`; `attempt` counts from 1.
     /// The one path behind the consumers and redrive.
     pub async fn process(&self, name: &str, subject: &str, body: &[u8], attempt: i64) -> Disposition {
-        let Some(plugin) = self.current(name) else {
+        let Some(plugin) = self.current(name).filter(|_| self.enabled(name)) else {
+            // Unknown or disabled: the event waits in JetStream.
             return Disposition::Retry(self.delivery.max_delay);
         };
         let delivery = match delivery::parse(subject, body) {
@@ -160,7 +435,9 @@ impl PluginHost {
                 return self.dead_letter(&plugin, subject, &id, &text, &format!("malformed event: {reason}"), attempt).await;
             }
         };
-        match self.attempt(&plugin, &delivery, attempt).await {
+        let outcome = self.attempt(&plugin, &delivery, attempt).await;
+        self.count(name, outcome.is_err());
+        match outcome {
             Ok(()) => Disposition::Ack,
             Err(Failure::Permanent(reason)) => {
                 self.dead_letter(&plugin, subject, &delivery.id, &delivery.body, &reason, attempt).await

@@ -126,13 +126,19 @@ pub struct LoadedPlugin {
     pub manifest: Manifest,
     /// Hex sha256 of the component bytes: which build produced an effect.
     pub sha256: String,
+    /// The component itself, to hand to other hosts (None for native rules).
+    pub bytes: Option<Arc<[u8]>>,
     code: Code,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 impl LoadedPlugin {
     /// A native rule with the manifest its component would declare (benchmarks only).
     pub fn native(manifest: Manifest, rule: Box<dyn NativeRule>) -> LoadedPlugin {
-        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), code: Code::Native(rule) }
+        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, code: Code::Native(rule) }
     }
 
     pub fn version(&self) -> &str {
@@ -215,7 +221,8 @@ impl Runtime {
         Ok(LoadedPlugin {
             name: name.to_owned(),
             manifest,
-            sha256: hex::encode(Sha256::digest(bytes)),
+            sha256: sha256_hex(bytes),
+            bytes: Some(bytes.into()),
             code: Code::Wasm(pre),
         })
     }

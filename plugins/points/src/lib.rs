@@ -3,7 +3,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 extern crate alloc;
 
-use alloc::{format, vec, vec::Vec};
+use alloc::vec::Vec;
 use shopmesh_guest::*;
 
 pub struct PointsRule;
@@ -16,22 +16,12 @@ impl Rule for PointsRule {
     const CONFIG_SCHEMA: &'static str = r#"{"type":"object","properties":{"points_per_unit":{"type":"string","pattern":"^[0-9]{1,3}$","default":"1"}}}"#;
 
     fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
-        let Payload::PaySuccess(paid) = &event.payload else {
-            return Ok(vec![]);
-        };
-        let rate = match reads.config("points_per_unit") {
-            None => 1,
-            Some(v) => v
-                .parse::<i64>()
-                .map_err(|_| PluginError::InvalidEvent(format!("points_per_unit is not a whole number: {v:?}")))?,
-        };
-        let points = (paid.pay_amount / 100) * rate;
-        if points <= 0 {
-            return Ok(vec![]);
-        }
-        Ok(vec![Effect::AddPoints(AddPoints { order_id: paid.order_id, user_id: paid.user_id, points })])
+        award(event, reads, 1)
     }
 }
+
+mod rule;
+pub use rule::award;
 
 shopmesh_guest::plugin!(PointsRule);
 

@@ -1,0 +1,65 @@
+//! The plugins folder, watched: a `<name>.wasm` written there is offered to the host as
+//! [`Offer::Declare`]. A file is read only once its size and modification time have stayed
+//! the same for a whole poll interval, so a copy in progress is not picked up half-written
+//! (and a truncated component would fail validation anyway). Files starting with `.` are
+//! ignored, so writers may also write `.name.wasm` and rename.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::{Duration, SystemTime}};
+
+use tokio::sync::watch;
+
+use super::{Installed, Offer, PluginHost};
+
+type Seen = (u64, SystemTime);
+
+pub async fn watch(host: Arc<PluginHost>, dir: PathBuf, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    // What each file looked like at the previous poll, and what we last offered.
+    let mut previous: HashMap<PathBuf, Seen> = HashMap::new();
+    let mut offered: HashMap<PathBuf, Seen> = HashMap::new();
+    // Files present at start were installed by the start-up scan.
+    for (path, seen) in scan(&dir) {
+        offered.insert(path, seen);
+    }
+    while !*shutdown.borrow() {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = scan(&dir);
+        for (path, seen) in &now {
+            let stable = previous.get(path) == Some(seen);
+            if !stable || offered.get(path) == Some(seen) {
+                continue;
+            }
+            offered.insert(path.clone(), *seen);
+            let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            match std::fs::read(path) {
+                Ok(bytes) => match host.offer(&name, &bytes, Offer::Declare) {
+                    Ok((p, Installed::Activated)) => tracing::info!(plugin = %name, version = p.version(), "activated from the plugins folder"),
+                    Ok((_, Installed::Unchanged)) => {}
+                    Err(e) => tracing::error!(plugin = %name, error = %e, "plugins folder candidate rejected"),
+                },
+                Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot read plugin file"),
+            }
+        }
+        previous = now;
+    }
+}
+
+fn scan(dir: &std::path::Path) -> HashMap<PathBuf, Seen> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return HashMap::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && name.ends_with(".wasm")
+        })
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.path(), (meta.len(), meta.modified().ok()?)))
+        })
+        .collect()
+}

@@ -1,0 +1,306 @@
+//! Hot swap: new versions arrive by upload, by folder or through the fleet's registry, are
+//! validated, and replace the running version atomically: every event is applied exactly
+//! once, by exactly one version, and the versions recorded show where the switches were.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    component, plugins_dir, spawn_app_with, wait_consumers_idle, wait_for, with_plugins, Backend, HostProcess, Reply,
+    TestApp, ADMIN_TOKEN,
+};
+
+fn auth() -> [(&'static str, String); 1] {
+    [("authorization", format!("Bearer {ADMIN_TOKEN}"))]
+}
+
+async fn upload(app: &TestApp, address: &str, name: &str, bytes: Vec<u8>) -> Reply {
+    let resp = app
+        .http
+        .put(format!("{address}/api/admin/plugins/{name}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    Reply { status, body: resp.json().await.unwrap_or(Value::Null) }
+}
+
+async fn plugin_status(app: &TestApp, address: &str, name: &str) -> Value {
+    let list: Value = app
+        .http
+        .get(format!("{address}/api/admin/plugins"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap_or(Value::Null)
+}
+
+/// Versions of the points plugin that handled pay events, in stream (event id) order, with
+/// the points each event should have earned under that version.
+async fn points_history(app: &TestApp) -> Vec<(i64, String, i64)> {
+    let rows = sqlx::query("SELECT msg_key, plugin_version, msg_body FROM trade_mq_consumer_log WHERE group_name = 'points' AND consumer_status = 1")
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
+    let mut history: Vec<(i64, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            use sqlx::Row;
+            let id: String = r.try_get(0).unwrap();
+            let version: String = r.try_get(1).unwrap();
+            let body: Value = serde_json::from_str(&r.try_get::<String, _>(2).unwrap()).unwrap();
+            let units = body["data"]["pay_amount"].as_str().unwrap().split('.').next().unwrap().parse::<i64>().unwrap();
+            let rate = match version.as_str() {
+                "1.0.0" => 1,
+                "2.0.0" => 2,
+                other => panic!("unexpected version {other}"),
+            };
+            (id.parse().unwrap(), version, units * rate)
+        })
+        .collect();
+    history.sort();
+    history
+}
+
+async fn swap_under_a_steady_flow(backend: Backend) {
+    let app = Arc::new(spawn_app_with(backend, with_plugins).await);
+    let fx = Arc::new(app.fixture(10_000, "150.00", "0.00", None).await);
+    let flowing = Arc::new(AtomicBool::new(true));
+    let flow = {
+        let (app, fx, flowing) = (app.clone(), fx.clone(), flowing.clone());
+        tokio::spawn(async move {
+            let mut paid = 0;
+            while flowing.load(Ordering::Relaxed) && paid < 400 {
+                let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+                let order_id = order.body["order_id"].as_str().unwrap().to_owned();
+                let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "150.00"})).await;
+                assert_eq!(app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await.status, 200);
+                paid += 1;
+            }
+            paid
+        })
+    };
+    let handled_by = |version: &'static str, at_least: usize| {
+        let app = app.clone();
+        async move {
+            wait_for(&format!("{at_least} events handled by {version}"), Duration::from_secs(60), || async {
+                let n = points_history(&app).await.iter().filter(|(_, v, _)| v == version).count();
+                (n >= at_least).then_some(())
+            })
+            .await
+        }
+    };
+
+    handled_by("1.0.0", 10).await;
+    let up = upload(&app, &app.address, "points", component("points_v2")).await;
+    assert_eq!(up.status, 200, "{:?}", up.body);
+    assert_eq!(up.body["active_version"], "2.0.0");
+    assert_eq!(up.body["kept_versions"], json!(["1.0.0", "2.0.0"]));
+    handled_by("2.0.0", 10).await;
+    let v1_before = points_history(&app).await.iter().filter(|(_, v, _)| v == "1.0.0").count();
+    let back = app
+        .request(reqwest::Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"})), &auth())
+        .await;
+    assert_eq!(back.body["active_version"], "1.0.0", "{:?}", back.body);
+    handled_by("1.0.0", v1_before + 10).await;
+    flowing.store(false, Ordering::Relaxed);
+    let paid = flow.await.unwrap();
+
+    app.wait_events("shop.pay.success", paid).await;
+    wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
+    let history = points_history(&app).await;
+    assert_eq!(history.len(), paid, "every event applied once, none lost");
+    let versions: Vec<&str> = history.iter().map(|(_, v, _)| v.as_str()).collect();
+    let switches = versions.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 2, "v1 … v2 … v1, each event by exactly one version: {versions:?}");
+    let expected: i64 = history.iter().map(|(_, _, p)| p).sum();
+    let score = app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"].as_i64().unwrap();
+    assert_eq!(score, expected, "points equal what the recorded versions imply");
+    assert_eq!(app.count("shop_audit_log", "kind = 'paid'").await as usize, paid, "the log plugin was never disturbed");
+}
+
+async fn rejected_uploads_leave_the_running_version(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let cases: [(&str, Vec<u8>, u16, &str, &str); 5] = [
+        ("junk", b"\0asm definitely not".to_vec(), 400, "SHOP_PLUGIN_REJECTED", "not a valid WebAssembly component"),
+        ("capability", component("greedy"), 400, "SHOP_PLUGIN_REJECTED", "refund-balance"),
+        ("wrong name", component("stock"), 400, "SHOP_PLUGIN_REJECTED", "does not match"),
+        ("imports", component("extra_import"), 400, "SHOP_PLUGIN_REJECTED", "test:extra/clock"),
+        ("same version", component("points"), 200, "", ""),
+    ];
+    for (what, bytes, status, code, reason) in cases {
+        let r = upload(&app, &app.address, "points", bytes).await;
+        assert_eq!(r.status, status, "{what}: {:?}", r.body);
+        if status != 200 {
+            assert_eq!(r.body["code"], code, "{what}");
+            assert!(r.body["message"].as_str().unwrap().contains(reason), "{what}: {:?}", r.body);
+        }
+    }
+    // A rogue build that reuses a released version number.
+    let v2 = upload(&app, &app.address, "points", component("points_v2")).await;
+    assert_eq!(v2.status, 200);
+    let back = app
+        .request(reqwest::Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"})), &auth())
+        .await;
+    assert_eq!(back.status, 200);
+    let again = upload(&app, &app.address, "points", component("points_v2")).await;
+    assert_eq!((again.status, again.body["code"].as_str()), (409, Some("SHOP_PLUGIN_VERSION_EXISTS")), "{:?}", again.body);
+    let missing = app
+        .request(reqwest::Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "9.9.9"})), &auth())
+        .await;
+    assert_eq!((missing.status, missing.code()), (404, "SHOP_PLUGIN_NOT_FOUND"));
+
+    // The running version (1.0.0) still handles events.
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+    let pay = app.post("/api/payments", &json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
+    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &["points"]).await;
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150);
+    let status = plugin_status(&app, &app.address, "points").await;
+    assert_eq!(status["active_version"], "1.0.0");
+    assert!(status["invocations"].as_i64().unwrap() >= 1);
+}
+
+async fn folder_drop_then_rollback(backend: Backend) {
+    // A private copy of the plugins folder, watched every 100 ms.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(plugins_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let folder = dir.path().to_path_buf();
+    let app = spawn_app_with(backend, move |s| {
+        s.plugins_dir = folder;
+        s.plugin_watch_secs = 0.1;
+    })
+    .await;
+    assert_eq!(plugin_status(&app, &app.address, "points").await["active_version"], "1.0.0");
+
+    // Written slowly in two halves: never offered half-written.
+    let v2 = component("points_v2");
+    let target = dir.path().join("points.wasm");
+    std::fs::write(&target, &v2[..v2.len() / 2]).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::fs::write(&target, &v2).unwrap();
+    wait_for("points 2.0.0 from the folder", Duration::from_secs(10), || async {
+        (plugin_status(&app, &app.address, "points").await["active_version"] == "2.0.0").then_some(())
+    })
+    .await;
+
+    let back = app
+        .request(reqwest::Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"})), &auth())
+        .await;
+    assert_eq!(back.body["active_version"], "1.0.0", "{:?}", back.body);
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+    let pay = app.post("/api/payments", &json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
+    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &["points"]).await;
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150, "handled by 1.0.0 after the rollback");
+
+    // Disabled: events wait; enabled: they are handled.
+    let off = app.request(reqwest::Method::POST, "/api/admin/plugins/points/disable", None, &auth()).await;
+    assert_eq!(off.body["enabled"], false);
+    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+    let pay = app.post("/api/payments", &json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
+    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.wait_events("shop.pay.success", 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150, "disabled: not handled");
+    let on = app.request(reqwest::Method::POST, "/api/admin/plugins/points/enable", None, &auth()).await;
+    assert_eq!(on.body["enabled"], true);
+    wait_for("the waiting event to be handled", Duration::from_secs(30), || async {
+        (app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"] == 300).then_some(())
+    })
+    .await;
+}
+
+async fn admin_plugin_endpoints_need_the_token(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/admin/plugins"),
+        (reqwest::Method::PUT, "/api/admin/plugins/points"),
+        (reqwest::Method::POST, "/api/admin/plugins/points/activate"),
+        (reqwest::Method::POST, "/api/admin/plugins/points/disable"),
+        (reqwest::Method::POST, "/api/admin/plugins/points/enable"),
+        (reqwest::Method::GET, "/api/admin/dead-letters"),
+        (reqwest::Method::POST, "/api/admin/plugins/points/redrive"),
+    ] {
+        let r = app.request(method.clone(), path, None, &[]).await;
+        assert_eq!(r.status, 401, "{method} {path}: {:?}", r.body);
+    }
+    assert_eq!(plugin_status(&app, &app.address, "points").await["enabled"], true);
+}
+
+crate::on_both_databases!(
+    swap_under_a_steady_flow,
+    rejected_uploads_leave_the_running_version,
+    folder_drop_then_rollback,
+    admin_plugin_endpoints_need_the_token
+);
+
+/// Two host processes sharing NATS and Postgres: an upload through one host's API is
+/// running on both soon after, and no event is applied twice across the hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_reaches_the_whole_fleet() {
+    let app = spawn_app_with(Backend::Postgres, |_| {}).await; // database, NATS and demo data
+    let dir = plugins_dir().display().to_string();
+    let env = [("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_WORKER_ID", "7")];
+    let a = HostProcess::start(&app.db_url, &app.nats_url, &env).await;
+    let env_b = [("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_WORKER_ID", "8")];
+    let b = HostProcess::start(&app.db_url, &app.nats_url, &env_b).await;
+
+    let started = Instant::now();
+    let up = upload(&app, &a.address, "points", component("points_v2")).await;
+    assert_eq!(up.status, 200, "{:?}", up.body);
+    wait_for("host B to run points 2.0.0", Duration::from_secs(10), || async {
+        (plugin_status(&app, &b.address, "points").await["active_version"] == "2.0.0").then_some(())
+    })
+    .await;
+    eprintln!("upload on A → active on B: {:?}", started.elapsed());
+
+    let fx = app.fixture(50, "150.00", "0.00", None).await;
+    let mut pays = HashMap::new();
+    for i in 0..20 {
+        let host = if i % 2 == 0 { &a.address } else { &b.address };
+        let order: Value = app.http.post(format!("{host}/api/orders")).json(&fx.order(1, "150.00", "0")).send().await.unwrap().json().await.unwrap();
+        let pay: Value = app
+            .http
+            .post(format!("{host}/api/payments"))
+            .json(&json!({"order_id": order["order_id"], "pay_amount": "150.00"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pays.insert(i, pay["pay_id"].as_str().unwrap().to_owned());
+    }
+    for pay_id in pays.values() {
+        assert_eq!(app.signed_callback(pay_id, "150.00").await.status, 200);
+    }
+    app.wait_events("shop.pay.success", 20).await;
+    wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
+    let history = points_history(&app).await;
+    assert_eq!(history.len(), 20, "each event once across both hosts");
+    assert!(history.iter().all(|(_, v, _)| v == "2.0.0"));
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 20 * 300);
+}
