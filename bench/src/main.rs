@@ -95,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let pw = end_to_end(&healthy, &client, &stream, PAY, wasm(PAY), pay_wasm).await?;
     let pn = end_to_end(&healthy, &client, &stream, PAY, native(native::pay_plugins), pay_native).await?;
     let per_call = invocation_costs(&healthy, &plugins_dir, &cancels[0]).await?;
+    let swaps = hot_swap_times(&healthy, &client, &stream, &plugins_dir).await?;
 
     println!();
     println!("| flow ({n} events each) | events/s | vs raw JetStream | wasm vs native |");
@@ -112,7 +113,89 @@ async fn main() -> anyhow::Result<()> {
     println!("| wasm instantiate (fresh store) | {:.2} | {:.1} |", per_call.instantiate, per_call.instantiate / per_call.native);
     println!("| wasm instantiate + call | {:.2} | {:.1} |", per_call.invoke, per_call.invoke / per_call.native);
     println!("| snapshot reads (SQLite, per event) | {:.2} | {:.1} |", per_call.snapshot, per_call.snapshot / per_call.native);
+    println!();
+    println!("| hot swap of points ({} swaps, v1 ↔ v2, through the fleet registry) | mean ms | max ms |", swaps.len());
+    println!("|---|---:|---:|");
+    for (label, pick) in [
+        ("upload → active on the uploading host", 0usize),
+        ("upload → active on a second host", 1),
+        ("upload → first event handled by the new version", 2),
+    ] {
+        let ms: Vec<f64> = swaps.iter().map(|s| s[pick].as_secs_f64() * 1e3).collect();
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        let max = ms.iter().cloned().fold(0.0, f64::max);
+        println!("| {label} | {mean:.1} | {max:.1} |");
+    }
     Ok(())
+}
+
+/// Swaps points between v1 and v2 several times through the fleet registry, with two
+/// hosts (two `PluginHost`s, each following the registry) sharing the consumer.
+async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, settings: &StreamSettings, plugins_dir: &std::path::Path) -> anyhow::Result<Vec<[Duration; 3]>> {
+    const SWAPS: usize = 6;
+    let events = prepare_pays(shop, SWAPS + 1).await?;
+    let events = &events[events.len() - (SWAPS + 1)..];
+    let js = fresh_stream(client, settings).await?;
+    let v1 = std::fs::read(plugins_dir.join("points.wasm"))?;
+    let v2 = std::fs::read(plugins_dir.join("../plugins-testing/points_v2.wasm")).context("points_v2.wasm: run scripts/build-plugins")?;
+    let (stop, signal) = watch::channel(false);
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let host = Arc::new(PluginHost::new(
+            Runtime::new(Limits::default())?,
+            shop.clone(),
+            Default::default(),
+            DeliverySettings { max_attempts: 5, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1), ack_wait: Duration::from_secs(30) },
+        ));
+        let (c, st, sig, weak) = (client.clone(), settings.clone(), signal.clone(), Arc::downgrade(&host));
+        host.on_new_plugin(move |name| {
+            if let Some(h) = weak.upgrade() {
+                tokio::spawn(consumer::run(h, c.clone(), st.clone(), name, sig.clone()));
+            }
+        });
+        host.join_fleet(client.clone(), settings.clone());
+        host.install("points", &v1)?;
+        tokio::spawn(shopmesh::plugins::fleet::follow(host.clone(), client.clone(), settings.clone(), signal.clone()));
+        hosts.push(host);
+    }
+    let handled = |event_id: String, version: &'static str| async move {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM trade_mq_consumer_log WHERE group_name = 'points' AND msg_key = $1 AND plugin_version = $2 AND consumer_status = 1",
+            )
+            .bind(&event_id)
+            .bind(version)
+            .fetch_one(shop.db.pool())
+            .await?;
+            if n == 1 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let id_of = |body: &str| -> anyhow::Result<String> {
+        Ok(serde_json::from_str::<serde_json::Value>(body)?["id"].as_str().unwrap_or_default().to_owned())
+    };
+    publish_all(&js, &events[..1]).await?;
+    handled(id_of(&events[0].1)?, "1.0.0").await?;
+
+    let mut times = Vec::new();
+    for (round, event) in events[1..].iter().enumerate() {
+        let (version, sha) = if round % 2 == 0 { ("2.0.0", shopmesh::plugins::runtime::sha256_hex(&v2)) } else { ("1.0.0", shopmesh::plugins::runtime::sha256_hex(&v1)) };
+        let start = Instant::now();
+        if round == 0 {
+            hosts[0].stage("points", &v2)?; // the upload; later rounds activate kept versions
+        }
+        hosts[0].distribute("points", version).await.map_err(anyhow::Error::msg)?;
+        let here = start.elapsed();
+        anyhow::ensure!(hosts[1].await_active("points", &sha, Duration::from_secs(10)).await, "second host never switched");
+        let there = start.elapsed();
+        publish_all(&js, std::slice::from_ref(event)).await?;
+        handled(id_of(&event.1)?, version).await?;
+        times.push([here, there, start.elapsed()]);
+    }
+    let _ = stop.send(true);
+    Ok(times)
 }
 
 /// Orders whose confirm step fails: each leaves stock, coupon and balance to give back.
