@@ -320,6 +320,19 @@ impl TestApp {
         self.callback_raw(&body, Some(sig)).await
     }
 
+    /// Places one item of `fx`'s goods at `price` (a 150.00-style amount above the free
+    /// shipping line), pays it and sends the signed callback. Returns the order id.
+    pub async fn pay_order(&self, fx: &Fixture, price: &str) -> String {
+        let order = self.post("/api/orders", &fx.order(1, price, "0")).await;
+        assert_eq!(order.status, 201, "{:?}", order.body);
+        let order_id = order.body["order_id"].as_str().unwrap().to_owned();
+        let pay = self.post("/api/payments", &json!({"order_id": order_id, "pay_amount": order.body["pay_amount"]})).await;
+        assert_eq!(pay.status, 201, "{:?}", pay.body);
+        let paid = self.signed_callback(pay.body["pay_id"].as_str().unwrap(), order.body["pay_amount"].as_str().unwrap()).await;
+        assert_eq!(paid.status, 200, "{:?}", paid.body);
+        order_id
+    }
+
     /// Creates goods, a user and (optionally) a coupon through the admin API.
     pub async fn fixture(&self, stock: i64, price: &str, balance: &str, coupon: Option<&str>) -> Fixture {
         let goods = self

@@ -86,10 +86,7 @@ async fn swap_under_a_steady_flow(backend: Backend) {
         tokio::spawn(async move {
             let mut paid = 0;
             while flowing.load(Ordering::Relaxed) && paid < 400 {
-                let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
-                let order_id = order.body["order_id"].as_str().unwrap().to_owned();
-                let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "150.00"})).await;
-                assert_eq!(app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await.status, 200);
+                app.pay_order(&fx, "150.00").await;
                 paid += 1;
             }
             paid
@@ -167,9 +164,7 @@ async fn rejected_uploads_leave_the_running_version(backend: Backend) {
 
     // The running version (1.0.0) still handles events.
     let fx = app.fixture(5, "150.00", "0.00", None).await;
-    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
-    let pay = app.post("/api/payments", &json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
-    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 1).await;
     wait_consumers_idle(&app.nats_url, &["points"]).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150);
@@ -209,9 +204,7 @@ async fn folder_drop_then_rollback(backend: Backend) {
         .await;
     assert_eq!(back.body["active_version"], "1.0.0", "{:?}", back.body);
     let fx = app.fixture(5, "150.00", "0.00", None).await;
-    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
-    let pay = app.post("/api/payments", &json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
-    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 1).await;
     wait_consumers_idle(&app.nats_url, &["points"]).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150, "handled by 1.0.0 after the rollback");
@@ -219,9 +212,7 @@ async fn folder_drop_then_rollback(backend: Backend) {
     // Disabled: events wait; enabled: they are handled.
     let off = app.request(reqwest::Method::POST, "/api/admin/plugins/points/disable", None, &auth()).await;
     assert_eq!(off.body["enabled"], false);
-    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
-    let pay = app.post("/api/payments", &json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
-    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150, "disabled: not handled");

@@ -125,10 +125,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     js.publish("shop.typo", stray.into()).await.unwrap().await.unwrap();
     // A good event after the poison still gets through.
     let fx = app.fixture(5, "150.00", "0.00", None).await;
-    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
-    let order_id = order.body["order_id"].as_str().unwrap();
-    let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "150.00"})).await;
-    app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await;
+    app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 1).await;
     wait_consumers_idle(&app.nats_url, &ALL).await;
 

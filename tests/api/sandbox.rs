@@ -23,10 +23,7 @@ async fn rogue_pays_once(mode: &str, tweak: impl FnOnce(&mut Settings)) -> (Test
     assert_eq!(rogue.version(), "0.0.1-rogue");
 
     let fx = app.fixture(5, "150.00", "0.00", None).await;
-    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
-    let order_id = order.body["order_id"].as_str().unwrap();
-    let pay = app.post("/api/payments", &json!({"order_id": order_id, "pay_amount": "150.00"})).await;
-    assert_eq!(app.signed_callback(pay.body["pay_id"].as_str().unwrap(), "150.00").await.status, 200);
+    app.pay_order(&fx, "150.00").await;
     // In the stream first: only then does an idle consumer mean a handled event.
     app.wait_events("shop.pay.success", 1).await;
     wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
