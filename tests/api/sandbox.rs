@@ -157,3 +157,42 @@ async fn only_components_of_the_world_with_only_host_imports_load() {
     // The obeyed side: the real component of the world loads.
     assert!(host.install("points", &component("points")).is_ok());
 }
+
+/// Redeliveries while a plugin is disabled are not failed attempts: once enabled, a failing
+/// plugin still gets all its attempts before the event is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_the_plugins_failures_not_redeliveries() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        with_plugins(s);
+        s.plugin_max_attempts = MAX_ATTEMPTS;
+        s.plugin_config.0.insert("points".into(), [("mode".to_string(), "trap".to_string())].into());
+    })
+    .await;
+    app.plugins().install("points", &component("rogue")).unwrap();
+    app.plugins().set_enabled("points", false).unwrap();
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    app.pay_order(&fx, "150.00").await;
+    app.wait_events("shop.pay.success", 1).await;
+    // Disabled: delivered and handed back again and again (every 0.2 s here).
+    let client = async_nats::connect(&app.nats_url).await.unwrap();
+    let stream = async_nats::jetstream::new(client).get_stream("SHOP").await.unwrap();
+    crate::helpers::wait_for("several redeliveries while disabled", std::time::Duration::from_secs(20), || {
+        let stream = stream.clone();
+        async move {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("plugin-points").await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_redelivered >= 1 && info.delivered.consumer_sequence > MAX_ATTEMPTS as u64).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(app.count("trade_mq_consumer_log", "group_name = 'points'").await, 0, "no attempt while disabled");
+
+    app.plugins().set_enabled("points", true).unwrap();
+    wait_consumers_idle(&app.nats_url, &["points"]).await;
+    let letters = app.count("shop_dead_letter", &format!("plugin = 'points' AND attempts = {MAX_ATTEMPTS}")).await;
+    assert_eq!(letters, 1, "dead-lettered after exactly {MAX_ATTEMPTS} real attempts");
+    assert_eq!(
+        app.count("trade_mq_consumer_log", &format!("group_name = 'points' AND consumer_status = 2 AND consumer_times = {MAX_ATTEMPTS}")).await,
+        1
+    );
+}

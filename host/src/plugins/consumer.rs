@@ -30,9 +30,11 @@ pub async fn run(host: Arc<PluginHost>, client: async_nats::Client, stream: Stre
         let name = name.clone();
         move || host.current(&name).map(|p| p.subjects().to_vec()).ok_or_else(|| format!("plugin {name} is not loaded"))
     };
-    let handler = |subject: String, body: Vec<u8>, attempt: i64| {
+    // The plugin counts attempts itself (see PluginHost::process); the delivery count
+    // goes unused here.
+    let handler = |subject: String, body: Vec<u8>, _delivered: i64| {
         let (host, name) = (host.clone(), name.clone());
-        async move { host.process(&name, &subject, &body, attempt).await }
+        async move { host.process(&name, &subject, &body).await }
     };
     bind_and_consume(&host, &client, &stream, &durable, subjects, handler, shutdown).await
 }

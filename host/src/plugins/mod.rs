@@ -420,9 +420,11 @@ impl PluginHost {
         self.delivery.base_delay.saturating_mul(factor).min(self.delivery.max_delay)
     }
 
-    /// Handles one delivery of `body` on `subject` for plugin `name`; `attempt` counts from 1.
-    /// The one path behind the consumers and redrive.
-    pub async fn process(&self, name: &str, subject: &str, body: &[u8], attempt: i64) -> Disposition {
+    /// Handles one delivery of `body` on `subject` for plugin `name`. The one path behind
+    /// the consumers and redrive. Attempts are counted from the failures this host recorded,
+    /// not from JetStream's delivery count, which also grows while a plugin is disabled or
+    /// when a dead host's deliveries come back: neither is the plugin failing.
+    pub async fn process(&self, name: &str, subject: &str, body: &[u8]) -> Disposition {
         let Some(plugin) = self.current(name).filter(|_| self.enabled(name)) else {
             // Unknown or disabled: the event waits in JetStream.
             return Disposition::Retry(self.delivery.max_delay);
@@ -432,7 +434,16 @@ impl PluginHost {
             Err(reason) => {
                 let text = String::from_utf8_lossy(body);
                 let id = event_id_guess(&text);
-                return self.dead_letter(&plugin, subject, &id, &text, &format!("malformed event: {reason}"), attempt).await;
+                return self.dead_letter(&plugin, subject, &id, &text, &format!("malformed event: {reason}"), 1).await;
+            }
+        };
+        let attempt = match self.inbox(&plugin, &delivery).await {
+            Ok(Inbox::Applied) => return Disposition::Ack, // a redelivery of an applied event
+            Ok(Inbox::Failed(times)) => times + 1,
+            Ok(Inbox::New) => 1,
+            Err(e) => {
+                tracing::warn!(plugin = name, error = %e, "inbox unreadable; will retry");
+                return Disposition::Retry(self.backoff(1));
             }
         };
         let outcome = self.attempt(&plugin, &delivery, attempt).await;
@@ -445,6 +456,8 @@ impl PluginHost {
             Err(Failure::Transient(reason)) => {
                 tracing::warn!(plugin = name, event = %delivery.id, attempt, %reason, "plugin attempt failed");
                 if let Err(e) = effects::record_failure(&self.shop, name, subject, &delivery.id, &delivery.body, attempt, &reason).await {
+                    // Unrecorded, this attempt is not counted: better one retry too many than
+                    // an event dead-lettered early.
                     tracing::warn!(error = %e, "could not record the failed attempt");
                 }
                 if attempt >= self.delivery.max_attempts {
@@ -456,19 +469,26 @@ impl PluginHost {
         }
     }
 
-    async fn attempt(&self, plugin: &Arc<LoadedPlugin>, d: &Delivery, attempt: i64) -> Result<(), Failure> {
-        let done: Option<i64> = sqlx::query_scalar(
-            "SELECT consumer_status FROM trade_mq_consumer_log WHERE group_name = $1 AND msg_tag = $2 AND msg_key = $3",
+    /// What this plugin's inbox says about the event.
+    async fn inbox(&self, plugin: &LoadedPlugin, d: &Delivery) -> Result<Inbox, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT consumer_status, consumer_times FROM trade_mq_consumer_log
+              WHERE group_name = $1 AND msg_tag = $2 AND msg_key = $3",
         )
         .bind(&plugin.name)
         .bind(&d.subject)
         .bind(&d.id)
         .fetch_optional(self.shop.db.pool())
-        .await
-        .map_err(|e| Failure::Transient(format!("database: {e}")))?;
-        if done == Some(1) {
-            return Ok(()); // a redelivery of an applied event: only ack
-        }
+        .await?;
+        Ok(match row {
+            None => Inbox::New,
+            Some(r) if r.try_get::<i64, _>(0)? == 1 => Inbox::Applied,
+            Some(r) => Inbox::Failed(r.try_get(1)?),
+        })
+    }
+
+    /// Invokes the plugin and applies its effects (the inbox row guards the apply).
+    async fn attempt(&self, plugin: &Arc<LoadedPlugin>, d: &Delivery, attempt: i64) -> Result<(), Failure> {
         let snapshot = reads::snapshot(&self.shop, d).await.map_err(|e| Failure::Transient(format!("database: {e}")))?;
         let config = self.config.get(&plugin.name).cloned().unwrap_or_default();
         let event = d.to_wit();
@@ -574,9 +594,10 @@ impl PluginHost {
         };
         let result = match delivery::parse(&subject, body.as_bytes()) {
             Err(reason) => format!("still malformed: {reason}"),
-            Ok(d) => match self.attempt(&current, &d, 1).await {
-                Ok(()) => "applied".to_string(),
-                Err(Failure::Permanent(r) | Failure::Transient(r)) => format!("failed: {r}"),
+            Ok(d) => match self.inbox(&current, &d).await? {
+                Inbox::Applied => "applied".to_string(), // applied meanwhile: nothing to do
+                Inbox::Failed(times) => self.redrive_attempt(&current, &d, times + 1).await,
+                Inbox::New => self.redrive_attempt(&current, &d, 1).await,
             },
         };
         let applied = result == "applied";
@@ -588,6 +609,23 @@ impl PluginHost {
             .await?;
         Ok(Some(result))
     }
+}
+
+impl PluginHost {
+    async fn redrive_attempt(&self, plugin: &Arc<LoadedPlugin>, d: &Delivery, attempt: i64) -> String {
+        match self.attempt(plugin, d, attempt).await {
+            Ok(()) => "applied".to_string(),
+            Err(Failure::Permanent(r) | Failure::Transient(r)) => format!("failed: {r}"),
+        }
+    }
+}
+
+/// A plugin's inbox row for one event.
+enum Inbox {
+    Applied,
+    /// Failed this many times so far.
+    Failed(i64),
+    New,
 }
 
 enum Failure {
