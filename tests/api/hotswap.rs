@@ -295,3 +295,39 @@ async fn an_upload_reaches_the_whole_fleet() {
     assert!(history.iter().all(|(_, v, _)| v == "2.0.0"));
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 20 * 300);
 }
+
+/// A version that reads other subjects re-binds its durable consumer: events on the new
+/// subject reach it after the swap, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_with_new_subjects_rebinds_its_consumer() {
+    let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let fx = app.fixture(10, "150.00", "0.00", None).await;
+    let confirmed_rows = || app.count("trade_mq_consumer_log", "group_name = 'log' AND msg_tag = 'shop.order.confirmed'");
+
+    assert_eq!(app.post("/api/orders", &fx.order(1, "150.00", "0")).await.status, 201);
+    app.wait_events("shop.order.confirmed", 1).await;
+    wait_consumers_idle(&app.nats_url, &["log"]).await;
+    assert_eq!(confirmed_rows().await, 0, "log 1.0.0 does not read confirmations");
+
+    let up = upload(&app, &app.address, "log", component("log_v2")).await;
+    assert_eq!(up.body["subjects"], json!(["shop.pay.success", "shop.order.cancel", "shop.order.confirmed"]), "{:?}", up.body);
+    let client = async_nats::connect(&app.nats_url).await.unwrap();
+    let stream = async_nats::jetstream::new(client).get_stream("SHOP").await.unwrap();
+    wait_for("the log consumer to read confirmations", Duration::from_secs(10), || {
+        let stream = stream.clone();
+        async move {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("plugin-log").await.ok()?;
+            let info = consumer.info().await.ok()?;
+            info.config.filter_subjects.iter().any(|s| s == "shop.order.confirmed").then_some(())
+        }
+    })
+    .await;
+
+    assert_eq!(app.post("/api/orders", &fx.order(1, "150.00", "0")).await.status, 201);
+    app.wait_events("shop.order.confirmed", 2).await;
+    wait_for("log 2.0.0 to handle a confirmation", Duration::from_secs(10), || async {
+        (confirmed_rows().await >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(app.count("shop_audit_log", "").await, 0, "it writes nothing for confirmations");
+}

@@ -18,6 +18,16 @@ use crate::bus::{self, StreamSettings};
 
 pub const GUARD: &str = "shopmesh-guard";
 
+/// How often a consumer checks whether the active version reads other subjects.
+const SUBJECTS_RECHECK: Duration = Duration::from_secs(1);
+
+/// Why a bound consumer stopped.
+enum Bound {
+    Shutdown,
+    /// The active version's subjects changed: bind again with the new filter.
+    Rebind,
+}
+
 pub fn durable_name(plugin: &str) -> String {
     format!("plugin-{plugin}")
 }
@@ -66,28 +76,35 @@ async fn bind_and_consume<H, F>(
         let result = async {
             let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
             let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
-            let consumer = stream
-                .get_or_create_consumer(
-                    durable,
-                    pull::Config {
-                        durable_name: Some(durable.to_owned()),
-                        filter_subjects: subjects()?,
-                        ack_policy: AckPolicy::Explicit,
-                        ack_wait: host.delivery.ack_wait,
-                        deliver_policy: DeliverPolicy::All,
-                        // Unlimited here: the host counts attempts and dead-letters itself,
-                        // so the server never drops an event without a record.
-                        max_deliver: -1,
-                        ..Default::default()
-                    },
-                )
+            let filter = subjects()?;
+            // Create or update: a new version that reads other subjects re-binds the
+            // durable consumer with its filter, keeping its position in the stream.
+            let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+                .create_consumer(pull::Config {
+                    durable_name: Some(durable.to_owned()),
+                    filter_subjects: filter.clone(),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: host.delivery.ack_wait,
+                    deliver_policy: DeliverPolicy::All,
+                    // Unlimited here: the host counts attempts and dead-letters itself,
+                    // so the server never drops an event without a record.
+                    max_deliver: -1,
+                    ..Default::default()
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            let mut recheck = tokio::time::interval(SUBJECTS_RECHECK);
             loop {
                 let next = tokio::select! {
                     next = messages.next() => next,
-                    _ = shutdown.changed() => return Ok::<(), String>(()),
+                    _ = recheck.tick() => {
+                        if subjects()? != filter {
+                            return Ok::<Bound, String>(Bound::Rebind);
+                        }
+                        continue;
+                    }
+                    _ = shutdown.changed() => return Ok(Bound::Shutdown),
                 };
                 let msg = next.ok_or("message stream ended")?.map_err(|e| e.to_string())?;
                 let attempt = msg.info().map(|i| i.delivered).unwrap_or(1);
@@ -104,6 +121,10 @@ async fn bind_and_consume<H, F>(
             }
         }
         .await;
+        if let Ok(Bound::Rebind) = result {
+            tracing::info!(consumer = durable, "subjects changed; re-binding");
+            continue;
+        }
         if let Err(e) = result {
             tracing::warn!(consumer = durable, error = %e, "consumer interrupted; re-binding");
             tokio::select! {

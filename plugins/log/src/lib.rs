@@ -2,7 +2,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 extern crate alloc;
 
-use alloc::{format, vec, vec::Vec};
+use alloc::vec::Vec;
 use shopmesh_guest::*;
 
 pub struct LogRule;
@@ -14,26 +14,11 @@ impl Rule for LogRule {
     const CAPABILITIES: &'static [Capability] = &[Capability::AppendLog];
 
     fn handle(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
-        let row = match &event.payload {
-            Payload::PaySuccess(p) => AppendLog {
-                order_id: p.order_id,
-                user_id: p.user_id,
-                kind: LogKind::Paid,
-                amount: p.pay_amount,
-                note: format!("payment {} paid", p.pay_id),
-            },
-            Payload::OrderCancel(c) => AppendLog {
-                order_id: c.order_id,
-                user_id: c.user_id,
-                kind: LogKind::Cancelled,
-                amount: c.money_paid,
-                note: format!("order cancelled: {}", c.reason),
-            },
-            Payload::OrderConfirmed(_) => return Ok(vec![]),
-        };
-        Ok(vec![Effect::AppendLog(row)])
+        rule::log_row(event)
     }
 }
+
+mod rule;
 
 shopmesh_guest::plugin!(LogRule);
 
