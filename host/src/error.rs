@@ -153,6 +153,7 @@ impl From<crate::plugins::InstallError> for ShopError {
             Load(_) => ShopError::PluginRejected(e.to_string()),
             VersionExists { .. } | UseActivate { .. } => ShopError::PluginVersionConflict(e.to_string()),
             UnknownVersion { .. } | UnknownPlugin(_) => ShopError::PluginNotFound(e.to_string()),
+            Registry(why) => ShopError::PluginNotDistributed(why),
         }
     }
 }

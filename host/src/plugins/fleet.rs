@@ -1,6 +1,6 @@
 //! The fleet's plugin registry: a JetStream Object Store bucket that every host watches.
 //! Whatever version is put there (an upload to any host, a rollback on any host) is offered
-//! to every host's [`PluginHost`] as [`Offer::Declare`], through the same validation as
+//! to every host's [`PluginHost`] as [`PluginHost::offer`], through the same validation as
 //! any other candidate; a host that joins later starts from the bucket's latest objects.
 
 use std::{sync::Arc, time::Duration};
@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, object_store};
 use futures::StreamExt;
 use tokio::{io::AsyncReadExt, sync::watch};
 
-use super::{Installed, Offer, PluginHost};
+use super::{Installed, PluginHost};
 use crate::bus::{self, StreamSettings};
 
 pub const BUCKET: &str = "shopmesh-plugins";
@@ -56,7 +56,7 @@ pub async fn follow(host: Arc<PluginHost>, client: async_nats::Client, settings:
                 let mut bytes = Vec::with_capacity(info.size);
                 let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
                 object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
-                match host.offer(&info.name, &bytes, Offer::Declare) {
+                match host.offer(&info.name, &bytes) {
                     Ok((p, Installed::Activated)) => {
                         tracing::info!(plugin = %info.name, version = p.version(), "activated from the fleet registry")
                     }

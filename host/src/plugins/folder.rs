@@ -1,5 +1,5 @@
 //! The plugins folder, watched: a `<name>.wasm` written there is offered to the host as
-//! [`Offer::Declare`]. A file is read only once its size and modification time have stayed
+//! [`PluginHost::offer`]. A file is read only once its size and modification time have stayed
 //! the same for a whole poll interval, so a copy in progress is not picked up half-written
 //! (and a truncated component would fail validation anyway). Files starting with `.` are
 //! ignored, so writers may also write `.name.wasm` and rename.
@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::{Duration, Syste
 
 use tokio::sync::watch;
 
-use super::{Installed, Offer, PluginHost};
+use super::{Installed, PluginHost};
 
 type Seen = (u64, SystemTime);
 
@@ -34,7 +34,7 @@ pub async fn watch(host: Arc<PluginHost>, dir: PathBuf, interval: Duration, mut 
             offered.insert(path.clone(), *seen);
             let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             match std::fs::read(path) {
-                Ok(bytes) => match host.offer(&name, &bytes, Offer::Declare) {
+                Ok(bytes) => match host.offer(&name, &bytes) {
                     Ok((p, Installed::Activated)) => tracing::info!(plugin = %name, version = p.version(), "activated from the plugins folder"),
                     Ok((_, Installed::Unchanged)) => {}
                     Err(e) => tracing::error!(plugin = %name, error = %e, "plugins folder candidate rejected"),

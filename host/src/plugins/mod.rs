@@ -78,16 +78,6 @@ const KEPT_VERSIONS: usize = 10;
 /// How long an upload or rollback waits for the registry to come back to this host.
 const FLEET_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Where a candidate comes from decides what a known version means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    /// An upload: must be a new version (identical bytes to the active one: a no-op).
-    Upload,
-    /// The folder or the fleet's registry says "this is the version to run": a kept
-    /// version with the same bytes is re-activated.
-    Declare,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error(transparent)]
@@ -100,6 +90,9 @@ pub enum InstallError {
     UnknownVersion { name: String, version: String },
     #[error("no plugin {0}")]
     UnknownPlugin(String),
+    /// The fleet's registry could not take the version, or it did not come back in time.
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// What an offer did.
@@ -172,10 +165,12 @@ impl PluginHost {
         }
     }
 
-    /// Validates `bytes` as plugin `name` and makes it the active version (see [`Offer`]).
-    /// A rejected candidate leaves the running version untouched. Deliveries in flight
-    /// finish on the version they started with: they hold its `Arc`.
-    pub fn offer(&self, name: &str, bytes: &[u8], offer: Offer) -> Result<(Arc<LoadedPlugin>, Installed), InstallError> {
+    /// Validates `bytes` as plugin `name` and makes it the active version: the folder and
+    /// the fleet's registry say "this is the version to run", so a kept version with the
+    /// same bytes is re-activated (uploads go through [`stage`](Self::stage) instead). A
+    /// rejected candidate leaves the running version untouched. Deliveries in flight finish
+    /// on the version they started with: they hold its `Arc`.
+    pub fn offer(&self, name: &str, bytes: &[u8]) -> Result<(Arc<LoadedPlugin>, Installed), InstallError> {
         let sha256 = runtime::sha256_hex(bytes);
         // Decide under the read lock, act after it is released (activate takes the write lock).
         let known = {
@@ -190,12 +185,7 @@ impl PluginHost {
         };
         match known {
             Some(Err(active)) => return Ok((active, Installed::Unchanged)),
-            Some(Ok(version)) => {
-                return match offer {
-                    Offer::Upload => Err(InstallError::UseActivate { name: name.into(), version }),
-                    Offer::Declare => self.activate(name, &version).map(|p| (p, Installed::Activated)),
-                };
-            }
+            Some(Ok(version)) => return self.activate(name, &version).map(|p| (p, Installed::Activated)),
             None => {}
         }
         let candidate = self.runtime.load(name, bytes)?;
@@ -206,7 +196,7 @@ impl PluginHost {
 
     /// Validates an upload and keeps it without activating it: the fleet's registry decides
     /// the order in which every host, this one included, activates versions (see
-    /// [`fleet`]). A known version is refused, as for [`Offer::Upload`].
+    /// [`fleet`]). A kept version other than the active one is refused: activate it instead.
     pub fn stage(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, InstallError> {
         let sha256 = runtime::sha256_hex(bytes);
         let known = {
@@ -244,7 +234,7 @@ impl PluginHost {
 
     /// [`offer`](Self::offer) as the folder does it at start.
     pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, InstallError> {
-        self.offer(name, bytes, Offer::Declare).map(|(p, _)| p)
+        self.offer(name, bytes).map(|(p, _)| p)
     }
 
     /// Makes a built plugin (a validated component, or a native rule in benchmarks) the
@@ -297,16 +287,22 @@ impl PluginHost {
         Ok(plugin)
     }
 
-    /// Makes a kept version active again (rollback).
-    pub fn activate(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
-        let mut plugins = self.plugins.write().expect("plugins lock");
-        let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
-        let kept = slot
-            .kept
+    /// The kept `version` of `name`.
+    fn kept(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
+        let plugins = self.plugins.read().expect("plugins lock");
+        let slot = plugins.get(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
+        slot.kept
             .iter()
             .find(|k| k.version() == version)
             .cloned()
-            .ok_or_else(|| InstallError::UnknownVersion { name: name.into(), version: version.into() })?;
+            .ok_or_else(|| InstallError::UnknownVersion { name: name.into(), version: version.into() })
+    }
+
+    /// Makes a kept version active again (rollback).
+    pub fn activate(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
+        let kept = self.kept(name, version)?;
+        let mut plugins = self.plugins.write().expect("plugins lock");
+        let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
         if !Arc::ptr_eq(&slot.active, &kept) {
             slot.active = kept.clone();
             slot.activated_at = now_ms();
@@ -330,17 +326,14 @@ impl PluginHost {
 
     /// Hands a kept version to every host through the fleet's registry, then waits until
     /// this host's registry follower has activated it.
-    pub async fn distribute(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, String> {
-        let kept = {
-            let plugins = self.plugins.read().expect("plugins lock");
-            plugins.get(name).and_then(|s| s.kept.iter().find(|k| k.version() == version).cloned())
-        };
-        let kept = kept.ok_or_else(|| format!("no kept version {version} of {name}"))?;
-        let bytes = kept.bytes.clone().ok_or("a native plugin cannot be distributed")?;
-        let (client, stream) = self.fleet.get().ok_or("this host has no fleet registry")?;
-        fleet::publish(client, stream, name, &bytes).await?;
+    pub async fn distribute(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
+        let kept = self.kept(name, version)?;
+        let registry = |why: String| InstallError::Registry(why);
+        let bytes = kept.bytes.clone().ok_or_else(|| registry("a native plugin cannot be distributed".into()))?;
+        let (client, stream) = self.fleet.get().ok_or_else(|| registry("this host has no fleet registry".into()))?;
+        fleet::publish(client, stream, name, &bytes).await.map_err(registry)?;
         if !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
-            return Err(format!("in the registry, but not active here after {FLEET_PATIENCE:?}"));
+            return Err(registry(format!("in the registry, but not active here after {FLEET_PATIENCE:?}")));
         }
         Ok(kept)
     }
@@ -405,15 +398,11 @@ impl PluginHost {
         self.plugins.read().expect("plugins lock").get(name).map(|s| s.active.clone())
     }
 
-    fn enabled(&self, name: &str) -> bool {
-        self.plugins.read().expect("plugins lock").get(name).is_some_and(|s| s.enabled)
+    /// The active version of `name`, if it is enabled: what a delivery runs on.
+    fn runnable(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.read().expect("plugins lock").get(name).filter(|s| s.enabled).map(|s| s.active.clone())
     }
 
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<_> = self.plugins.read().expect("plugins lock").keys().cloned().collect();
-        names.sort();
-        names
-    }
 
     fn backoff(&self, attempt: i64) -> Duration {
         let factor = 1u32 << attempt.clamp(1, 16).saturating_sub(1) as u32;
@@ -425,7 +414,7 @@ impl PluginHost {
     /// not from JetStream's delivery count, which also grows while a plugin is disabled or
     /// when a dead host's deliveries come back: neither is the plugin failing.
     pub async fn process(&self, name: &str, subject: &str, body: &[u8]) -> Disposition {
-        let Some(plugin) = self.current(name).filter(|_| self.enabled(name)) else {
+        let Some(plugin) = self.runnable(name) else {
             // Unknown or disabled: the event waits in JetStream.
             return Disposition::Retry(self.delivery.max_delay);
         };
