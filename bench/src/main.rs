@@ -5,7 +5,7 @@
 //!   rule crates compiled natively into the host (same consumers, snapshot, validation and
 //!   transactions: only the call differs);
 //! - raw JetStream publish + consume + ack of the same messages;
-//! - per-invocation cost: instantiate, and instantiate + call, against a native call.
+//! - per-invocation cost: instantiate + call, against a native call.
 //!
 //! Real parts only: a nats-server child with JetStream and a SQLite file, both temporary.
 
@@ -24,10 +24,15 @@ use shopmesh::{
     bus::{self, NatsServer, StreamSettings},
     ids::{Id, Snowflake},
     money::Money,
-    orders::PlaceOrder,
-    payments::{CreatePayment, PaymentNotice},
     plugins::{consumer, delivery, reads, runtime::{Limits, LoadedPlugin, Runtime}, DeliverySettings, PluginHost},
-    shop::{NewCoupon, NewGoods, NewUser, Shop},
+    shop::{
+        coupons::NewCoupon,
+        orders::PlaceOrder,
+        payments::{CreatePayment, PaymentNotice},
+        stock::NewGoods,
+        users::NewUser,
+        Shop,
+    },
     store::Db,
 };
 use sqlx::Row;
@@ -72,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             for name in names {
                 let bytes = std::fs::read(dir.join(format!("{name}.wasm")))
                     .with_context(|| format!("{name}.wasm: run scripts/build-plugins"))?;
-                host.install(name, &bytes)?;
+                host.registry.install(name, &bytes)?;
             }
             Ok(())
         }
@@ -80,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let native = |plugins: fn() -> Vec<LoadedPlugin>| {
         move |host: &PluginHost| -> anyhow::Result<()> {
             for p in plugins() {
-                host.install_loaded(p)?;
+                host.registry.install_loaded(p)?;
             }
             Ok(())
         }
@@ -110,7 +115,6 @@ async fn main() -> anyhow::Result<()> {
     println!("| per invocation (stock plugin, one cancel event) | µs | vs native call |");
     println!("|---|---:|---:|");
     println!("| native call | {:.2} | 1.0 |", per_call.native);
-    println!("| wasm instantiate (fresh store) | {:.2} | {:.1} |", per_call.instantiate, per_call.instantiate / per_call.native);
     println!("| wasm instantiate + call | {:.2} | {:.1} |", per_call.invoke, per_call.invoke / per_call.native);
     println!("| snapshot reads (SQLite, per event) | {:.2} | {:.1} |", per_call.snapshot, per_call.snapshot / per_call.native);
     println!();
@@ -148,14 +152,16 @@ async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, settings:
             DeliverySettings { max_attempts: 5, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1), ack_wait: Duration::from_secs(30) },
         ));
         let (c, st, sig, weak) = (client.clone(), settings.clone(), signal.clone(), Arc::downgrade(&host));
-        host.on_new_plugin(move |name| {
+        host.registry.on_new_plugin(move |name| {
             if let Some(h) = weak.upgrade() {
                 tokio::spawn(consumer::run(h, c.clone(), st.clone(), name, sig.clone()));
             }
         });
-        host.join_fleet(client.clone(), settings.clone());
-        host.install("points", &v1)?;
-        tokio::spawn(shopmesh::plugins::fleet::follow(host.clone(), client.clone(), settings.clone(), signal.clone()));
+        host.registry.join_fleet(client.clone(), settings.clone());
+        host.registry.install("points", &v1)?;
+        let follower = host.clone();
+        let offer = move |name: &str, bytes: &[u8]| follower.registry.receive("the fleet registry", name, bytes);
+        tokio::spawn(shopmesh::plugins::fleet::follow(offer, client.clone(), settings.clone(), signal.clone()));
         hosts.push(host);
     }
     let handled = |event_id: String, version: &'static str| async move {
@@ -184,11 +190,11 @@ async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, settings:
         let (version, sha) = if round % 2 == 0 { ("2.0.0", shopmesh::plugins::runtime::sha256_hex(&v2)) } else { ("1.0.0", shopmesh::plugins::runtime::sha256_hex(&v1)) };
         let start = Instant::now();
         if round == 0 {
-            hosts[0].stage("points", &v2)?; // the upload; later rounds activate kept versions
+            hosts[0].registry.stage("points", &v2)?; // the upload; later rounds activate kept versions
         }
-        hosts[0].distribute("points", version).await.map_err(anyhow::Error::msg)?;
+        hosts[0].registry.distribute("points", version).await?;
         let here = start.elapsed();
-        anyhow::ensure!(hosts[1].await_active("points", &sha, Duration::from_secs(10)).await, "second host never switched");
+        anyhow::ensure!(hosts[1].registry.await_active("points", &sha, Duration::from_secs(10)).await, "second host never switched");
         let there = start.elapsed();
         publish_all(&js, std::slice::from_ref(event)).await?;
         handled(id_of(&event.1)?, version).await?;
@@ -346,7 +352,6 @@ async fn end_to_end(
 
 struct PerCall {
     native: f64,
-    instantiate: f64,
     invoke: f64,
     snapshot: f64,
 }
@@ -355,7 +360,7 @@ struct PerCall {
 async fn invocation_costs(shop: &Shop, plugins_dir: &std::path::Path, event: &(String, String)) -> anyhow::Result<PerCall> {
     const ROUNDS: u32 = 5000;
     let runtime = Runtime::new(Limits::default())?;
-    let wasm = runtime.load("stock", &std::fs::read(plugins_dir.join("stock.wasm"))?)?;
+    let wasm = runtime.load("stock", &std::fs::read(plugins_dir.join("stock.wasm"))?, shopmesh::plugins::grants::granted("stock"))?;
     let native = native::cancel_plugins().into_iter().find(|p| p.name == "stock").expect("stock");
     let d = delivery::parse(&event.0, event.1.as_bytes()).map_err(anyhow::Error::msg)?;
     let ev = d.to_wit();
@@ -378,9 +383,8 @@ async fn invocation_costs(shop: &Shop, plugins_dir: &std::path::Path, event: &(S
     let native_us = time(&mut || {
         std::hint::black_box(runtime.invoke(&native, &ev, snap.clone(), Arc::clone(&config)).unwrap().unwrap());
     });
-    let instantiate = time(&mut || runtime.instantiate_only(&wasm).unwrap());
     let invoke = time(&mut || {
         std::hint::black_box(runtime.invoke(&wasm, &ev, snap.clone(), Arc::clone(&config)).unwrap().unwrap());
     });
-    Ok(PerCall { native: native_us, instantiate, invoke, snapshot })
+    Ok(PerCall { native: native_us, invoke, snapshot })
 }

@@ -2,11 +2,11 @@
 //! guest and the host each generate their own Rust types from the same WIT, so this file
 //! only maps one spelling onto the other; the rules themselves are the plugins' code.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use shopmesh::plugins::{
     reads::Snapshot,
-    runtime::{self as h, LoadedPlugin, NativeRule},
+    runtime::{self as h, Handled, Handler, LoadedPlugin, Runtime},
 };
 use shopmesh_guest::{self as g, Rule};
 
@@ -137,14 +137,14 @@ fn capability(c: g::Capability) -> h::Capability {
     }
 }
 
-impl<R: Rule> NativeRule for Native<R> {
-    fn handle(&self, e: &h::Event, snap: &Snapshot, config: &HashMap<String, String>) -> Result<Vec<h::Effect>, h::PluginError> {
-        R::handle(&event(e), &SnapshotReads { snap, config })
+impl<R: Rule> Handler for Native<R> {
+    fn handle(&self, _: &Runtime, _: &str, e: &h::Event, snap: Snapshot, config: Arc<HashMap<String, String>>) -> Handled {
+        Ok(R::handle(&event(e), &SnapshotReads { snap: &snap, config: &config })
             .map(|effects| effects.into_iter().map(effect).collect())
             .map_err(|err| match err {
                 g::PluginError::InvalidEvent(m) => h::PluginError::InvalidEvent(m),
                 g::PluginError::Unavailable(m) => h::PluginError::Unavailable(m),
-            })
+            }))
     }
 }
 
@@ -157,7 +157,7 @@ fn plugin<R: Rule + 'static>() -> LoadedPlugin {
         capabilities: m.capabilities.into_iter().map(capability).collect(),
         config_schema: m.config_schema,
     };
-    LoadedPlugin::native(manifest, Box::new(Native::<R>(std::marker::PhantomData)))
+    LoadedPlugin::with_handler(manifest, Box::new(Native::<R>(std::marker::PhantomData)))
 }
 
 pub fn cancel_plugins() -> Vec<LoadedPlugin> {

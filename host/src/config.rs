@@ -6,7 +6,7 @@ use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Durat
 
 use serde::Deserialize;
 
-use crate::fault::Fault;
+use crate::shop::fault::Fault;
 
 /// A value that must not reach logs: `Debug` and `Display` print `[redacted]`.
 #[derive(Clone, Default, Deserialize)]

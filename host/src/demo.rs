@@ -1,39 +1,36 @@
 //! Demo data from the original shop's test, loaded on first start: user "刘备" (balance
-//! 900.00, 100 points), goods "华为P30" (stock 999, 5000.00) and her 100.00 coupon. Inserted
-//! with ON CONFLICT DO NOTHING, so restarts and several hosts load it once.
+//! 900.00, 100 points), goods "华为P30" (stock 999, 5000.00) and her 100.00 coupon. Written
+//! through the resources' own inserts, which leave existing rows alone, so restarts and
+//! several hosts load it once.
 
-use crate::{ids::now_ms, store::Db};
+use crate::{
+    ids::Id,
+    money::Money,
+    shop::{coupons::{self, NewCoupon}, stock::{self, NewGoods}, users::{self, NewUser}},
+    store::Db,
+};
 
 pub const USER_ID: i64 = 345963634385633280;
 pub const GOODS_ID: i64 = 345959443973935104;
 pub const COUPON_ID: i64 = 345988230098857984;
 
 pub async fn load(db: &Db) -> Result<(), sqlx::Error> {
-    let now = now_ms();
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "INSERT INTO trade_user (user_id, user_name, user_mobile, user_score, user_reg_time, user_money)
-         VALUES ($1, '刘备', '18888888888', 100, $2, 90000) ON CONFLICT (user_id) DO NOTHING",
-    )
-    .bind(USER_ID)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO trade_goods (goods_id, goods_name, goods_number, goods_price, goods_desc, add_time)
-         VALUES ($1, '华为P30', 999, 500000, '夜间拍照更美', $2) ON CONFLICT (goods_id) DO NOTHING",
-    )
-    .bind(GOODS_ID)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO trade_coupon (coupon_id, coupon_price, user_id, is_used)
-         VALUES ($1, 10000, $2, 0) ON CONFLICT (coupon_id) DO NOTHING",
-    )
-    .bind(COUPON_ID)
-    .bind(USER_ID)
-    .execute(&mut *tx)
-    .await?;
+    let user = NewUser {
+        user_name: "刘备".into(),
+        user_money: Money::from_cents(900_00),
+        user_score: 100,
+        user_mobile: "18888888888".into(),
+    };
+    users::insert(&mut tx, Id(USER_ID), &user).await?;
+    let goods = NewGoods {
+        goods_name: "华为P30".into(),
+        goods_number: 999,
+        goods_price: Money::from_cents(5000_00),
+        goods_desc: "夜间拍照更美".into(),
+    };
+    stock::insert(&mut tx, Id(GOODS_ID), &goods).await?;
+    let coupon = NewCoupon { coupon_price: Money::from_cents(100_00), user_id: Id(USER_ID) };
+    coupons::insert(&mut tx, Id(COUPON_ID), &coupon).await?;
     tx.commit().await
 }

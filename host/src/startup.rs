@@ -15,9 +15,8 @@ use crate::{
     ids::Snowflake,
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
-    shop::Shop,
+    shop::{sweeper::{self, SweeperSettings}, Shop},
     store::{Backend, Db},
-    sweeper::{self, SweeperSettings},
 };
 
 pub struct Application {
@@ -110,22 +109,28 @@ impl Application {
         // (A weak handle: the host must not keep itself alive through its own hook.)
         let (weak, hook_client, hook_stream, hook_signal) =
             (Arc::downgrade(&plugins), client.clone(), stream.clone(), signal.clone());
-        plugins.on_new_plugin(move |name| {
+        plugins.registry.on_new_plugin(move |name| {
             if let Some(host) = weak.upgrade() {
                 tokio::spawn(consumer::run(host, hook_client.clone(), hook_stream.clone(), name, hook_signal.clone()));
             }
         });
-        plugins.join_fleet(client.clone(), stream.clone());
-        plugins.install_dir(&settings.plugins_dir);
+        plugins.registry.join_fleet(client.clone(), stream.clone());
+        plugins.registry.install_dir(&settings.plugins_dir);
+        let (from_folder, from_fleet) = (plugins.clone(), plugins.clone());
         let mut tasks = vec![
             tokio::spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone())),
             tokio::spawn(folder::watch(
-                plugins.clone(),
+                move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes),
                 settings.plugins_dir.clone(),
                 Settings::secs(settings.plugin_watch_secs, "plugin_watch_secs")?,
                 signal.clone(),
             )),
-            tokio::spawn(fleet::follow(plugins.clone(), client.clone(), stream.clone(), signal.clone())),
+            tokio::spawn(fleet::follow(
+                move |name: &str, bytes: &[u8]| from_fleet.registry.receive("the fleet registry", name, bytes),
+                client.clone(),
+                stream.clone(),
+                signal.clone(),
+            )),
         ];
         let relay = Relay::new(
             db,

@@ -4,10 +4,13 @@
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use sha2::{Digest, Sha256};
-use sqlx::{any::AnyPoolOptions, AnyPool, Executor, Row};
-
-use crate::ids::now_ms;
+use futures::future::BoxFuture;
+use sqlx::{
+    any::AnyPoolOptions,
+    error::BoxDynError,
+    migrate::{Migrate, Migration, MigrationSource, MigrationType, Migrator},
+    Acquire, AnyPool, Executor, Row,
+};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -37,7 +40,10 @@ pub struct Db {
     backend: Backend,
 }
 
-/// Migrations, embedded so the binary carries its schema. Versions only ever get added.
+/// Migrations (`migrations/<version>_<name>.sql`), embedded so the binary carries its schema.
+/// Versions only ever get added; sqlx's migrator records each (with its checksum) in
+/// `_sqlx_migrations` and, on Postgres, holds an advisory lock so hosts starting together
+/// migrate once.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         20261122000001,
@@ -51,8 +57,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// Serialises concurrent migrators on Postgres (two hosts starting together).
-const MIGRATION_LOCK_KEY: i64 = 0x5348_4f50_4d45_5348; // "SHOPMESH"
+/// [`MIGRATIONS`] as sqlx's migrator reads them.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(*version, (*description).into(), MigrationType::Simple, (*sql).into(), false)
+                })
+                .collect())
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,8 +80,8 @@ pub enum StoreError {
     Url(String),
     #[error("cannot create the SQLite folder {path}: {source}")]
     Folder { path: String, source: std::io::Error },
-    #[error("migration {version} was changed after it was applied (checksum differs)")]
-    MigrationChanged { version: i64 },
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }
@@ -111,47 +131,45 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(MIGRATION_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS shopmesh_migrations (
-                version BIGINT PRIMARY KEY, description TEXT NOT NULL,
-                checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        for (version, description, sql) in MIGRATIONS {
-            let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
-            let applied = sqlx::query("SELECT checksum FROM shopmesh_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match applied {
-                Some(row) if row.try_get::<String, _>(0)? == checksum => continue,
-                Some(_) => return Err(StoreError::MigrationChanged { version: *version }),
-                None => {}
-            }
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query(
-                "INSERT INTO shopmesh_migrations (version, description, checksum, applied_at)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(version)
-            .bind(*description)
-            .bind(&checksum)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-            tracing::info!(version, description, "applied migration");
-        }
-        tx.commit().await?;
+        self.adopt_legacy_history().await?;
+        Migrator::new(Embedded).await?.run(&self.pool).await?;
         Ok(())
     }
+
+    /// Databases made before shopmesh used sqlx's migrator recorded their migrations in
+    /// `shopmesh_migrations`: their versions are entered into `_sqlx_migrations` once, so
+    /// the migrator does not run them again.
+    async fn adopt_legacy_history(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let legacy = match sqlx::query("SELECT version FROM shopmesh_migrations").fetch_all(&mut *conn).await {
+            Ok(rows) => rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<Vec<_>, _>>()?,
+            Err(_) => return Ok(()), // no legacy table: nothing to adopt
+        };
+        conn.ensure_migrations_table().await?;
+        let known = Migrator::new(Embedded).await?;
+        let mut tx = conn.begin().await?;
+        for m in known.iter().filter(|m| legacy.contains(&m.version)) {
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(m.version)
+            .bind(m.description.to_string())
+            .bind(m.checksum.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DROP TABLE shopmesh_migrations").execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(versions = ?legacy, "adopted the migration history of an older shopmesh");
+        Ok(())
+    }
+}
+
+/// `$start, $start+1, …` for `count` values: the placeholders of an `IN (…)` list or a
+/// multi-row `VALUES`, in the one dialect both databases take.
+pub fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 fn ensure_sqlite_folder(url: &str) -> Result<(), StoreError> {

@@ -19,7 +19,7 @@ async fn rogue_pays_once(mode: &str, tweak: impl FnOnce(&mut Settings)) -> (Test
         tweak(s);
     })
     .await;
-    let rogue = app.plugins().install("points", &component("rogue")).expect("the rogue guest is a valid plugin");
+    let rogue = app.registry().install("points", &component("rogue")).expect("the rogue guest is a valid plugin");
     assert_eq!(rogue.version(), "0.0.1-rogue");
 
     let fx = app.fixture(5, "150.00", "0.00", None).await;
@@ -60,7 +60,7 @@ async fn violated(mode: &str, reason: &str, tweak: impl FnOnce(&mut Settings)) {
     assert_eq!(app.post("/api/orders", &fx.order(1, "10.00", "0")).await.status, 201, "{mode}: host still serves");
 
     // Fix the plugin, redrive: applied once; a second redrive finds nothing to do.
-    app.plugins().install("points", &component("points")).unwrap();
+    app.registry().install("points", &component("points")).unwrap();
     let redriven = app.request(reqwest::Method::POST, "/api/admin/plugins/points/redrive", None, &auth).await;
     assert_eq!(redriven.body[0]["result"], "applied", "{mode}: {:?}", redriven.body);
     assert_eq!(score(&app, &user).await, 150, "{mode}: applied after the fix");
@@ -137,7 +137,7 @@ async fn capability_violated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_components_of_the_world_with_only_host_imports_load() {
     let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
-    let host = app.plugins();
+    let host = app.registry();
     let running = host.current("points").unwrap().sha256.clone();
 
     let wrong = host.install("points", &component("wrong_world")).err().expect("wrong world refused");
@@ -168,8 +168,8 @@ async fn attempts_are_the_plugins_failures_not_redeliveries() {
         s.plugin_config.0.insert("points".into(), [("mode".to_string(), "trap".to_string())].into());
     })
     .await;
-    app.plugins().install("points", &component("rogue")).unwrap();
-    app.plugins().set_enabled("points", false).unwrap();
+    app.registry().install("points", &component("rogue")).unwrap();
+    app.registry().set_enabled("points", false).unwrap();
     let fx = app.fixture(5, "150.00", "0.00", None).await;
     app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 1).await;
@@ -187,7 +187,7 @@ async fn attempts_are_the_plugins_failures_not_redeliveries() {
     .await;
     assert_eq!(app.count("trade_mq_consumer_log", "group_name = 'points'").await, 0, "no attempt while disabled");
 
-    app.plugins().set_enabled("points", true).unwrap();
+    app.registry().set_enabled("points", true).unwrap();
     wait_consumers_idle(&app.nats_url, &["points"]).await;
     let letters = app.count("shop_dead_letter", &format!("plugin = 'points' AND attempts = {MAX_ATTEMPTS}")).await;
     assert_eq!(letters, 1, "dead-lettered after exactly {MAX_ATTEMPTS} real attempts");

@@ -1,11 +1,16 @@
-//! API errors: `{"code": "SHOP_…", "message": "…"}` with the status the [`ShopError`]
-//! carries. Each operation gets an error enum listing only the statuses it can answer, so
-//! the spec tells the truth; [`api_error!`] writes those enums from one pattern.
+//! The API edge of every error: each error enum of the crate that can reach a caller gets its
+//! stable `SHOP_*` code and HTTP status here ([`ApiFailure`]), and the body is always
+//! `{"code": "SHOP_…", "message": "…"}`. Each operation gets a response enum listing only
+//! the statuses it can answer, so the spec tells the truth; [`api_error!`] writes those enums
+//! from one pattern.
 
 use poem::http::StatusCode;
 use poem_openapi::Object;
 
-use crate::error::ShopError;
+use crate::{
+    plugins::{dead_letters::DeadLetterError, InstallError},
+    shop::{ShopError, StepFailure},
+};
 
 #[derive(Debug, Clone, Object)]
 pub struct ErrorBody {
@@ -15,28 +20,158 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-impl From<&ShopError> for ErrorBody {
-    fn from(e: &ShopError) -> ErrorBody {
-        // A storage error's text may carry SQL or paths: log it, do not return it.
-        let message = match e {
-            ShopError::Storage(_) => "internal error; nothing in this request can fix it".into(),
+/// An error as the API answers it.
+pub trait ApiFailure: std::fmt::Display {
+    fn status(&self) -> u16;
+    fn code(&self) -> &'static str;
+    /// What the caller is told; an internal error's text may carry SQL or paths, so it is
+    /// logged instead.
+    fn message(&self) -> String {
+        if self.status() >= 500 && self.code() == "SHOP_INTERNAL_ERROR" {
+            "internal error; nothing in this request can fix it".into()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+/// Errors that belong to the API itself rather than to a domain.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("admin token missing or wrong")]
+    Unauthorized,
+    #[error("request parameter invalid: {0}")]
+    BadRequest(String),
+}
+
+impl ApiFailure for ApiError {
+    fn status(&self) -> u16 {
+        match self {
+            ApiError::Unauthorized => 401,
+            ApiError::BadRequest(_) => 400,
+        }
+    }
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "SHOP_UNAUTHORIZED",
+            ApiError::BadRequest(_) => "SHOP_REQUEST_PARAMETER_INVALID",
+        }
+    }
+}
+
+impl ApiFailure for ShopError {
+    fn code(&self) -> &'static str {
+        use ShopError::*;
+        match self {
+            RequestParameterInvalid(_) => "SHOP_REQUEST_PARAMETER_INVALID",
+            OrderNotFound(_) => "SHOP_ORDER_INVALID",
+            GoodsNotFound(_) => "SHOP_GOODS_NO_EXIST",
+            UserNotFound(_) => "SHOP_USER_NO_EXIST",
+            CouponNotFound(_) => "SHOP_COUPON_NO_EXIST",
+            PaymentNotFound(_) => "SHOP_PAYMENT_NOT_FOUND",
+            GoodsPriceInvalid { .. } => "SHOP_GOODS_PRICE_INVALID",
+            GoodsNumInvalid(_) => "SHOP_GOODS_NUM_INVALID",
+            GoodsNumNotEnough { .. } => "SHOP_GOODS_NUM_NOT_ENOUGH",
+            ShippingFeeInvalid { .. } => "SHOP_ORDER_SHIPPINGFEE_INVALID",
+            OrderAmountInvalid { .. } => "SHOP_ORDERAMOUNT_INVALID",
+            CouponNotOwned(_) => "SHOP_COUPON_NOT_OWNED",
+            CouponIsUsed(_) => "SHOP_COUPON_ISUSED",
+            MoneyPaidLessZero => "SHOP_MONEY_PAID_LESS_ZERO",
+            MoneyPaidInvalid { .. } => "SHOP_MONEY_PAID_INVALID",
+            DiscountExceedsAmount { .. } => "SHOP_DISCOUNT_EXCEEDS_ORDER_AMOUNT",
+            StepFailed { step, .. } => step.failure_code(),
+            OrderNotConfirmed(_) => "SHOP_ORDER_STATUS_NOT_CONFIRMED",
+            OrderPayStatusIsPay(_) => "SHOP_ORDER_PAY_STATUS_IS_PAY",
+            PaymentAmountInvalid { .. } => "SHOP_PAYMENT_AMOUNT_INVALID",
+            SignatureInvalid(_) => "SHOP_CALLBACK_SIGNATURE_INVALID",
+            Storage(_) => "SHOP_INTERNAL_ERROR",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        use ShopError::*;
+        match self {
+            RequestParameterInvalid(_)
+            | GoodsPriceInvalid { .. }
+            | GoodsNumInvalid(_)
+            | ShippingFeeInvalid { .. }
+            | OrderAmountInvalid { .. }
+            | CouponNotOwned(_)
+            | MoneyPaidLessZero
+            | MoneyPaidInvalid { .. }
+            | DiscountExceedsAmount { .. }
+            | PaymentAmountInvalid { .. } => 400,
+            SignatureInvalid(_) => 401,
+            OrderNotFound(_) | GoodsNotFound(_) | UserNotFound(_) | CouponNotFound(_) | PaymentNotFound(_) => 404,
+            GoodsNumNotEnough { .. } | CouponIsUsed(_) | OrderNotConfirmed(_) | OrderPayStatusIsPay(_) => 409,
+            StepFailed { reason: StepFailure::Conflict, .. } => 409,
+            StepFailed { reason: StepFailure::Unavailable, .. } => 503,
+            Storage(_) => 500,
+        }
+    }
+}
+
+impl ApiFailure for InstallError {
+    fn code(&self) -> &'static str {
+        match self {
+            InstallError::Load(_) => "SHOP_PLUGIN_REJECTED",
+            InstallError::VersionExists { .. } | InstallError::UseActivate { .. } => "SHOP_PLUGIN_VERSION_EXISTS",
+            InstallError::UnknownVersion { .. } | InstallError::UnknownPlugin(_) => "SHOP_PLUGIN_NOT_FOUND",
+            InstallError::Registry(_) => "SHOP_PLUGIN_NOT_DISTRIBUTED",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            InstallError::Load(_) => 400,
+            InstallError::VersionExists { .. } | InstallError::UseActivate { .. } => 409,
+            InstallError::UnknownVersion { .. } | InstallError::UnknownPlugin(_) => 404,
+            InstallError::Registry(_) => 503,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            InstallError::Load(e) => format!("plugin rejected: {e}"),
             other => other.to_string(),
-        };
-        ErrorBody { code: e.code().into(), message }
+        }
+    }
+}
+
+impl ApiFailure for DeadLetterError {
+    fn code(&self) -> &'static str {
+        match self {
+            DeadLetterError::NotFound(_) => "SHOP_DEAD_LETTER_NOT_FOUND",
+            DeadLetterError::Db(_) => "SHOP_INTERNAL_ERROR",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            DeadLetterError::NotFound(_) => 404,
+            DeadLetterError::Db(_) => 500,
+        }
+    }
+}
+
+impl ErrorBody {
+    pub fn of(e: &dyn ApiFailure) -> ErrorBody {
+        ErrorBody { code: e.code().into(), message: e.message() }
     }
 }
 
 /// The `bad_request_handler` of every error enum: a request poem-openapi could not parse
 /// (bad JSON, missing field, failed validator, wrong content type) or authenticate.
-pub fn from_request_error<T: From<ShopError>>(err: poem::Error) -> T {
+pub fn from_request_error<T: From<ApiError>>(err: poem::Error) -> T {
     if err.status() == StatusCode::UNAUTHORIZED {
-        ShopError::Unauthorized.into()
+        ApiError::Unauthorized.into()
     } else {
-        ShopError::RequestParameterInvalid(err.to_string()).into()
+        ApiError::BadRequest(err.to_string()).into()
     }
 }
 
-/// Declares an error response enum: 400 and 500 always, plus the listed statuses.
+/// Declares an error response enum: 400 and 500 always, plus the listed statuses. Any
+/// [`ApiFailure`] converts into it, with `?`.
 macro_rules! api_error {
     ($(#[$meta:meta])* $name:ident { $($status:literal => $variant:ident : $doc:literal),* $(,)? }) => {
         $(#[$meta])*
@@ -56,9 +191,9 @@ macro_rules! api_error {
             Internal(poem_openapi::payload::Json<$crate::api::errors::ErrorBody>),
         }
 
-        impl From<$crate::error::ShopError> for $name {
-            fn from(e: $crate::error::ShopError) -> Self {
-                let body = poem_openapi::payload::Json($crate::api::errors::ErrorBody::from(&e));
+        impl<E: $crate::api::errors::ApiFailure> From<E> for $name {
+            fn from(e: E) -> Self {
+                let body = poem_openapi::payload::Json($crate::api::errors::ErrorBody::of(&e));
                 match e.status() {
                     400 => $name::BadRequest(body),
                     $($status => $name::$variant(body),)*

@@ -4,6 +4,7 @@
 mod admin;
 pub mod errors;
 mod payments;
+mod plugins;
 mod shop;
 mod signed;
 
@@ -37,11 +38,11 @@ pub enum Created<T: ToJSON + Send> {
     Created(Json<T>),
 }
 
-type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, admin::PluginsAdminApi);
+type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi);
 
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, admin::PluginsAdminApi),
+        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi),
         "shopmesh",
         env!("CARGO_PKG_VERSION"),
     )

@@ -6,10 +6,11 @@ use poem_openapi::{Object, OpenApi, param::{Header, Path}, payload::Json};
 use super::{ApiTags, Created, errors::api_error, shop::LookupError, signed::SignedJson};
 use crate::{
     config::Secret,
-    error::ShopError,
     ids::{now_ms, Id},
-    payments::{CallbackOutcome, CreatePayment, Payment, PaymentNotice},
-    shop::Shop,
+    shop::{
+        payments::{CallbackOutcome, CreatePayment, Payment, PaymentNotice},
+        Shop, ShopError,
+    },
     signature,
 };
 

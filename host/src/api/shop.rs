@@ -6,8 +6,13 @@ use poem_openapi::{OpenApi, param::Path, payload::Json};
 use super::{ApiTags, Created, errors::api_error};
 use crate::{
     ids::Id,
-    orders::{Order, PlaceOrder},
-    shop::{Coupon, Goods, Shop, User},
+    shop::{
+        coupons::Coupon,
+        orders::{Order, PlaceOrder},
+        stock::Goods,
+        users::User,
+        Shop,
+    },
 };
 
 api_error!(

@@ -13,10 +13,8 @@ use async_nats::jetstream::{
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{Disposition, PluginHost};
+use super::{Disposition, PluginHost, GUARD};
 use crate::bus::{self, StreamSettings};
-
-pub const GUARD: &str = "shopmesh-guard";
 
 /// How often a consumer checks whether the active version reads other subjects.
 const SUBJECTS_RECHECK: Duration = Duration::from_secs(1);
@@ -38,7 +36,7 @@ pub async fn run(host: Arc<PluginHost>, client: async_nats::Client, stream: Stre
     let subjects = {
         let host = host.clone();
         let name = name.clone();
-        move || host.current(&name).map(|p| p.subjects().to_vec()).ok_or_else(|| format!("plugin {name} is not loaded"))
+        move || host.registry.current(&name).map(|p| p.subjects().to_vec()).ok_or_else(|| format!("plugin {name} is not loaded"))
     };
     // The plugin counts attempts itself (see PluginHost::process); the delivery count
     // goes unused here.

@@ -111,3 +111,11 @@ impl Delivery {
         rt::Event { id: self.id.clone(), subject: self.subject.clone(), time: self.time.clone(), payload }
     }
 }
+
+/// The envelope id of a malformed message, if it has one, for the dead-letter record.
+pub fn event_id_guess(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_str().map(str::to_owned)))
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,15 +1,15 @@
 //! The fleet's plugin registry: a JetStream Object Store bucket that every host watches.
-//! Whatever version is put there (an upload to any host, a rollback on any host) is offered
-//! to every host's [`PluginHost`] as [`PluginHost::offer`], through the same validation as
-//! any other candidate; a host that joins later starts from the bucket's latest objects.
+//! Whatever version is put there (an upload to any host, a rollback on any host) is handed
+//! to every host's registry ([`super::Registry::receive`], wired at start-up), through the same
+//! validation as any other candidate; a host that joins later starts from the bucket's
+//! latest objects.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store};
 use futures::StreamExt;
 use tokio::{io::AsyncReadExt, sync::watch};
 
-use super::{Installed, PluginHost};
 use crate::bus::{self, StreamSettings};
 
 pub const BUCKET: &str = "shopmesh-plugins";
@@ -38,8 +38,13 @@ pub async fn publish(client: &async_nats::Client, settings: &StreamSettings, nam
     Ok(())
 }
 
-/// Follows the registry until shutdown, offering each new object to `host`.
-pub async fn follow(host: Arc<PluginHost>, client: async_nats::Client, settings: StreamSettings, mut shutdown: watch::Receiver<bool>) {
+/// Follows the registry until shutdown, handing each new object (name, bytes) to `offer`.
+pub async fn follow(
+    offer: impl Fn(&str, &[u8]),
+    client: async_nats::Client,
+    settings: StreamSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
     while !*shutdown.borrow() {
         let result = async {
             let js = bus::ensure_ready(&client, &settings).await.map_err(|e| e.to_string())?;
@@ -56,13 +61,7 @@ pub async fn follow(host: Arc<PluginHost>, client: async_nats::Client, settings:
                 let mut bytes = Vec::with_capacity(info.size);
                 let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
                 object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
-                match host.offer(&info.name, &bytes) {
-                    Ok((p, Installed::Activated)) => {
-                        tracing::info!(plugin = %info.name, version = p.version(), "activated from the fleet registry")
-                    }
-                    Ok((_, Installed::Unchanged)) => {}
-                    Err(e) => tracing::error!(plugin = %info.name, error = %e, "fleet registry candidate rejected"),
-                }
+                offer(&info.name, &bytes);
             }
         }
         .await;

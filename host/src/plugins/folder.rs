@@ -1,18 +1,17 @@
-//! The plugins folder, watched: a `<name>.wasm` written there is offered to the host as
-//! [`PluginHost::offer`]. A file is read only once its size and modification time have stayed
-//! the same for a whole poll interval, so a copy in progress is not picked up half-written
-//! (and a truncated component would fail validation anyway). Files starting with `.` are
-//! ignored, so writers may also write `.name.wasm` and rename.
+//! The plugins folder, watched: a `<name>.wasm` written there is handed to `offer` (the
+//! registry's [`super::Registry::receive`], wired at start-up). A file is read only once its
+//! size and modification time have stayed the same for a whole poll interval, so a copy in
+//! progress is not picked up half-written (and a truncated component would fail validation
+//! anyway). Files starting with `.` are ignored, so writers may also write `.name.wasm` and
+//! rename.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::{Duration, SystemTime}};
+use std::{collections::HashMap, path::PathBuf, time::{Duration, SystemTime}};
 
 use tokio::sync::watch;
 
-use super::{Installed, PluginHost};
-
 type Seen = (u64, SystemTime);
 
-pub async fn watch(host: Arc<PluginHost>, dir: PathBuf, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch(offer: impl Fn(&str, &[u8]), dir: PathBuf, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     // What each file looked like at the previous poll, and what we last offered.
     let mut previous: HashMap<PathBuf, Seen> = HashMap::new();
     let mut offered: HashMap<PathBuf, Seen> = HashMap::new();
@@ -34,11 +33,7 @@ pub async fn watch(host: Arc<PluginHost>, dir: PathBuf, interval: Duration, mut 
             offered.insert(path.clone(), *seen);
             let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             match std::fs::read(path) {
-                Ok(bytes) => match host.offer(&name, &bytes) {
-                    Ok((p, Installed::Activated)) => tracing::info!(plugin = %name, version = p.version(), "activated from the plugins folder"),
-                    Ok((_, Installed::Unchanged)) => {}
-                    Err(e) => tracing::error!(plugin = %name, error = %e, "plugins folder candidate rejected"),
-                },
+                Ok(bytes) => offer(&name, &bytes),
                 Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot read plugin file"),
             }
         }

@@ -3,10 +3,11 @@
 //! cannot block a database connection, and its deadline measures only its own work) and
 //! makes a plugin a pure function of (event, snapshot, config), which replay relies on.
 
-use sqlx::Row;
-
 use super::{delivery::{Delivery, DomainEvent}, runtime::shop::plugin::types as wit};
-use crate::{error::ShopError, ids::Id, shop::Shop};
+use crate::{
+    ids::Id,
+    shop::{steps::{self, Step}, Shop, ShopError},
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -44,23 +45,19 @@ pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error
         None => None,
     };
     let user = found(shop.user(Id(d.event.user_id())).await)?;
-    let rows = sqlx::query("SELECT step, action, amount FROM shop_order_step WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_all(shop.db.pool())
-        .await?;
-    let mut steps = Vec::with_capacity(rows.len());
-    for r in rows {
-        let step = match r.try_get::<String, _>(0)?.as_str() {
-            "stock" => wit::Step::Stock,
-            "coupon" => wit::Step::Coupon,
-            _ => wit::Step::Balance,
-        };
-        let action = match r.try_get::<String, _>(1)?.as_str() {
-            "forward" => wit::StepAction::Forward,
-            _ => wit::StepAction::Giveback,
-        };
-        steps.push(wit::StepRecord { step, action, amount: r.try_get(2)? });
-    }
+    let steps = steps::of_orders(shop.db.pool(), &[order_id])
+        .await?
+        .into_iter()
+        .map(|r| wit::StepRecord {
+            step: match r.step {
+                Step::Stock => wit::Step::Stock,
+                Step::Coupon => wit::Step::Coupon,
+                Step::Balance | Step::Confirm => wit::Step::Balance,
+            },
+            action: if r.forward { wit::StepAction::Forward } else { wit::StepAction::Giveback },
+            amount: r.amount,
+        })
+        .collect();
     Ok(Snapshot {
         order_id: Some(order_id),
         order: order.map(|o| wit::Order {

@@ -68,19 +68,6 @@ pub fn capability_name(c: Capability) -> &'static str {
     }
 }
 
-/// Which capabilities each plugin name may hold: a plugin named `coupon` can never touch
-/// balances, whatever its manifest says.
-pub fn allowed_capabilities(name: &str) -> &'static [Capability] {
-    match name {
-        "stock" => &[Capability::RestoreStock],
-        "coupon" => &[Capability::ReleaseCoupon],
-        "balance" => &[Capability::RefundBalance],
-        "points" => &[Capability::AddPoints],
-        "log" => &[Capability::AppendLog],
-        _ => &[],
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
@@ -108,16 +95,26 @@ pub enum InvokeError {
     Trap(String),
 }
 
-/// A rule compiled into the host instead of a component: the benchmark's baseline for
-/// what the sandbox costs. It gets the same snapshot and config and goes through the same
-/// validation and application as a component.
-pub trait NativeRule: Send + Sync {
-    fn handle(&self, event: &Event, reads: &Snapshot, config: &HashMap<String, String>) -> Result<Vec<Effect>, PluginError>;
+/// What a plugin's handler returns: the host's view (trap, instantiation) outside, the
+/// plugin's own answer inside.
+pub type Handled = Result<Result<Vec<Effect>, PluginError>, InvokeError>;
+
+/// What runs a plugin version's `handle`. In the product that is always a compiled
+/// component ([`Runtime::load`]); the benchmark implements it with the same rule crates
+/// compiled natively, to measure what the sandbox costs on the same path.
+pub trait Handler: Send + Sync {
+    fn handle(&self, runtime: &Runtime, plugin: &str, event: &Event, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Handled;
 }
 
-enum Code {
-    Wasm(PluginPre<Invocation>),
-    Native(Box<dyn NativeRule>),
+/// A compiled component, instantiated afresh for every event.
+struct Compiled(PluginPre<Invocation>);
+
+impl Handler for Compiled {
+    fn handle(&self, runtime: &Runtime, plugin: &str, event: &Event, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Handled {
+        let mut store = runtime.store(plugin, reads, config);
+        let instance = self.0.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
+        instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)))
+    }
 }
 
 /// One compiled, validated version of a plugin.
@@ -126,9 +123,9 @@ pub struct LoadedPlugin {
     pub manifest: Manifest,
     /// Hex sha256 of the component bytes: which build produced an effect.
     pub sha256: String,
-    /// The component itself, to hand to other hosts (None for native rules).
+    /// The component itself, to hand to other hosts (None for a benchmark's native handler).
     pub bytes: Option<Arc<[u8]>>,
-    code: Code,
+    handler: Box<dyn Handler>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -136,9 +133,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl LoadedPlugin {
-    /// A native rule with the manifest its component would declare (benchmarks only).
-    pub fn native(manifest: Manifest, rule: Box<dyn NativeRule>) -> LoadedPlugin {
-        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, code: Code::Native(rule) }
+    /// A plugin version run by `handler` instead of a component (the benchmark's native
+    /// baseline); it declares `manifest` and goes through every check a component does.
+    pub fn with_handler(manifest: Manifest, handler: Box<dyn Handler>) -> LoadedPlugin {
+        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, handler }
     }
 
     pub fn version(&self) -> &str {
@@ -191,8 +189,9 @@ impl Runtime {
         Ok(Runtime { engine, linker, limits, ticker_stop })
     }
 
-    /// Compiles and validates a candidate; nothing about it runs unless it passes.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+    /// Compiles and validates a candidate for plugin `name`, which may hold the capabilities
+    /// `granted`; nothing about it runs unless it passes.
+    pub fn load(&self, name: &str, bytes: &[u8], granted: &[Capability]) -> Result<LoadedPlugin, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         for (import, _) in component.component_type().imports(&self.engine) {
             if !ALLOWED_IMPORTS.contains(&import) {
@@ -210,8 +209,7 @@ impl Runtime {
         if manifest.name != name {
             return Err(LoadError::NameMismatch { expected: name.into(), found: manifest.name });
         }
-        let allowed = allowed_capabilities(name);
-        if let Some(c) = manifest.capabilities.iter().find(|c| !allowed.contains(c)) {
+        if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {
             return Err(LoadError::CapabilityNotAllowed(*c));
         }
         let subjects: BTreeSet<_> = manifest.subjects.iter().collect();
@@ -223,7 +221,7 @@ impl Runtime {
             manifest,
             sha256: sha256_hex(bytes),
             bytes: Some(bytes.into()),
-            code: Code::Wasm(pre),
+            handler: Box::new(Compiled(pre)),
         })
     }
 
@@ -235,21 +233,8 @@ impl Runtime {
         event: &Event,
         reads: Snapshot,
         config: Arc<HashMap<String, String>>,
-    ) -> Result<Result<Vec<Effect>, PluginError>, InvokeError> {
-        let pre = match &plugin.code {
-            Code::Wasm(pre) => pre,
-            Code::Native(rule) => return Ok(rule.handle(event, &reads, &config)),
-        };
-        let mut store = self.store(&plugin.name, reads, config);
-        let instance = pre.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
-        instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)))
-    }
-
-    /// Instantiates the component without calling it (benchmarks the per-event setup).
-    pub fn instantiate_only(&self, plugin: &LoadedPlugin) -> Result<(), InvokeError> {
-        let Code::Wasm(pre) = &plugin.code else { return Ok(()) };
-        let mut store = self.store(&plugin.name, Snapshot::default(), Arc::default());
-        pre.instantiate(&mut store).map(|_| ()).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))
+    ) -> Handled {
+        plugin.handler.handle(self, &plugin.name, event, reads, config)
     }
 
     fn store(&self, plugin: &str, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Store<Invocation> {

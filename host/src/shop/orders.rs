@@ -9,21 +9,27 @@
 //! first locks the order row and requires it still be a pre-order, then makes one
 //! conditional change (`… WHERE goods_number >= $n`) and writes its step record. If any
 //! step fails, the order is cancelled and an order-cancel event written to the outbox in
-//! one transaction; if the process dies instead, the [`crate::sweeper`] does the same
+//! one transaction; if the process dies instead, the [`super::sweeper`] does the same
 //! later. Because cancelling also needs the order row in status 0, a step and a cancel
 //! never interleave: a step that comes after the cancel is refused ("suspension").
 
 use poem_openapi::Object;
 use sqlx::{any::AnyRow, Row};
 
+use super::{
+    balance::Balance,
+    coupons::CouponUse,
+    fault::FaultPoint,
+    id, money, opt_id,
+    steps::{self, Step},
+    stock::Stock,
+    time, FromRow, Shop, ShopError, StepFailure,
+};
 use crate::{
-    error::{ShopError, StepFailure},
     events::{OrderCancelled, OrderConfirmed},
-    fault::{FaultPoint, Step},
     ids::{now_ms, Id},
     money::Money,
     outbox,
-    shop::{id, money, opt_id, time, FromRow, Shop},
     store::Tx,
 };
 
@@ -311,114 +317,57 @@ impl Shop {
 
     /// The step's conditional change plus its record; `false` when the condition failed.
     async fn apply_step(&self, tx: &mut Tx, order_id: Id, step: Step, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
-        let now = now_ms();
-        let (changed, amount) = match step {
-            Step::Stock => {
-                let n = sqlx::query(
-                    "UPDATE trade_goods SET goods_number = goods_number - $1
-                      WHERE goods_id = $2 AND goods_number >= $1",
-                )
-                .bind(req.goods_number)
-                .bind(req.goods_id.0)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if n == 1 {
-                    sqlx::query(
-                        "INSERT INTO trade_goods_number_log (goods_id, order_id, log_type, goods_number, log_time)
-                         VALUES ($1, $2, 1, $3, $4)",
-                    )
-                    .bind(req.goods_id.0)
-                    .bind(order_id.0)
-                    .bind(-req.goods_number)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                (n == 1, req.goods_number)
-            }
+        let (user_id, order_id) = (req.user_id.0, order_id.0);
+        match step {
+            Step::Stock => steps::take(tx, order_id, &Stock { goods_id: req.goods_id.0 }, req.goods_number).await,
             Step::Coupon => {
-                let coupon_id = req.coupon_id.expect("coupon step only with a coupon");
-                let n = sqlx::query(
-                    "UPDATE trade_coupon SET is_used = 1, order_id = $1, used_time = $2
-                      WHERE coupon_id = $3 AND user_id = $4 AND is_used = 0",
-                )
-                .bind(order_id.0)
-                .bind(now)
-                .bind(coupon_id.0)
-                .bind(req.user_id.0)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                (n == 1, coupon_id.0)
+                let coupon_id = req.coupon_id.expect("coupon step only with a coupon").0;
+                steps::take(tx, order_id, &CouponUse { coupon_id, user_id }, coupon_id).await
             }
-            Step::Balance => {
-                let cents = plan.money_paid.cents();
-                let n = sqlx::query(
-                    "UPDATE trade_user SET user_money = user_money - $1
-                      WHERE user_id = $2 AND user_money >= $1",
-                )
-                .bind(cents)
-                .bind(req.user_id.0)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if n == 1 {
-                    sqlx::query(
-                        "INSERT INTO trade_user_money_log (user_id, order_id, money_log_type, use_money, create_time)
-                         VALUES ($1, $2, 1, $3, $4)",
-                    )
-                    .bind(req.user_id.0)
-                    .bind(order_id.0)
-                    .bind(cents)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                (n == 1, cents)
-            }
-            Step::Confirm => {
-                let n = sqlx::query(
-                    "UPDATE trade_order SET order_status = 1, confirm_time = $1
-                      WHERE order_id = $2 AND order_status = 0",
-                )
-                .bind(now)
-                .bind(order_id.0)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if n == 1 {
-                    let event = OrderConfirmed {
-                        order_id,
-                        user_id: req.user_id,
-                        goods_id: req.goods_id,
-                        goods_number: req.goods_number,
-                        goods_price: req.goods_price,
-                        order_amount: plan.order_amount,
-                        coupon_id: req.coupon_id,
-                        coupon_paid: plan.coupon_paid,
-                        money_paid: plan.money_paid,
-                        pay_amount: plan.pay_amount,
-                    };
-                    outbox::enqueue(tx, &self.ids, event).await?;
-                }
-                // Confirmation is a status, not something to give back: no step record.
-                return Ok(n == 1);
-            }
-        };
-        if changed {
-            sqlx::query(
-                "INSERT INTO shop_order_step (order_id, step, action, amount, created_at)
-                 VALUES ($1, $2, 'forward', $3, $4)",
-            )
-            .bind(order_id.0)
-            .bind(step.as_str())
-            .bind(amount)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            Step::Balance => steps::take(tx, order_id, &Balance { user_id }, plan.money_paid.cents()).await,
+            Step::Confirm => self.confirm(tx, Id(order_id), req, plan).await,
         }
-        Ok(changed)
+    }
+
+    /// Confirms the pre-order and writes its order-confirmed event.
+    async fn confirm(&self, tx: &mut Tx, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
+        let n = sqlx::query(
+            "UPDATE trade_order SET order_status = 1, confirm_time = $1
+              WHERE order_id = $2 AND order_status = 0",
+        )
+        .bind(now_ms())
+        .bind(order_id.0)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            let event = OrderConfirmed {
+                order_id,
+                user_id: req.user_id,
+                goods_id: req.goods_id,
+                goods_number: req.goods_number,
+                goods_price: req.goods_price,
+                order_amount: plan.order_amount,
+                coupon_id: req.coupon_id,
+                coupon_paid: plan.coupon_paid,
+                money_paid: plan.money_paid,
+                pay_amount: plan.pay_amount,
+            };
+            outbox::enqueue(tx, &self.ids, event).await?;
+        }
+        Ok(n == 1)
+    }
+
+    /// Pre-orders added before `cutoff_ms` and still unconfirmed, oldest first.
+    pub async fn abandoned_preorders(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<Id>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT order_id FROM trade_order WHERE order_status = 0 AND add_time < $1 ORDER BY add_time LIMIT $2",
+        )
+        .bind(cutoff_ms)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| id(r, "order_id")).collect()
     }
 
     /// Cancels a pre-order and writes its order-cancel event, in one transaction.

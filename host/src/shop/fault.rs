@@ -1,43 +1,9 @@
 //! Fault injection for tests: `SHOPMESH_FAULT=<fail|exit>:<stock|coupon|balance|confirm>`.
 //! It comes only from the process configuration; no API caller can switch it on.
 
-use std::{fmt, str::FromStr};
+use std::str::FromStr;
 
-/// A forward step of the order flow after the pre-order is saved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Step {
-    Stock,
-    Coupon,
-    Balance,
-    Confirm,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Stock => "stock",
-            Step::Coupon => "coupon",
-            Step::Balance => "balance",
-            Step::Confirm => "confirm",
-        }
-    }
-
-    /// The original's code for this step's failure.
-    pub fn failure_code(self) -> &'static str {
-        match self {
-            Step::Stock => "SHOP_REDUCE_GOODS_NUM_FAIL",
-            Step::Coupon => "SHOP_COUPON_USE_FAIL",
-            Step::Balance => "SHOP_USER_MONEY_REDUCE_FAIL",
-            Step::Confirm => "SHOP_ORDER_CONFIRM_FAIL",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::steps::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -65,13 +31,7 @@ impl FromStr for Fault {
             "exit" => FaultKind::Exit,
             _ => return Err(format!("unknown fault kind {kind:?} (fail or exit)")),
         };
-        let step = match step {
-            "stock" => Step::Stock,
-            "coupon" => Step::Coupon,
-            "balance" => Step::Balance,
-            "confirm" => Step::Confirm,
-            _ => return Err(format!("unknown step {step:?} (stock, coupon, balance, confirm)")),
-        };
+        let step = Step::parse(step).ok_or_else(|| format!("unknown step {step:?} (stock, coupon, balance, confirm)"))?;
         Ok(Fault { kind, step })
     }
 }

@@ -5,14 +5,12 @@
 use poem_openapi::{Enum, Object};
 use sqlx::{any::AnyRow, Row};
 
+use super::{id, money, orders::STATUS_CONFIRMED, time, FromRow, Shop, ShopError};
 use crate::{
-    error::ShopError,
     events::PaySucceeded,
     ids::{now_ms, Id},
     money::Money,
-    orders::STATUS_CONFIRMED,
     outbox,
-    shop::{id, money, time, FromRow, Shop},
 };
 
 #[derive(Debug, Clone, Object)]

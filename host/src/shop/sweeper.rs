@@ -4,10 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::Row;
 use tokio::sync::watch;
 
-use crate::{ids::{now_ms, Id}, shop::Shop};
+use super::Shop;
+use crate::ids::now_ms;
 
 #[derive(Debug, Clone)]
 pub struct SweeperSettings {
@@ -20,15 +20,8 @@ pub struct SweeperSettings {
 /// One pass; returns how many orders it cancelled.
 pub async fn sweep_once(shop: &Shop, settings: &SweeperSettings) -> Result<usize, sqlx::Error> {
     let cutoff = now_ms() - settings.preorder_timeout.as_millis() as i64;
-    let rows = sqlx::query(
-        "SELECT order_id FROM trade_order WHERE order_status = 0 AND add_time < $1 ORDER BY add_time LIMIT 500",
-    )
-    .bind(cutoff)
-    .fetch_all(shop.db.pool())
-    .await?;
     let mut cancelled = 0;
-    for row in rows {
-        let order_id = Id(row.try_get(0)?);
+    for order_id in shop.abandoned_preorders(cutoff, 500).await? {
         if shop.cancel_preorder(order_id, "pre-order not confirmed in time (sweeper)").await? {
             cancelled += 1;
         }

@@ -1,0 +1,112 @@
+//! The dead-letter store (`shop_dead_letter`): events a plugin could not handle after its
+//! retries, or that were malformed, with the reason. Nothing is ever dropped: an event that
+//! cannot even be stored here stays in JetStream. Redrive ([`super::host::PluginHost::redrive`])
+//! runs one again through the normal path and records the result here.
+
+use poem_openapi::Object;
+use sqlx::Row;
+
+use crate::{
+    ids::{now_ms, Id, Snowflake},
+    shop::time,
+    store::Db,
+};
+
+#[derive(Debug, Clone, Object)]
+pub struct DeadLetter {
+    pub id: Id,
+    pub plugin: String,
+    pub plugin_version: String,
+    pub subject: String,
+    pub event_id: String,
+    pub reason: String,
+    pub attempts: i64,
+    pub created_at: Option<String>,
+    pub redriven_at: Option<String>,
+    pub redrive_result: Option<String>,
+}
+
+/// What a dead letter is about.
+pub struct Letter<'a> {
+    pub plugin: &'a str,
+    pub version: &'a str,
+    pub subject: &'a str,
+    pub event_id: &'a str,
+    pub body: &'a str,
+    pub reason: &'a str,
+    pub attempts: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("dead letter {0} does not exist or was already redriven")]
+    NotFound(Id),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx::Error> {
+    tracing::error!(plugin = l.plugin, event = l.event_id, reason = l.reason, "dead-lettered");
+    sqlx::query(
+        "INSERT INTO shop_dead_letter (id, plugin, plugin_version, subject, event_id, body, reason, attempts, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(ids.next())
+    .bind(l.plugin)
+    .bind(l.version)
+    .bind(l.subject)
+    .bind(l.event_id)
+    .bind(l.body)
+    .bind(l.reason)
+    .bind(l.attempts)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Every dead letter, or those of one plugin, oldest first.
+pub async fn list(db: &Db, plugin: Option<&str>) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM shop_dead_letter WHERE ($1 = '' OR plugin = $1) ORDER BY id")
+        .bind(plugin.unwrap_or_default())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeadLetter {
+                id: Id(r.try_get("id")?),
+                plugin: r.try_get("plugin")?,
+                plugin_version: r.try_get("plugin_version")?,
+                subject: r.try_get("subject")?,
+                event_id: r.try_get("event_id")?,
+                reason: r.try_get("reason")?,
+                attempts: r.try_get("attempts")?,
+                created_at: time(r, "created_at")?,
+                redriven_at: time(r, "redriven_at")?,
+                redrive_result: r.try_get("redrive_result")?,
+            })
+        })
+        .collect()
+}
+
+/// A dead letter not yet redriven: (plugin, subject, body).
+pub async fn pending(db: &Db, id: Id) -> Result<(String, String, String), DeadLetterError> {
+    let row = sqlx::query("SELECT plugin, subject, body FROM shop_dead_letter WHERE id = $1 AND redriven_at IS NULL")
+        .bind(id.0)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or(DeadLetterError::NotFound(id))?;
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}
+
+/// Records a redrive's result; an applied one is marked redriven (resolved) and leaves the
+/// pending list, a failed one stays with the new result.
+pub async fn record_redrive(db: &Db, id: Id, applied: bool, result: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2 WHERE id = $3")
+        .bind(applied.then(now_ms))
+        .bind(result)
+        .bind(id.0)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}

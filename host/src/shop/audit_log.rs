@@ -1,0 +1,36 @@
+//! The audit log (`shop_audit_log`): the payment log and the cancellation trail, written by
+//! the append-log effect; each row names the event and the plugin version behind it.
+
+use crate::{ids::now_ms, store::Tx};
+
+/// One audit row.
+pub struct Entry<'a> {
+    pub id: i64,
+    pub order_id: i64,
+    pub user_id: i64,
+    /// "paid" or "cancelled".
+    pub kind: &'static str,
+    pub amount: i64,
+    pub note: &'a str,
+    pub event_id: &'a str,
+    pub plugin_version: &'a str,
+}
+
+pub async fn append(tx: &mut Tx, e: Entry<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO shop_audit_log (id, order_id, user_id, kind, amount, note, event_id, plugin_version, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(e.id)
+    .bind(e.order_id)
+    .bind(e.user_id)
+    .bind(e.kind)
+    .bind(e.amount)
+    .bind(e.note)
+    .bind(e.event_id)
+    .bind(e.plugin_version)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The real `shopmesh` binary as a child process (for crash and restart tests).
+
+use std::{process::Stdio, time::Duration};
+
+use super::{databases::uuid_like, wait_for, ADMIN_TOKEN, CALLBACK_SECRET};
+
+/// The real `shopmesh` binary as a child process (for crash and restart tests).
+pub struct HostProcess {
+    pub child: tokio::process::Child,
+    pub address: String,
+}
+
+impl HostProcess {
+    pub async fn start(db_url: &str, nats_url: &str, envs: &[(&str, &str)]) -> HostProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let data = std::env::temp_dir().join(format!("shopmesh-proc-{}", uuid_like()));
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"));
+        cmd.arg("serve")
+            .env("SHOPMESH_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("SHOPMESH_DATABASE_URL", db_url)
+            .env("SHOPMESH_NATS_URL", nats_url)
+            .env("SHOPMESH_DATA_DIR", &data)
+            .env("SHOPMESH_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SHOPMESH_CALLBACK_SECRET", CALLBACK_SECRET)
+            .env("SHOPMESH_SWEEP_INTERVAL_SECS", "0.2")
+            .env("SHOPMESH_RELAY_POLL_SECS", "0.1")
+            .env("SHOPMESH_PLUGINS_DIR", data.join("no-plugins"))
+            .env("SHOPMESH_PLUGIN_RETRY_BASE_SECS", "0.05")
+            .env("SHOPMESH_PLUGIN_RETRY_MAX_SECS", "0.2")
+            .env("SHOPMESH_PLUGIN_ACK_WAIT_SECS", "3")
+            .env_remove("SHOPMESH_FAULT")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if std::env::var_os("TEST_LOG").is_none() {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn shopmesh");
+        let address = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let probe = format!("{address}/openapi.json");
+        wait_for("the host process to listen", Duration::from_secs(30), || {
+            let (http, probe) = (http.clone(), probe.clone());
+            async move { http.get(probe).send().await.ok().map(|_| ()) }
+        })
+        .await;
+        HostProcess { child, address }
+    }
+}
+
