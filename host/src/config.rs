@@ -1,32 +1,18 @@
-//! Configuration: defaults, then a TOML file (`--config FILE` or `SHOPMESH_CONFIG`), then
-//! `SHOPMESH_<FIELD>` environment variables (e.g. `SHOPMESH_HTTP_ADDR`). Durations are
-//! seconds (fractions allowed). Secrets are wrapped so they never print.
+//! Configuration, layered with `figment`: defaults, then a TOML file (`--config FILE` or
+//! `SHOPMESH_CONFIG`), then `SHOPMESH_<KEY>` environment variables (e.g. `SHOPMESH_HTTP_ADDR`).
+//! Durations are human (`500ms`, `2s`, `1m30s`) or plain seconds (`0.5`); the older
+//! `…_secs` names still work. Secrets are `secrecy` strings, so they never print.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
-use serde::Deserialize;
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use secrecy::SecretString;
+use serde::{de, Deserialize, Deserializer};
 
 use crate::shop::fault::Fault;
-
-/// A value that must not reach logs: `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// Development defaults: fine on a laptop, refused nowhere, warned about at start.
 pub const DEV_CALLBACK_SECRET: &str = "dev-callback-secret";
@@ -44,42 +30,49 @@ pub struct Settings {
     /// Unset: start a nats-server child process on loopback.
     pub nats_url: Option<String>,
     pub nats_server_bin: Option<PathBuf>,
-    pub callback_secret: Secret,
-    pub admin_token: Secret,
+    pub callback_secret: SecretString,
+    pub admin_token: SecretString,
     /// Test-only fault injection, e.g. `fail:stock` or `exit:coupon`.
     pub fault: Option<String>,
     /// Distinguishes hosts sharing a database in generated ids (0..1023).
     pub worker_id: u16,
     pub demo_data: bool,
-    pub preorder_timeout_secs: f64,
-    pub sweep_interval_secs: f64,
-    pub duplicate_window_secs: f64,
-    pub stream_max_age_secs: f64,
+    #[serde(deserialize_with = "duration", alias = "preorder_timeout_secs")]
+    pub preorder_timeout: Duration,
+    #[serde(deserialize_with = "duration", alias = "sweep_interval_secs")]
+    pub sweep_interval: Duration,
+    #[serde(deserialize_with = "duration", alias = "duplicate_window_secs")]
+    pub duplicate_window: Duration,
+    /// How long stream history is kept for replay (0 = forever).
+    #[serde(deserialize_with = "duration", alias = "stream_max_age_secs")]
+    pub stream_max_age: Duration,
     pub relay_batch: i64,
-    pub relay_lease_secs: f64,
-    pub relay_poll_secs: f64,
+    #[serde(deserialize_with = "duration", alias = "relay_lease_secs")]
+    pub relay_lease: Duration,
+    #[serde(deserialize_with = "duration", alias = "relay_poll_secs")]
+    pub relay_poll: Duration,
     /// Folder of plugin components (`<name>.wasm`) loaded at start.
     pub plugins_dir: PathBuf,
     /// Attempts before an event is dead-lettered for a plugin.
     pub plugin_max_attempts: i64,
-    pub plugin_retry_base_secs: f64,
-    pub plugin_retry_max_secs: f64,
+    #[serde(deserialize_with = "duration", alias = "plugin_retry_base_secs")]
+    pub plugin_retry_base: Duration,
+    #[serde(deserialize_with = "duration", alias = "plugin_retry_max_secs")]
+    pub plugin_retry_max: Duration,
     pub plugin_memory_mib: u32,
     pub plugin_fuel: u64,
-    pub plugin_deadline_secs: f64,
+    #[serde(deserialize_with = "duration", alias = "plugin_deadline_secs")]
+    pub plugin_deadline: Duration,
     /// Unacknowledged deliveries (a host died) go to another host after this long.
-    pub plugin_ack_wait_secs: f64,
+    #[serde(deserialize_with = "duration", alias = "plugin_ack_wait_secs")]
+    pub plugin_ack_wait: Duration,
     /// How often the plugins folder is looked at for new components.
-    pub plugin_watch_secs: f64,
+    #[serde(deserialize_with = "duration", alias = "plugin_watch_secs")]
+    pub plugin_watch: Duration,
     /// Per-plugin configuration values: `[plugin_config.points] points_per_unit = "2"`, or
     /// `SHOPMESH_PLUGIN_CONFIG="points.points_per_unit=2,log.key=value"`.
     pub plugin_config: PluginConfig,
 }
-
-/// Configuration values handed to plugins, by plugin name.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct PluginConfig(pub HashMap<String, HashMap<String, String>>);
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -90,63 +83,72 @@ impl Default for Settings {
             db_max_connections: 8,
             nats_url: None,
             nats_server_bin: None,
-            callback_secret: Secret::new(DEV_CALLBACK_SECRET),
-            admin_token: Secret::new(DEV_ADMIN_TOKEN),
+            callback_secret: DEV_CALLBACK_SECRET.into(),
+            admin_token: DEV_ADMIN_TOKEN.into(),
             fault: None,
             worker_id: 1,
             demo_data: true,
-            preorder_timeout_secs: 60.0,
-            sweep_interval_secs: 5.0,
-            duplicate_window_secs: 120.0,
-            stream_max_age_secs: 7.0 * 24.0 * 3600.0,
+            preorder_timeout: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(5),
+            duplicate_window: Duration::from_secs(120),
+            stream_max_age: Duration::from_secs(7 * 24 * 3600),
             relay_batch: 256,
-            relay_lease_secs: 30.0,
-            relay_poll_secs: 0.5,
+            relay_lease: Duration::from_secs(30),
+            relay_poll: Duration::from_millis(500),
             plugins_dir: PathBuf::from("target/plugins"),
             plugin_max_attempts: 5,
-            plugin_retry_base_secs: 0.5,
-            plugin_retry_max_secs: 10.0,
+            plugin_retry_base: Duration::from_millis(500),
+            plugin_retry_max: Duration::from_secs(10),
             plugin_memory_mib: 16,
             plugin_fuel: 50_000_000,
-            plugin_deadline_secs: 0.5,
-            plugin_ack_wait_secs: 30.0,
-            plugin_watch_secs: 1.0,
+            plugin_deadline: Duration::from_millis(500),
+            plugin_ack_wait: Duration::from_secs(30),
+            plugin_watch: Duration::from_secs(1),
             plugin_config: PluginConfig::default(),
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("config file {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("{var}: {message}")]
-    Env { var: String, message: String },
-    #[error("{0}")]
-    Invalid(String),
+/// A duration as a human string (`500ms`, `2s`, `1h`) or a number of seconds (`0.5`).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Human {
+        Seconds(f64),
+        Text(String),
+    }
+    match Human::deserialize(d)? {
+        Human::Seconds(s) => Duration::try_from_secs_f64(s).map_err(|_| de::Error::custom("a duration must not be negative")),
+        Human::Text(t) => match t.trim().parse::<f64>() {
+            Ok(s) => Duration::try_from_secs_f64(s).map_err(|_| de::Error::custom("a duration must not be negative")),
+            Err(_) => humantime::parse_duration(&t)
+                .map_err(|e| de::Error::custom(format!("{t:?} is not a duration like 500ms, 2s or 1m ({e})"))),
+        },
+    }
 }
 
-/// A field that can be set from an environment variable's text.
-trait FromEnv: Sized {
-    fn from_env(s: &str) -> Result<Self, String>;
-}
+/// Configuration values handed to plugins, by plugin name: a table in the file, or
+/// `plugin.key=value` pairs separated by commas in the environment.
+#[derive(Debug, Clone, Default)]
+pub struct PluginConfig(pub HashMap<String, HashMap<String, String>>);
 
-macro_rules! from_env_via_fromstr {
-    ($($t:ty),*) => {$(
-        impl FromEnv for $t {
-            fn from_env(s: &str) -> Result<Self, String> {
-                s.parse().map_err(|e| format!("{e}"))
-            }
+impl<'de> Deserialize<'de> for PluginConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PluginConfig, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Table(HashMap<String, HashMap<String, String>>),
+            Pairs(String),
         }
-    )*};
+        match Form::deserialize(d)? {
+            Form::Table(t) => Ok(PluginConfig(t)),
+            Form::Pairs(s) => PluginConfig::from_pairs(&s).map_err(de::Error::custom),
+        }
+    }
 }
-from_env_via_fromstr!(SocketAddr, PathBuf, u16, u32, u64, i64, f64, bool, String);
 
-impl FromEnv for PluginConfig {
-    /// `plugin.key=value` pairs separated by commas.
-    fn from_env(s: &str) -> Result<Self, String> {
+impl PluginConfig {
+    fn from_pairs(s: &str) -> Result<PluginConfig, String> {
         let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
         for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (path, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not plugin.key=value"))?;
@@ -157,58 +159,45 @@ impl FromEnv for PluginConfig {
     }
 }
 
-impl FromEnv for Secret {
-    fn from_env(s: &str) -> Result<Self, String> {
-        Ok(Secret::new(s))
-    }
-}
-
-impl<T: FromEnv> FromEnv for Option<T> {
-    fn from_env(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
-            Ok(None)
-        } else {
-            T::from_env(s).map(Some)
-        }
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Settings {
     /// Defaults, then `file` (if any), then the environment.
     pub fn load(file: Option<&str>) -> Result<Settings, ConfigError> {
-        let mut s = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?
-            }
-            None => Settings::default(),
-        };
-        s.apply_env(|var| std::env::var(var).ok())?;
-        Ok(s)
+        Settings::figment(file, Env::prefixed("SHOPMESH_")).extract().map_err(|e| ConfigError::Load(Box::new(e)))
     }
 
-    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        macro_rules! overlay {
-            ($($field:ident),*) => {$(
-                let var = concat!("SHOPMESH_", stringify!($field)).to_ascii_uppercase();
-                if let Some(value) = get(&var) {
-                    self.$field = FromEnv::from_env(&value)
-                        .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
-                }
-            )*};
+    /// The layers. Only `SHOPMESH_` variables that name a setting are read (other tools and
+    /// the test harness use the prefix too), and `…_SECS` is the older name of a duration.
+    fn figment(file: Option<&str>, env: Env) -> Figment {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
         }
-        overlay!(
-            http_addr, data_dir, database_url, db_max_connections, nats_url, nats_server_bin,
-            callback_secret, admin_token, fault, worker_id, demo_data, preorder_timeout_secs,
-            sweep_interval_secs, duplicate_window_secs, stream_max_age_secs, relay_batch,
-            relay_lease_secs, relay_poll_secs, plugins_dir, plugin_max_attempts,
-            plugin_retry_base_secs, plugin_retry_max_secs, plugin_memory_mib, plugin_fuel,
-            plugin_deadline_secs, plugin_ack_wait_secs, plugin_watch_secs, plugin_config
-        );
-        Ok(())
+        let env = env
+            .map(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                key.strip_suffix("_secs").unwrap_or(&key).to_owned().into()
+            })
+            .filter(|key| Settings::KEYS.contains(&key.as_str()));
+        figment.merge(env)
     }
+
+    /// Every key a setting can be given by (what the environment layer reads).
+    const KEYS: &'static [&'static str] = &[
+        "http_addr", "data_dir", "database_url", "db_max_connections", "nats_url", "nats_server_bin",
+        "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
+        "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
+        "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_retry_base", "plugin_retry_max",
+        "plugin_memory_mib", "plugin_fuel", "plugin_deadline", "plugin_ack_wait", "plugin_watch",
+        "plugin_config",
+    ];
 
     pub fn database_url(&self) -> String {
         self.database_url
@@ -220,34 +209,27 @@ impl Settings {
         self.fault.as_deref().map(str::parse).transpose().map_err(ConfigError::Invalid)
     }
 
-    pub fn secs(value: f64, name: &str) -> Result<Duration, ConfigError> {
-        Duration::try_from_secs_f64(value)
-            .map_err(|_| ConfigError::Invalid(format!("{name} must be a non-negative number of seconds")))
-    }
-
     /// Checks that settings which depend on each other agree.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
         self.fault()?;
+        let invalid = |why: &str| Err(ConfigError::Invalid(why.into()));
         if self.worker_id > 1023 {
-            return Err(ConfigError::Invalid("worker_id must be 0..=1023".into()));
+            return invalid("worker_id must be 0..=1023");
         }
-        if self.relay_lease_secs * 2.0 > self.duplicate_window_secs {
+        if self.relay_lease * 2 > self.duplicate_window {
             // A lease that can run out inside the duplicate window is what makes a second
             // relay's re-publish a harmless duplicate (see outbox.rs).
-            return Err(ConfigError::Invalid(
-                "relay_lease_secs must be at most half of duplicate_window_secs".into(),
-            ));
+            return invalid("relay_lease must be at most half of duplicate_window");
         }
-        if self.plugin_ack_wait_secs < self.plugin_deadline_secs * 4.0 {
-            return Err(ConfigError::Invalid(
-                "plugin_ack_wait_secs must be at least 4 × plugin_deadline_secs, or live deliveries get redelivered".into(),
-            ));
+        if self.plugin_ack_wait < self.plugin_deadline * 4 {
+            return invalid("plugin_ack_wait must be at least 4 × plugin_deadline, or live deliveries get redelivered");
         }
         if self.plugin_max_attempts < 1 {
-            return Err(ConfigError::Invalid("plugin_max_attempts must be at least 1".into()));
+            return invalid("plugin_max_attempts must be at least 1");
         }
-        if self.callback_secret.expose().is_empty() || self.admin_token.expose().is_empty() {
-            return Err(ConfigError::Invalid("callback_secret and admin_token must not be empty".into()));
+        if self.callback_secret.expose_secret().is_empty() || self.admin_token.expose_secret().is_empty() {
+            return invalid("callback_secret and admin_token must not be empty");
         }
         Ok(())
     }
@@ -257,46 +239,69 @@ impl Settings {
 mod tests {
     use super::*;
 
-    #[test]
-    fn env_overrides_and_reports_bad_values() {
-        let mut s = Settings::default();
-        let env = |k: &str| match k {
-            "SHOPMESH_HTTP_ADDR" => Some("0.0.0.0:9000".to_string()),
-            "SHOPMESH_NATS_URL" => Some("nats://x:4222".to_string()),
-            "SHOPMESH_PREORDER_TIMEOUT_SECS" => Some("1.5".to_string()),
-            _ => None,
-        };
-        s.apply_env(env).unwrap();
-        assert_eq!(s.http_addr.port(), 9000);
-        assert_eq!(s.nats_url.as_deref(), Some("nats://x:4222"));
-        assert_eq!(s.preorder_timeout_secs, 1.5);
-
-        let bad = |k: &str| (k == "SHOPMESH_WORKER_ID").then(|| "many".to_string());
-        let err = Settings::default().apply_env(bad).unwrap_err();
-        assert!(err.to_string().contains("SHOPMESH_WORKER_ID"), "{err}");
+    /// The layers with `vars` as the whole environment.
+    fn with_env(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, figment::Error> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            if let Some(text) = file {
+                jail.create_file("shopmesh.toml", text)?;
+            }
+            out = Some(Settings::figment(file.map(|_| "shopmesh.toml"), Env::prefixed("SHOPMESH_")).extract::<Settings>());
+            Ok(())
+        });
+        out.expect("the jail ran")
     }
 
     #[test]
-    fn plugin_config_from_env() {
-        let mut s = Settings::default();
-        s.apply_env(|k| (k == "SHOPMESH_PLUGIN_CONFIG").then(|| "points.points_per_unit=2, log.x=y".to_string()))
-            .unwrap();
+    fn env_overrides_and_reports_bad_values() {
+        let s = with_env(
+            None,
+            &[
+                ("SHOPMESH_HTTP_ADDR", "0.0.0.0:9000"),
+                ("SHOPMESH_NATS_URL", "nats://x:4222"),
+                ("SHOPMESH_PREORDER_TIMEOUT", "1500ms"),
+                ("SHOPMESH_SWEEP_INTERVAL_SECS", "0.25"),
+                ("SHOPMESH_TEST_PG_URL", "postgres://not-a-setting"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.http_addr.port(), 9000);
+        assert_eq!(s.nats_url.as_deref(), Some("nats://x:4222"));
+        assert_eq!(s.preorder_timeout, Duration::from_millis(1500));
+        assert_eq!(s.sweep_interval, Duration::from_millis(250), "the older _SECS name, in seconds");
+
+        let err = with_env(None, &[("SHOPMESH_WORKER_ID", "many")]).unwrap_err();
+        assert!(err.to_string().contains("WORKER_ID"), "{err}");
+        let err = with_env(None, &[("SHOPMESH_RELAY_POLL", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn plugin_config_from_env_or_file() {
+        let s = with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "points.points_per_unit=2, log.x=y")]).unwrap();
         assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "2");
         assert_eq!(s.plugin_config.0["log"]["x"], "y");
-        let bad = Settings::default().apply_env(|k| (k == "SHOPMESH_PLUGIN_CONFIG").then(|| "nope".to_string()));
-        assert!(bad.is_err());
+        assert!(with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "nope")]).is_err());
+        let s = with_env(Some("[plugin_config.points]\npoints_per_unit = \"3\""), &[]).unwrap();
+        assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "3");
     }
 
     #[test]
     fn secrets_do_not_print() {
-        let s = Settings { admin_token: Secret::new("hunter2"), ..Settings::default() };
+        let s = Settings { admin_token: "hunter2".into(), ..Settings::default() };
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]
-    fn file_rejects_unknown_keys() {
-        assert!(toml::from_str::<Settings>("htp_addr = '1.2.3.4:5'").is_err());
-        let s: Settings = toml::from_str("admin_token = 't'\nrelay_batch = 5").unwrap();
+    fn file_rejects_unknown_keys_and_takes_durations() {
+        assert!(with_env(Some("htp_addr = '1.2.3.4:5'"), &[]).is_err());
+        let s = with_env(Some("admin_token = 't'\nrelay_batch = 5\nplugin_deadline = '200ms'\nrelay_lease_secs = 2"), &[]).unwrap();
         assert_eq!(s.relay_batch, 5);
+        assert_eq!(s.plugin_deadline, Duration::from_millis(200));
+        assert_eq!(s.relay_lease, Duration::from_secs(2));
     }
 }

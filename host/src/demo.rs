@@ -6,7 +6,7 @@
 use crate::{
     ids::Id,
     money::Money,
-    shop::{coupons::{self, NewCoupon}, stock::{self, NewGoods}, users::{self, NewUser}},
+    shop::{coupons::{self, NewCoupon}, stock::{self, NewGoods}, users::{self, NewUser}, ShopError},
     store::Db,
 };
 
@@ -14,7 +14,7 @@ pub const USER_ID: i64 = 345963634385633280;
 pub const GOODS_ID: i64 = 345959443973935104;
 pub const COUPON_ID: i64 = 345988230098857984;
 
-pub async fn load(db: &Db) -> Result<(), sqlx::Error> {
+pub async fn load(db: &Db) -> Result<(), ShopError> {
     let mut tx = db.begin().await?;
     let user = NewUser {
         user_name: "刘备".into(),
@@ -22,15 +22,15 @@ pub async fn load(db: &Db) -> Result<(), sqlx::Error> {
         user_score: 100,
         user_mobile: "18888888888".into(),
     };
-    users::insert(&mut tx, Id(USER_ID), &user).await?;
+    users::insert(&mut *tx, Id(USER_ID), &user).await?;
     let goods = NewGoods {
         goods_name: "华为P30".into(),
         goods_number: 999,
         goods_price: Money::from_cents(5000_00),
         goods_desc: "夜间拍照更美".into(),
     };
-    stock::insert(&mut tx, Id(GOODS_ID), &goods).await?;
+    stock::insert(&mut *tx, Id(GOODS_ID), &goods).await?;
     let coupon = NewCoupon { coupon_price: Money::from_cents(100_00), user_id: Id(USER_ID) };
-    coupons::insert(&mut tx, Id(COUPON_ID), &coupon).await?;
-    tx.commit().await
+    coupons::insert(&mut *tx, Id(COUPON_ID), &coupon).await?;
+    Ok(tx.commit().await?)
 }

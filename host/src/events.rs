@@ -87,12 +87,6 @@ impl Event for PaySucceeded {
     }
 }
 
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
 
 impl<T: Event> CloudEvent<T> {
     pub fn new(id: i64, created_ms: i64, data: T) -> CloudEvent<T> {
@@ -102,7 +96,7 @@ impl<T: Event> CloudEvent<T> {
             source: "shopmesh".into(),
             ty: T::SUBJECT.into(),
             subject: data.key().to_string(),
-            time: rfc3339(created_ms),
+            time: crate::timestamp::rfc3339(created_ms),
             datacontenttype: "application/json".into(),
             data,
         }

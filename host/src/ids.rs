@@ -40,8 +40,9 @@ crate::text_type::impl_text_type!(
     "A 64-bit id as a decimal string.",
     "345963634385633280"
 );
+crate::text_type::impl_bigint_column!(Id, Id, |id: &Id| id.0);
 
-/// Twitter-style snowflake: 41 bits of milliseconds since [`EPOCH_MS`], 10 bits of worker
+/// Twitter-style snowflake: 41 bits of milliseconds since `EPOCH_MS`, 10 bits of worker
 /// id, 12 bits of sequence. Ids grow with time, so outbox rows publish in creation order.
 pub struct Snowflake {
     worker: i64,

@@ -1,17 +1,22 @@
 //! shopmesh: an event mesh for commerce side effects.
 //!
-//! Map of the crate (data flows top to bottom):
-//! - [`api`]: the HTTP API (poem-openapi): shop endpoints, the signed payment callback and
-//!   the admin endpoints; turns [`error::ShopError`] into `{code, message}` responses.
-//! - [`orders`]: the order flow (validate → pre-order → stock → coupon → balance → confirm),
-//!   its cancellation, and the [`sweeper`] that cancels pre-orders a crash left behind.
-//! - [`payments`]: payment creation and the callback; [`signature`] checks its HMAC.
+//! Map of the crate (data flows top to bottom; no module imports one above it back):
+//! - [`api`]: the HTTP edge (poem-openapi): shop endpoints, the signed payment callback, the
+//!   admin endpoints; every error gets its `SHOP_*` code and status here ([`api::errors`]).
+//! - [`shop`]: the domain. The order flow ([`shop::orders`], [`shop::checkout`]), payments,
+//!   the [`shop::sweeper`], and one module per resource owning its table and both directions
+//!   of its change ([`shop::stock`], [`shop::coupons`], [`shop::balance`], [`shop::points`],
+//!   [`shop::audit_log`], [`shop::users`]); [`shop::steps`] fences every give-back.
 //! - [`outbox`]: outbox rows written in the caller's transaction, and the relay that
 //!   publishes them to JetStream; [`events`] is the CloudEvents envelope and payloads.
+//! - [`plugins`]: the plugin host: consumers, the live delivery path, dispatch to wasmtime,
+//!   effects handed to the shop's resources, inbox, dead letters, the version registry.
 //! - [`bus`]: the NATS side: connect, version check, stream `SHOP`, embedded nats-server.
 //! - [`store`]: the database (sqlx `Any`: SQLite or Postgres) and its migrations.
-//! - [`config`], [`startup`]: configuration layers and the assembled [`startup::Application`].
-//! - [`money`], [`ids`]: exact money and 64-bit ids, both strings in JSON.
+//! - [`config`], [`startup`]: configuration layers and the assembled [`startup::Application`];
+//!   [`demo`]: the seeds' demo rows.
+//! - [`money`], [`ids`], [`timestamp`]: exact money, 64-bit ids and moments, strings in JSON
+//!   and BIGINT in both databases; [`signature`]: the callback's HMAC.
 
 pub mod api;
 pub mod bus;
@@ -27,3 +32,4 @@ pub mod signature;
 pub mod startup;
 pub mod store;
 mod text_type;
+pub mod timestamp;

@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
             let body = args.pop().context(USAGE)?;
             let settings = Settings::load(config.as_deref())?;
             let now = shopmesh::ids::now_ms() / 1000;
-            println!("{}", shopmesh::signature::sign(settings.callback_secret.expose().as_bytes(), now, body.as_bytes()));
+            println!("{}", shopmesh::signature::sign(secrecy::ExposeSecret::expose_secret(&settings.callback_secret).as_bytes(), now, body.as_bytes()));
             Ok(())
         }
         "-h" | "--help" | "help" => {

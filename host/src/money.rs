@@ -104,6 +104,7 @@ crate::text_type::impl_text_type!(
     "An exact amount as a decimal string, at most 2 decimal places.",
     "5000.00"
 );
+crate::text_type::impl_bigint_column!(Money, Money::from_cents, |m: &Money| m.cents());
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use poem::{listener::{Acceptor, Listener, TcpListener}, Server};
 use tokio::{sync::{watch, Notify}, task::JoinHandle};
 
@@ -34,7 +35,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         settings.validate()?;
-        if settings.callback_secret.expose() == DEV_CALLBACK_SECRET || settings.admin_token.expose() == DEV_ADMIN_TOKEN {
+        if settings.callback_secret.expose_secret() == DEV_CALLBACK_SECRET || settings.admin_token.expose_secret() == DEV_ADMIN_TOKEN {
             tracing::warn!("using the development callback secret or admin token: set SHOPMESH_CALLBACK_SECRET and SHOPMESH_ADMIN_TOKEN for anything but a demo");
         }
 
@@ -64,8 +65,8 @@ impl Application {
             }
         };
         let stream = StreamSettings {
-            duplicate_window: Settings::secs(settings.duplicate_window_secs, "duplicate_window_secs")?,
-            max_age: Settings::secs(settings.stream_max_age_secs, "stream_max_age_secs")?,
+            duplicate_window: settings.duplicate_window,
+            max_age: settings.stream_max_age,
         };
         let client = bus::connect(&nats_url).await?;
         // Give the first connection a moment, so a too-old server is refused at start with a
@@ -91,7 +92,7 @@ impl Application {
         let runtime = Runtime::new(Limits {
             memory_bytes: settings.plugin_memory_mib as usize * 1024 * 1024,
             fuel: settings.plugin_fuel,
-            deadline: Settings::secs(settings.plugin_deadline_secs, "plugin_deadline_secs")?,
+            deadline: settings.plugin_deadline,
         })?;
         let plugins = Arc::new(PluginHost::new(
             runtime,
@@ -99,9 +100,9 @@ impl Application {
             settings.plugin_config.0.clone(),
             DeliverySettings {
                 max_attempts: settings.plugin_max_attempts,
-                base_delay: Settings::secs(settings.plugin_retry_base_secs, "plugin_retry_base_secs")?,
-                max_delay: Settings::secs(settings.plugin_retry_max_secs, "plugin_retry_max_secs")?,
-                ack_wait: Settings::secs(settings.plugin_ack_wait_secs, "plugin_ack_wait_secs")?,
+                base_delay: settings.plugin_retry_base,
+                max_delay: settings.plugin_retry_max,
+                ack_wait: settings.plugin_ack_wait,
             },
         ));
         let (shutdown, signal) = watch::channel(false);
@@ -122,7 +123,7 @@ impl Application {
             tokio::spawn(folder::watch(
                 move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes),
                 settings.plugins_dir.clone(),
-                Settings::secs(settings.plugin_watch_secs, "plugin_watch_secs")?,
+                settings.plugin_watch,
                 signal.clone(),
             )),
             tokio::spawn(fleet::follow(
@@ -138,14 +139,14 @@ impl Application {
             stream,
             RelaySettings {
                 batch: settings.relay_batch,
-                lease: Settings::secs(settings.relay_lease_secs, "relay_lease_secs")?,
-                poll: Settings::secs(settings.relay_poll_secs, "relay_poll_secs")?,
+                lease: settings.relay_lease,
+                poll: settings.relay_poll,
             },
             outbox_wake,
         );
         let sweeper_settings = SweeperSettings {
-            preorder_timeout: Settings::secs(settings.preorder_timeout_secs, "preorder_timeout_secs")?,
-            interval: Settings::secs(settings.sweep_interval_secs, "sweep_interval_secs")?,
+            preorder_timeout: settings.preorder_timeout,
+            interval: settings.sweep_interval,
         };
         tasks.push(tokio::spawn(relay.run(signal.clone())));
         tasks.push(tokio::spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone())));

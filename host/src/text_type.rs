@@ -1,6 +1,8 @@
-//! Values that travel as JSON strings ([`crate::money::Money`], [`crate::ids::Id`]): one
-//! macro gives each its serde and poem-openapi impls from its `FromStr` and `Display`, so
-//! parsing rules live in one place per type and the schema says what the parser accepts.
+//! Values that travel as JSON strings and live in BIGINT columns ([`crate::money::Money`],
+//! [`crate::ids::Id`], [`crate::timestamp::Timestamp`]): [`impl_text_type!`] gives each its
+//! serde and poem-openapi impls from its `FromStr` and `Display`, so parsing rules live in one
+//! place per type and the schema says what the parser accepts; [`impl_bigint_column!`] lets
+//! sqlx decode and bind it directly, so rows map onto the API's types without glue.
 
 /// `impl_text_type!(Type, "SchemaName", "format", r"pattern", "description", "example")`
 macro_rules! impl_text_type {
@@ -70,3 +72,34 @@ macro_rules! impl_text_type {
     };
 }
 pub(crate) use impl_text_type;
+
+/// `impl_bigint_column!(Type, |i64| -> Type, |&Type| -> i64)`: stored as BIGINT on both databases.
+macro_rules! impl_bigint_column {
+    ($ty:ty, $from:expr, $to:expr) => {
+        impl sqlx::Type<sqlx::Any> for $ty {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <i64 as sqlx::Type<sqlx::Any>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $ty {
+            fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                <i64 as sqlx::Decode<'r, sqlx::Any>>::decode(value).map($from)
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <i64 as sqlx::Encode<'q, sqlx::Any>>::encode_by_ref(&$to(self), buf)
+            }
+        }
+    };
+}
+pub(crate) use impl_bigint_column;

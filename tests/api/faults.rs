@@ -82,7 +82,7 @@ async fn exit_after_stock_is_swept_after_restart(backend: Backend) {
     assert!(probe.stream_events("shop.order.cancel").await.is_empty());
 
     // Restart without the fault; anything older than 1 s counts as abandoned.
-    let _host = HostProcess::start(&db.url, &nats.url(), &[("SHOPMESH_PREORDER_TIMEOUT_SECS", "1")]).await;
+    let _host = HostProcess::start(&db.url, &nats.url(), &[("SHOPMESH_PREORDER_TIMEOUT", "1s")]).await;
     let events = probe.wait_events("shop.order.cancel", 1).await;
     assert_eq!(events.len(), 1);
     let data = &events[0].1["data"];

@@ -183,7 +183,7 @@ async fn folder_drop_then_rollback(backend: Backend) {
     let folder = dir.path().to_path_buf();
     let app = spawn_app_with(backend, move |s| {
         s.plugins_dir = folder;
-        s.plugin_watch_secs = 0.1;
+        s.plugin_watch = std::time::Duration::from_millis(100);
     })
     .await;
     assert_eq!(plugin_status(&app, &app.address, "points").await["active_version"], "1.0.0");

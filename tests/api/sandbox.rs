@@ -3,6 +3,8 @@
 //! then dead-lettered with its reason; the host and the other plugins keep working; after
 //! the plugin is replaced, redrive applies the event exactly once.
 
+use std::time::Duration;
+
 use serde_json::json;
 use shopmesh::{config::Settings, plugins::{runtime::LoadError, InstallError}};
 
@@ -74,13 +76,13 @@ async fn violated(mode: &str, reason: &str, tweak: impl FnOnce(&mut Settings)) {
 
 fn unlimited_fuel_short_deadline(s: &mut Settings) {
     s.plugin_fuel = u64::MAX / 4;
-    s.plugin_deadline_secs = 0.2;
+    s.plugin_deadline = Duration::from_millis(200);
 }
 
 fn little_fuel_long_deadline(s: &mut Settings) {
     s.plugin_fuel = 5_000_000;
-    s.plugin_deadline_secs = 10.0;
-    s.plugin_ack_wait_secs = 60.0;
+    s.plugin_deadline = Duration::from_secs(10);
+    s.plugin_ack_wait = Duration::from_secs(60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

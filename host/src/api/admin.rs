@@ -1,12 +1,13 @@
 use std::sync::Arc;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use poem::{Request, web::Data};
 use poem_openapi::{OpenApi, SecurityScheme, auth::Bearer, payload::Json};
 
 use super::{ApiTags, Created, errors::api_error};
 use crate::{
-    config::Secret,
-    shop::{
+        shop::{
         coupons::{Coupon, NewCoupon},
         stock::{Goods, NewGoods},
         users::{NewUser, User},
@@ -16,7 +17,7 @@ use crate::{
 
 /// The operators' bearer token.
 #[derive(Clone)]
-pub struct AdminToken(pub Secret);
+pub struct AdminToken(pub SecretString);
 
 /// `Authorization: Bearer <admin token>`.
 #[derive(SecurityScheme)]
@@ -32,7 +33,7 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> Option<()> {
         m.update(s.as_bytes());
         m
     };
-    let want = mac(expected.0.expose()).finalize().into_bytes();
+    let want = mac(expected.0.expose_secret()).finalize().into_bytes();
     mac(&bearer.token).verify_slice(&want).ok()
 }
 

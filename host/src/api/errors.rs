@@ -1,7 +1,7 @@
 //! The API edge of every error: each error enum of the crate that can reach a caller gets its
 //! stable `SHOP_*` code and HTTP status here ([`ApiFailure`]), and the body is always
 //! `{"code": "SHOP_…", "message": "…"}`. Each operation gets a response enum listing only
-//! the statuses it can answer, so the spec tells the truth; [`api_error!`] writes those enums
+//! the statuses it can answer, so the spec tells the truth; `api_error!` writes those enums
 //! from one pattern.
 
 use poem::http::StatusCode;

@@ -1,12 +1,13 @@
 use std::sync::Arc;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::{Header, Path}, payload::Json};
 
 use super::{ApiTags, Created, errors::api_error, shop::LookupError, signed::SignedJson};
 use crate::{
-    config::Secret,
-    ids::{now_ms, Id},
+        ids::{now_ms, Id},
     shop::{
         payments::{CallbackOutcome, CreatePayment, Payment, PaymentNotice},
         Shop, ShopError,
@@ -16,7 +17,7 @@ use crate::{
 
 /// The callback's HMAC key, shared with the payment platform.
 #[derive(Clone)]
-pub struct CallbackSecret(pub Secret);
+pub struct CallbackSecret(pub SecretString);
 
 api_error!(
     /// Errors of creating a payment.
@@ -57,7 +58,7 @@ impl PaymentsApi {
     /// Get a payment
     #[oai(path = "/payments/:pay_id", method = "get", tag = "ApiTags::Payments")]
     async fn get_payment(&self, shop: Data<&Arc<Shop>>, pay_id: Path<Id>) -> Result<Json<Payment>, LookupError> {
-        Ok(Json(shop.payment(pay_id.0).await?))
+        Ok(Json(shop.get::<Payment>(pay_id.0).await?))
     }
 
     /// Payment platform callback
@@ -74,7 +75,7 @@ impl PaymentsApi {
         #[oai(name = "X-Shop-Signature")] signature: Header<Option<String>>,
         body: SignedJson<PaymentNotice>,
     ) -> Result<Json<CallbackAck>, CallbackError> {
-        signature::verify(secret.0.0.expose().as_bytes(), signature.0.as_deref(), &body.raw, now_ms() / 1000)
+        signature::verify(secret.0.0.expose_secret().as_bytes(), signature.0.as_deref(), &body.raw, now_ms() / 1000)
             .map_err(ShopError::SignatureInvalid)?;
         let notice = body.parse().map_err(ShopError::RequestParameterInvalid)?;
         let pay_id = notice.pay_id;

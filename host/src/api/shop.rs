@@ -49,24 +49,24 @@ impl ShopApi {
     /// Get an order
     #[oai(path = "/orders/:order_id", method = "get", tag = "ApiTags::Orders")]
     async fn get_order(&self, shop: Data<&Arc<Shop>>, order_id: Path<Id>) -> Result<Json<Order>, LookupError> {
-        Ok(Json(shop.order(order_id.0).await?))
+        Ok(Json(shop.get::<Order>(order_id.0).await?))
     }
 
     /// Get goods
     #[oai(path = "/goods/:goods_id", method = "get", tag = "ApiTags::Catalog")]
     async fn get_goods(&self, shop: Data<&Arc<Shop>>, goods_id: Path<Id>) -> Result<Json<Goods>, LookupError> {
-        Ok(Json(shop.goods(goods_id.0).await?))
+        Ok(Json(shop.get::<Goods>(goods_id.0).await?))
     }
 
     /// Get a user
     #[oai(path = "/users/:user_id", method = "get", tag = "ApiTags::Catalog")]
     async fn get_user(&self, shop: Data<&Arc<Shop>>, user_id: Path<Id>) -> Result<Json<User>, LookupError> {
-        Ok(Json(shop.user(user_id.0).await?))
+        Ok(Json(shop.get::<User>(user_id.0).await?))
     }
 
     /// Get a coupon
     #[oai(path = "/coupons/:coupon_id", method = "get", tag = "ApiTags::Catalog")]
     async fn get_coupon(&self, shop: Data<&Arc<Shop>>, coupon_id: Path<Id>) -> Result<Json<Coupon>, LookupError> {
-        Ok(Json(shop.coupon(coupon_id.0).await?))
+        Ok(Json(shop.get::<Coupon>(coupon_id.0).await?))
     }
 }

@@ -4,15 +4,15 @@
 //! runs one again through the normal path and records the result here.
 
 use poem_openapi::Object;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use crate::{
     ids::{now_ms, Id, Snowflake},
-    shop::time,
     store::Db,
+    timestamp::Timestamp,
 };
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
 pub struct DeadLetter {
     pub id: Id,
     pub plugin: String,
@@ -21,8 +21,8 @@ pub struct DeadLetter {
     pub event_id: String,
     pub reason: String,
     pub attempts: i64,
-    pub created_at: Option<String>,
-    pub redriven_at: Option<String>,
+    pub created_at: Option<Timestamp>,
+    pub redriven_at: Option<Timestamp>,
     pub redrive_result: Option<String>,
 }
 
@@ -67,26 +67,11 @@ pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx:
 
 /// Every dead letter, or those of one plugin, oldest first.
 pub async fn list(db: &Db, plugin: Option<&str>) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    let rows = sqlx::query("SELECT * FROM shop_dead_letter WHERE ($1 = '' OR plugin = $1) ORDER BY id")
+    let rows = sqlx::query("SELECT id, plugin, plugin_version, subject, event_id, reason, attempts, created_at, redriven_at, redrive_result FROM shop_dead_letter WHERE ($1 = '' OR plugin = $1) ORDER BY id")
         .bind(plugin.unwrap_or_default())
         .fetch_all(db.pool())
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(DeadLetter {
-                id: Id(r.try_get("id")?),
-                plugin: r.try_get("plugin")?,
-                plugin_version: r.try_get("plugin_version")?,
-                subject: r.try_get("subject")?,
-                event_id: r.try_get("event_id")?,
-                reason: r.try_get("reason")?,
-                attempts: r.try_get("attempts")?,
-                created_at: time(r, "created_at")?,
-                redriven_at: time(r, "redriven_at")?,
-                redrive_result: r.try_get("redrive_result")?,
-            })
-        })
-        .collect()
+    rows.iter().map(DeadLetter::from_row).collect()
 }
 
 /// A dead letter not yet redriven: (plugin, subject, body).

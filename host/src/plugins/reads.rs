@@ -6,7 +6,7 @@
 use super::{delivery::{Delivery, DomainEvent}, runtime::shop::plugin::types as wit};
 use crate::{
     ids::Id,
-    shop::{steps::{self, Step}, Shop, ShopError},
+    shop::{coupons::Coupon, orders::Order, steps::{self, Step}, stock::Goods, users::User, Shop, ShopError},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -29,7 +29,7 @@ fn found<T>(r: Result<T, ShopError>) -> Result<Option<T>, sqlx::Error> {
 
 pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error> {
     let order_id = d.event.order_id();
-    let order = found(shop.order(Id(order_id)).await)?;
+    let order = found(shop.get::<Order>(Id(order_id)).await)?;
     let goods_id = match &d.event {
         DomainEvent::Cancel(e) => Some(e.goods_id),
         DomainEvent::Confirmed(e) => Some(e.goods_id),
@@ -37,14 +37,14 @@ pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error
     };
     let coupon_id = order.as_ref().and_then(|o| o.coupon_id);
     let goods = match goods_id {
-        Some(id) => found(shop.goods(id).await)?,
+        Some(id) => found(shop.get::<Goods>(id).await)?,
         None => None,
     };
     let coupon = match coupon_id {
-        Some(id) => found(shop.coupon(id).await)?,
+        Some(id) => found(shop.get::<Coupon>(id).await)?,
         None => None,
     };
-    let user = found(shop.user(Id(d.event.user_id())).await)?;
+    let user = found(shop.get::<User>(Id(d.event.user_id())).await)?;
     let steps = steps::of_orders(shop.db.pool(), &[order_id])
         .await?
         .into_iter()

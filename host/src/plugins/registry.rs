@@ -21,7 +21,7 @@ use super::{
     fleet, grants,
     runtime::{self, LoadError, LoadedPlugin, Runtime},
 };
-use crate::{bus::StreamSettings, ids::now_ms};
+use crate::{bus::StreamSettings, ids::now_ms, timestamp::Timestamp};
 
 /// Everything the host knows about one plugin name.
 struct Slot {
@@ -77,7 +77,7 @@ pub struct PluginStatus {
     pub enabled: bool,
     pub subjects: Vec<String>,
     pub capabilities: Vec<String>,
-    pub activated_at: Option<String>,
+    pub activated_at: Option<Timestamp>,
     pub invocations: i64,
     pub failures: i64,
     /// Versions kept for rollback, oldest first.
@@ -304,7 +304,7 @@ impl Registry {
                 enabled: slot.enabled,
                 subjects: slot.active.subjects().to_vec(),
                 capabilities: slot.active.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect(),
-                activated_at: Some(crate::events::rfc3339(slot.activated_at)),
+                activated_at: Some(Timestamp(slot.activated_at)),
                 invocations: slot.invocations as i64,
                 failures: slot.failures as i64,
                 kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),

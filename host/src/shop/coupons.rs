@@ -1,18 +1,20 @@
 //! Coupons (`trade_coupon`). The order flow's coupon step uses one and the release-coupon
-//! effect releases it, both through [`Coupon::shift`], fenced by [`super::steps`] (the step
+//! effect releases it, both through [`CouponUse::shift`], fenced by [`super::steps`] (the step
 //! record's amount is the coupon id).
 
 use poem_openapi::Object;
-use sqlx::{any::AnyRow, Row};
 
-use super::{id, money, not_negative, opt_id, steps::{Step, Taken}, time, FromRow, Shop, ShopError};
+use sqlx::{Any, Executor};
+
+use super::{not_negative, steps::{Step, Taken}, users::User, Shop, ShopError};
 use crate::{
+    timestamp::Timestamp,
     ids::{now_ms, Id},
     money::Money,
     store::Tx,
 };
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
 pub struct Coupon {
     pub coupon_id: Id,
     pub coupon_price: Money,
@@ -21,20 +23,7 @@ pub struct Coupon {
     pub order_id: Option<Id>,
     /// 0 unused, 1 used.
     pub is_used: i64,
-    pub used_time: Option<String>,
-}
-
-impl FromRow for Coupon {
-    fn from_row(r: &AnyRow) -> Result<Coupon, sqlx::Error> {
-        Ok(Coupon {
-            coupon_id: id(r, "coupon_id")?,
-            coupon_price: money(r, "coupon_price")?,
-            user_id: id(r, "user_id")?,
-            order_id: opt_id(r, "order_id")?,
-            is_used: r.try_get("is_used")?,
-            used_time: time(r, "used_time")?,
-        })
-    }
+    pub used_time: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -43,36 +32,24 @@ pub struct NewCoupon {
     pub user_id: Id,
 }
 
-/// Writes an unused coupon unless `coupon_id` exists.
-pub(crate) async fn insert(tx: &mut Tx, coupon_id: Id, new: &NewCoupon) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO trade_coupon (coupon_id, coupon_price, user_id, is_used) VALUES ($1, $2, $3, 0)
-         ON CONFLICT (coupon_id) DO NOTHING",
-    )
-    .bind(coupon_id.0)
-    .bind(new.coupon_price.cents())
-    .bind(new.user_id.0)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+entity!(Coupon, "trade_coupon", "coupon_id", CouponNotFound);
 
 impl Shop {
-    pub async fn coupon(&self, coupon_id: Id) -> Result<Coupon, ShopError> {
-        self.fetch("SELECT * FROM trade_coupon WHERE coupon_id = $1", coupon_id)
-            .await?
-            .ok_or(ShopError::CouponNotFound(coupon_id))
-    }
-
     pub async fn add_coupon(&self, new: NewCoupon) -> Result<Coupon, ShopError> {
-        not_negative(new.coupon_price, "coupon_price")?;
-        self.user(new.user_id).await?;
+        self.get::<User>(new.user_id).await?;
         let coupon_id = Id(self.ids.next());
-        let mut tx = self.db.begin().await?;
-        insert(&mut tx, coupon_id, &new).await?;
-        tx.commit().await?;
-        self.coupon(coupon_id).await
+        insert(self.db.pool(), coupon_id, &new).await?;
+        self.get(coupon_id).await
     }
+}
+
+/// Writes an unused coupon unless `coupon_id` exists.
+pub(crate) async fn insert(db: impl Executor<'_, Database = Any>, coupon_id: Id, new: &NewCoupon) -> Result<(), ShopError> {
+    not_negative(new.coupon_price, "coupon_price")?;
+    let sql = "INSERT INTO trade_coupon (coupon_id, coupon_price, user_id, is_used) VALUES ($1, $2, $3, 0)
+               ON CONFLICT (coupon_id) DO NOTHING";
+    sqlx::query(sql).bind(coupon_id).bind(new.coupon_price).bind(new.user_id).execute(db).await?;
+    Ok(())
 }
 
 /// A user's coupon, as an order step uses it and a cancellation releases it.

@@ -17,8 +17,22 @@
 //! Takes and give-backs share one piece per resource ([`steps::Taken::shift`]); the fence
 //! (nothing taken, nothing given; never twice) is written once, in [`steps`].
 
+/// `entity!(Type, "table", "id_column", NotFoundVariant)`: `Type` is an [`Entity`] read by
+/// its id from `table`. (Defined before the modules below, which use it.)
+macro_rules! entity {
+    ($ty:ty, $table:literal, $id:literal, $missing:ident) => {
+        impl $crate::shop::Entity for $ty {
+            const BY_ID: &'static str = concat!("SELECT * FROM ", $table, " WHERE ", $id, " = $1");
+            fn not_found(id: $crate::ids::Id) -> $crate::shop::ShopError {
+                $crate::shop::ShopError::$missing(id)
+            }
+        }
+    };
+}
+
 pub mod audit_log;
 pub mod balance;
+pub mod checkout;
 pub mod coupons;
 pub mod error;
 pub mod fault;
@@ -32,12 +46,11 @@ pub mod users;
 
 use std::sync::Arc;
 
-use sqlx::{any::AnyRow, Row};
+use sqlx::any::AnyRow;
 use tokio::sync::Notify;
 
 pub use self::error::{ShopError, StepFailure};
 use crate::{
-    events::rfc3339,
     ids::{Id, Snowflake},
     money::Money,
     store::Db,
@@ -51,27 +64,6 @@ pub struct Shop {
     pub outbox_wake: Arc<Notify>,
 }
 
-/// Decoding from a row, by column name, on either database.
-pub trait FromRow: Sized {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
-}
-
-pub(crate) fn money(row: &AnyRow, col: &str) -> Result<Money, sqlx::Error> {
-    row.try_get::<i64, _>(col).map(Money::from_cents)
-}
-
-pub(crate) fn id(row: &AnyRow, col: &str) -> Result<Id, sqlx::Error> {
-    row.try_get::<i64, _>(col).map(Id)
-}
-
-pub(crate) fn opt_id(row: &AnyRow, col: &str) -> Result<Option<Id>, sqlx::Error> {
-    row.try_get::<Option<i64>, _>(col).map(|v| v.map(Id))
-}
-
-pub(crate) fn time(row: &AnyRow, col: &str) -> Result<Option<String>, sqlx::Error> {
-    row.try_get::<Option<i64>, _>(col).map(|v| v.map(rfc3339))
-}
-
 /// Refuses a negative amount in an admin-created row.
 pub(crate) fn not_negative(m: Money, field: &str) -> Result<(), ShopError> {
     if m.is_negative() {
@@ -80,10 +72,17 @@ pub(crate) fn not_negative(m: Money, field: &str) -> Result<(), ShopError> {
     Ok(())
 }
 
+/// A row the shop reads by its id: goods, users, coupons, orders, payments.
+pub trait Entity: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin {
+    /// Selects the row by `$1` = its id.
+    const BY_ID: &'static str;
+    fn not_found(id: Id) -> ShopError;
+}
+
 impl Shop {
-    /// The row `sql` selects by one id, decoded; `None` when there is none.
-    pub(crate) async fn fetch<T: FromRow>(&self, sql: &'static str, id: Id) -> Result<Option<T>, ShopError> {
-        let row = sqlx::query(sql).bind(id.0).fetch_optional(self.db.pool()).await?;
-        Ok(row.as_ref().map(T::from_row).transpose()?)
+    /// The `T` with this id.
+    pub async fn get<T: Entity>(&self, id: Id) -> Result<T, ShopError> {
+        let row: Option<T> = sqlx::query_as(T::BY_ID).bind(id).fetch_optional(self.db.pool()).await?;
+        row.ok_or_else(|| T::not_found(id))
     }
 }

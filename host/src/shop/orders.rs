@@ -14,28 +14,25 @@
 //! never interleave: a step that comes after the cancel is refused ("suspension").
 
 use poem_openapi::Object;
-use sqlx::{any::AnyRow, Row};
+use sqlx::Row;
 
 use super::{
     balance::Balance,
     coupons::CouponUse,
     fault::FaultPoint,
-    id, money, opt_id,
+    checkout::Plan,
     steps::{self, Step},
     stock::Stock,
-    time, FromRow, Shop, ShopError, StepFailure,
+    Shop, ShopError, StepFailure,
 };
 use crate::{
+    timestamp::Timestamp,
     events::{OrderCancelled, OrderConfirmed},
     ids::{now_ms, Id},
     money::Money,
     outbox,
     store::Tx,
 };
-
-/// Orders above this amount ship free (the shop's rule).
-const FREE_SHIPPING_ABOVE: Money = Money::from_cents(100_00);
-const SHIPPING_FEE: Money = Money::from_cents(10_00);
 
 /// An order as the user submits it. The client states the price, shipping fee and order
 /// amount it showed; they must match what the shop computes now.
@@ -59,7 +56,7 @@ pub struct PlaceOrder {
     pub consignee: String,
 }
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
 pub struct Order {
     pub order_id: Id,
     pub user_id: Id,
@@ -80,75 +77,24 @@ pub struct Order {
     pub coupon_paid: Money,
     pub money_paid: Money,
     pub pay_amount: Money,
-    pub add_time: Option<String>,
-    pub confirm_time: Option<String>,
-    pub pay_time: Option<String>,
-    pub cancel_time: Option<String>,
+    pub add_time: Option<Timestamp>,
+    pub confirm_time: Option<Timestamp>,
+    pub pay_time: Option<Timestamp>,
+    pub cancel_time: Option<Timestamp>,
     pub cancel_reason: Option<String>,
 }
 
-impl FromRow for Order {
-    fn from_row(r: &AnyRow) -> Result<Order, sqlx::Error> {
-        Ok(Order {
-            order_id: id(r, "order_id")?,
-            user_id: id(r, "user_id")?,
-            order_status: r.try_get("order_status")?,
-            pay_status: r.try_get("pay_status")?,
-            shipping_status: r.try_get("shipping_status")?,
-            address: r.try_get("address")?,
-            consignee: r.try_get("consignee")?,
-            goods_id: id(r, "goods_id")?,
-            goods_number: r.try_get("goods_number")?,
-            goods_price: money(r, "goods_price")?,
-            goods_amount: money(r, "goods_amount")?,
-            shipping_fee: money(r, "shipping_fee")?,
-            order_amount: money(r, "order_amount")?,
-            coupon_id: opt_id(r, "coupon_id")?,
-            coupon_paid: money(r, "coupon_paid")?,
-            money_paid: money(r, "money_paid")?,
-            pay_amount: money(r, "pay_amount")?,
-            add_time: time(r, "add_time")?,
-            confirm_time: time(r, "confirm_time")?,
-            pay_time: time(r, "pay_time")?,
-            cancel_time: time(r, "cancel_time")?,
-            cancel_reason: r.try_get("cancel_reason")?,
-        })
-    }
-}
 
 pub const STATUS_PREORDER: i64 = 0;
 pub const STATUS_CONFIRMED: i64 = 1;
 pub const STATUS_CANCELLED: i64 = 2;
 
-/// What validation settled: the amounts the pre-order is saved with.
-struct Plan {
-    goods_amount: Money,
-    shipping_fee: Money,
-    order_amount: Money,
-    coupon_paid: Money,
-    money_paid: Money,
-    pay_amount: Money,
-}
-
-/// The shop's shipping rule.
-pub fn shipping_fee_for(goods_amount: Money) -> Money {
-    if goods_amount > FREE_SHIPPING_ABOVE {
-        Money::ZERO
-    } else {
-        SHIPPING_FEE
-    }
-}
+entity!(Order, "trade_order", "order_id", OrderNotFound);
 
 impl Shop {
-    pub async fn order(&self, order_id: Id) -> Result<Order, ShopError> {
-        self.fetch("SELECT * FROM trade_order WHERE order_id = $1", order_id)
-            .await?
-            .ok_or(ShopError::OrderNotFound(order_id))
-    }
-
     /// Places and confirms an order; see the module documentation for the steps.
     pub async fn place_order(&self, req: PlaceOrder) -> Result<Order, ShopError> {
-        let plan = self.validate(&req).await?;
+        let plan = self.check_out(&req).await?;
         let order_id = Id(self.ids.next());
         self.save_preorder(order_id, &req, &plan).await?;
 
@@ -170,108 +116,18 @@ impl Shop {
                 return Err(ShopError::StepFailed { order_id, step, reason });
             }
         }
-        self.order(order_id).await
-    }
-
-    async fn validate(&self, req: &PlaceOrder) -> Result<Plan, ShopError> {
-        let goods = self.goods(req.goods_id).await?;
-        let user = self.user(req.user_id).await?;
-        if req.goods_price != goods.goods_price {
-            return Err(ShopError::GoodsPriceInvalid {
-                current: goods.goods_price.to_string(),
-                ordered: req.goods_price.to_string(),
-            });
-        }
-        if req.goods_number <= 0 {
-            return Err(ShopError::GoodsNumInvalid(req.goods_number));
-        }
-        if req.goods_number > goods.goods_number {
-            return Err(ShopError::GoodsNumNotEnough {
-                stock: goods.goods_number,
-                wanted: req.goods_number,
-            });
-        }
-        let goods_amount = goods
-            .goods_price
-            .checked_mul(req.goods_number)
-            .ok_or_else(|| ShopError::RequestParameterInvalid("order amount too large".into()))?;
-        let shipping_fee = shipping_fee_for(goods_amount);
-        if req.shipping_fee != shipping_fee {
-            return Err(ShopError::ShippingFeeInvalid {
-                expected: shipping_fee.to_string(),
-                given: req.shipping_fee.to_string(),
-            });
-        }
-        // The original computed `orderAmount.add(shippingFee)` and threw the result away.
-        let order_amount = goods_amount
-            .checked_add(shipping_fee)
-            .ok_or_else(|| ShopError::RequestParameterInvalid("order amount too large".into()))?;
-        if req.order_amount != order_amount {
-            return Err(ShopError::OrderAmountInvalid {
-                expected: order_amount.to_string(),
-                given: req.order_amount.to_string(),
-            });
-        }
-        let coupon_paid = match req.coupon_id {
-            None => Money::ZERO,
-            Some(coupon_id) => {
-                let coupon = self.coupon(coupon_id).await?;
-                if coupon.user_id != req.user_id {
-                    return Err(ShopError::CouponNotOwned(coupon_id));
-                }
-                if coupon.is_used != 0 {
-                    return Err(ShopError::CouponIsUsed(coupon_id));
-                }
-                coupon.coupon_price
-            }
-        };
-        let money_paid = req.money_paid.unwrap_or(Money::ZERO);
-        if money_paid.is_negative() {
-            return Err(ShopError::MoneyPaidLessZero);
-        }
-        // Compared in cents: the original truncated through longValue().
-        if money_paid > user.user_money {
-            return Err(ShopError::MoneyPaidInvalid {
-                wanted: money_paid.to_string(),
-                balance: user.user_money.to_string(),
-            });
-        }
-        let pay_amount = coupon_paid
-            .checked_add(money_paid)
-            .and_then(|discount| order_amount.checked_sub(discount))
-            .filter(|p| !p.is_negative())
-            .ok_or_else(|| ShopError::DiscountExceedsAmount {
-                coupon: coupon_paid.to_string(),
-                money: money_paid.to_string(),
-                amount: order_amount.to_string(),
-            })?;
-        Ok(Plan { goods_amount, shipping_fee, order_amount, coupon_paid, money_paid, pay_amount })
+        self.get(order_id).await
     }
 
     async fn save_preorder(&self, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<(), ShopError> {
-        sqlx::query(
-            "INSERT INTO trade_order (order_id, user_id, order_status, pay_status, shipping_status,
+        let sql = "INSERT INTO trade_order (order_id, user_id, order_status, pay_status, shipping_status,
                 address, consignee, goods_id, goods_number, goods_price, goods_amount, shipping_fee,
                 order_amount, coupon_id, coupon_paid, money_paid, pay_amount, add_time)
-             VALUES ($1, $2, 0, 0, 0, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(order_id.0)
-        .bind(req.user_id.0)
-        .bind(&req.address)
-        .bind(&req.consignee)
-        .bind(req.goods_id.0)
-        .bind(req.goods_number)
-        .bind(req.goods_price.cents())
-        .bind(plan.goods_amount.cents())
-        .bind(plan.shipping_fee.cents())
-        .bind(plan.order_amount.cents())
-        .bind(req.coupon_id.map(|c| c.0))
-        .bind(plan.coupon_paid.cents())
-        .bind(plan.money_paid.cents())
-        .bind(plan.pay_amount.cents())
-        .bind(now_ms())
-        .execute(self.db.pool())
-        .await?;
+             VALUES ($1, $2, 0, 0, 0, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+        let who = sqlx::query(sql).bind(order_id).bind(req.user_id).bind(&req.address).bind(&req.consignee);
+        let what = who.bind(req.goods_id).bind(req.goods_number).bind(req.goods_price).bind(plan.goods_amount);
+        let amounts = what.bind(plan.shipping_fee).bind(plan.order_amount).bind(req.coupon_id).bind(plan.coupon_paid);
+        amounts.bind(plan.money_paid).bind(plan.pay_amount).bind(now_ms()).execute(self.db.pool()).await?;
         Ok(())
     }
 
@@ -367,7 +223,7 @@ impl Shop {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter().map(|r| id(r, "order_id")).collect()
+        rows.iter().map(|r| r.try_get("order_id")).collect()
     }
 
     /// Cancels a pre-order and writes its order-cancel event, in one transaction.
@@ -390,11 +246,11 @@ impl Shop {
         };
         let event = OrderCancelled {
             order_id,
-            user_id: id(&row, "user_id")?,
-            goods_id: id(&row, "goods_id")?,
+            user_id: row.try_get("user_id")?,
+            goods_id: row.try_get("goods_id")?,
             goods_number: row.try_get("goods_number")?,
-            coupon_id: opt_id(&row, "coupon_id")?,
-            money_paid: money(&row, "money_paid")?,
+            coupon_id: row.try_get("coupon_id")?,
+            money_paid: row.try_get("money_paid")?,
             reason: reason.to_owned(),
         };
         outbox::enqueue(&mut tx, &self.ids, event).await?;
@@ -402,17 +258,5 @@ impl Shop {
         self.outbox_wake.notify_one();
         tracing::info!(%order_id, reason, "order cancelled");
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipping_is_free_only_above_100() {
-        assert_eq!(shipping_fee_for(Money::from_cents(100_00)), SHIPPING_FEE);
-        assert_eq!(shipping_fee_for(Money::from_cents(100_01)), Money::ZERO);
-        assert_eq!(shipping_fee_for(Money::from_cents(1)), SHIPPING_FEE);
     }
 }

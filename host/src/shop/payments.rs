@@ -3,39 +3,28 @@
 //! in one transaction and returns; points and the payment log happen from the event.
 
 use poem_openapi::{Enum, Object};
-use sqlx::{any::AnyRow, Row};
+use sqlx::Row;
 
-use super::{id, money, orders::STATUS_CONFIRMED, time, FromRow, Shop, ShopError};
+use super::{orders::{Order, STATUS_CONFIRMED}, Shop, ShopError};
 use crate::{
     events::PaySucceeded,
     ids::{now_ms, Id},
     money::Money,
     outbox,
+    timestamp::Timestamp,
 };
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
 pub struct Payment {
     pub pay_id: Id,
     pub order_id: Id,
     pub pay_amount: Money,
     /// 1 not paid, 2 paid.
     pub is_paid: i64,
-    pub create_time: Option<String>,
-    pub paid_time: Option<String>,
+    pub create_time: Option<Timestamp>,
+    pub paid_time: Option<Timestamp>,
 }
 
-impl FromRow for Payment {
-    fn from_row(r: &AnyRow) -> Result<Payment, sqlx::Error> {
-        Ok(Payment {
-            pay_id: id(r, "pay_id")?,
-            order_id: id(r, "order_id")?,
-            pay_amount: money(r, "pay_amount")?,
-            is_paid: r.try_get("is_paid")?,
-            create_time: time(r, "create_time")?,
-            paid_time: time(r, "paid_time")?,
-        })
-    }
-}
 
 #[derive(Debug, Clone, Object)]
 pub struct CreatePayment {
@@ -66,16 +55,12 @@ pub enum CallbackOutcome {
     NotPaid,
 }
 
-impl Shop {
-    pub async fn payment(&self, pay_id: Id) -> Result<Payment, ShopError> {
-        self.fetch("SELECT * FROM trade_pay WHERE pay_id = $1", pay_id)
-            .await?
-            .ok_or(ShopError::PaymentNotFound(pay_id))
-    }
+entity!(Payment, "trade_pay", "pay_id", PaymentNotFound);
 
+impl Shop {
     /// Creates the order's payment, or returns the unpaid one it already has.
     pub async fn create_payment(&self, req: CreatePayment) -> Result<Payment, ShopError> {
-        let order = self.order(req.order_id).await?;
+        let order: Order = self.get(req.order_id).await?;
         if order.pay_status == 2 {
             return Err(ShopError::OrderPayStatusIsPay(order.order_id));
         }
@@ -89,21 +74,14 @@ impl Shop {
             });
         }
         // One payment per order (UNIQUE order_id): a repeated create returns the same one.
-        sqlx::query(
-            "INSERT INTO trade_pay (pay_id, order_id, pay_amount, is_paid, create_time)
-             VALUES ($1, $2, $3, 1, $4) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(self.ids.next())
-        .bind(order.order_id.0)
-        .bind(order.pay_amount.cents())
-        .bind(now_ms())
-        .execute(self.db.pool())
-        .await?;
-        let row = sqlx::query("SELECT * FROM trade_pay WHERE order_id = $1")
-            .bind(order.order_id.0)
+        let sql = "INSERT INTO trade_pay (pay_id, order_id, pay_amount, is_paid, create_time)
+                   VALUES ($1, $2, $3, 1, $4) ON CONFLICT (order_id) DO NOTHING";
+        let query = sqlx::query(sql).bind(self.ids.next()).bind(order.order_id).bind(order.pay_amount);
+        query.bind(now_ms()).execute(self.db.pool()).await?;
+        let payment: Payment = sqlx::query_as("SELECT * FROM trade_pay WHERE order_id = $1")
+            .bind(order.order_id)
             .fetch_one(self.db.pool())
             .await?;
-        let payment = Payment::from_row(&row)?;
         if payment.is_paid == 2 {
             return Err(ShopError::OrderPayStatusIsPay(order.order_id));
         }
@@ -112,7 +90,7 @@ impl Shop {
 
     /// Applies a payment notice whose signature the API has already verified.
     pub async fn payment_callback(&self, notice: PaymentNotice) -> Result<CallbackOutcome, ShopError> {
-        let payment = self.payment(notice.pay_id).await?;
+        let payment: Payment = self.get(notice.pay_id).await?;
         if notice.pay_amount != payment.pay_amount {
             return Err(ShopError::PaymentAmountInvalid {
                 expected: payment.pay_amount.to_string(),
@@ -152,7 +130,7 @@ impl Shop {
         let event = PaySucceeded {
             pay_id: payment.pay_id,
             order_id: payment.order_id,
-            user_id: id(&order, "user_id")?,
+            user_id: order.try_get("user_id")?,
             pay_amount: payment.pay_amount,
         };
         outbox::enqueue(&mut tx, &self.ids, event).await?;

@@ -63,6 +63,31 @@ pub trait Taken {
     fn shift(&self, tx: &mut Tx, order_id: i64, delta: i64) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 }
 
+/// The shape of a counted resource's [`Taken::shift`]: `update` ($1 = delta, $2 = `key`)
+/// changes a counter only where it stays ≥ 0; when it did, `log` ($1 = `key`, $2 = order,
+/// $3 = 1 for a take or 2 for a give-back, $4 = `logged`, $5 = now) records the movement.
+pub(crate) async fn counted_shift(
+    tx: &mut Tx,
+    (update, log): (&'static str, &'static str),
+    key: i64,
+    order_id: i64,
+    delta: i64,
+    logged: i64,
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(update).bind(delta).bind(key).execute(&mut **tx).await?.rows_affected() == 1;
+    if changed {
+        sqlx::query(log)
+            .bind(key)
+            .bind(order_id)
+            .bind(if delta < 0 { 1i64 } else { 2 })
+            .bind(logged)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(changed)
+}
+
 /// What a give-back did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GiveBack {

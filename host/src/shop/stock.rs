@@ -4,17 +4,19 @@
 //! [`super::steps`].
 
 use poem_openapi::Object;
-use sqlx::{any::AnyRow, Row};
 
-use super::{id, money, not_negative, steps::{Step, Taken}, time, FromRow, Shop, ShopError};
+use sqlx::{Any, Executor};
+
+use super::{not_negative, steps::{counted_shift, Step, Taken}, Shop, ShopError};
 use crate::{
+    timestamp::Timestamp,
     ids::{now_ms, Id},
     money::Money,
     store::Tx,
 };
 
 /// Goods and their stock.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
 pub struct Goods {
     pub goods_id: Id,
     pub goods_name: String,
@@ -22,20 +24,7 @@ pub struct Goods {
     pub goods_number: i64,
     pub goods_price: Money,
     pub goods_desc: String,
-    pub add_time: Option<String>,
-}
-
-impl FromRow for Goods {
-    fn from_row(r: &AnyRow) -> Result<Goods, sqlx::Error> {
-        Ok(Goods {
-            goods_id: id(r, "goods_id")?,
-            goods_name: r.try_get("goods_name")?,
-            goods_number: r.try_get("goods_number")?,
-            goods_price: money(r, "goods_price")?,
-            goods_desc: r.try_get("goods_desc")?,
-            add_time: time(r, "add_time")?,
-        })
-    }
+    pub add_time: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -49,38 +38,24 @@ pub struct NewGoods {
     pub goods_desc: String,
 }
 
-/// Writes a goods row unless `goods_id` exists (the demo data loads this way on every start).
-pub(crate) async fn insert(tx: &mut Tx, goods_id: Id, new: &NewGoods) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO trade_goods (goods_id, goods_name, goods_number, goods_price, goods_desc, add_time)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (goods_id) DO NOTHING",
-    )
-    .bind(goods_id.0)
-    .bind(&new.goods_name)
-    .bind(new.goods_number)
-    .bind(new.goods_price.cents())
-    .bind(&new.goods_desc)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+entity!(Goods, "trade_goods", "goods_id", GoodsNotFound);
 
 impl Shop {
-    pub async fn goods(&self, goods_id: Id) -> Result<Goods, ShopError> {
-        self.fetch("SELECT * FROM trade_goods WHERE goods_id = $1", goods_id)
-            .await?
-            .ok_or(ShopError::GoodsNotFound(goods_id))
-    }
-
     pub async fn add_goods(&self, new: NewGoods) -> Result<Goods, ShopError> {
-        not_negative(new.goods_price, "goods_price")?;
         let goods_id = Id(self.ids.next());
-        let mut tx = self.db.begin().await?;
-        insert(&mut tx, goods_id, &new).await?;
-        tx.commit().await?;
-        self.goods(goods_id).await
+        insert(self.db.pool(), goods_id, &new).await?;
+        self.get(goods_id).await
     }
+}
+
+/// Writes a goods row unless `goods_id` exists (the demo data loads this way on every start).
+pub(crate) async fn insert(db: impl Executor<'_, Database = Any>, goods_id: Id, new: &NewGoods) -> Result<(), ShopError> {
+    not_negative(new.goods_price, "goods_price")?;
+    let sql = "INSERT INTO trade_goods (goods_id, goods_name, goods_number, goods_price, goods_desc, add_time)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (goods_id) DO NOTHING";
+    let query = sqlx::query(sql).bind(goods_id).bind(&new.goods_name).bind(new.goods_number);
+    query.bind(new.goods_price).bind(&new.goods_desc).bind(now_ms()).execute(db).await?;
+    Ok(())
 }
 
 /// The stock of one goods, as an order step takes it and a cancellation gives it back.
@@ -92,30 +67,12 @@ impl Taken for Stock {
     const STEP: Step = Step::Stock;
 
     async fn shift(&self, tx: &mut Tx, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
-        // Conditional, never read-modify-write: a take cannot oversell.
-        let changed = sqlx::query(
-            "UPDATE trade_goods SET goods_number = goods_number + $1
-              WHERE goods_id = $2 AND goods_number + $1 >= 0",
-        )
-        .bind(delta)
-        .bind(self.goods_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            sqlx::query(
-                "INSERT INTO trade_goods_number_log (goods_id, order_id, log_type, goods_number, log_time)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(self.goods_id)
-            .bind(order_id)
-            .bind(if delta < 0 { 1i64 } else { 2 })
-            .bind(delta)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(changed)
+        // Conditional, never read-modify-write: a take cannot oversell. The log row carries
+        // the signed movement.
+        const SQL: (&str, &str) = (
+            "UPDATE trade_goods SET goods_number = goods_number + $1 WHERE goods_id = $2 AND goods_number + $1 >= 0",
+            "INSERT INTO trade_goods_number_log (goods_id, order_id, log_type, goods_number, log_time) VALUES ($1, $2, $3, $4, $5)",
+        );
+        counted_shift(tx, SQL, self.goods_id, order_id, delta, delta).await
     }
 }

@@ -1,9 +1,16 @@
 //! The glue every shopmesh plugin shares, so a plugin is only its rule:
 //!
 //! ```ignore
-//! struct Stock;
-//! impl shopmesh_guest::Rule for Stock { /* NAME, VERSION, …, fn handle */ }
-//! shopmesh_guest::plugin!(Stock);
+//! use shopmesh_guest::*;
+//!
+//! plugin! {
+//!     pub struct StockRule = "stock" @ "1.0.0", on ["shop.order.cancel"], may [RestoreStock];
+//!     fn handle(event, reads) {
+//!         give_back(event, reads, Step::Stock, |c, quantity| {
+//!             Effect::RestoreStock(RestoreStock { order_id: c.order_id, goods_id: c.goods_id, quantity })
+//!         })
+//!     }
+//! }
 //! ```
 //!
 //! On wasm32 the crate is `no_std` (with an allocator and a panic handler), so the component
@@ -154,9 +161,41 @@ pub fn give_back(
         .unwrap_or_default())
 }
 
-/// Exports a [`Rule`] as the component's `manifest` and `handle`.
+/// Declares a plugin: its [`Rule`] (name, version, subjects, capabilities, optionally a
+/// config schema, and `handle`), exported as the component's `manifest` and `handle`.
+/// `handle` gets the event and the [`Reads`] and returns the effects to apply.
 #[macro_export]
 macro_rules! plugin {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $rule:ident = $name:literal @ $version:literal,
+            on [$($subject:literal),+ $(,)?], may [$($cap:ident),* $(,)?] $(, config $schema:literal)?;
+        fn handle($event:ident, $reads:ident) $body:block
+    ) => {
+        $(#[$meta])*
+        $vis struct $rule;
+
+        impl $crate::Rule for $rule {
+            const NAME: &'static str = $name;
+            const VERSION: &'static str = $version;
+            const SUBJECTS: &'static [&'static str] = &[$($subject),+];
+            const CAPABILITIES: &'static [$crate::Capability] = &[$($crate::Capability::$cap),*];
+            $(const CONFIG_SCHEMA: &'static str = $schema;)?
+
+            #[allow(unused_variables)]
+            fn handle(
+                $event: &$crate::Event,
+                $reads: &impl $crate::Reads,
+            ) -> Result<$crate::alloc_vec::Vec<$crate::Effect>, $crate::PluginError> $body
+        }
+
+        $crate::export!($rule);
+    };
+}
+
+/// Exports a [`Rule`] as the component's `manifest` and `handle` (what [`plugin!`] ends with).
+#[macro_export]
+macro_rules! export {
     ($rule:ty) => {
         struct __Component;
 
@@ -176,6 +215,33 @@ macro_rules! plugin {
 
 #[doc(hidden)]
 pub use alloc::vec as alloc_vec;
+
+/// Events and step records for rules' native unit tests.
+pub mod testing {
+    use super::*;
+    use alloc::string::String;
+
+    /// An order-cancel event for order 7 of user 8, goods 9.
+    pub fn cancelled(goods_number: i64, coupon_id: Option<Id>, money_paid: Cents) -> Event {
+        let payload = OrderCancelled { order_id: 7, user_id: 8, goods_id: 9, goods_number, coupon_id, money_paid, reason: "test".into() };
+        Event { id: "1".into(), subject: "shop.order.cancel".into(), time: String::new(), payload: Payload::OrderCancel(payload) }
+    }
+
+    /// A pay-success event for order 7 of user 8.
+    pub fn paid(pay_amount: Cents) -> Event {
+        let payload = PaySucceeded { pay_id: 3, order_id: 7, user_id: 8, pay_amount };
+        Event { id: "1".into(), subject: "shop.pay.success".into(), time: String::new(), payload: Payload::PaySuccess(payload) }
+    }
+
+    /// Reads in which order 7's `step` took `amount` and, if `given_back`, gave it back.
+    pub fn took(step: Step, amount: i64, given_back: bool) -> FakeReads {
+        let mut steps = alloc::vec![(7, StepRecord { step, action: StepAction::Forward, amount })];
+        if given_back {
+            steps.push((7, StepRecord { step, action: StepAction::Giveback, amount }));
+        }
+        FakeReads { steps, ..Default::default() }
+    }
+}
 
 /// A fake [`Reads`] for native unit tests of rules.
 #[derive(Default, Clone)]

@@ -2,39 +2,27 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 extern crate alloc;
 
-use alloc::vec::Vec;
 use shopmesh_guest::*;
 
-pub struct LogRule;
+mod rule;
 
-impl Rule for LogRule {
-    const NAME: &'static str = "log";
-    const VERSION: &'static str = "1.0.0";
-    const SUBJECTS: &'static [&'static str] = &["shop.pay.success", "shop.order.cancel"];
-    const CAPABILITIES: &'static [Capability] = &[Capability::AppendLog];
-
-    fn handle(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
+plugin! {
+    pub struct LogRule = "log" @ "1.0.0", on ["shop.pay.success", "shop.order.cancel"], may [AppendLog];
+    fn handle(event, reads) {
         rule::log_row(event)
     }
 }
 
-mod rule;
-
-shopmesh_guest::plugin!(LogRule);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shopmesh_guest::testing::{cancelled, paid};
 
     #[test]
-    fn one_row_per_payment() {
-        let ev = Event {
-            id: "1".into(),
-            subject: "shop.pay.success".into(),
-            time: String::new(),
-            payload: Payload::PaySuccess(PaySucceeded { pay_id: 3, order_id: 7, user_id: 8, pay_amount: 480_000 }),
-        };
-        let effects = LogRule::handle(&ev, &FakeReads::default()).unwrap();
+    fn one_row_per_payment_and_per_cancellation() {
+        let effects = LogRule::handle(&paid(480_000), &FakeReads::default()).unwrap();
         assert!(matches!(effects.as_slice(), [Effect::AppendLog(AppendLog { order_id: 7, user_id: 8, kind: LogKind::Paid, amount: 480_000, .. })]));
+        let effects = LogRule::handle(&cancelled(1, None, 500), &FakeReads::default()).unwrap();
+        assert!(matches!(effects.as_slice(), [Effect::AppendLog(AppendLog { order_id: 7, kind: LogKind::Cancelled, amount: 500, .. })]));
     }
 }

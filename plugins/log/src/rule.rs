@@ -5,22 +5,10 @@ use alloc::{format, vec, vec::Vec};
 use shopmesh_guest::*;
 
 pub fn log_row(event: &Event) -> Result<Vec<Effect>, PluginError> {
-    let row = match &event.payload {
-        Payload::PaySuccess(p) => AppendLog {
-            order_id: p.order_id,
-            user_id: p.user_id,
-            kind: LogKind::Paid,
-            amount: p.pay_amount,
-            note: format!("payment {} paid", p.pay_id),
-        },
-        Payload::OrderCancel(c) => AppendLog {
-            order_id: c.order_id,
-            user_id: c.user_id,
-            kind: LogKind::Cancelled,
-            amount: c.money_paid,
-            note: format!("order cancelled: {}", c.reason),
-        },
+    let (order_id, user_id, kind, amount, note) = match &event.payload {
+        Payload::PaySuccess(p) => (p.order_id, p.user_id, LogKind::Paid, p.pay_amount, format!("payment {} paid", p.pay_id)),
+        Payload::OrderCancel(c) => (c.order_id, c.user_id, LogKind::Cancelled, c.money_paid, format!("order cancelled: {}", c.reason)),
         Payload::OrderConfirmed(_) => return Ok(vec![]),
     };
-    Ok(vec![Effect::AppendLog(row)])
+    Ok(vec![Effect::AppendLog(AppendLog { order_id, user_id, kind, amount, note })])
 }

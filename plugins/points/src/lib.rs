@@ -3,40 +3,23 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 extern crate alloc;
 
-use alloc::vec::Vec;
 use shopmesh_guest::*;
-
-pub struct PointsRule;
-
-impl Rule for PointsRule {
-    const NAME: &'static str = "points";
-    const VERSION: &'static str = "1.0.0";
-    const SUBJECTS: &'static [&'static str] = &["shop.pay.success"];
-    const CAPABILITIES: &'static [Capability] = &[Capability::AddPoints];
-    const CONFIG_SCHEMA: &'static str = r#"{"type":"object","properties":{"points_per_unit":{"type":"string","pattern":"^[0-9]{1,3}$","default":"1"}}}"#;
-
-    fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
-        award(event, reads, 1)
-    }
-}
 
 mod rule;
 pub use rule::award;
 
-shopmesh_guest::plugin!(PointsRule);
+plugin! {
+    pub struct PointsRule = "points" @ "1.0.0", on ["shop.pay.success"], may [AddPoints],
+        config r#"{"type":"object","properties":{"points_per_unit":{"type":"string","pattern":"^[0-9]{1,3}$","default":"1"}}}"#;
+    fn handle(event, reads) {
+        award(event, reads, 1)
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn paid(cents: i64) -> Event {
-        Event {
-            id: "1".into(),
-            subject: "shop.pay.success".into(),
-            time: String::new(),
-            payload: Payload::PaySuccess(PaySucceeded { pay_id: 1, order_id: 7, user_id: 8, pay_amount: cents }),
-        }
-    }
+    use shopmesh_guest::testing::paid;
 
     fn points(effects: &[Effect]) -> i64 {
         match effects {

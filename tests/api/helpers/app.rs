@@ -21,17 +21,17 @@ pub fn plugins_dir() -> PathBuf {
 pub fn test_settings(db_url: &str, nats_url: &str, data_dir: &std::path::Path) -> Settings {
     Settings {
         plugins_dir: data_dir.join("no-plugins"),
-        plugin_retry_base_secs: 0.05,
-        plugin_retry_max_secs: 0.2,
-        plugin_ack_wait_secs: 3.0,
+        plugin_retry_base: Duration::from_millis(50),
+        plugin_retry_max: Duration::from_millis(200),
+        plugin_ack_wait: Duration::from_secs(3),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         database_url: Some(db_url.to_owned()),
         nats_url: Some(nats_url.to_owned()),
-        callback_secret: shopmesh::config::Secret::new(CALLBACK_SECRET),
-        admin_token: shopmesh::config::Secret::new(ADMIN_TOKEN),
-        sweep_interval_secs: 0.2,
-        relay_poll_secs: 0.1,
+        callback_secret: CALLBACK_SECRET.into(),
+        admin_token: ADMIN_TOKEN.into(),
+        sweep_interval: Duration::from_millis(200),
+        relay_poll: Duration::from_millis(100),
         ..Settings::default()
     }
 }

@@ -3,23 +3,14 @@
 #![no_std]
 extern crate alloc;
 
-use alloc::vec::Vec;
 use shopmesh_guest::*;
 
 #[path = "../../../log/src/rule.rs"]
 mod rule;
 
-pub struct LogV2;
-
-impl Rule for LogV2 {
-    const NAME: &'static str = "log";
-    const VERSION: &'static str = "2.0.0";
-    const SUBJECTS: &'static [&'static str] = &["shop.pay.success", "shop.order.cancel", "shop.order.confirmed"];
-    const CAPABILITIES: &'static [Capability] = &[Capability::AppendLog];
-
-    fn handle(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
+plugin! {
+    pub struct LogV2 = "log" @ "2.0.0", on ["shop.pay.success", "shop.order.cancel", "shop.order.confirmed"], may [AppendLog];
+    fn handle(event, reads) {
         rule::log_row(event)
     }
 }
-
-shopmesh_guest::plugin!(LogV2);

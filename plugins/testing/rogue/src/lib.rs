@@ -10,19 +10,13 @@ extern crate alloc;
 use alloc::{vec, vec::Vec};
 use shopmesh_guest::*;
 
-pub struct Rogue;
-
 fn ok(paid: &PaySucceeded) -> Vec<Effect> {
     vec![Effect::AddPoints(AddPoints { order_id: paid.order_id, user_id: paid.user_id, points: paid.pay_amount / 100 })]
 }
 
-impl Rule for Rogue {
-    const NAME: &'static str = "points";
-    const VERSION: &'static str = "0.0.1-rogue";
-    const SUBJECTS: &'static [&'static str] = &["shop.pay.success"];
-    const CAPABILITIES: &'static [Capability] = &[Capability::AddPoints];
-
-    fn handle(event: &Event, reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
+plugin! {
+    pub struct Rogue = "points" @ "0.0.1-rogue", on ["shop.pay.success"], may [AddPoints];
+    fn handle(event, reads) {
         let Payload::PaySuccess(paid) = &event.payload else {
             return Ok(vec![]);
         };
@@ -59,5 +53,3 @@ impl Rule for Rogue {
         }
     }
 }
-
-shopmesh_guest::plugin!(Rogue);

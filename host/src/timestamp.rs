@@ -1,0 +1,55 @@
+//! Moments: unix milliseconds (UTC) in BIGINT columns, RFC 3339 strings in JSON and events.
+
+use std::{fmt, str::FromStr};
+
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+/// A moment, in unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+/// `ms` as RFC 3339 (UTC), e.g. `2026-11-26T21:25:21.123Z`.
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&rfc3339(self.0))
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Timestamp, String> {
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e}): {s:?}"))?;
+        Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
+crate::text_type::impl_text_type!(
+    Timestamp,
+    "Timestamp",
+    "date-time",
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+    "A moment as an RFC 3339 date-time.",
+    "2026-11-26T21:25:21.123Z"
+);
+crate::text_type::impl_bigint_column!(Timestamp, Timestamp, |t: &Timestamp| t.0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_rfc3339() {
+        let t = Timestamp(1_764_192_321_123);
+        assert_eq!(t.to_string(), "2025-11-26T21:25:21.123Z");
+        assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
+        assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+}
