@@ -149,7 +149,7 @@ async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, settings:
             Runtime::new(Limits::default())?,
             shop.clone(),
             Default::default(),
-            DeliverySettings { max_attempts: 5, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1), ack_wait: Duration::from_secs(30) },
+            DeliverySettings { max_attempts: 5, batch: 256, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1), ack_wait: Duration::from_secs(30) },
         ));
         let (c, st, sig, weak) = (client.clone(), settings.clone(), signal.clone(), Arc::downgrade(&host));
         host.registry.on_new_plugin(move |name| {
@@ -317,6 +317,7 @@ async fn end_to_end(
         Default::default(),
         DeliverySettings {
             max_attempts: 5,
+            batch: 256,
             base_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(1),
             ack_wait: Duration::from_secs(30),

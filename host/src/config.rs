@@ -55,6 +55,8 @@ pub struct Settings {
     pub plugins_dir: PathBuf,
     /// Attempts before an event is dead-lettered for a plugin.
     pub plugin_max_attempts: i64,
+    /// The most deliveries a plugin consumer runs and commits together.
+    pub plugin_batch: usize,
     #[serde(deserialize_with = "duration", alias = "plugin_retry_base_secs")]
     pub plugin_retry_base: Duration,
     #[serde(deserialize_with = "duration", alias = "plugin_retry_max_secs")]
@@ -97,6 +99,7 @@ impl Default for Settings {
             relay_poll: Duration::from_millis(500),
             plugins_dir: PathBuf::from("target/plugins"),
             plugin_max_attempts: 5,
+            plugin_batch: 256,
             plugin_retry_base: Duration::from_millis(500),
             plugin_retry_max: Duration::from_secs(10),
             plugin_memory_mib: 16,
@@ -194,7 +197,7 @@ impl Settings {
         "http_addr", "data_dir", "database_url", "db_max_connections", "nats_url", "nats_server_bin",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
         "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
-        "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_retry_base", "plugin_retry_max",
+        "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",
         "plugin_memory_mib", "plugin_fuel", "plugin_deadline", "plugin_ack_wait", "plugin_watch",
         "plugin_config",
     ];
@@ -227,6 +230,9 @@ impl Settings {
         }
         if self.plugin_max_attempts < 1 {
             return invalid("plugin_max_attempts must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.plugin_batch) {
+            return invalid("plugin_batch must be 1..=10000");
         }
         if self.callback_secret.expose_secret().is_empty() || self.admin_token.expose_secret().is_empty() {
             return invalid("callback_secret and admin_token must not be empty");

@@ -18,11 +18,11 @@ use crate::{
     bus::{self, StreamSettings},
     events::{CloudEvent, Event},
     ids::{now_ms, Snowflake},
-    store::{Db, Tx},
+    store::{Conn, Db},
 };
 
 /// Writes `event` to the outbox inside `tx`; returns the event id.
-pub async fn enqueue<E: Event>(tx: &mut Tx, ids: &Snowflake, event: E) -> Result<i64, sqlx::Error> {
+pub async fn enqueue<E: Event>(tx: &mut Conn, ids: &Snowflake, event: E) -> Result<i64, sqlx::Error> {
     let id = ids.next();
     let now = now_ms();
     let key = event.key().to_string();
@@ -39,7 +39,7 @@ pub async fn enqueue<E: Event>(tx: &mut Tx, ids: &Snowflake, event: E) -> Result
     .bind(key)
     .bind(body)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(id)
 }

@@ -100,6 +100,7 @@ impl Application {
             settings.plugin_config.0.clone(),
             DeliverySettings {
                 max_attempts: settings.plugin_max_attempts,
+                batch: settings.plugin_batch,
                 base_delay: settings.plugin_retry_base,
                 max_delay: settings.plugin_retry_max,
                 ack_wait: settings.plugin_ack_wait,

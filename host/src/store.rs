@@ -13,6 +13,8 @@ use sqlx::{
 };
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// What writes take: a transaction, or a savepoint inside one, derefs to it.
+pub type Conn = sqlx::AnyConnection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -54,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         20261122000002,
         "plugin inbox, audit log, dead letters",
         include_str!("../../migrations/20261122000002_plugins.sql"),
+    ),
+    (
+        20261126000003,
+        "replay: recorded inputs and outputs, replays and their events",
+        include_str!("../../migrations/20261126000003_replay.sql"),
     ),
 ];
 

@@ -13,7 +13,7 @@ use async_nats::jetstream::{
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{Disposition, PluginHost, GUARD};
+use super::{host::Message, Disposition, PluginHost, GUARD};
 use crate::bus::{self, StreamSettings};
 
 /// How often a consumer checks whether the active version reads other subjects.
@@ -38,26 +38,37 @@ pub async fn run(host: Arc<PluginHost>, client: async_nats::Client, stream: Stre
         let name = name.clone();
         move || host.registry.current(&name).map(|p| p.subjects().to_vec()).ok_or_else(|| format!("plugin {name} is not loaded"))
     };
-    // The plugin counts attempts itself (see PluginHost::process); the delivery count
-    // goes unused here.
-    let handler = |subject: String, body: Vec<u8>, _delivered: i64| {
+    // The plugin counts attempts itself (see PluginHost::process_batch); the delivery
+    // counts go unused here.
+    let handler = |batch: Vec<(Message, i64)>| {
         let (host, name) = (host.clone(), name.clone());
-        async move { host.process(&name, &subject, &body).await }
+        async move {
+            let messages: Vec<Message> = batch.into_iter().map(|(m, _)| m).collect();
+            host.process_batch(&name, &messages).await
+        }
     };
     bind_and_consume(&host, &client, &stream, &durable, subjects, handler, shutdown).await
 }
 
 /// Runs the guard until shutdown: every event on `shop.>` is checked once per fleet.
 pub async fn run_guard(host: Arc<PluginHost>, client: async_nats::Client, stream: StreamSettings, shutdown: watch::Receiver<bool>) {
-    let handler = |subject: String, body: Vec<u8>, attempt: i64| {
+    let handler = |batch: Vec<(Message, i64)>| {
         let host = host.clone();
-        async move { host.guard(&subject, &body, attempt).await }
+        async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for (m, attempt) in batch {
+                out.push(host.guard(&m.subject, &m.body, attempt).await);
+            }
+            out
+        }
     };
     let subjects = || Ok(vec!["shop.>".to_string()]);
     bind_and_consume(&host, &client, &stream, GUARD, subjects, handler, shutdown).await
 }
 
-/// Binds `durable` and feeds each message to `handler`; re-binds after any error.
+/// Binds `durable` and feeds its messages to `handler` in batches (whatever has arrived, up to
+/// the configured batch size), each with its delivery count; acks each message as the handler
+/// says. Re-binds after any error.
 async fn bind_and_consume<H, F>(
     host: &PluginHost,
     client: &async_nats::Client,
@@ -67,8 +78,8 @@ async fn bind_and_consume<H, F>(
     handler: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    H: Fn(String, Vec<u8>, i64) -> F,
-    F: Future<Output = Disposition>,
+    H: Fn(Vec<(Message, i64)>) -> F,
+    F: Future<Output = Vec<Disposition>>,
 {
     while !*shutdown.borrow() {
         let result = async {
@@ -91,11 +102,18 @@ async fn bind_and_consume<H, F>(
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            let batch_size = host.delivery.batch.max(1);
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(batch_size)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut batches = messages.ready_chunks(batch_size);
             let mut recheck = tokio::time::interval(SUBJECTS_RECHECK);
             loop {
                 let next = tokio::select! {
-                    next = messages.next() => next,
+                    next = batches.next() => next,
                     _ = recheck.tick() => {
                         if subjects()? != filter {
                             return Ok::<Bound, String>(Bound::Rebind);
@@ -104,17 +122,28 @@ async fn bind_and_consume<H, F>(
                     }
                     _ = shutdown.changed() => return Ok(Bound::Shutdown),
                 };
-                let msg = next.ok_or("message stream ended")?.map_err(|e| e.to_string())?;
-                let attempt = msg.info().map(|i| i.delivered).unwrap_or(1);
-                let disposition = handler(msg.subject.to_string(), msg.payload.to_vec(), attempt).await;
-                let acked = match disposition {
-                    Disposition::Ack => msg.ack().await,
-                    Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
-                    Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
-                };
-                if let Err(e) = acked {
-                    // Not fatal: JetStream redelivers after ack_wait and the inbox absorbs it.
-                    tracing::warn!(consumer = durable, error = %e, "ack failed");
+                let mut received = Vec::new();
+                for msg in next.ok_or("message stream ended")? {
+                    received.push(msg.map_err(|e| e.to_string())?);
+                }
+                let batch = received
+                    .iter()
+                    .map(|msg| {
+                        let attempt = msg.info().map(|i| i.delivered).unwrap_or(1);
+                        (Message { subject: msg.subject.to_string(), body: msg.payload.to_vec() }, attempt)
+                    })
+                    .collect();
+                let dispositions = handler(batch).await;
+                for (msg, disposition) in received.iter().zip(dispositions) {
+                    let acked = match disposition {
+                        Disposition::Ack => msg.ack().await,
+                        Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+                        Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
+                    };
+                    if let Err(e) = acked {
+                        // Not fatal: JetStream redelivers after ack_wait and the inbox absorbs it.
+                        tracing::warn!(consumer = durable, error = %e, "ack failed");
+                    }
                 }
             }
         }

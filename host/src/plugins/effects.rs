@@ -11,7 +11,8 @@ use super::{
     runtime::{capability_name, Capability, Effect, LoadedPlugin, LogKind},
 };
 use crate::{
-    ids::Snowflake,
+    ids::{Id, Snowflake},
+    money::Money,
     shop::{
         audit_log,
         balance::Balance,
@@ -20,7 +21,7 @@ use crate::{
         steps::{self, GiveBack, Step},
         stock::Stock,
     },
-    store::Tx,
+    store::Conn,
 };
 
 /// The most points per whole 1.00 paid that any points rule may award.
@@ -85,6 +86,38 @@ pub fn capability(effect: &Effect) -> Capability {
     }
 }
 
+/// Effects as the API shows and the inbox records them: a JSON object per effect, with its
+/// `kind` (the capability's name), ids as strings and money as decimal strings, so a recorded
+/// list and a candidate's compare as values.
+pub fn view(effects: &[Effect]) -> serde_json::Value {
+    use serde_json::json;
+    let id = |v: i64| Id(v).to_string();
+    let money = |cents: i64| Money::from_cents(cents).to_string();
+    effects
+        .iter()
+        .map(|effect| {
+            let kind = capability_name(capability(effect));
+            match effect {
+                Effect::RestoreStock(e) => {
+                    json!({"kind": kind, "order_id": id(e.order_id), "goods_id": id(e.goods_id), "quantity": e.quantity})
+                }
+                Effect::ReleaseCoupon(e) => json!({"kind": kind, "order_id": id(e.order_id), "coupon_id": id(e.coupon_id)}),
+                Effect::RefundBalance(e) => {
+                    json!({"kind": kind, "order_id": id(e.order_id), "user_id": id(e.user_id), "amount": money(e.amount)})
+                }
+                Effect::AddPoints(e) => {
+                    json!({"kind": kind, "order_id": id(e.order_id), "user_id": id(e.user_id), "points": e.points})
+                }
+                Effect::AppendLog(e) => json!({
+                    "kind": kind, "order_id": id(e.order_id), "user_id": id(e.user_id),
+                    "log_kind": match e.kind { LogKind::Paid => "paid", LogKind::Cancelled => "cancelled" },
+                    "amount": money(e.amount), "note": e.note,
+                }),
+            }
+        })
+        .collect()
+}
+
 fn ensure(ok: bool, refusal: impl FnOnce() -> Refusal) -> Result<(), Refusal> {
     if ok { Ok(()) } else { Err(refusal()) }
 }
@@ -132,7 +165,7 @@ pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<
 }
 
 /// Applies validated effects inside `tx` (which already holds the plugin's inbox row).
-pub async fn apply(tx: &mut Tx, ids: &Snowflake, plugin: &LoadedPlugin, d: &Delivery, effects: &[Effect]) -> Result<(), ApplyError> {
+pub async fn apply(tx: &mut Conn, ids: &Snowflake, plugin: &LoadedPlugin, d: &Delivery, effects: &[Effect]) -> Result<(), ApplyError> {
     for effect in effects {
         let given = match effect {
             Effect::RestoreStock(e) => {

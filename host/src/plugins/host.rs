@@ -1,10 +1,14 @@
-//! [`PluginHost`]: the live path of a delivery, from a message to its disposition. For one
-//! plugin and one message: parse ([`super::delivery`]) → inbox ([`super::inbox`]) → snapshot
-//! ([`super::reads`]) → dispatch ([`super::dispatch`]) → effects and inbox row in one
-//! transaction ([`super::effects`]) → ack; failures are recorded, retried with backoff and
-//! finally dead-lettered ([`super::dead_letters`]). Redrive takes the same path.
+//! [`PluginHost`]: the live path of deliveries, from messages to their dispositions. For one
+//! plugin and a batch of messages: parse ([`super::delivery`]) → inbox, one query for the
+//! batch ([`super::inbox`]) → snapshots, one query per table ([`super::reads`]) → dispatch,
+//! each event on its own ([`super::dispatch`]) → the effects and inbox rows of the whole
+//! batch in one transaction ([`super::effects`]) → ack. An event that fails goes down the
+//! retry and dead-letter path on its own ([`super::dead_letters`]); the rest commit. Redrive
+//! and replay take the same path.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use sqlx::Connection;
 
 use super::{
     dead_letters::{self, DeadLetterError, Letter},
@@ -12,10 +16,10 @@ use super::{
     dispatch::{self, Failure},
     effects, inbox, reads,
     registry::Registry,
-    runtime::{LoadedPlugin, Runtime},
+    runtime::{Effect, LoadedPlugin, Runtime},
     DeliverySettings, Disposition, GUARD,
 };
-use crate::{ids::Id, shop::Shop};
+use crate::{ids::Id, shop::Shop, store::Conn};
 
 pub struct PluginHost {
     pub registry: Registry,
@@ -23,6 +27,28 @@ pub struct PluginHost {
     shop: Arc<Shop>,
     config: HashMap<String, Arc<HashMap<String, String>>>,
     pub delivery: DeliverySettings,
+}
+
+/// A message as a consumer received it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub subject: String,
+    pub body: Vec<u8>,
+}
+
+/// What happened to one event that was run and (if it produced effects) applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Its effects and inbox row are committed.
+    Now,
+    /// Another delivery or host applied it meanwhile: nothing was done again.
+    Before,
+}
+
+/// An event ready to run: parsed, not applied yet, and the number of this attempt.
+pub struct Ready<'a> {
+    pub delivery: &'a Delivery,
+    pub attempt: i64,
 }
 
 impl PluginHost {
@@ -42,68 +68,202 @@ impl PluginHost {
         }
     }
 
+    pub fn shop(&self) -> &Arc<Shop> {
+        &self.shop
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The plugin's configuration values.
+    pub fn config_of(&self, plugin: &str) -> Arc<HashMap<String, String>> {
+        self.config.get(plugin).cloned().unwrap_or_default()
+    }
+
     fn backoff(&self, attempt: i64) -> Duration {
         let factor = 1u32 << attempt.clamp(1, 16).saturating_sub(1) as u32;
         self.delivery.base_delay.saturating_mul(factor).min(self.delivery.max_delay)
     }
 
-    /// Handles one delivery of `body` on `subject` for plugin `name`. The one path behind
-    /// the consumers and redrive. Attempts are counted from the failures this host recorded,
-    /// not from JetStream's delivery count, which also grows while a plugin is disabled or
-    /// when a dead host's deliveries come back: neither is the plugin failing.
+    /// Handles one delivery: [`process_batch`](Self::process_batch) of one.
     pub async fn process(&self, name: &str, subject: &str, body: &[u8]) -> Disposition {
+        let message = Message { subject: subject.to_owned(), body: body.to_vec() };
+        self.process_batch(name, std::slice::from_ref(&message)).await.pop().expect("one disposition per message")
+    }
+
+    /// Handles a batch of deliveries for plugin `name`: one disposition per message, in
+    /// order. Attempts are counted from the failures this host recorded, not from
+    /// JetStream's delivery count, which also grows while a plugin is disabled or when a dead
+    /// host's deliveries come back: neither is the plugin failing.
+    pub async fn process_batch(&self, name: &str, batch: &[Message]) -> Vec<Disposition> {
         let Some(plugin) = self.registry.runnable(name) else {
-            // Unknown or disabled: the event waits in JetStream.
-            return Disposition::Retry(self.delivery.max_delay);
+            // Unknown or disabled: the events wait in JetStream.
+            return vec![Disposition::Retry(self.delivery.max_delay); batch.len()];
         };
-        let d = match delivery::parse(subject, body) {
-            Ok(d) => d,
-            Err(reason) => return self.malformed(&plugin.name, plugin.version(), subject, body, &reason, 1).await,
-        };
-        let attempt = match inbox::state(&self.shop.db, name, &d).await {
-            Ok(inbox::State::Applied) => return Disposition::Ack, // a redelivery of an applied event
-            Ok(state) => state.next_attempt(),
+        let mut out = vec![Disposition::Ack; batch.len()];
+        let mut parsed = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            match delivery::parse(&m.subject, &m.body) {
+                Ok(d) => parsed.push((i, d)),
+                Err(reason) => out[i] = self.malformed(&plugin.name, plugin.version(), &m.subject, &m.body, &reason, 1).await,
+            }
+        }
+        let deliveries: Vec<&Delivery> = parsed.iter().map(|(_, d)| d).collect();
+        let entries = match inbox::lookup(&self.shop.db, name, &deliveries).await {
+            Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(plugin = name, error = %e, "inbox unreadable; will retry");
-                return Disposition::Retry(self.backoff(1));
+                for (i, _) in &parsed {
+                    out[*i] = Disposition::Retry(self.backoff(1));
+                }
+                return out;
             }
         };
-        let outcome = self.attempt(&plugin, &d, attempt).await;
-        self.registry.count(name, outcome.is_err());
-        let failure = match outcome {
-            Ok(()) => return Disposition::Ack,
-            Err(failure) => failure,
+        // A redelivery of an applied event only acks.
+        let todo: Vec<(usize, Ready)> = parsed
+            .iter()
+            .zip(&entries)
+            .filter(|(_, entry)| entry.state != inbox::State::Applied)
+            .map(|((i, d), entry)| (*i, Ready { delivery: d, attempt: entry.state.next_attempt() }))
+            .collect();
+        let ready: Vec<&Ready> = todo.iter().map(|(_, r)| r).collect();
+        let results = self.run_and_apply(&plugin, &ready).await;
+        for ((i, r), result) in todo.iter().zip(results) {
+            self.registry.count(name, result.is_err());
+            if let Err(failure) = result {
+                out[*i] = self.failed(&plugin, r.delivery, r.attempt, failure).await;
+            }
+        }
+        out
+    }
+
+    /// Runs events through `plugin` and applies what they produce: one result per event, in
+    /// order. Events of one order never share a wave, so each runs on the state its
+    /// predecessor left; each wave's effects commit in one transaction.
+    pub async fn run_and_apply(&self, plugin: &Arc<LoadedPlugin>, events: &[&Ready<'_>]) -> Vec<Result<Applied, Failure>> {
+        let mut results: Vec<Option<Result<Applied, Failure>>> = events.iter().map(|_| None).collect();
+        for wave in waves(events) {
+            let ready: Vec<&Ready> = wave.iter().map(|i| events[*i]).collect();
+            for (i, result) in wave.into_iter().zip(self.run_wave(plugin, &ready).await) {
+                results[i] = Some(result);
+            }
+        }
+        results.into_iter().map(|r| r.expect("every event is in a wave")).collect()
+    }
+
+    async fn run_wave(&self, plugin: &Arc<LoadedPlugin>, wave: &[&Ready<'_>]) -> Vec<Result<Applied, Failure>> {
+        let deliveries: Vec<&Delivery> = wave.iter().map(|r| r.delivery).collect();
+        let snapshots = match reads::snapshots(&self.shop, &deliveries).await {
+            Ok(s) => s,
+            Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
         };
+        let config = self.config_of(&plugin.name);
+        // The guests run on this thread, each for at most its deadline; block_in_place keeps
+        // the runtime's other tasks moving meanwhile.
+        let produced: Vec<Result<(Vec<_>, inbox::Recorded), Failure>> = tokio::task::block_in_place(|| {
+            wave.iter()
+                .zip(snapshots)
+                .map(|(r, snapshot)| {
+                    let reads = serde_json::to_string(&snapshot).expect("a snapshot serialises");
+                    let effects = dispatch::run(&self.runtime, plugin, r.delivery, snapshot, config.clone())?;
+                    let recorded = inbox::Recorded { count: effects.len(), effects: effects::view(&effects).to_string(), reads };
+                    Ok((effects, recorded))
+                })
+                .collect()
+        });
+        self.commit_wave(plugin, wave, produced).await
+    }
+
+    /// Commits the wave's effects in one transaction. Should one event's effects fail there
+    /// (a refused give-back, a constraint), the wave is redone with a savepoint per event,
+    /// so that event fails alone and the rest still commit.
+    async fn commit_wave(
+        &self,
+        plugin: &LoadedPlugin,
+        wave: &[&Ready<'_>],
+        produced: Vec<Result<(Vec<Effect>, inbox::Recorded), Failure>>,
+    ) -> Vec<Result<Applied, Failure>> {
+        let whole = async {
+            let mut tx = self.shop.db.begin().await?;
+            let mut applied = Vec::with_capacity(wave.len());
+            for (r, p) in wave.iter().zip(&produced) {
+                applied.push(match p {
+                    Ok((effects, recorded)) => Some(self.apply(&mut tx, plugin, r, effects, recorded).await?),
+                    Err(_) => None,
+                });
+            }
+            tx.commit().await?;
+            Ok::<_, Failure>(applied)
+        };
+        match whole.await {
+            Ok(applied) => produced.into_iter().zip(applied).map(|(p, a)| p.map(|_| a.expect("applied what ran"))).collect(),
+            Err(first) => {
+                tracing::debug!(plugin = %plugin.name, error = %first, "a wave failed as a whole; applying one by one");
+                self.commit_one_by_one(plugin, wave, produced).await
+            }
+        }
+    }
+
+    async fn commit_one_by_one(
+        &self,
+        plugin: &LoadedPlugin,
+        wave: &[&Ready<'_>],
+        produced: Vec<Result<(Vec<Effect>, inbox::Recorded), Failure>>,
+    ) -> Vec<Result<Applied, Failure>> {
+        let mut tx = match self.shop.db.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
+        };
+        let mut results = Vec::with_capacity(wave.len());
+        for (r, p) in wave.iter().zip(produced) {
+            let (effects, recorded) = match p {
+                Ok(ok) => ok,
+                Err(failure) => {
+                    results.push(Err(failure));
+                    continue;
+                }
+            };
+            let attempt = async {
+                let mut savepoint = tx.begin().await?;
+                let applied = self.apply(&mut savepoint, plugin, r, &effects, &recorded).await?;
+                savepoint.commit().await?;
+                Ok::<_, Failure>(applied)
+            };
+            results.push(attempt.await); // a failed savepoint rolls back when dropped
+        }
+        if let Err(e) = tx.commit().await {
+            return results.into_iter().map(|r| r.and(Err(Failure::Db(clone_db_error(&e))))).collect();
+        }
+        results
+    }
+
+    /// The inbox row, then the effects, in `tx`.
+    async fn apply(&self, tx: &mut Conn, plugin: &LoadedPlugin, r: &Ready<'_>, effects: &[Effect], recorded: &inbox::Recorded) -> Result<Applied, Failure> {
+        if !inbox::mark_applied(tx, plugin, r.delivery, r.attempt, recorded).await? {
+            return Ok(Applied::Before);
+        }
+        effects::apply(tx, &self.shop.ids, plugin, r.delivery, effects).await?;
+        Ok(Applied::Now)
+    }
+
+    /// A failed attempt: recorded, then retried later or dead-lettered.
+    async fn failed(&self, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, failure: Failure) -> Disposition {
         let reason = failure.to_string();
         if failure.is_permanent() {
-            return self.dead_letter(&plugin, &d, &reason, attempt).await;
+            return self.dead_letter(plugin, d, &reason, attempt).await;
         }
-        tracing::warn!(plugin = name, event = %d.id, attempt, %reason, "plugin attempt failed");
-        if let Err(e) = inbox::record_failure(&self.shop.db, name, &d, attempt, &reason).await {
+        tracing::warn!(plugin = %plugin.name, event = %d.id, attempt, %reason, "plugin attempt failed");
+        if let Err(e) = inbox::record_failure(&self.shop.db, &plugin.name, d, attempt, &reason).await {
             // Unrecorded, this attempt is not counted: better one retry too many than an
             // event dead-lettered early.
             tracing::warn!(error = %e, "could not record the failed attempt");
         }
         if attempt >= self.delivery.max_attempts {
-            self.dead_letter(&plugin, &d, &reason, attempt).await
+            self.dead_letter(plugin, d, &reason, attempt).await
         } else {
             Disposition::Retry(self.backoff(attempt))
         }
-    }
-
-    /// Invokes the plugin on a fresh snapshot and applies its effects with the inbox row.
-    async fn attempt(&self, plugin: &Arc<LoadedPlugin>, d: &Delivery, attempt: i64) -> Result<(), Failure> {
-        let snapshot = reads::snapshot(&self.shop, d).await?;
-        let config = self.config.get(&plugin.name).cloned().unwrap_or_default();
-        // block_in_place keeps the runtime's other tasks moving while the guest runs.
-        let effects = tokio::task::block_in_place(|| dispatch::run(&self.runtime, plugin, d, snapshot, config))?;
-        let mut tx = self.shop.db.begin().await?;
-        if !inbox::mark_applied(&mut tx, plugin, d, attempt, effects.len()).await? {
-            return Ok(()); // applied meanwhile, by another delivery or host
-        }
-        effects::apply(&mut tx, &self.shop.ids, plugin, d, &effects).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The guard's check of any event on `shop.>`: a malformed one is dead-lettered under
@@ -158,10 +318,13 @@ impl PluginHost {
             Err(reason) => format!("still malformed: {reason}"),
             Ok(d) => match inbox::state(&self.shop.db, &plugin, &d).await? {
                 inbox::State::Applied => "applied".to_string(), // applied meanwhile: nothing to do
-                state => match self.attempt(&current, &d, state.next_attempt()).await {
-                    Ok(()) => "applied".to_string(),
-                    Err(failure) => format!("failed: {failure}"),
-                },
+                state => {
+                    let ready = Ready { delivery: &d, attempt: state.next_attempt() };
+                    match self.run_and_apply(&current, &[&ready]).await.pop().expect("one result") {
+                        Ok(_) => "applied".to_string(),
+                        Err(failure) => format!("failed: {failure}"),
+                    }
+                }
             },
         };
         dead_letters::record_redrive(&self.shop.db, id, result == "applied", &result).await?;
@@ -183,4 +346,25 @@ impl PluginHost {
         }
         Ok(results)
     }
+}
+
+/// Splits events into waves in which no order appears twice: the first wave takes each
+/// order's first event, the second each order's second, and so on. Each wave lists the
+/// events' positions, in order.
+fn waves(events: &[&Ready<'_>]) -> Vec<Vec<usize>> {
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    let mut seen: HashMap<i64, usize> = HashMap::new(); // order → how many of its events so far
+    for (i, r) in events.iter().enumerate() {
+        let wave = *seen.entry(r.delivery.event.order_id()).and_modify(|n| *n += 1).or_insert(0);
+        if waves.len() <= wave {
+            waves.push(Vec::new());
+        }
+        waves[wave].push(i);
+    }
+    waves
+}
+
+/// A database error for each of several events (sqlx errors do not clone).
+fn clone_db_error(e: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(e.to_string())
 }

@@ -4,10 +4,15 @@
 //! acks, however long after JetStream's de-duplication window it arrives; status 2 counts a
 //! plugin's failed attempts at an event that is not applied yet.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::{delivery::Delivery, runtime::LoadedPlugin};
-use crate::{ids::now_ms, store::{Db, Tx}};
+use crate::{
+    ids::now_ms,
+    store::{placeholders, Conn, Db},
+};
 
 /// What a plugin's inbox says about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,51 +33,75 @@ impl State {
     }
 }
 
+/// What the inbox holds for one event: its state and, once applied, the effects and reads
+/// recorded with it (JSON; `None` for events applied before recording began).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub state: State,
+    pub effects: Option<String>,
+    pub reads: Option<String>,
+}
+
+/// The inbox entries of `plugin` for `events`, in their order, in one query.
+pub async fn lookup(db: &Db, plugin: &str, events: &[&Delivery]) -> Result<Vec<Entry>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT msg_tag, msg_key, consumer_status, consumer_times, effects, reads FROM trade_mq_consumer_log
+          WHERE group_name = $1 AND msg_key IN ({})",
+        placeholders(2, events.len())
+    );
+    let query = events.iter().fold(sqlx::query(&sql).bind(plugin), |q, d| q.bind(&d.id));
+    let mut found = HashMap::new();
+    for r in query.fetch_all(db.pool()).await? {
+        let state = match r.try_get::<i64, _>(2)? {
+            1 => State::Applied,
+            _ => State::Failed(r.try_get(3)?),
+        };
+        let key: (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        found.insert(key, Entry { state, effects: r.try_get(4)?, reads: r.try_get(5)? });
+    }
+    let new = Entry { state: State::New, effects: None, reads: None };
+    Ok(events.iter().map(|d| found.remove(&(d.subject.clone(), d.id.clone())).unwrap_or_else(|| new.clone())).collect())
+}
+
 pub async fn state(db: &Db, plugin: &str, d: &Delivery) -> Result<State, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT consumer_status, consumer_times FROM trade_mq_consumer_log
-          WHERE group_name = $1 AND msg_tag = $2 AND msg_key = $3",
-    )
-    .bind(plugin)
-    .bind(&d.subject)
-    .bind(&d.id)
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(match row {
-        None => State::New,
-        Some(r) if r.try_get::<i64, _>(0)? == 1 => State::Applied,
-        Some(r) => State::Failed(r.try_get(1)?),
-    })
+    Ok(lookup(db, plugin, &[d]).await?.pop().map_or(State::New, |e| e.state))
 }
 
 /// Marks the event applied by `plugin` inside `tx`, the transaction its effects go into.
 /// `false`: it was applied before (by another delivery or host); the caller applies nothing.
 /// Written first in the transaction: it is the idempotency fence, and a write (SQLite then
 /// holds the write lock from the start).
-pub async fn mark_applied(tx: &mut Tx, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, effects: usize) -> Result<bool, sqlx::Error> {
+/// `recorded` is what replay compares against later: the effects (as JSON) and the
+/// snapshot the plugin was given (as JSON).
+pub async fn mark_applied(tx: &mut Conn, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, recorded: &Recorded) -> Result<bool, sqlx::Error> {
     let fresh = sqlx::query(
         "INSERT INTO trade_mq_consumer_log (group_name, msg_tag, msg_key, msg_id, msg_body,
-             consumer_status, consumer_times, consumer_timestamp, remark, plugin_version, plugin_sha256)
-         VALUES ($1, $2, $3, $3, $4, 1, $5, $6, $7, $8, $9)
+             consumer_status, consumer_times, consumer_timestamp, remark, plugin_version, plugin_sha256, effects, reads)
+         VALUES ($1, $2, $3, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (group_name, msg_tag, msg_key) DO UPDATE
             SET consumer_status = 1, consumer_times = excluded.consumer_times,
                 consumer_timestamp = excluded.consumer_timestamp, remark = excluded.remark,
-                plugin_version = excluded.plugin_version, plugin_sha256 = excluded.plugin_sha256
+                plugin_version = excluded.plugin_version, plugin_sha256 = excluded.plugin_sha256,
+                effects = excluded.effects, reads = excluded.reads
           WHERE trade_mq_consumer_log.consumer_status <> 1",
-    )
-    .bind(&plugin.name)
-    .bind(&d.subject)
-    .bind(&d.id)
-    .bind(&d.body)
-    .bind(attempt)
-    .bind(now_ms())
-    .bind(format!("{effects} effect(s)"))
-    .bind(plugin.version())
-    .bind(&plugin.sha256)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(fresh == 1)
+    );
+    let query = fresh.bind(&plugin.name).bind(&d.subject).bind(&d.id).bind(&d.body).bind(attempt).bind(now_ms());
+    let query = query.bind(format!("{} effect(s)", recorded.count)).bind(plugin.version()).bind(&plugin.sha256);
+    let applied = query.bind(&recorded.effects).bind(&recorded.reads).execute(&mut *tx).await?.rows_affected();
+    Ok(applied == 1)
+}
+
+/// What is recorded with an applied event.
+pub struct Recorded {
+    /// How many effects.
+    pub count: usize,
+    /// The effects, as JSON (see [`super::effects::view`]).
+    pub effects: String,
+    /// The snapshot the plugin was given, as JSON.
+    pub reads: String,
 }
 
 /// Records a failed attempt (outside the failed transaction) for operators and retries.

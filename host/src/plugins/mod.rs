@@ -45,6 +45,8 @@ pub const GUARD: &str = "shopmesh-guard";
 pub struct DeliverySettings {
     /// Attempts before an event is dead-lettered.
     pub max_attempts: i64,
+    /// The most deliveries a consumer takes at once (run together, committed together).
+    pub batch: usize,
     /// Delay before the second attempt; doubles each time, up to `max_delay`.
     pub base_delay: Duration,
     pub max_delay: Duration,

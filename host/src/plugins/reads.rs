@@ -3,13 +3,15 @@
 //! cannot block a database connection, and its deadline measures only its own work) and
 //! makes a plugin a pure function of (event, snapshot, config), which replay relies on.
 
+use std::collections::HashMap;
+
 use super::{delivery::{Delivery, DomainEvent}, runtime::shop::plugin::types as wit};
 use crate::{
     ids::Id,
-    shop::{coupons::Coupon, orders::Order, steps::{self, Step}, stock::Goods, users::User, Shop, ShopError},
+    shop::{coupons::Coupon, orders::Order, steps::{self, Step}, stock::Goods, users::User, Shop},
 };
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub order_id: Option<i64>,
     pub order: Option<wit::Order>,
@@ -19,46 +21,57 @@ pub struct Snapshot {
     pub steps: Vec<wit::StepRecord>,
 }
 
-fn found<T>(r: Result<T, ShopError>) -> Result<Option<T>, sqlx::Error> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(ShopError::Storage(e)) => Err(e),
-        Err(_) => Ok(None),
-    }
+/// The snapshot of one event.
+pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error> {
+    Ok(snapshots(shop, &[d]).await?.pop().unwrap_or_default())
 }
 
-pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error> {
-    let order_id = d.event.order_id();
-    let order = found(shop.get::<Order>(Id(order_id)).await)?;
-    let goods_id = match &d.event {
+/// The snapshots of several events, read together: one query per table, whatever the count.
+pub async fn snapshots(shop: &Shop, events: &[&Delivery]) -> Result<Vec<Snapshot>, sqlx::Error> {
+    let order_ids = distinct(events.iter().map(|d| Id(d.event.order_id())));
+    let orders = shop.get_many::<Order>(&order_ids).await?;
+    let goods_of = |d: &Delivery| match &d.event {
         DomainEvent::Cancel(e) => Some(e.goods_id),
         DomainEvent::Confirmed(e) => Some(e.goods_id),
-        DomainEvent::Paid(_) => order.as_ref().map(|o| o.goods_id),
+        DomainEvent::Paid(_) => orders.get(&Id(d.event.order_id())).map(|o| o.goods_id),
     };
-    let coupon_id = order.as_ref().and_then(|o| o.coupon_id);
-    let goods = match goods_id {
-        Some(id) => found(shop.get::<Goods>(id).await)?,
-        None => None,
-    };
-    let coupon = match coupon_id {
-        Some(id) => found(shop.get::<Coupon>(id).await)?,
-        None => None,
-    };
-    let user = found(shop.get::<User>(Id(d.event.user_id())).await)?;
-    let steps = steps::of_orders(shop.db.pool(), &[order_id])
-        .await?
-        .into_iter()
-        .map(|r| wit::StepRecord {
-            step: match r.step {
-                Step::Stock => wit::Step::Stock,
-                Step::Coupon => wit::Step::Coupon,
-                Step::Balance | Step::Confirm => wit::Step::Balance,
-            },
-            action: if r.forward { wit::StepAction::Forward } else { wit::StepAction::Giveback },
-            amount: r.amount,
+    let goods = shop.get_many::<Goods>(&distinct(events.iter().filter_map(|d| goods_of(d)))).await?;
+    let coupons = shop.get_many::<Coupon>(&distinct(orders.values().filter_map(|o| o.coupon_id))).await?;
+    let users = shop.get_many::<User>(&distinct(events.iter().map(|d| Id(d.event.user_id())))).await?;
+    let mut steps: HashMap<i64, Vec<wit::StepRecord>> = HashMap::new();
+    for r in steps::of_orders(shop.db.pool(), &order_ids.iter().map(|id| id.0).collect::<Vec<_>>()).await? {
+        let step = match r.step {
+            Step::Stock => wit::Step::Stock,
+            Step::Coupon => wit::Step::Coupon,
+            Step::Balance | Step::Confirm => wit::Step::Balance,
+        };
+        let action = if r.forward { wit::StepAction::Forward } else { wit::StepAction::Giveback };
+        steps.entry(r.order_id).or_default().push(wit::StepRecord { step, action, amount: r.amount });
+    }
+    Ok(events
+        .iter()
+        .map(|d| {
+            let order_id = d.event.order_id();
+            let order = orders.get(&Id(order_id)).cloned();
+            let coupon = order.as_ref().and_then(|o| o.coupon_id).and_then(|c| coupons.get(&c).cloned());
+            let goods = goods_of(d).and_then(|g| goods.get(&g).cloned());
+            let user = users.get(&Id(d.event.user_id())).cloned();
+            let steps = steps.get(&order_id).cloned().unwrap_or_default();
+            assemble(order_id, order, goods, user, coupon, steps)
         })
-        .collect();
-    Ok(Snapshot {
+        .collect())
+}
+
+fn distinct(ids: impl Iterator<Item = Id>) -> Vec<Id> {
+    let mut ids: Vec<Id> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The shop's rows as the plugin world spells them.
+fn assemble(order_id: i64, order: Option<Order>, goods: Option<Goods>, user: Option<User>, coupon: Option<Coupon>, steps: Vec<wit::StepRecord>) -> Snapshot {
+    Snapshot {
         order_id: Some(order_id),
         order: order.map(|o| wit::Order {
             order_id: o.order_id.0,
@@ -94,5 +107,5 @@ pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error
             is_used: c.is_used != 0,
         }),
         steps,
-    })
+    }
 }

@@ -23,6 +23,8 @@ use super::reads::Snapshot;
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
+    // Snapshots are recorded with each applied event (and fed back in by replay).
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 // `manifest`, `event`, `effect` and `plugin-error` come to the root through the world's `use`.

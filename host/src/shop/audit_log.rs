@@ -1,7 +1,7 @@
 //! The audit log (`shop_audit_log`): the payment log and the cancellation trail, written by
 //! the append-log effect; each row names the event and the plugin version behind it.
 
-use crate::{ids::now_ms, store::Tx};
+use crate::{ids::now_ms, store::Conn};
 
 /// One audit row.
 pub struct Entry<'a> {
@@ -16,7 +16,7 @@ pub struct Entry<'a> {
     pub plugin_version: &'a str,
 }
 
-pub async fn append(tx: &mut Tx, e: Entry<'_>) -> Result<(), sqlx::Error> {
+pub async fn append(tx: &mut Conn, e: Entry<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO shop_audit_log (id, order_id, user_id, kind, amount, note, event_id, plugin_version, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -30,7 +30,7 @@ pub async fn append(tx: &mut Tx, e: Entry<'_>) -> Result<(), sqlx::Error> {
     .bind(e.event_id)
     .bind(e.plugin_version)
     .bind(now_ms())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

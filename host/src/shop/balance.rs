@@ -3,7 +3,7 @@
 //! effect refunds through the one [`Balance::shift`], fenced by [`super::steps`].
 
 use super::steps::{counted_shift, Step, Taken};
-use crate::store::Tx;
+use crate::store::Conn;
 
 /// A user's balance, in cents.
 pub struct Balance {
@@ -13,7 +13,7 @@ pub struct Balance {
 impl Taken for Balance {
     const STEP: Step = Step::Balance;
 
-    async fn shift(&self, tx: &mut Tx, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
+    async fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
         // Conditional, never read-modify-write: a balance never goes below zero. The log
         // row carries the amount; its type says which way it went.
         const SQL: (&str, &str) = (

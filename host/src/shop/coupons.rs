@@ -11,7 +11,7 @@ use crate::{
     timestamp::Timestamp,
     ids::{now_ms, Id},
     money::Money,
-    store::Tx,
+    store::Conn,
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
@@ -32,7 +32,7 @@ pub struct NewCoupon {
     pub user_id: Id,
 }
 
-entity!(Coupon, "trade_coupon", "coupon_id", CouponNotFound);
+entity!(Coupon, "trade_coupon", coupon_id, CouponNotFound);
 
 impl Shop {
     pub async fn add_coupon(&self, new: NewCoupon) -> Result<Coupon, ShopError> {
@@ -63,7 +63,7 @@ impl Taken for CouponUse {
 
     /// `delta` < 0 uses the coupon for the order (only an unused coupon of this user);
     /// otherwise releases it (only from this order).
-    async fn shift(&self, tx: &mut Tx, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
+    async fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
         let query = if delta < 0 {
             sqlx::query(
                 "UPDATE trade_coupon SET is_used = 1, order_id = $1, used_time = $2
@@ -78,7 +78,7 @@ impl Taken for CouponUse {
             )
             .bind(order_id)
         };
-        let changed = query.bind(self.coupon_id).bind(self.user_id).execute(&mut **tx).await?.rows_affected();
+        let changed = query.bind(self.coupon_id).bind(self.user_id).execute(&mut *tx).await?.rows_affected();
         Ok(changed == 1)
     }
 }

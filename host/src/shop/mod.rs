@@ -17,12 +17,16 @@
 //! Takes and give-backs share one piece per resource ([`steps::Taken::shift`]); the fence
 //! (nothing taken, nothing given; never twice) is written once, in [`steps`].
 
-/// `entity!(Type, "table", "id_column", NotFoundVariant)`: `Type` is an [`Entity`] read by
-/// its id from `table`. (Defined before the modules below, which use it.)
+/// `entity!(Type, "table", id_column, NotFoundVariant)`: `Type` is an [`Entity`] read by its
+/// id from `table`. (Defined before the modules below, which use it.)
 macro_rules! entity {
-    ($ty:ty, $table:literal, $id:literal, $missing:ident) => {
+    ($ty:ty, $table:literal, $id:ident, $missing:ident) => {
         impl $crate::shop::Entity for $ty {
-            const BY_ID: &'static str = concat!("SELECT * FROM ", $table, " WHERE ", $id, " = $1");
+            const TABLE: &'static str = $table;
+            const ID_COLUMN: &'static str = stringify!($id);
+            fn id(&self) -> $crate::ids::Id {
+                self.$id
+            }
             fn not_found(id: $crate::ids::Id) -> $crate::shop::ShopError {
                 $crate::shop::ShopError::$missing(id)
             }
@@ -44,7 +48,7 @@ pub mod stock;
 pub mod sweeper;
 pub mod users;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use sqlx::any::AnyRow;
 use tokio::sync::Notify;
@@ -53,7 +57,7 @@ pub use self::error::{ShopError, StepFailure};
 use crate::{
     ids::{Id, Snowflake},
     money::Money,
-    store::Db,
+    store::{placeholders, Db},
 };
 
 pub struct Shop {
@@ -74,15 +78,25 @@ pub(crate) fn not_negative(m: Money, field: &str) -> Result<(), ShopError> {
 
 /// A row the shop reads by its id: goods, users, coupons, orders, payments.
 pub trait Entity: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin {
-    /// Selects the row by `$1` = its id.
-    const BY_ID: &'static str;
+    const TABLE: &'static str;
+    const ID_COLUMN: &'static str;
+    fn id(&self) -> Id;
     fn not_found(id: Id) -> ShopError;
 }
 
 impl Shop {
     /// The `T` with this id.
     pub async fn get<T: Entity>(&self, id: Id) -> Result<T, ShopError> {
-        let row: Option<T> = sqlx::query_as(T::BY_ID).bind(id).fetch_optional(self.db.pool()).await?;
-        row.ok_or_else(|| T::not_found(id))
+        self.get_many::<T>(&[id]).await?.remove(&id).ok_or_else(|| T::not_found(id))
+    }
+
+    /// The `T`s with these ids that exist, in one query.
+    pub async fn get_many<T: Entity>(&self, ids: &[Id]) -> Result<HashMap<Id, T>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!("SELECT * FROM {} WHERE {} IN ({})", T::TABLE, T::ID_COLUMN, placeholders(1, ids.len()));
+        let query = ids.iter().fold(sqlx::query_as::<_, T>(&sql), |q, id| q.bind(*id));
+        Ok(query.fetch_all(self.db.pool()).await?.into_iter().map(|row| (row.id(), row)).collect())
     }
 }

@@ -31,7 +31,7 @@ use crate::{
     ids::{now_ms, Id},
     money::Money,
     outbox,
-    store::Tx,
+    store::Conn,
 };
 
 /// An order as the user submits it. The client states the price, shipping fee and order
@@ -89,7 +89,7 @@ pub const STATUS_PREORDER: i64 = 0;
 pub const STATUS_CONFIRMED: i64 = 1;
 pub const STATUS_CANCELLED: i64 = 2;
 
-entity!(Order, "trade_order", "order_id", OrderNotFound);
+entity!(Order, "trade_order", order_id, OrderNotFound);
 
 impl Shop {
     /// Places and confirms an order; see the module documentation for the steps.
@@ -172,7 +172,7 @@ impl Shop {
     }
 
     /// The step's conditional change plus its record; `false` when the condition failed.
-    async fn apply_step(&self, tx: &mut Tx, order_id: Id, step: Step, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
+    async fn apply_step(&self, tx: &mut Conn, order_id: Id, step: Step, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
         let (user_id, order_id) = (req.user_id.0, order_id.0);
         match step {
             Step::Stock => steps::take(tx, order_id, &Stock { goods_id: req.goods_id.0 }, req.goods_number).await,
@@ -186,14 +186,14 @@ impl Shop {
     }
 
     /// Confirms the pre-order and writes its order-confirmed event.
-    async fn confirm(&self, tx: &mut Tx, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
+    async fn confirm(&self, tx: &mut Conn, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
         let n = sqlx::query(
             "UPDATE trade_order SET order_status = 1, confirm_time = $1
               WHERE order_id = $2 AND order_status = 0",
         )
         .bind(now_ms())
         .bind(order_id.0)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 1 {

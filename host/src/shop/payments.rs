@@ -55,7 +55,7 @@ pub enum CallbackOutcome {
     NotPaid,
 }
 
-entity!(Payment, "trade_pay", "pay_id", PaymentNotFound);
+entity!(Payment, "trade_pay", pay_id, PaymentNotFound);
 
 impl Shop {
     /// Creates the order's payment, or returns the unpaid one it already has.

@@ -12,7 +12,7 @@ use std::{fmt, future::Future};
 
 use sqlx::Row;
 
-use crate::{ids::now_ms, store::Tx};
+use crate::{ids::now_ms, store::Conn};
 
 /// A forward step of the order flow after the pre-order is saved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,21 +60,21 @@ pub trait Taken {
     const STEP: Step;
     /// Moves the resource for `order_id` by `delta` (negative takes, positive gives back),
     /// with its log row. A take that finds too little changes nothing and answers `false`.
-    fn shift(&self, tx: &mut Tx, order_id: i64, delta: i64) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+    fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 }
 
 /// The shape of a counted resource's [`Taken::shift`]: `update` ($1 = delta, $2 = `key`)
 /// changes a counter only where it stays ≥ 0; when it did, `log` ($1 = `key`, $2 = order,
 /// $3 = 1 for a take or 2 for a give-back, $4 = `logged`, $5 = now) records the movement.
 pub(crate) async fn counted_shift(
-    tx: &mut Tx,
+    tx: &mut Conn,
     (update, log): (&'static str, &'static str),
     key: i64,
     order_id: i64,
     delta: i64,
     logged: i64,
 ) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(update).bind(delta).bind(key).execute(&mut **tx).await?.rows_affected() == 1;
+    let changed = sqlx::query(update).bind(delta).bind(key).execute(&mut *tx).await?.rows_affected() == 1;
     if changed {
         sqlx::query(log)
             .bind(key)
@@ -82,7 +82,7 @@ pub(crate) async fn counted_shift(
             .bind(if delta < 0 { 1i64 } else { 2 })
             .bind(logged)
             .bind(now_ms())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     Ok(changed)
@@ -102,7 +102,7 @@ pub enum GiveBack {
 
 /// Takes `amount` of `resource` for an order's step: the conditional change and its
 /// forward record, or nothing (`false`) when the condition does not hold.
-pub async fn take(tx: &mut Tx, order_id: i64, resource: &impl Taken, amount: i64) -> Result<bool, sqlx::Error> {
+pub async fn take(tx: &mut Conn, order_id: i64, resource: &impl Taken, amount: i64) -> Result<bool, sqlx::Error> {
     let taken = resource.shift(tx, order_id, -amount).await?;
     if taken {
         insert(tx, order_id, resource_step(resource), "forward", amount, false).await?;
@@ -111,14 +111,14 @@ pub async fn take(tx: &mut Tx, order_id: i64, resource: &impl Taken, amount: i64
 }
 
 /// Gives back what an order's step took, fenced by its records (see the module docs).
-pub async fn give_back(tx: &mut Tx, order_id: i64, resource: &impl Taken, amount: i64) -> Result<GiveBack, sqlx::Error> {
+pub async fn give_back(tx: &mut Conn, order_id: i64, resource: &impl Taken, amount: i64) -> Result<GiveBack, sqlx::Error> {
     let step = resource_step(resource);
     let forward: Option<i64> = sqlx::query_scalar(
         "SELECT amount FROM shop_order_step WHERE order_id = $1 AND step = $2 AND action = 'forward'",
     )
     .bind(order_id)
     .bind(step.as_str())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     match forward {
         None => return Ok(GiveBack::NothingTaken),
@@ -137,7 +137,7 @@ fn resource_step<R: Taken>(_: &R) -> Step {
 }
 
 /// Writes a record; `once`: a record already there is left alone (`false`).
-async fn insert(tx: &mut Tx, order_id: i64, step: Step, action: &str, amount: i64, once: bool) -> Result<bool, sqlx::Error> {
+async fn insert(tx: &mut Conn, order_id: i64, step: Step, action: &str, amount: i64, once: bool) -> Result<bool, sqlx::Error> {
     let sql = if once {
         "INSERT INTO shop_order_step (order_id, step, action, amount, created_at)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
@@ -150,7 +150,7 @@ async fn insert(tx: &mut Tx, order_id: i64, step: Step, action: &str, amount: i6
         .bind(action)
         .bind(amount)
         .bind(now_ms())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
     Ok(inserted == 1)

@@ -12,7 +12,7 @@ use crate::{
     timestamp::Timestamp,
     ids::{now_ms, Id},
     money::Money,
-    store::Tx,
+    store::Conn,
 };
 
 /// Goods and their stock.
@@ -38,7 +38,7 @@ pub struct NewGoods {
     pub goods_desc: String,
 }
 
-entity!(Goods, "trade_goods", "goods_id", GoodsNotFound);
+entity!(Goods, "trade_goods", goods_id, GoodsNotFound);
 
 impl Shop {
     pub async fn add_goods(&self, new: NewGoods) -> Result<Goods, ShopError> {
@@ -66,7 +66,7 @@ pub struct Stock {
 impl Taken for Stock {
     const STEP: Step = Step::Stock;
 
-    async fn shift(&self, tx: &mut Tx, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
+    async fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
         // Conditional, never read-modify-write: a take cannot oversell. The log row carries
         // the signed movement.
         const SQL: (&str, &str) = (

@@ -36,7 +36,7 @@ pub struct NewUser {
     pub user_mobile: String,
 }
 
-entity!(User, "trade_user", "user_id", UserNotFound);
+entity!(User, "trade_user", user_id, UserNotFound);
 
 impl Shop {
     pub async fn add_user(&self, new: NewUser) -> Result<User, ShopError> {
