@@ -160,7 +160,7 @@ async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, settings:
         host.registry.join_fleet(client.clone(), settings.clone());
         host.registry.install("points", &v1)?;
         let follower = host.clone();
-        let offer = move |name: &str, bytes: &[u8]| follower.registry.receive("the fleet registry", name, bytes);
+        let offer = move |name: &str, bytes: &[u8], run: bool| follower.registry.receive("the fleet registry", name, bytes, run);
         tokio::spawn(shopmesh::plugins::fleet::follow(offer, client.clone(), settings.clone(), signal.clone()));
         hosts.push(host);
     }
@@ -192,7 +192,7 @@ async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, settings:
         if round == 0 {
             hosts[0].registry.stage("points", &v2)?; // the upload; later rounds activate kept versions
         }
-        hosts[0].registry.distribute("points", version).await?;
+        hosts[0].registry.distribute("points", version, true).await?;
         let here = start.elapsed();
         anyhow::ensure!(hosts[1].registry.await_active("points", &sha, Duration::from_secs(10)).await, "second host never switched");
         let there = start.elapsed();

@@ -11,15 +11,19 @@
 //!   publishes them to JetStream; [`events`] is the CloudEvents envelope and payloads.
 //! - [`plugins`]: the plugin host: consumers, the live delivery path, dispatch to wasmtime,
 //!   effects handed to the shop's resources, inbox, dead letters, the version registry.
+//! - [`replay`]: a range of stream `SHOP` run again through one plugin version, dry-run
+//!   (compared with what was recorded) or applied; in the background, recorded in the database.
 //! - [`bus`]: the NATS side: connect, version check, stream `SHOP`, embedded nats-server.
 //! - [`store`]: the database (sqlx `Any`: SQLite or Postgres) and its migrations.
 //! - [`config`], [`startup`]: configuration layers and the assembled [`startup::Application`];
 //!   [`demo`]: the seeds' demo rows.
+//! - [`cli`]: the `shopmesh` command line (`serve`, and clients of a running host).
 //! - [`money`], [`ids`], [`timestamp`]: exact money, 64-bit ids and moments, strings in JSON
 //!   and BIGINT in both databases; [`signature`]: the callback's HMAC.
 
 pub mod api;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod events;
@@ -27,6 +31,7 @@ pub mod ids;
 pub mod money;
 pub mod outbox;
 pub mod plugins;
+pub mod replay;
 pub mod shop;
 pub mod signature;
 pub mod startup;

@@ -16,6 +16,7 @@ use crate::{
     ids::Snowflake,
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
+    replay::runner::Replays,
     shop::{sweeper::{self, SweeperSettings}, Shop},
     store::{Backend, Db},
 };
@@ -122,13 +123,13 @@ impl Application {
         let mut tasks = vec![
             tokio::spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone())),
             tokio::spawn(folder::watch(
-                move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes),
+                move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes, true),
                 settings.plugins_dir.clone(),
                 settings.plugin_watch,
                 signal.clone(),
             )),
             tokio::spawn(fleet::follow(
-                move |name: &str, bytes: &[u8]| from_fleet.registry.receive("the fleet registry", name, bytes),
+                move |name: &str, bytes: &[u8], run: bool| from_fleet.registry.receive("the fleet registry", name, bytes, run),
                 client.clone(),
                 stream.clone(),
                 signal.clone(),
@@ -136,8 +137,8 @@ impl Application {
         ];
         let relay = Relay::new(
             db,
-            client,
-            stream,
+            client.clone(),
+            stream.clone(),
             RelaySettings {
                 batch: settings.relay_batch,
                 lease: settings.relay_lease,
@@ -161,9 +162,12 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr())
             .context("listener has no socket address")?;
+        let replays = Arc::new(Replays::new(plugins.clone(), client.clone(), stream.clone(), format!("worker-{}", settings.worker_id)));
+        replays.recover().await.context("recovering replays")?;
         let routes = api::routes(
             shop.clone(),
             plugins.clone(),
+            replays,
             AdminToken(settings.admin_token.clone()),
             CallbackSecret(settings.callback_secret.clone()),
         );

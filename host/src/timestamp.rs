@@ -16,6 +16,18 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+impl From<OffsetDateTime> for Timestamp {
+    fn from(t: OffsetDateTime) -> Timestamp {
+        Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64)
+    }
+}
+
+impl From<Timestamp> for OffsetDateTime {
+    fn from(t: Timestamp) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&rfc3339(self.0))

@@ -9,6 +9,7 @@ use poem_openapi::Object;
 
 use crate::{
     plugins::{dead_letters::DeadLetterError, InstallError},
+    replay::ReplayError,
     shop::{ShopError, StepFailure},
 };
 
@@ -150,6 +151,27 @@ impl ApiFailure for DeadLetterError {
         match self {
             DeadLetterError::NotFound(_) => 404,
             DeadLetterError::Db(_) => 500,
+        }
+    }
+}
+
+impl ApiFailure for ReplayError {
+    fn code(&self) -> &'static str {
+        match self {
+            ReplayError::UnknownPlugin(_) | ReplayError::UnknownVersion { .. } | ReplayError::NotFound(_) => "SHOP_NOT_FOUND",
+            ReplayError::Range(_) => "SHOP_REPLAY_RANGE_INVALID",
+            ReplayError::Invalid(_) => "SHOP_REQUEST_PARAMETER_INVALID",
+            ReplayError::Stream(_) => "SHOP_STREAM_UNAVAILABLE",
+            ReplayError::Db(_) => "SHOP_INTERNAL_ERROR",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            ReplayError::UnknownPlugin(_) | ReplayError::UnknownVersion { .. } | ReplayError::NotFound(_) => 404,
+            ReplayError::Range(_) | ReplayError::Invalid(_) => 400,
+            ReplayError::Stream(_) => 503,
+            ReplayError::Db(_) => 500,
         }
     }
 }

@@ -5,6 +5,7 @@ mod admin;
 pub mod errors;
 mod payments;
 mod plugins;
+mod replays;
 mod shop;
 mod signed;
 
@@ -16,7 +17,7 @@ use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJS
 pub use admin::AdminToken;
 pub use payments::CallbackSecret;
 
-use crate::{plugins::PluginHost, shop::Shop};
+use crate::{plugins::PluginHost, replay::runner::Replays, shop::Shop};
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -38,11 +39,11 @@ pub enum Created<T: ToJSON + Send> {
     Created(Json<T>),
 }
 
-type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi);
+type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi);
 
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi),
+        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi),
         "shopmesh",
         env!("CARGO_PKG_VERSION"),
     )
@@ -57,7 +58,7 @@ pub fn spec_json() -> String {
     service().spec()
 }
 
-pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
+pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, replays: Arc<Replays>, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
     let api = service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -67,6 +68,7 @@ pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, admin_token: AdminToken
         .at("/openapi.json", spec)
         .data(shop)
         .data(plugins)
+        .data(replays)
         .data(admin_token)
         .data(callback_secret)
         // Whatever poem-openapi did not answer itself (an unknown path, a wrong method)

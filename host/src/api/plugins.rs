@@ -60,13 +60,23 @@ impl PluginsAdminApi {
     ///
     /// The body is the component (`.wasm`). It is compiled and checked (world, imports,
     /// manifest name, capabilities allowed for the name, a version not seen before), then
-    /// put into the fleet's registry, from which every host, this one included, activates
-    /// it in the same order. Deliveries in flight finish on the old version. Answers once
-    /// it is active here.
+    /// put into the fleet's registry, from which every host, this one included, keeps it
+    /// and activates it in the same order. Deliveries in flight finish on the old version.
+    /// Answers once it is active here. With `activate=false` the version is only kept
+    /// (staged) fleet-wide, to be dry-run by a replay and activated later.
     #[oai(path = "/plugins/:name", method = "put", tag = "ApiTags::Admin")]
-    async fn upload(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>, body: Binary<Vec<u8>>) -> Result<Json<PluginStatus>, PluginAdminError> {
+    async fn upload(
+        &self,
+        _auth: AdminAuth,
+        host: Data<&Arc<PluginHost>>,
+        name: Path<String>,
+        /// `false`: keep the version fleet-wide without running it (default `true`).
+        activate: Query<Option<bool>>,
+        body: Binary<Vec<u8>>,
+    ) -> Result<Json<PluginStatus>, PluginAdminError> {
+        let activate = activate.0.unwrap_or(true);
         let staged = host.registry.stage(&name.0, &body.0)?;
-        host.registry.distribute(&name.0, staged.version()).await?;
+        host.registry.distribute(&name.0, staged.version(), activate).await?;
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
@@ -74,7 +84,7 @@ impl PluginsAdminApi {
     #[oai(path = "/plugins/:name/activate", method = "post", tag = "ApiTags::Admin")]
     async fn activate(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>, body: Json<Activate>) -> Result<Json<PluginStatus>, PluginAdminError> {
         // Through the registry, so every host rolls back, in the same order.
-        host.registry.distribute(&name.0, &body.0.version).await?;
+        host.registry.distribute(&name.0, &body.0.version, true).await?;
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 

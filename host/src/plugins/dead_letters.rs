@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use crate::{
     ids::{now_ms, Id, Snowflake},
-    store::Db,
+    store::{placeholders, Db},
     timestamp::Timestamp,
 };
 
@@ -82,6 +82,22 @@ pub async fn pending(db: &Db, id: Id) -> Result<(String, String, String), DeadLe
         .await?
         .ok_or(DeadLetterError::NotFound(id))?;
     Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}
+
+/// Marks the open dead letters of `plugin` for these events resolved with `result` (they
+/// were applied another way, e.g. by a replay).
+pub async fn resolve(db: &Db, plugin: &str, event_ids: &[String], result: &str) -> Result<(), sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2
+          WHERE plugin = $3 AND redriven_at IS NULL AND event_id IN ({})",
+        placeholders(4, event_ids.len())
+    );
+    let query = sqlx::query(&sql).bind(now_ms()).bind(result).bind(plugin);
+    event_ids.iter().fold(query, |q, id| q.bind(id)).execute(db.pool()).await?;
+    Ok(())
 }
 
 /// Records a redrive's result; an applied one is marked redriven (resolved) and leaves the

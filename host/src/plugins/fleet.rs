@@ -1,8 +1,10 @@
 //! The fleet's plugin registry: a JetStream Object Store bucket that every host watches.
-//! Whatever version is put there (an upload to any host, a rollback on any host) is handed
-//! to every host's registry ([`super::Registry::receive`], wired at start-up), through the same
-//! validation as any other candidate; a host that joins later starts from the bucket's
-//! latest objects.
+//! Two kinds of object: `<name>@<version>` holds every version uploaded anywhere (kept by
+//! every host, staged or rolled back from), and `<name>` holds the component to run (put by an
+//! activating upload or a rollback on any host). Each is handed to every host's registry
+//! ([`super::Registry::receive`], wired at start-up) through the same validation as any
+//! other candidate, in the bucket's order; a host that joins or restarts later starts from
+//! the bucket's latest objects, so it keeps every version and runs the active one.
 
 use std::time::Duration;
 
@@ -29,18 +31,35 @@ async fn bucket(js: &jetstream::Context) -> Result<object_store::ObjectStore, St
     }
 }
 
-/// Puts `bytes` as plugin `name` into the fleet's registry.
-pub async fn publish(client: &async_nats::Client, settings: &StreamSettings, name: &str, bytes: &[u8]) -> Result<(), String> {
+/// An object of the registry: a plugin's name and whether it says "run this" or "keep this".
+fn object(name: &str, version: &str, activate: bool) -> String {
+    if activate { name.to_owned() } else { format!("{name}@{version}") }
+}
+
+/// Puts version `version` (`bytes`) of plugin `name` into the fleet's registry, to keep
+/// and, with `activate`, to run.
+pub async fn publish(
+    client: &async_nats::Client,
+    settings: &StreamSettings,
+    name: &str,
+    version: &str,
+    bytes: &[u8],
+    activate: bool,
+) -> Result<(), String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let store = bucket(&js).await?;
-    let mut reader = bytes;
-    store.put(name, &mut reader).await.map_err(|e| e.to_string())?;
+    let puts = if activate { vec![false, true] } else { vec![false] };
+    for run in puts {
+        let mut reader = bytes;
+        store.put(object(name, version, run).as_str(), &mut reader).await.map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 
-/// Follows the registry until shutdown, handing each new object (name, bytes) to `offer`.
+/// Follows the registry until shutdown, handing each new object to `offer` as (plugin
+/// name, bytes, run it).
 pub async fn follow(
-    offer: impl Fn(&str, &[u8]),
+    offer: impl Fn(&str, &[u8], bool),
     client: async_nats::Client,
     settings: StreamSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -61,7 +80,10 @@ pub async fn follow(
                 let mut bytes = Vec::with_capacity(info.size);
                 let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
                 object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
-                offer(&info.name, &bytes);
+                match info.name.split_once('@') {
+                    Some((name, _version)) => offer(name, &bytes, false),
+                    None => offer(&info.name, &bytes, true),
+                }
             }
         }
         .await;

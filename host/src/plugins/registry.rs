@@ -25,14 +25,21 @@ use crate::{bus::StreamSettings, ids::now_ms, timestamp::Timestamp};
 
 /// Everything the host knows about one plugin name.
 struct Slot {
-    active: Arc<LoadedPlugin>,
+    /// The version deliveries run on; none while a new plugin is only staged.
+    active: Option<Arc<LoadedPlugin>>,
     enabled: bool,
     /// When `active` became active (unix ms).
     activated_at: i64,
-    /// Every version seen, oldest first, for rollback.
+    /// Every version seen (active, rolled back from, or staged), oldest first.
     kept: Vec<Arc<LoadedPlugin>>,
     invocations: u64,
     failures: u64,
+}
+
+impl Slot {
+    fn is_active(&self, plugin: &Arc<LoadedPlugin>) -> bool {
+        self.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, plugin))
+    }
 }
 
 /// How many versions of a plugin are kept for rollback.
@@ -71,16 +78,17 @@ pub enum Installed {
 #[derive(Debug, Clone, Object)]
 pub struct PluginStatus {
     pub name: String,
-    pub active_version: String,
+    /// None while the plugin is only staged.
+    pub active_version: Option<String>,
     /// sha256 of the active component.
-    pub sha256: String,
+    pub sha256: Option<String>,
     pub enabled: bool,
     pub subjects: Vec<String>,
     pub capabilities: Vec<String>,
     pub activated_at: Option<Timestamp>,
     pub invocations: i64,
     pub failures: i64,
-    /// Versions kept for rollback, oldest first.
+    /// Versions kept for rollback or staged for activation, oldest first.
     pub kept_versions: Vec<String>,
 }
 
@@ -111,61 +119,57 @@ impl Registry {
     /// rejected candidate leaves the running version untouched. Deliveries in flight finish
     /// on the version they started with: they hold its `Arc`.
     pub fn offer(&self, name: &str, bytes: &[u8]) -> Result<(Arc<LoadedPlugin>, Installed), InstallError> {
-        let sha256 = runtime::sha256_hex(bytes);
-        // Decide under the read lock, act after it is released (activate takes the write lock).
-        let known = {
-            let plugins = self.plugins.read().expect("plugins lock");
-            plugins.get(name).and_then(|slot| {
-                if slot.active.sha256 == sha256 {
-                    Some(Err(slot.active.clone()))
-                } else {
-                    slot.kept.iter().find(|k| k.sha256 == sha256).map(|k| Ok(k.version().to_owned()))
-                }
-            })
-        };
-        match known {
-            Some(Err(active)) => return Ok((active, Installed::Unchanged)),
-            Some(Ok(version)) => return self.activate(name, &version).map(|p| (p, Installed::Activated)),
-            None => {}
+        match self.known(name, bytes) {
+            Some((true, active)) => Ok((active, Installed::Unchanged)),
+            Some((false, kept)) => self.activate(name, kept.version()).map(|p| (p, Installed::Activated)),
+            None => {
+                let plugin = self.keep(self.load(name, bytes)?, true)?;
+                tracing::info!(plugin = name, version = plugin.version(), sha256 = %plugin.sha256, "plugin active");
+                Ok((plugin, Installed::Activated))
+            }
         }
-        let candidate = self.load(name, bytes)?;
-        let plugin = self.install_loaded(candidate)?;
-        tracing::info!(plugin = name, version = plugin.version(), sha256 = %plugin.sha256, "plugin active");
-        Ok((plugin, Installed::Activated))
     }
 
-    /// [`offer`](Self::offer) for a version that arrived from `source` (the plugins folder,
-    /// the fleet's registry), with its outcome logged.
-    pub fn receive(&self, source: &str, name: &str, bytes: &[u8]) {
-        match self.offer(name, bytes) {
-            Ok((p, Installed::Activated)) => tracing::info!(plugin = name, version = p.version(), "activated from {source}"),
-            Ok((_, Installed::Unchanged)) => {}
+    /// The kept version of `name` with these bytes, if any, and whether it is the active one.
+    fn known(&self, name: &str, bytes: &[u8]) -> Option<(bool, Arc<LoadedPlugin>)> {
+        let sha256 = runtime::sha256_hex(bytes);
+        let plugins = self.plugins.read().expect("plugins lock");
+        let slot = plugins.get(name)?;
+        let kept = slot.kept.iter().find(|k| k.sha256 == sha256)?.clone();
+        Some((slot.is_active(&kept), kept))
+    }
+
+    /// A version that arrived from `source` (the plugins folder, the fleet's registry) to
+    /// run ([`offer`](Self::offer)) or only to keep ([`keep_staged`](Self::keep_staged)),
+    /// with its outcome logged.
+    pub fn receive(&self, source: &str, name: &str, bytes: &[u8], activate: bool) {
+        let outcome = if activate { self.offer(name, bytes).map(|(p, i)| (p, i == Installed::Activated)) } else { self.keep_staged(name, bytes) };
+        match outcome {
+            Ok((p, true)) if activate => tracing::info!(plugin = name, version = p.version(), "activated from {source}"),
+            Ok((p, true)) => tracing::info!(plugin = name, version = p.version(), "kept (staged) from {source}"),
+            Ok((_, false)) => {}
             Err(e) => tracing::error!(plugin = name, error = %e, "{source}: candidate rejected"),
         }
+    }
+
+    /// Keeps a version without activating it, if it is not kept already (`true`: newly kept).
+    pub fn keep_staged(&self, name: &str, bytes: &[u8]) -> Result<(Arc<LoadedPlugin>, bool), InstallError> {
+        if let Some((_, kept)) = self.known(name, bytes) {
+            return Ok((kept, false));
+        }
+        Ok((self.keep(self.load(name, bytes)?, false)?, true))
     }
 
     /// Validates an upload and keeps it without activating it: the fleet's registry decides
     /// the order in which every host, this one included, activates versions (see
     /// [`fleet`]). A kept version other than the active one is refused: activate it instead.
     pub fn stage(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, InstallError> {
-        let sha256 = runtime::sha256_hex(bytes);
-        let known = {
-            let plugins = self.plugins.read().expect("plugins lock");
-            plugins.get(name).and_then(|slot| {
-                let kept = slot.kept.iter().find(|k| k.sha256 == sha256).cloned()?;
-                Some((Arc::ptr_eq(&kept, &slot.active), kept))
-            })
-        };
-        match known {
+        match self.known(name, bytes) {
             // The active build again: an idempotent retry of an upload that succeeded.
-            Some((true, active)) => return Ok(active),
-            Some((false, kept)) => {
-                return Err(InstallError::UseActivate { name: name.into(), version: kept.version().into() })
-            }
-            None => {}
+            Some((true, active)) => Ok(active),
+            Some((false, kept)) => Err(InstallError::UseActivate { name: name.into(), version: kept.version().into() }),
+            None => self.keep(self.load(name, bytes)?, false),
         }
-        let candidate = self.load(name, bytes)?;
-        self.keep(candidate, false)
     }
 
     /// Waits (bounded) until `sha256` is the active version of `name` on this host.
@@ -193,43 +197,37 @@ impl Registry {
         self.keep(plugin, true)
     }
 
-    /// Keeps a validated plugin; makes it active when `activate` (or when it is the first
-    /// version of its name).
+    /// Keeps a validated plugin; makes it active when `activate`.
     fn keep(&self, plugin: LoadedPlugin, activate: bool) -> Result<Arc<LoadedPlugin>, InstallError> {
         let plugin = Arc::new(plugin);
         let name = plugin.name.clone();
-        let is_new = {
+        let first_active = {
             let mut plugins = self.plugins.write().expect("plugins lock");
-            match plugins.get_mut(&name) {
-                Some(slot) => {
-                    if slot.kept.iter().any(|k| k.version() == plugin.version()) {
-                        return Err(InstallError::VersionExists { name, version: plugin.version().into() });
-                    }
-                    slot.kept.push(plugin.clone());
-                    if slot.kept.len() > KEPT_VERSIONS {
-                        slot.kept.remove(0);
-                    }
-                    if activate {
-                        slot.active = plugin.clone();
-                        slot.activated_at = now_ms();
-                    }
-                    false
-                }
-                None => {
-                    let slot = Slot {
-                        active: plugin.clone(),
-                        enabled: true,
-                        activated_at: now_ms(),
-                        kept: vec![plugin.clone()],
-                        invocations: 0,
-                        failures: 0,
-                    };
-                    plugins.insert(name.clone(), slot);
-                    true
-                }
+            let slot = plugins.entry(name.clone()).or_insert_with(|| Slot {
+                active: None,
+                enabled: true,
+                activated_at: 0,
+                kept: Vec::new(),
+                invocations: 0,
+                failures: 0,
+            });
+            if slot.kept.iter().any(|k| k.version() == plugin.version()) {
+                return Err(InstallError::VersionExists { name, version: plugin.version().into() });
             }
+            slot.kept.push(plugin.clone());
+            if slot.kept.len() > KEPT_VERSIONS {
+                let oldest_inactive = slot.kept.iter().position(|k| !slot.is_active(k)).unwrap_or(0);
+                slot.kept.remove(oldest_inactive);
+            }
+            let first_active = activate && slot.active.is_none();
+            if activate {
+                slot.active = Some(plugin.clone());
+                slot.activated_at = now_ms();
+            }
+            first_active
         };
-        if is_new {
+        if first_active {
+            // Its consumer starts the first time the name has an active version.
             if let Some(start) = self.on_new.get() {
                 start(name);
             }
@@ -238,7 +236,7 @@ impl Registry {
     }
 
     /// The kept `version` of `name`.
-    fn kept(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
+    pub fn kept(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
         let plugins = self.plugins.read().expect("plugins lock");
         let slot = plugins.get(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
         slot.kept
@@ -248,15 +246,24 @@ impl Registry {
             .ok_or_else(|| InstallError::UnknownVersion { name: name.into(), version: version.into() })
     }
 
-    /// Makes a kept version active again (rollback).
+    /// Makes a kept version active (rollback, or a staged version's first activation).
     pub fn activate(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
         let kept = self.kept(name, version)?;
-        let mut plugins = self.plugins.write().expect("plugins lock");
-        let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
-        if !Arc::ptr_eq(&slot.active, &kept) {
-            slot.active = kept.clone();
-            slot.activated_at = now_ms();
-            tracing::info!(plugin = name, version, "plugin version re-activated");
+        let first_active = {
+            let mut plugins = self.plugins.write().expect("plugins lock");
+            let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
+            let first_active = slot.active.is_none();
+            if !slot.is_active(&kept) {
+                slot.active = Some(kept.clone());
+                slot.activated_at = now_ms();
+                tracing::info!(plugin = name, version, "plugin version activated");
+            }
+            first_active
+        };
+        if first_active {
+            if let Some(start) = self.on_new.get() {
+                start(name.to_owned());
+            }
         }
         Ok(kept)
     }
@@ -274,15 +281,16 @@ impl Registry {
         let _ = self.fleet.set((client, stream));
     }
 
-    /// Hands a kept version to every host through the fleet's registry, then waits until
-    /// this host's registry follower has activated it.
-    pub async fn distribute(&self, name: &str, version: &str) -> Result<Arc<LoadedPlugin>, InstallError> {
+    /// Hands a kept version to every host through the fleet's registry, to keep and (when
+    /// `activate`) to run; with `activate`, waits until this host's registry follower has
+    /// activated it, so every host activates versions in the registry's order.
+    pub async fn distribute(&self, name: &str, version: &str, activate: bool) -> Result<Arc<LoadedPlugin>, InstallError> {
         let kept = self.kept(name, version)?;
         let registry = |why: String| InstallError::Registry(why);
         let bytes = kept.bytes.clone().ok_or_else(|| registry("a native plugin cannot be distributed".into()))?;
         let (client, stream) = self.fleet.get().ok_or_else(|| registry("this host has no fleet registry".into()))?;
-        fleet::publish(client, stream, name, &bytes).await.map_err(registry)?;
-        if !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
+        fleet::publish(client, stream, name, version, &bytes, activate).await.map_err(registry)?;
+        if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
             return Err(registry(format!("in the registry, but not active here after {FLEET_PATIENCE:?}")));
         }
         Ok(kept)
@@ -299,12 +307,16 @@ impl Registry {
             .iter()
             .map(|(name, slot)| PluginStatus {
                 name: name.clone(),
-                active_version: slot.active.version().into(),
-                sha256: slot.active.sha256.clone(),
+                active_version: slot.active.as_ref().map(|a| a.version().into()),
+                sha256: slot.active.as_ref().map(|a| a.sha256.clone()),
                 enabled: slot.enabled,
-                subjects: slot.active.subjects().to_vec(),
-                capabilities: slot.active.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect(),
-                activated_at: Some(Timestamp(slot.activated_at)),
+                subjects: slot.active.as_ref().map(|a| a.subjects().to_vec()).unwrap_or_default(),
+                capabilities: slot
+                    .active
+                    .as_ref()
+                    .map(|a| a.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect())
+                    .unwrap_or_default(),
+                activated_at: slot.active.as_ref().map(|_| Timestamp(slot.activated_at)),
                 invocations: slot.invocations as i64,
                 failures: slot.failures as i64,
                 kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),
@@ -346,11 +358,11 @@ impl Registry {
 
     /// The active version of `name`.
     pub fn current(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.read().expect("plugins lock").get(name).map(|s| s.active.clone())
+        self.plugins.read().expect("plugins lock").get(name).and_then(|s| s.active.clone())
     }
 
     /// The active version of `name`, if it is enabled: what a delivery runs on.
     pub(crate) fn runnable(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.read().expect("plugins lock").get(name).filter(|s| s.enabled).map(|s| s.active.clone())
+        self.plugins.read().expect("plugins lock").get(name).filter(|s| s.enabled).and_then(|s| s.active.clone())
     }
 }

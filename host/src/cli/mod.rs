@@ -1,0 +1,130 @@
+//! The `shopmesh` command line: `serve` runs the host; `openapi`, `sign-callback` and the
+//! clients of a running host (`replay`) are small tools around it. `--help` and `--version`
+//! never start anything; a usage error is one line on stderr and exit code 2.
+
+pub mod client;
+pub mod replay;
+
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "shopmesh", version, about = "An event mesh for commerce side effects: shop API, outbox to NATS JetStream, WebAssembly plugins")]
+#[command(arg_required_else_help = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host: the API, the outbox relay, the sweeper and the plugins (and a
+    /// nats-server child, unless a NATS URL is configured)
+    Serve(ServeArgs),
+    /// Print the OpenAPI spec the server serves
+    Openapi,
+    /// Print the X-Shop-Signature header value for a callback body, signed now with the
+    /// configured callback secret
+    SignCallback {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The exact body that will be sent
+        body: String,
+    },
+    /// Run stream history through a plugin on a running host: a dry-run diff, or --apply
+    Replay(replay::ReplayArgs),
+}
+
+/// Where the configuration file is (the environment applies on top either way).
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// TOML configuration file
+    #[arg(long, env = "SHOPMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> anyhow::Result<Settings> {
+        Ok(Settings::load(self.config.as_deref().and_then(|p| p.to_str()))?)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Where the API listens (overrides SHOPMESH_HTTP_ADDR)
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// sqlite://… or postgres://… (overrides SHOPMESH_DATABASE_URL)
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// An external NATS server (overrides SHOPMESH_NATS_URL; unset: start one)
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Where the embedded SQLite file and JetStream store live (overrides SHOPMESH_DATA_DIR)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Plugin components loaded at start (overrides SHOPMESH_PLUGINS_DIR)
+    #[arg(long, value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The settings: file and environment, then these flags.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = self.config.load()?;
+        if let Some(v) = self.http_addr {
+            s.http_addr = v;
+        }
+        if let Some(v) = &self.database_url {
+            s.database_url = Some(v.clone());
+        }
+        if let Some(v) = &self.nats_url {
+            s.nats_url = Some(v.clone());
+        }
+        if let Some(v) = &self.data_dir {
+            s.data_dir = v.clone();
+        }
+        if let Some(v) = &self.plugins_dir {
+            s.plugins_dir = v.clone();
+        }
+        Ok(s)
+    }
+}
+
+/// Parses the command line: help and version print and exit 0; a usage error prints one
+/// line and exits 2.
+pub fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // A bare `shopmesh`: the help, as a usage error (it asked for nothing).
+            eprint!("{}", e.render());
+            Err(ExitCode::from(2))
+        }
+        Err(e) if !e.use_stderr() => {
+            // --help or --version: what was asked for, on stdout.
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("error: invalid usage").trim_end();
+            eprintln!("{first} (see shopmesh --help)");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`shopmesh openapi | head`) is not an error.
+pub fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}

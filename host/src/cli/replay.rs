@@ -1,0 +1,182 @@
+//! `shopmesh replay`: starts a replay on a running host, follows it with a progress bar,
+//! prints the summary and the first changed events, and exits non-zero when it failed, or
+//! (`--fail-on-change`) when anything changed, so a CI job can gate a plugin release on "no
+//! unexpected change on last week's events".
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::client::{Client, HostArgs};
+use crate::timestamp::Timestamp;
+
+/// Exit code when the replay failed or was cancelled.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code, with `--fail-on-change`, when an event's effects changed.
+pub const EXIT_CHANGED: u8 = 3;
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// The plugin to run the events through
+    #[arg(long)]
+    pub plugin: String,
+    /// A kept or staged version (default: the active one)
+    #[arg(long)]
+    pub version: Option<String>,
+    /// First stream sequence (inclusive)
+    #[arg(long, value_name = "N")]
+    pub from_seq: Option<i64>,
+    /// Last stream sequence (inclusive)
+    #[arg(long, value_name = "N")]
+    pub to_seq: Option<i64>,
+    /// Events of the last while, e.g. 2h or 7days (instead of --from-time)
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["from_time", "from_seq"], value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// Events published at or after this RFC 3339 time
+    #[arg(long, value_name = "TIME")]
+    pub from_time: Option<Timestamp>,
+    /// Events published at or before this RFC 3339 time
+    #[arg(long, value_name = "TIME")]
+    pub to_time: Option<Timestamp>,
+    /// Only these subjects (a subset of the plugin's), comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pub subjects: Option<Vec<String>>,
+    /// Apply the events the plugin has not applied yet (default: a dry-run that changes nothing)
+    #[arg(long)]
+    pub apply: bool,
+    /// At most this many events per second
+    #[arg(long, value_name = "EVENTS_PER_SEC")]
+    pub max_rate: Option<i64>,
+    /// Exit 3 when any event's effects changed
+    #[arg(long)]
+    pub fail_on_change: bool,
+    /// How many changed (or failed) events to list at the end
+    #[arg(long, default_value_t = 10)]
+    pub show: usize,
+}
+
+impl ReplayArgs {
+    fn request(&self) -> Value {
+        let from_time = self.since.map(|d| Timestamp(crate::ids::now_ms() - d.as_millis() as i64)).or(self.from_time);
+        let mut body = json!({ "plugin": self.plugin, "mode": if self.apply { "apply" } else { "dry-run" } });
+        let fields = [
+            ("version", self.version.clone().map(Value::from)),
+            ("from_seq", self.from_seq.map(Value::from)),
+            ("to_seq", self.to_seq.map(Value::from)),
+            ("from_time", from_time.map(|t| Value::from(t.to_string()))),
+            ("to_time", self.to_time.map(|t| Value::from(t.to_string()))),
+            ("subjects", self.subjects.clone().map(Value::from)),
+            ("max_rate", self.max_rate.map(Value::from)),
+        ];
+        for (key, value) in fields {
+            if let Some(value) = value {
+                body[key] = value;
+            }
+        }
+        body
+    }
+}
+
+/// Runs `shopmesh replay`.
+pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let client = args.host.client()?;
+    let started: Value = client.post_json("/api/admin/replays", &args.request()).await.context("starting the replay")?;
+    let id = started["replay_id"].as_str().context("the host answered without a replay_id")?.to_owned();
+    eprintln!(
+        "replay {id}: {} {} of {} (sequences {}..={}, {} events) on {}",
+        started["mode"].as_str().unwrap_or_default(),
+        started["plugin"].as_str().unwrap_or_default(),
+        started["version"].as_str().unwrap_or_default(),
+        started["from_seq"],
+        started["to_seq"],
+        started["total"],
+        client.base()
+    );
+    let replay = follow(&client, &id, started["total"].as_u64().unwrap_or(0)).await?;
+    let summary = &replay["summary"];
+    super::print(&format!(
+        "state {}  processed {}/{}\nsame {}  changed {}  new {}  failed {}  applied {}  skipped {}\n",
+        replay["state"].as_str().unwrap_or_default(),
+        replay["processed"],
+        replay["total"],
+        summary["same"],
+        summary["changed"],
+        summary["new"],
+        summary["failed"],
+        summary["applied"],
+        summary["skipped"],
+    ))?;
+    if let Some(error) = replay["error"].as_str() {
+        eprintln!("error: {error}");
+    }
+    for outcome in ["changed", "failed"] {
+        if summary[outcome].as_i64().unwrap_or(0) > 0 && args.show > 0 {
+            let events: Vec<Value> = client.get(&format!("/api/admin/replays/{id}/events?outcome={outcome}&limit={}", args.show)).await?;
+            super::print(&table(outcome, &events))?;
+        }
+    }
+    Ok(if replay["state"] != "done" {
+        ExitCode::from(EXIT_FAILED)
+    } else if args.fail_on_change && summary["changed"].as_i64().unwrap_or(0) > 0 {
+        ExitCode::from(EXIT_CHANGED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Polls the replay until it ends, drawing its progress.
+async fn follow(client: &Client, id: &str, total: u64) -> anyhow::Result<Value> {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}  {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    loop {
+        let replay: Value = client.get(&format!("/api/admin/replays/{id}")).await?;
+        bar.set_position(replay["processed"].as_u64().unwrap_or(0));
+        bar.set_message(replay["state"].as_str().unwrap_or_default().to_owned());
+        if replay["state"] != "running" {
+            bar.finish();
+            return Ok(replay);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The first events of one outcome as a table: sequence, event, recorded → candidate.
+fn table(outcome: &str, events: &[Value]) -> String {
+    let effects = |v: &Value| match v.as_array() {
+        None => "-".to_string(),
+        Some(list) if list.is_empty() => "(none)".to_string(),
+        Some(list) => list.iter().map(short).collect::<Vec<_>>().join("; "),
+    };
+    let mut out = format!("\nfirst {outcome} events:\n{:>8}  {:<20}  {:<18}  recorded → candidate\n", "seq", "event", "subject");
+    for e in events {
+        let candidate = if outcome == "failed" { e["reason"].as_str().unwrap_or_default().to_owned() } else { effects(&e["candidate"]) };
+        out.push_str(&format!(
+            "{:>8}  {:<20}  {:<18}  {} → {}\n",
+            e["seq"],
+            e["event_id"].as_str().unwrap_or_default(),
+            e["subject"].as_str().unwrap_or_default(),
+            effects(&e["recorded"]),
+            candidate
+        ));
+    }
+    out
+}
+
+/// One effect, briefly: its kind and its amounts.
+fn short(effect: &Value) -> String {
+    let kind = effect["kind"].as_str().unwrap_or("?");
+    let amounts: Vec<String> = ["quantity", "amount", "points"]
+        .iter()
+        .filter_map(|k| effect.get(*k).map(|v| format!("{k} {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))))
+        .collect();
+    if amounts.is_empty() { kind.to_owned() } else { format!("{kind} {}", amounts.join(" ")) }
+}

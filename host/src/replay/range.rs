@@ -1,0 +1,108 @@
+//! What a replay reads: its request's range resolved against what stream `SHOP` still holds,
+//! as inclusive sequences, the subjects, and how many events that is. Times become sequences
+//! here, so the runner only ever compares sequences.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    consumer::{pull, AckPolicy, DeliverPolicy},
+    stream::Stream,
+};
+use time::OffsetDateTime;
+
+use super::{ReplayError, ReplayRequest};
+use crate::timestamp::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub subjects: Vec<String>,
+    /// Events in the range on those subjects.
+    pub total: u64,
+}
+
+/// Resolves `req` for a plugin version reading `plugin_subjects`.
+pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: &[String]) -> Result<Resolved, ReplayError> {
+    let subjects = match &req.subjects {
+        None => plugin_subjects.to_vec(),
+        Some(asked) if asked.is_empty() => return Err(ReplayError::Invalid("subjects: give at least one, or leave it out".into())),
+        Some(asked) => {
+            if let Some(other) = asked.iter().find(|s| !plugin_subjects.contains(s)) {
+                return Err(ReplayError::Invalid(format!(
+                    "subjects: {other:?} is not one of the plugin's subjects {plugin_subjects:?}"
+                )));
+            }
+            asked.clone()
+        }
+    };
+    if req.from_seq.is_some() && req.from_time.is_some() || req.to_seq.is_some() && req.to_time.is_some() {
+        return Err(ReplayError::Invalid("give a range by sequence or by time, not both for one end".into()));
+    }
+    let state = stream.info().await.map_err(|e| ReplayError::Stream(e.to_string()))?.state.clone();
+    let (first, last) = (state.first_sequence, state.last_sequence);
+    let holds = if state.messages == 0 {
+        "stream SHOP holds no events".to_string()
+    } else {
+        format!(
+            "stream SHOP holds sequences {first}..={last} ({} to {})",
+            Timestamp::from(state.first_timestamp),
+            Timestamp::from(state.last_timestamp)
+        )
+    };
+    let out_of_range = |what: String| Err(ReplayError::Range(format!("{what}; {holds}")));
+    let explicit = req.from_seq.is_some() || req.to_seq.is_some() || req.from_time.is_some() || req.to_time.is_some();
+    if state.messages == 0 {
+        return if explicit { out_of_range("nothing to replay in that range".into()) } else { Ok(Resolved { from_seq: first, to_seq: last, subjects, total: 0 }) };
+    }
+    if let (Some(from), Some(to)) = (req.from_time, req.to_time) {
+        if from > to {
+            return out_of_range(format!("from_time {from} is after to_time {to}"));
+        }
+    }
+    let from_seq = match (req.from_seq, req.from_time) {
+        (Some(seq), _) => seq as u64,
+        (None, Some(t)) if t > Timestamp::from(state.last_timestamp) => return out_of_range(format!("from_time {t} is after the last event")),
+        (None, Some(t)) => last + 1 - pending(stream, DeliverPolicy::ByStartTime { start_time: t.into() }, &[]).await?,
+        (None, None) => first,
+    };
+    let to_seq = match (req.to_seq, req.to_time) {
+        (Some(seq), _) => seq as u64,
+        (None, Some(t)) if t < Timestamp::from(state.first_timestamp) => return out_of_range(format!("to_time {t} is before the first event")),
+        // The last event at or before `t`: one before the first after it.
+        (None, Some(t)) => last - pending(stream, DeliverPolicy::ByStartTime { start_time: OffsetDateTime::from(t) + time::Duration::milliseconds(1) }, &[]).await?,
+        (None, None) => last,
+    };
+    if from_seq > to_seq {
+        return out_of_range(format!("from {from_seq} is after to {to_seq}"));
+    }
+    if from_seq < first || to_seq > last {
+        return out_of_range(format!("sequences {from_seq}..={to_seq} are not all there"));
+    }
+    let from_on = pending(stream, DeliverPolicy::ByStartSequence { start_sequence: from_seq }, &subjects).await?;
+    let after = if to_seq < last {
+        pending(stream, DeliverPolicy::ByStartSequence { start_sequence: to_seq + 1 }, &subjects).await?
+    } else {
+        0
+    };
+    Ok(Resolved { from_seq, to_seq, subjects, total: from_on - after })
+}
+
+/// How many events on `subjects` (all, when empty) a consumer starting at `policy` would
+/// get: a throwaway consumer's pending count.
+async fn pending(stream: &Stream, policy: DeliverPolicy, subjects: &[String]) -> Result<u64, ReplayError> {
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: policy,
+            filter_subjects: subjects.to_vec(),
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ReplayError::Stream(e.to_string()))?;
+    let info = consumer.cached_info();
+    let count = info.num_pending;
+    let _ = stream.delete_consumer(&info.name).await; // it would expire by itself anyway
+    Ok(count)
+}

@@ -1,0 +1,296 @@
+//! [`Replays`]: starting a replay (checking the request, resolving its range), running it in
+//! the background chunk by chunk with its own ordered consumer, and cancelling it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use futures::StreamExt;
+
+use super::{range, store, Mode, Outcome, Replay, ReplayError, ReplayEvent, ReplayRequest, State};
+use crate::{
+    bus::{self, StreamSettings},
+    ids::Id,
+    plugins::{
+        dead_letters,
+        delivery::{self, Delivery},
+        dispatch::{self, Failure},
+        effects,
+        host::{Applied, Ready},
+        inbox::{self, Entry},
+        reads::{self, Snapshot},
+        runtime::LoadedPlugin,
+        InstallError, PluginHost,
+    },
+};
+
+/// Events read and run together: one inbox query, one snapshot query per table and one
+/// write of results per chunk.
+const CHUNK: usize = 500;
+
+pub struct Replays {
+    host: Arc<PluginHost>,
+    client: async_nats::Client,
+    stream: StreamSettings,
+    /// This host's name in replay records (a restarted host fails its own running ones).
+    name: String,
+}
+
+/// One message of the range.
+struct Event {
+    seq: u64,
+    subject: String,
+    body: Vec<u8>,
+}
+
+impl Replays {
+    pub fn new(host: Arc<PluginHost>, client: async_nats::Client, stream: StreamSettings, name: String) -> Replays {
+        Replays { host, client, stream, name }
+    }
+
+    /// Marks replays this host was running before it restarted as failed.
+    pub async fn recover(&self) -> Result<(), sqlx::Error> {
+        let failed = store::fail_interrupted(&self.host.shop().db, &self.name).await?;
+        if failed > 0 {
+            tracing::warn!(replays = failed, "replays interrupted by a restart are marked failed");
+        }
+        Ok(())
+    }
+
+    /// Checks `req`, resolves its range and starts it in the background.
+    pub async fn start(self: &Arc<Self>, req: ReplayRequest, requested_by: String) -> Result<Replay, ReplayError> {
+        let registry = &self.host.registry;
+        let unknown = |version: &str| match registry.kept(&req.plugin, version) {
+            Err(InstallError::UnknownPlugin(_)) => ReplayError::UnknownPlugin(req.plugin.clone()),
+            _ => ReplayError::UnknownVersion { plugin: req.plugin.clone(), version: version.to_owned() },
+        };
+        let plugin = match &req.version {
+            Some(version) => registry.kept(&req.plugin, version).map_err(|_| unknown(version))?,
+            None => registry.current(&req.plugin).ok_or_else(|| unknown("(active)"))?,
+        };
+        let js = bus::ensure_ready(&self.client, &self.stream).await.map_err(|e| ReplayError::Stream(e.to_string()))?;
+        let mut stream = js.get_stream(bus::STREAM).await.map_err(|e| ReplayError::Stream(e.to_string()))?;
+        let range = range::resolve(&mut stream, &req, plugin.subjects()).await?;
+        let id = Id(self.host.shop().ids.next());
+        let new = store::New {
+            id,
+            plugin: &plugin.name,
+            version: plugin.version(),
+            mode: req.mode,
+            from_seq: range.from_seq,
+            to_seq: range.to_seq,
+            subjects: &range.subjects,
+            max_rate: req.max_rate,
+            total: range.total,
+            requested_by: &requested_by,
+            host: &self.name,
+        };
+        store::insert(&self.host.shop().db, &new).await?;
+        tracing::info!(replay = %id, plugin = %plugin.name, version = plugin.version(), mode = ?req.mode, from = range.from_seq, to = range.to_seq, total = range.total, %requested_by, "replay started");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (state, error) = match this.run(id, &plugin, req.mode, req.max_rate, &range).await {
+                Ok(true) => (State::Done, None),
+                Ok(false) => (State::Cancelled, None),
+                Err(e) => (State::Failed, Some(e.to_string())),
+            };
+            if let Err(e) = store::finish(&this.host.shop().db, id, state, error.as_deref()).await {
+                tracing::error!(replay = %id, error = %e, "could not record the end of a replay");
+            }
+            tracing::info!(replay = %id, ?state, error = error.as_deref().unwrap_or(""), "replay ended");
+        });
+        self.get(id).await
+    }
+
+    pub async fn get(&self, id: Id) -> Result<Replay, ReplayError> {
+        store::get(&self.host.shop().db, id).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<Replay>, ReplayError> {
+        Ok(store::list(&self.host.shop().db, 100).await?)
+    }
+
+    pub async fn events(&self, id: Id, outcome: Option<Outcome>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, ReplayError> {
+        self.get(id).await?;
+        Ok(store::events(&self.host.shop().db, id, outcome, after, limit).await?)
+    }
+
+    /// Cancels a running replay (its work so far is kept); a finished one is left as it is.
+    pub async fn cancel(&self, id: Id) -> Result<Replay, ReplayError> {
+        self.get(id).await?;
+        store::finish(&self.host.shop().db, id, State::Cancelled, None).await?;
+        self.get(id).await
+    }
+
+    /// Reads the range and runs it chunk by chunk. `Ok(false)`: cancelled meanwhile.
+    async fn run(&self, id: Id, plugin: &Arc<LoadedPlugin>, mode: Mode, max_rate: Option<i64>, range: &range::Resolved) -> Result<bool, ReplayError> {
+        if range.total == 0 {
+            return Ok(true);
+        }
+        let stream_err = |e: &dyn std::fmt::Display| ReplayError::Stream(e.to_string());
+        let js = bus::ensure_ready(&self.client, &self.stream).await.map_err(|e| stream_err(&e))?;
+        let stream = js.get_stream(bus::STREAM).await.map_err(|e| stream_err(&e))?;
+        // Its own ordered consumer: ephemeral, never the plugin's durable one.
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: range.from_seq },
+                filter_subjects: range.subjects.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| stream_err(&e))?;
+        let chunk_size = max_rate.map_or(CHUNK, |rate| (rate as usize).clamp(1, CHUNK));
+        let mut messages = consumer.messages().await.map_err(|e| stream_err(&e))?.ready_chunks(chunk_size);
+        let (started, mut done) = (Instant::now(), 0u64);
+        while done < range.total {
+            let received = messages.next().await.ok_or_else(|| ReplayError::Stream("the stream ended".into()))?;
+            let mut chunk = Vec::with_capacity(received.len());
+            for m in received {
+                let m = m.map_err(|e| stream_err(&e))?;
+                let seq = m.info().map_err(|e| stream_err(&e))?.stream_sequence;
+                if seq <= range.to_seq {
+                    chunk.push(Event { seq, subject: m.subject.to_string(), body: m.payload.to_vec() });
+                }
+            }
+            chunk.truncate((range.total - done) as usize);
+            if chunk.is_empty() {
+                break; // past the end of the range
+            }
+            done += chunk.len() as u64;
+            let rows = match mode {
+                Mode::DryRun => self.dry_run(plugin, &chunk).await?,
+                Mode::Apply => self.apply(id, plugin, &chunk).await?,
+            };
+            if !store::record(&self.host.shop().db, id, &rows).await? {
+                return Ok(false);
+            }
+            if let Some(rate) = max_rate {
+                let due = Duration::from_secs_f64(done as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Parses a chunk; malformed events are `failed` rows at once.
+    fn parse(chunk: &[Event]) -> (Vec<(&Event, Delivery)>, Vec<store::EventRow>) {
+        let (mut parsed, mut malformed) = (Vec::new(), Vec::new());
+        for e in chunk {
+            match delivery::parse(&e.subject, &e.body) {
+                Ok(d) => parsed.push((e, d)),
+                Err(reason) => malformed.push(row(e, &delivery::event_id_guess(&String::from_utf8_lossy(&e.body)), Outcome::Failed, None, None, Some(format!("malformed event: {reason}")))),
+            }
+        }
+        (parsed, malformed)
+    }
+
+    /// Runs each event on the inputs it was applied with (or, never applied, on the current
+    /// state) and compares; writes nothing to the shop.
+    async fn dry_run(&self, plugin: &Arc<LoadedPlugin>, chunk: &[Event]) -> Result<Vec<store::EventRow>, ReplayError> {
+        let (parsed, mut rows) = Self::parse(chunk);
+        let deliveries: Vec<&Delivery> = parsed.iter().map(|(_, d)| d).collect();
+        let entries = inbox::lookup(&self.host.shop().db, &plugin.name, &deliveries).await?;
+        let never_applied: Vec<&Delivery> =
+            deliveries.iter().zip(&entries).filter(|(_, e)| e.state != inbox::State::Applied).map(|(d, _)| *d).collect();
+        let mut current = reads::snapshots(self.host.shop(), &never_applied).await?.into_iter();
+        let inputs: Vec<Result<Snapshot, String>> = entries
+            .iter()
+            .map(|entry| match (&entry.state, &entry.reads) {
+                (inbox::State::Applied, Some(reads)) => serde_json::from_str(reads).map_err(|e| format!("recorded reads unreadable: {e}")),
+                (inbox::State::Applied, None) => Err("applied before inputs were recorded: nothing to compare with".into()),
+                _ => Ok(current.next().expect("a current snapshot per event never applied")),
+            })
+            .collect();
+        let config = self.host.config_of(&plugin.name);
+        let runtime = self.host.runtime().clone();
+        // The guests, on both cores: this is the replay's hot loop.
+        let candidates: Vec<Result<serde_json::Value, String>> = tokio::task::block_in_place(|| {
+            let work: Vec<(&Delivery, Result<Snapshot, String>)> = deliveries.iter().copied().zip(inputs).collect();
+            let half = work.len().div_ceil(2);
+            let run = |part: &[(&Delivery, Result<Snapshot, String>)]| -> Vec<Result<serde_json::Value, String>> {
+                part.iter()
+                    .map(|(d, input)| {
+                        let snapshot = input.clone()?;
+                        dispatch::run(&runtime, plugin, d, snapshot, config.clone()).map(|e| effects::view(&e)).map_err(|f| f.to_string())
+                    })
+                    .collect()
+            };
+            std::thread::scope(|scope| {
+                let (first, second) = work.split_at(half);
+                let other = scope.spawn(|| run(second));
+                let mut out = run(first);
+                out.extend(other.join().expect("a replay worker panicked"));
+                out
+            })
+        });
+        for (((e, d), entry), candidate) in parsed.iter().zip(&entries).zip(candidates) {
+            rows.push(compare(e, d, entry, candidate));
+        }
+        Ok(rows)
+    }
+
+    /// Processes the events this plugin has not applied yet through the live path.
+    async fn apply(&self, id: Id, plugin: &Arc<LoadedPlugin>, chunk: &[Event]) -> Result<Vec<store::EventRow>, ReplayError> {
+        let (parsed, mut rows) = Self::parse(chunk);
+        let deliveries: Vec<&Delivery> = parsed.iter().map(|(_, d)| d).collect();
+        let entries = inbox::lookup(&self.host.shop().db, &plugin.name, &deliveries).await?;
+        let todo: Vec<(usize, Ready)> = deliveries
+            .iter()
+            .zip(&entries)
+            .enumerate()
+            .filter(|(_, (_, entry))| entry.state != inbox::State::Applied)
+            .map(|(i, (d, entry))| (i, Ready { delivery: d, attempt: entry.state.next_attempt() }))
+            .collect();
+        let ready: Vec<&Ready> = todo.iter().map(|(_, r)| r).collect();
+        let results = self.host.run_and_apply(plugin, &ready).await;
+        let mut outcomes: Vec<Option<Result<Applied, Failure>>> = deliveries.iter().map(|_| None).collect();
+        for ((i, _), result) in todo.iter().zip(results) {
+            outcomes[*i] = Some(result);
+        }
+        let mut resolved = Vec::new();
+        for (((e, d), entry), result) in parsed.iter().zip(&entries).zip(outcomes) {
+            rows.push(match result {
+                None | Some(Ok(Applied::Before)) => row(e, &d.id, Outcome::Skipped, entry.effects.clone(), None, None),
+                Some(Ok(Applied::Now)) => {
+                    resolved.push(d.id.clone());
+                    row(e, &d.id, Outcome::Applied, None, None, None)
+                }
+                Some(Err(failure)) => {
+                    let attempt = entry.state.next_attempt();
+                    if let Err(err) = inbox::record_failure(&self.host.shop().db, &plugin.name, d, attempt, &failure.to_string()).await {
+                        tracing::warn!(error = %err, "could not record a replay's failed attempt");
+                    }
+                    row(e, &d.id, Outcome::Failed, entry.effects.clone(), None, Some(failure.to_string()))
+                }
+            });
+        }
+        let result = format!("applied (replay {id})");
+        dead_letters::resolve(&self.host.shop().db, &plugin.name, &resolved, &result).await?;
+        Ok(rows)
+    }
+}
+
+/// The dry-run outcome of one event.
+fn compare(e: &Event, d: &Delivery, entry: &Entry, candidate: Result<serde_json::Value, String>) -> store::EventRow {
+    let applied = entry.state == inbox::State::Applied;
+    match candidate {
+        Err(reason) => row(e, &d.id, Outcome::Failed, entry.effects.clone(), None, Some(reason)),
+        Ok(effects) if !applied => row(e, &d.id, Outcome::New, None, Some(effects.to_string()), None),
+        Ok(effects) => {
+            let recorded: Option<serde_json::Value> = entry.effects.as_deref().and_then(|r| serde_json::from_str(r).ok());
+            if recorded.as_ref() == Some(&effects) {
+                row(e, &d.id, Outcome::Same, None, Some(effects.to_string()), None)
+            } else {
+                row(e, &d.id, Outcome::Changed, entry.effects.clone(), Some(effects.to_string()), None)
+            }
+        }
+    }
+}
+
+fn row(e: &Event, event_id: &str, outcome: Outcome, recorded: Option<String>, candidate: Option<String>, reason: Option<String>) -> store::EventRow {
+    store::EventRow { seq: e.seq, event_id: event_id.to_owned(), subject: e.subject.clone(), outcome, recorded, candidate, reason }
+}

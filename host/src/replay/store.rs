@@ -1,0 +1,221 @@
+//! The replays' records (`shop_replay`) and their events (`shop_replay_event`): every read
+//! and write of both tables.
+
+use sqlx::{any::AnyRow, Row};
+
+use super::{Mode, Outcome, Replay, ReplayError, ReplayEvent, State, Summary};
+use crate::{
+    ids::{now_ms, Id},
+    store::{placeholders, Db},
+    timestamp::Timestamp,
+};
+
+/// A new replay, as it starts.
+pub struct New<'a> {
+    pub id: Id,
+    pub plugin: &'a str,
+    pub version: &'a str,
+    pub mode: Mode,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub subjects: &'a [String],
+    pub max_rate: Option<i64>,
+    pub total: u64,
+    pub requested_by: &'a str,
+    pub host: &'a str,
+}
+
+/// One replayed event as stored.
+pub struct EventRow {
+    pub seq: u64,
+    pub event_id: String,
+    pub subject: String,
+    pub outcome: Outcome,
+    /// JSON; `None` when the outcome is `same` (the candidate's are the same) or nothing was recorded.
+    pub recorded: Option<String>,
+    pub candidate: Option<String>,
+    pub reason: Option<String>,
+}
+
+fn mode_str(mode: Mode) -> &'static str {
+    match mode {
+        Mode::DryRun => "dry-run",
+        Mode::Apply => "apply",
+    }
+}
+
+const STATES: [(State, &str); 4] =
+    [(State::Running, "running"), (State::Done, "done"), (State::Failed, "failed"), (State::Cancelled, "cancelled")];
+const OUTCOMES: [(Outcome, &str); 6] = [
+    (Outcome::Same, "same"),
+    (Outcome::Changed, "changed"),
+    (Outcome::New, "new"),
+    (Outcome::Failed, "failed"),
+    (Outcome::Applied, "applied"),
+    (Outcome::Skipped, "skipped"),
+];
+
+fn state_str(state: State) -> &'static str {
+    STATES.iter().find(|(s, _)| *s == state).map(|(_, t)| *t).expect("every state has a name")
+}
+
+pub fn outcome_str(outcome: Outcome) -> &'static str {
+    OUTCOMES.iter().find(|(o, _)| *o == outcome).map(|(_, t)| *t).expect("every outcome has a name")
+}
+
+fn decode_err(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unknown {what}").into())
+}
+
+pub async fn insert(db: &Db, r: &New<'_>) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO shop_replay (id, plugin, version, mode, state, from_seq, to_seq, subjects, max_rate, total,
+                   requested_by, host, created_at)
+               VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10, $11, $12)";
+    let subjects = serde_json::to_string(r.subjects).expect("strings serialise");
+    let query = sqlx::query(sql).bind(r.id).bind(r.plugin).bind(r.version).bind(mode_str(r.mode));
+    let query = query.bind(r.from_seq as i64).bind(r.to_seq as i64).bind(subjects).bind(r.max_rate).bind(r.total as i64);
+    query.bind(r.requested_by).bind(r.host).bind(now_ms()).execute(db.pool()).await?;
+    Ok(())
+}
+
+fn replay_from_row(r: &AnyRow) -> Result<Replay, sqlx::Error> {
+    let state: String = r.try_get("state")?;
+    let mode: String = r.try_get("mode")?;
+    let subjects: String = r.try_get("subjects")?;
+    Ok(Replay {
+        replay_id: r.try_get("id")?,
+        plugin: r.try_get("plugin")?,
+        version: r.try_get("version")?,
+        mode: if mode == "apply" { Mode::Apply } else { Mode::DryRun },
+        state: STATES.iter().find(|(_, t)| *t == state).map(|(s, _)| *s).ok_or_else(|| decode_err("state"))?,
+        total: r.try_get("total")?,
+        processed: r.try_get("processed")?,
+        from_seq: r.try_get("from_seq")?,
+        to_seq: r.try_get("to_seq")?,
+        subjects: serde_json::from_str(&subjects).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        max_rate: r.try_get("max_rate")?,
+        summary: Summary {
+            same: r.try_get("same_count")?,
+            changed: r.try_get("changed_count")?,
+            new: r.try_get("new_count")?,
+            failed: r.try_get("failed_count")?,
+            applied: r.try_get("applied_count")?,
+            skipped: r.try_get("skipped_count")?,
+        },
+        requested_by: r.try_get("requested_by")?,
+        error: r.try_get("error")?,
+        started_at: r.try_get::<Timestamp, _>("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+pub async fn get(db: &Db, id: Id) -> Result<Replay, ReplayError> {
+    let row = sqlx::query("SELECT * FROM shop_replay WHERE id = $1").bind(id).fetch_optional(db.pool()).await?;
+    Ok(replay_from_row(&row.ok_or(ReplayError::NotFound(id))?)?)
+}
+
+/// The newest replays first, at most `limit`.
+pub async fn list(db: &Db, limit: i64) -> Result<Vec<Replay>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM shop_replay ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(db.pool()).await?;
+    rows.iter().map(replay_from_row).collect()
+}
+
+/// Stores a chunk's events and adds them to the replay's counts, in one transaction.
+/// `false`: the replay is no longer running (cancelled): nothing was stored, stop.
+pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::Error> {
+    let mut summary = Summary::default();
+    for e in events {
+        summary.add(e.outcome);
+    }
+    let mut tx = db.begin().await?;
+    let running = sqlx::query(
+        "UPDATE shop_replay SET processed = processed + $1, same_count = same_count + $2,
+                changed_count = changed_count + $3, new_count = new_count + $4, failed_count = failed_count + $5,
+                applied_count = applied_count + $6, skipped_count = skipped_count + $7
+          WHERE id = $8 AND state = 'running'",
+    );
+    let running = running.bind(events.len() as i64).bind(summary.same).bind(summary.changed).bind(summary.new);
+    let running = running.bind(summary.failed).bind(summary.applied).bind(summary.skipped).bind(id);
+    if running.execute(&mut *tx).await?.rows_affected() == 0 {
+        return Ok(false);
+    }
+    // Multi-row inserts, in pieces that stay far below either database's parameter limit.
+    for piece in events.chunks(500) {
+        let rows: Vec<String> = (0..piece.len()).map(|i| format!("({})", placeholders(i * 8 + 1, 8))).collect();
+        let sql = format!(
+            "INSERT INTO shop_replay_event (replay_id, seq, event_id, subject, outcome, recorded, candidate, reason) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for e in piece {
+            query = query.bind(id).bind(e.seq as i64).bind(&e.event_id).bind(&e.subject).bind(outcome_str(e.outcome));
+            query = query.bind(&e.recorded).bind(&e.candidate).bind(&e.reason);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Ends a running replay in `state` (with `error` when it failed).
+pub async fn finish(db: &Db, id: Id, state: State, error: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE shop_replay SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'running'")
+        .bind(state_str(state))
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Running replays this host started before it restarted end `failed`: nothing runs them
+/// any more, and their record says so.
+pub async fn fail_interrupted(db: &Db, host: &str) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE shop_replay SET state = 'failed', error = 'interrupted: the host running it stopped', finished_at = $1
+          WHERE state = 'running' AND host = $2",
+    )
+    .bind(now_ms())
+    .bind(host)
+    .execute(db.pool())
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A replay's events after `after` (a sequence), in order, optionally of one outcome.
+pub async fn events(db: &Db, id: Id, outcome: Option<Outcome>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT seq, event_id, subject, outcome, recorded, candidate, reason FROM shop_replay_event
+          WHERE replay_id = $1 AND seq > $2 AND ($3 = '' OR outcome = $3) ORDER BY seq LIMIT $4",
+    )
+    .bind(id)
+    .bind(after)
+    .bind(outcome.map(outcome_str).unwrap_or_default())
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+fn event_from_row(r: &AnyRow) -> Result<ReplayEvent, sqlx::Error> {
+    let outcome: String = r.try_get("outcome")?;
+    let outcome = OUTCOMES.iter().find(|(_, t)| *t == outcome).map(|(o, _)| *o).ok_or_else(|| decode_err("outcome"))?;
+    let list = |col: &str| -> Result<Option<Vec<serde_json::Value>>, sqlx::Error> {
+        r.try_get::<Option<String>, _>(col)?
+            .map(|text| serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(e.into())))
+            .transpose()
+    };
+    let candidate = list("candidate")?;
+    // A `same` event's recorded effects are its candidate's: stored once.
+    let recorded = if outcome == Outcome::Same { candidate.clone() } else { list("recorded")? };
+    Ok(ReplayEvent {
+        seq: r.try_get("seq")?,
+        event_id: r.try_get("event_id")?,
+        subject: r.try_get("subject")?,
+        outcome,
+        recorded,
+        candidate,
+        reason: r.try_get("reason")?,
+    })
+}
