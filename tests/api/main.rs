@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod batches;
 mod callback;
 mod concurrency;
 mod crash;
@@ -10,6 +11,7 @@ mod faults;
 mod hotswap;
 mod outage;
 mod plugins;
+mod replay;
 mod sandbox;
 mod scenario;
 mod spec;

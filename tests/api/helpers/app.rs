@@ -162,6 +162,27 @@ impl TestApp {
         self.request(reqwest::Method::POST, path, Some(body), &[]).await
     }
 
+    /// An admin API call with the token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Reply {
+        let auth = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
+        self.request(method, path, body, &auth).await
+    }
+
+    /// Uploads a plugin component (`query`: e.g. `?activate=false`).
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>, query: &str) -> Reply {
+        let resp = self
+            .http
+            .put(format!("{}/api/admin/plugins/{name}{query}", self.address))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = resp.status().as_u16();
+        Reply { status, body: resp.json().await.unwrap_or(Value::Null) }
+    }
+
     pub async fn admin_post(&self, path: &str, body: &Value) -> Reply {
         let auth = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
         self.request(reqwest::Method::POST, path, Some(body), &auth).await

@@ -1,0 +1,253 @@
+//! Replay: a dry-run of the active version on history finds every event the same and
+//! changes nothing; a staged version with another rate changes every pay-success event and
+//! shows recorded against candidate effects; apply skips what was applied and backfills what
+//! was missed, once; live processing goes on meanwhile; bad requests start nothing; a replay
+//! cut off by a killed host ends failed, saying so. On SQLite and Postgres, with a real
+//! nats-server and the real components.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{component, spawn_app_with, wait_consumers_idle, wait_for, with_plugins, Backend, Fixture, TestApp};
+
+/// Pays `n` orders of 150.00 and waits until points and log have handled them.
+async fn paid_orders(app: &TestApp, fx: &Fixture, n: usize) {
+    let before = app.stream_events("shop.pay.success").await.len();
+    for _ in 0..n {
+        app.pay_order(fx, "150.00").await;
+    }
+    app.wait_events("shop.pay.success", before + n).await;
+    wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
+}
+
+/// Starts a replay and waits for it to end; returns its final record.
+async fn replay(app: &TestApp, request: Value) -> Value {
+    let started = app.admin(Method::POST, "/api/admin/replays", Some(&request)).await;
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    assert!(started.body["replay_id"].is_string(), "{:?}", started.body);
+    finished(app, started.body["replay_id"].as_str().unwrap()).await
+}
+
+async fn finished(app: &TestApp, id: &str) -> Value {
+    wait_for("the replay to end", Duration::from_secs(60), || async {
+        let r = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
+        (r["state"] != "running").then_some(r)
+    })
+    .await
+}
+
+/// Everything a dry-run must leave as it was (the shop's rows, points, logs, inboxes).
+async fn shop_state(app: &TestApp, user_id: &str) -> (std::collections::BTreeMap<String, String>, Value, i64, i64) {
+    (
+        app.snapshot().await,
+        app.get(&format!("/api/users/{user_id}")).await.body["user_score"].clone(),
+        app.count("shop_audit_log", "").await,
+        app.count("trade_mq_consumer_log", "").await,
+    )
+}
+
+async fn dry_run_of_the_active_version_is_all_same(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let fx = app.fixture(10, "150.00", "0.00", None).await;
+    paid_orders(&app, &fx, 3).await;
+    let before = shop_state(&app, &fx.user_id).await;
+
+    let done = replay(&app, json!({"plugin": "points", "mode": "dry-run"})).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["version"], "1.0.0");
+    assert_eq!(done["total"], 3, "the pay-success events (the stream also holds order-confirmed ones)");
+    assert_eq!(done["processed"], 3);
+    assert_eq!(done["summary"], json!({"same": 3, "changed": 0, "new": 0, "failed": 0, "applied": 0, "skipped": 0}));
+    assert_eq!(shop_state(&app, &fx.user_id).await, before, "a dry-run changes nothing");
+
+    let events = app.admin(Method::GET, &format!("/api/admin/replays/{}/events", done["replay_id"].as_str().unwrap()), None).await.body;
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e["outcome"] == "same" && e["recorded"] == e["candidate"]), "{events:?}");
+    assert_eq!(events[0]["candidate"][0]["kind"], "add-points");
+    assert_eq!(events[0]["candidate"][0]["points"], 150);
+}
+
+async fn a_staged_version_with_another_rate_changes_every_event(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let fx = app.fixture(10, "150.00", "0.00", None).await;
+    paid_orders(&app, &fx, 3).await;
+    let before = shop_state(&app, &fx.user_id).await;
+
+    let staged = app.upload("points", component("points_v2"), "?activate=false").await;
+    assert_eq!(staged.status, 200, "{:?}", staged.body);
+    assert_eq!(staged.body["active_version"], "1.0.0", "staging does not activate");
+    assert_eq!(staged.body["kept_versions"], json!(["1.0.0", "2.0.0"]));
+
+    let done = replay(&app, json!({"plugin": "points", "mode": "dry-run", "version": "2.0.0"})).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["version"], "2.0.0");
+    assert_eq!(done["summary"]["changed"], 3, "{done}");
+    assert_eq!(done["summary"]["same"], 0);
+    let id = done["replay_id"].as_str().unwrap();
+    let changed = app.admin(Method::GET, &format!("/api/admin/replays/{id}/events?outcome=changed"), None).await.body;
+    let changed = changed.as_array().unwrap();
+    assert_eq!(changed.len(), 3);
+    for e in changed {
+        assert_eq!(e["recorded"][0]["points"], 150, "{e}");
+        assert_eq!(e["candidate"][0]["points"], 300, "{e}");
+        assert_eq!(e["recorded"][0]["user_id"], fx.user_id.as_str());
+    }
+    // Paged: after the first event's sequence, two remain.
+    let after = changed[0]["seq"].as_i64().unwrap();
+    let page = app.admin(Method::GET, &format!("/api/admin/replays/{id}/events?outcome=changed&after={after}&limit=10"), None).await.body;
+    assert_eq!(page.as_array().unwrap().len(), 2);
+
+    let status = app.admin(Method::GET, "/api/admin/plugins", None).await.body;
+    let points = status.as_array().unwrap().iter().find(|p| p["name"] == "points").unwrap().clone();
+    assert_eq!(points["active_version"], "1.0.0", "the active version is unchanged");
+    assert_eq!(shop_state(&app, &fx.user_id).await, before, "nothing in the shop changed");
+
+    // The CLI gates on it: exit 3 with --fail-on-change, and it prints the summary.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["replay", "--plugin", "points", "--version", "2.0.0", "--fail-on-change", "--host", &app.address])
+        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .output()
+        .expect("run the CLI");
+    let out = String::from_utf8_lossy(&cli.stdout);
+    assert_eq!(cli.status.code(), Some(3), "{out}\n{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(out.contains("changed 3") && out.contains("add-points points 150 → add-points points 300"), "{out}");
+    let same = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["replay", "--plugin", "points", "--fail-on-change", "--host", &app.address])
+        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .output()
+        .expect("run the CLI");
+    assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
+}
+
+async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend: Backend) {
+    // points traps on every event: they end up dead-lettered.
+    let app = spawn_app_with(backend, |s| {
+        with_plugins(s);
+        s.plugin_max_attempts = 2;
+        s.plugin_config.0.insert("points".into(), [("mode".to_string(), "trap".to_string())].into());
+    })
+    .await;
+    app.registry().install("points", &component("rogue")).unwrap();
+    let fx = app.fixture(10, "150.00", "0.00", None).await;
+    paid_orders(&app, &fx, 3).await;
+    async fn score(app: &TestApp, fx: &Fixture) -> i64 {
+        app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"].as_i64().unwrap()
+    }
+    assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND redriven_at IS NULL").await, 3);
+    assert_eq!(score(&app, &fx).await, 0);
+
+    // The log plugin applied everything already: all skipped, nothing changes.
+    let logs = app.count("shop_audit_log", "").await;
+    let done = replay(&app, json!({"plugin": "log", "mode": "apply"})).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["summary"]["skipped"], done["total"]);
+    assert_eq!(done["summary"]["applied"], 0);
+    assert_eq!(app.count("shop_audit_log", "").await, logs);
+
+    // The bug is fixed (back to the real points plugin); apply backfills each missed event once.
+    let fixed = app.admin(Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"}))).await;
+    assert_eq!(fixed.status, 200, "{:?}", fixed.body);
+    let done = replay(&app, json!({"plugin": "points", "mode": "apply"})).await;
+    assert_eq!(done["summary"]["applied"], 3, "{done}");
+    assert_eq!(score(&app, &fx).await, 450);
+    assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND redriven_at IS NULL").await, 0, "the dead letters are resolved");
+    assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND redrive_result LIKE 'applied (replay %'").await, 3);
+
+    // A second apply changes nothing.
+    let again = replay(&app, json!({"plugin": "points", "mode": "apply"})).await;
+    assert_eq!(again["summary"]["skipped"], 3, "{again}");
+    assert_eq!(again["summary"]["applied"], 0);
+    assert_eq!(score(&app, &fx).await, 450);
+    assert_eq!(app.count("trade_mq_consumer_log", "group_name = 'points' AND consumer_status = 1").await, 3);
+}
+
+async fn live_processing_goes_on_during_a_replay(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let fx = app.fixture(100, "150.00", "0.00", None).await;
+    paid_orders(&app, &fx, 10).await;
+    // Slow on purpose: 5 events a second over 10 events.
+    let started = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "max_rate": 5}))).await;
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    let id = started.body["replay_id"].as_str().unwrap().to_owned();
+    paid_orders(&app, &fx, 5).await;
+    let running = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
+    assert_eq!(running["state"], "running", "still replaying while the new orders were handled: {running}");
+    // Each new order got its points, once.
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 15 * 150);
+    assert_eq!(app.count("trade_mq_consumer_log", "group_name = 'points' AND consumer_status = 1").await, 15);
+    let done = finished(&app, &id).await;
+    assert_eq!(done["summary"]["same"], 10, "{done}");
+
+    // Cancel: a running replay stops, keeping what it did.
+    let slow = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "max_rate": 1}))).await;
+    let slow_id = slow.body["replay_id"].as_str().unwrap().to_owned();
+    let cancelled = app.admin(Method::DELETE, &format!("/api/admin/replays/{slow_id}"), None).await;
+    assert_eq!((cancelled.status, cancelled.body["state"].as_str()), (200, Some("cancelled")), "{:?}", cancelled.body);
+    let ended = finished(&app, &slow_id).await;
+    assert_eq!(ended["state"], "cancelled");
+    assert!(ended["processed"].as_i64().unwrap() < 15, "{ended}");
+    let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
+    assert_eq!(list[0]["replay_id"], slow_id.as_str(), "newest first");
+}
+
+async fn bad_requests_start_nothing(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let fx = app.fixture(10, "150.00", "0.00", None).await;
+    paid_orders(&app, &fx, 2).await;
+    let no_token = app.post("/api/admin/replays", &json!({"plugin": "points", "mode": "dry-run"})).await;
+    assert_eq!(no_token.status, 401);
+    for (body, status, code) in [
+        (json!({"plugin": "nope", "mode": "dry-run"}), 404, "SHOP_NOT_FOUND"),
+        (json!({"plugin": "points", "mode": "dry-run", "version": "9.9.9"}), 404, "SHOP_NOT_FOUND"),
+        (json!({"plugin": "points", "mode": "dry-run", "from_seq": 5, "to_seq": 2}), 400, "SHOP_REPLAY_RANGE_INVALID"),
+        (json!({"plugin": "points", "mode": "dry-run", "to_seq": 1_000_000}), 400, "SHOP_REPLAY_RANGE_INVALID"),
+        (json!({"plugin": "points", "mode": "dry-run", "from_time": "2001-01-01T00:00:00Z", "to_time": "2001-01-02T00:00:00Z"}), 400, "SHOP_REPLAY_RANGE_INVALID"),
+        (json!({"plugin": "points", "mode": "rewind"}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
+        (json!({"plugin": "points", "mode": "dry-run", "subjects": ["shop.order.cancel"]}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
+    ] {
+        let reply = app.admin(Method::POST, "/api/admin/replays", Some(&body)).await;
+        assert_eq!((reply.status, reply.code()), (status, code), "{body}: {:?}", reply.body);
+    }
+    let beyond = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "to_seq": 1_000_000}))).await;
+    assert!(beyond.body["message"].as_str().unwrap().contains("stream SHOP holds sequences 1..="), "{:?}", beyond.body);
+    assert_eq!(app.admin(Method::GET, "/api/admin/replays", None).await.body, json!([]), "nothing was started");
+    assert_eq!(app.count("shop_replay", "").await, 0);
+}
+
+/// A replay whose host is killed ends `failed`, saying it was interrupted, once that host is
+/// back: its record never stays `running` with nothing running it.
+async fn a_replay_cut_off_by_a_killed_host_ends_failed(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let fx = app.fixture(10, "150.00", "0.00", None).await;
+    paid_orders(&app, &fx, 3).await;
+    let plugins = crate::helpers::plugins_dir().display().to_string();
+    let env = [("SHOPMESH_PLUGINS_DIR", plugins.as_str()), ("SHOPMESH_DEMO_DATA", "false"), ("SHOPMESH_WORKER_ID", "2")];
+    let mut host = crate::helpers::HostProcess::start(&app.db_url, &app.nats_url, &env).await;
+    let other = TestApp::attach(&app.db_url, app.nats.as_ref().unwrap(), &host.address).await;
+    let started = other.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "max_rate": 1}))).await;
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    let id = started.body["replay_id"].as_str().unwrap().to_owned();
+    host.child.start_kill().expect("SIGKILL");
+    host.child.wait().await.unwrap();
+    let cut_off = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
+    assert_eq!(cut_off["state"], "running", "nothing has looked at it yet: {cut_off}");
+
+    let back = crate::helpers::HostProcess::start(&app.db_url, &app.nats_url, &env).await;
+    let ended = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert!(ended["error"].as_str().unwrap().contains("interrupted"), "{ended}");
+    assert!(ended["finished_at"].is_string());
+    drop(back);
+}
+
+crate::on_both_databases!(
+    a_replay_cut_off_by_a_killed_host_ends_failed,
+    dry_run_of_the_active_version_is_all_same,
+    a_staged_version_with_another_rate_changes_every_event,
+    apply_skips_what_was_applied_and_backfills_what_was_missed_once,
+    live_processing_goes_on_during_a_replay,
+    bad_requests_start_nothing,
+);
