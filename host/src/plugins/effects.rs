@@ -164,46 +164,51 @@ pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<
     }
 }
 
-/// Applies validated effects inside `tx` (which already holds the plugin's inbox row).
-pub async fn apply(tx: &mut Conn, ids: &Snowflake, plugin: &LoadedPlugin, d: &Delivery, effects: &[Effect]) -> Result<(), ApplyError> {
-    for effect in effects {
-        let given = match effect {
-            Effect::RestoreStock(e) => {
-                Some((Step::Stock, e.quantity, steps::give_back(tx, e.order_id, &Stock { goods_id: e.goods_id }, e.quantity).await?))
-            }
-            Effect::ReleaseCoupon(e) => {
-                let coupon = CouponUse { coupon_id: e.coupon_id, user_id: d.event.user_id() };
-                Some((Step::Coupon, e.coupon_id, steps::give_back(tx, e.order_id, &coupon, e.coupon_id).await?))
-            }
-            Effect::RefundBalance(e) => {
-                Some((Step::Balance, e.amount, steps::give_back(tx, e.order_id, &Balance { user_id: e.user_id }, e.amount).await?))
-            }
-            Effect::AddPoints(e) => {
-                points::add(tx, e.user_id, e.points).await?;
-                None
-            }
-            Effect::AppendLog(e) => {
-                let kind = match e.kind {
-                    LogKind::Paid => "paid",
-                    LogKind::Cancelled => "cancelled",
-                };
-                let entry = audit_log::Entry {
+/// Applies the validated effects of several events inside `tx` (which already holds their
+/// inbox rows), handing each kind to the resource that owns it: one call per kind, whatever
+/// the number of events.
+pub async fn apply(tx: &mut Conn, ids: &Snowflake, plugin: &LoadedPlugin, events: &[(&Delivery, &[Effect])]) -> Result<(), ApplyError> {
+    let (mut stock, mut coupons, mut balances, mut awards, mut logs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (d, effects) in events {
+        for effect in *effects {
+            match effect {
+                Effect::RestoreStock(e) => stock.push((e.order_id, Stock { goods_id: e.goods_id }, e.quantity)),
+                Effect::ReleaseCoupon(e) => {
+                    coupons.push((e.order_id, CouponUse { coupon_id: e.coupon_id, user_id: d.event.user_id() }, e.coupon_id))
+                }
+                Effect::RefundBalance(e) => balances.push((e.order_id, Balance { user_id: e.user_id }, e.amount)),
+                Effect::AddPoints(e) => awards.push((e.user_id, e.points)),
+                Effect::AppendLog(e) => logs.push(audit_log::Entry {
                     id: ids.next(),
                     order_id: e.order_id,
                     user_id: e.user_id,
-                    kind,
+                    kind: match e.kind {
+                        LogKind::Paid => "paid",
+                        LogKind::Cancelled => "cancelled",
+                    },
                     amount: e.amount,
                     note: &e.note,
                     event_id: &d.id,
                     plugin_version: plugin.version(),
-                };
-                audit_log::append(tx, entry).await?;
-                None
+                }),
             }
-        };
-        if let Some((step, asked, GiveBack::Mismatch { recorded })) = given {
-            return Err(ApplyError::Rejected(Refusal::GiveBackMismatch { step, asked, recorded }));
         }
     }
+    fenced(Step::Stock, &stock, steps::give_back(tx, &stock).await?)?;
+    fenced(Step::Coupon, &coupons, steps::give_back(tx, &coupons).await?)?;
+    fenced(Step::Balance, &balances, steps::give_back(tx, &balances).await?)?;
+    points::add(tx, &awards).await?;
+    audit_log::append(tx, &logs).await?;
     Ok(())
+}
+
+/// A give-back that does not match its forward record refuses the effects.
+fn fenced<R>(step: Step, asked: &[(i64, R, i64)], given: Vec<GiveBack>) -> Result<(), ApplyError> {
+    match asked.iter().zip(given).find_map(|((_, _, amount), g)| match g {
+        GiveBack::Mismatch { recorded } => Some((*amount, recorded)),
+        _ => None,
+    }) {
+        Some((asked, recorded)) => Err(ApplyError::Rejected(Refusal::GiveBackMismatch { step, asked, recorded })),
+        None => Ok(()),
+    }
 }

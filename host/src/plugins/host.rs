@@ -6,7 +6,11 @@
 //! retry and dead-letter path on its own ([`super::dead_letters`]); the rest commit. Redrive
 //! and replay take the same path.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use sqlx::Connection;
 
@@ -44,6 +48,9 @@ pub enum Applied {
     /// Another delivery or host applied it meanwhile: nothing was done again.
     Before,
 }
+
+/// What running an event produced: its effects, and what to record with them.
+type Produced = (Vec<Effect>, inbox::Recorded);
 
 /// An event ready to run: parsed, not applied yet, and the number of this attempt.
 pub struct Ready<'a> {
@@ -161,7 +168,7 @@ impl PluginHost {
         let config = self.config_of(&plugin.name);
         // The guests run on this thread, each for at most its deadline; block_in_place keeps
         // the runtime's other tasks moving meanwhile.
-        let produced: Vec<Result<(Vec<_>, inbox::Recorded), Failure>> = tokio::task::block_in_place(|| {
+        let produced: Vec<Result<Produced, Failure>> = tokio::task::block_in_place(|| {
             wave.iter()
                 .zip(snapshots)
                 .map(|(r, snapshot)| {
@@ -175,49 +182,38 @@ impl PluginHost {
         self.commit_wave(plugin, wave, produced).await
     }
 
-    /// Commits the wave's effects in one transaction. Should one event's effects fail there
-    /// (a refused give-back, a constraint), the wave is redone with a savepoint per event,
-    /// so that event fails alone and the rest still commit.
-    async fn commit_wave(
-        &self,
-        plugin: &LoadedPlugin,
-        wave: &[&Ready<'_>],
-        produced: Vec<Result<(Vec<Effect>, inbox::Recorded), Failure>>,
-    ) -> Vec<Result<Applied, Failure>> {
+    /// Commits the wave's effects in one transaction. Should they fail there (a refused
+    /// give-back, a constraint), the wave is redone with a savepoint per event, so the event
+    /// at fault fails alone and the rest still commit.
+    async fn commit_wave(&self, plugin: &LoadedPlugin, wave: &[&Ready<'_>], produced: Vec<Result<Produced, Failure>>) -> Vec<Result<Applied, Failure>> {
+        let ran: Vec<(&Ready, &Produced)> = wave.iter().zip(&produced).filter_map(|(r, p)| Some((*r, p.as_ref().ok()?))).collect();
         let whole = async {
             let mut tx = self.shop.db.begin().await?;
-            let mut applied = Vec::with_capacity(wave.len());
-            for (r, p) in wave.iter().zip(&produced) {
-                applied.push(match p {
-                    Ok((effects, recorded)) => Some(self.apply(&mut tx, plugin, r, effects, recorded).await?),
-                    Err(_) => None,
-                });
-            }
+            let fresh = self.apply(&mut tx, plugin, &ran).await?;
             tx.commit().await?;
-            Ok::<_, Failure>(applied)
+            Ok::<_, Failure>(fresh)
         };
-        match whole.await {
-            Ok(applied) => produced.into_iter().zip(applied).map(|(p, a)| p.map(|_| a.expect("applied what ran"))).collect(),
+        let fresh = match whole.await {
+            Ok(fresh) => fresh,
             Err(first) => {
                 tracing::debug!(plugin = %plugin.name, error = %first, "a wave failed as a whole; applying one by one");
-                self.commit_one_by_one(plugin, wave, produced).await
+                return self.commit_one_by_one(plugin, wave, produced).await;
             }
-        }
+        };
+        wave.iter()
+            .zip(produced)
+            .map(|(r, p)| p.map(|_| if fresh.contains(&r.delivery.id) { Applied::Now } else { Applied::Before }))
+            .collect()
     }
 
-    async fn commit_one_by_one(
-        &self,
-        plugin: &LoadedPlugin,
-        wave: &[&Ready<'_>],
-        produced: Vec<Result<(Vec<Effect>, inbox::Recorded), Failure>>,
-    ) -> Vec<Result<Applied, Failure>> {
+    async fn commit_one_by_one(&self, plugin: &LoadedPlugin, wave: &[&Ready<'_>], produced: Vec<Result<Produced, Failure>>) -> Vec<Result<Applied, Failure>> {
         let mut tx = match self.shop.db.begin().await {
             Ok(tx) => tx,
             Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
         };
         let mut results = Vec::with_capacity(wave.len());
         for (r, p) in wave.iter().zip(produced) {
-            let (effects, recorded) = match p {
+            let produced = match p {
                 Ok(ok) => ok,
                 Err(failure) => {
                     results.push(Err(failure));
@@ -226,9 +222,9 @@ impl PluginHost {
             };
             let attempt = async {
                 let mut savepoint = tx.begin().await?;
-                let applied = self.apply(&mut savepoint, plugin, r, &effects, &recorded).await?;
+                let fresh = self.apply(&mut savepoint, plugin, &[(*r, &produced)]).await?;
                 savepoint.commit().await?;
-                Ok::<_, Failure>(applied)
+                Ok::<_, Failure>(if fresh.is_empty() { Applied::Before } else { Applied::Now })
             };
             results.push(attempt.await); // a failed savepoint rolls back when dropped
         }
@@ -238,13 +234,17 @@ impl PluginHost {
         results
     }
 
-    /// The inbox row, then the effects, in `tx`.
-    async fn apply(&self, tx: &mut Conn, plugin: &LoadedPlugin, r: &Ready<'_>, effects: &[Effect], recorded: &inbox::Recorded) -> Result<Applied, Failure> {
-        if !inbox::mark_applied(tx, plugin, r.delivery, r.attempt, recorded).await? {
-            return Ok(Applied::Before);
-        }
-        effects::apply(tx, &self.shop.ids, plugin, r.delivery, effects).await?;
-        Ok(Applied::Now)
+    /// The inbox rows, then the effects of the events applied now, in `tx`; answers their ids.
+    async fn apply(&self, tx: &mut Conn, plugin: &LoadedPlugin, events: &[(&Ready<'_>, &Produced)]) -> Result<HashSet<String>, Failure> {
+        let marks: Vec<(&Delivery, i64, &inbox::Recorded)> = events.iter().map(|(r, (_, recorded))| (r.delivery, r.attempt, recorded)).collect();
+        let fresh = inbox::mark_applied(tx, plugin, &marks).await?;
+        let now: Vec<(&Delivery, &[Effect])> = events
+            .iter()
+            .filter(|(r, _)| fresh.contains(&r.delivery.id))
+            .map(|(r, (effects, _))| (r.delivery, effects.as_slice()))
+            .collect();
+        effects::apply(tx, &self.shop.ids, plugin, &now).await?;
+        Ok(fresh)
     }
 
     /// A failed attempt: recorded, then retried later or dead-lettered.

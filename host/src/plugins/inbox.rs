@@ -4,7 +4,7 @@
 //! acks, however long after JetStream's de-duplication window it arrives; status 2 counts a
 //! plugin's failed attempts at an event that is not applied yet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
@@ -70,28 +70,42 @@ pub async fn state(db: &Db, plugin: &str, d: &Delivery) -> Result<State, sqlx::E
     Ok(lookup(db, plugin, &[d]).await?.pop().map_or(State::New, |e| e.state))
 }
 
-/// Marks the event applied by `plugin` inside `tx`, the transaction its effects go into.
-/// `false`: it was applied before (by another delivery or host); the caller applies nothing.
-/// Written first in the transaction: it is the idempotency fence, and a write (SQLite then
-/// holds the write lock from the start).
-/// `recorded` is what replay compares against later: the effects (as JSON) and the
-/// snapshot the plugin was given (as JSON).
-pub async fn mark_applied(tx: &mut Conn, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, recorded: &Recorded) -> Result<bool, sqlx::Error> {
-    let fresh = sqlx::query(
+/// Marks events applied by `plugin` inside `tx`, the transaction their effects go into, in
+/// one statement; answers the ids of those it marked. An event missing from the answer was
+/// applied before (by another delivery or host): the caller applies nothing for it. Written
+/// first in the transaction: it is the idempotency fence, and a write (SQLite then holds the
+/// write lock from the start). `recorded` is what replay compares against later.
+pub async fn mark_applied(tx: &mut Conn, plugin: &LoadedPlugin, events: &[(&Delivery, i64, &Recorded)]) -> Result<HashSet<String>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // $1..$4 are shared; each row adds subject, id, body, attempt, remark, effects, reads.
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| {
+            let p = |k: usize| format!("${}", 5 + i * 7 + k);
+            format!("($1, {}, {}, {}, {}, 1, {}, $4, {}, $2, $3, {}, {})", p(0), p(1), p(1), p(2), p(3), p(4), p(5), p(6))
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO trade_mq_consumer_log (group_name, msg_tag, msg_key, msg_id, msg_body,
              consumer_status, consumer_times, consumer_timestamp, remark, plugin_version, plugin_sha256, effects, reads)
-         VALUES ($1, $2, $3, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11)
+         VALUES {}
          ON CONFLICT (group_name, msg_tag, msg_key) DO UPDATE
             SET consumer_status = 1, consumer_times = excluded.consumer_times,
                 consumer_timestamp = excluded.consumer_timestamp, remark = excluded.remark,
                 plugin_version = excluded.plugin_version, plugin_sha256 = excluded.plugin_sha256,
                 effects = excluded.effects, reads = excluded.reads
-          WHERE trade_mq_consumer_log.consumer_status <> 1",
+          WHERE trade_mq_consumer_log.consumer_status <> 1
+         RETURNING msg_key",
+        rows.join(", ")
     );
-    let query = fresh.bind(&plugin.name).bind(&d.subject).bind(&d.id).bind(&d.body).bind(attempt).bind(now_ms());
-    let query = query.bind(format!("{} effect(s)", recorded.count)).bind(plugin.version()).bind(&plugin.sha256);
-    let applied = query.bind(&recorded.effects).bind(&recorded.reads).execute(&mut *tx).await?.rows_affected();
-    Ok(applied == 1)
+    let shared = sqlx::query_scalar::<_, String>(&sql).bind(&plugin.name).bind(plugin.version()).bind(&plugin.sha256).bind(now_ms());
+    let query = events.iter().fold(shared, |q, (d, attempt, recorded)| {
+        q.bind(&d.subject).bind(&d.id).bind(&d.body).bind(*attempt).bind(format!("{} effect(s)", recorded.count))
+            .bind(&recorded.effects)
+            .bind(&recorded.reads)
+    });
+    Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
 }
 
 /// What is recorded with an applied event.

@@ -15,7 +15,7 @@ use std::{
 use sha2::{Digest, Sha256};
 use wasmtime::{
     component::{Component, HasSelf, Linker},
-    Config, Engine, Store, StoreLimits, StoreLimitsBuilder,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
 use super::reads::Snapshot;
@@ -38,6 +38,10 @@ use shop::plugin::types as wit;
 /// The only interfaces a plugin may import. Anything else (WASI files, sockets, clocks,
 /// environment) is refused at load, before the component ever runs.
 const ALLOWED_IMPORTS: [&str; 2] = ["shop:plugin/types@0.1.0", "shop:plugin/host@0.1.0"];
+
+/// Instances the pooling allocator keeps ready (an instantiation beyond that waits for none:
+/// it fails and is retried like any other failed attempt).
+const POOL_INSTANCES: u32 = 64;
 
 /// How often the epoch ticks: the unit of the invocation deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -175,6 +179,20 @@ impl Runtime {
     pub fn new(limits: Limits) -> anyhow::Result<Runtime> {
         let mut config = Config::new();
         config.consume_fuel(true).epoch_interruption(true);
+        // A fresh instance per event is the sandbox's rule (no state carries from one event
+        // to the next); the pooling allocator makes that cheap by reusing pre-reserved slots.
+        // Few invocations run at once (one per plugin consumer, two per replay), so a small
+        // pool suffices; a memory can never grow past the per-invocation cap anyway.
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 2)
+            .max_memory_size(limits.memory_bytes);
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(limits.memory_bytes.next_power_of_two() as u64)
+            .memory_guard_size(64 << 10);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut Invocation| state)?;

@@ -1,7 +1,10 @@
 //! The audit log (`shop_audit_log`): the payment log and the cancellation trail, written by
 //! the append-log effect; each row names the event and the plugin version behind it.
 
-use crate::{ids::now_ms, store::Conn};
+use crate::{
+    ids::now_ms,
+    store::{placeholders, Conn},
+};
 
 /// One audit row.
 pub struct Entry<'a> {
@@ -16,21 +19,19 @@ pub struct Entry<'a> {
     pub plugin_version: &'a str,
 }
 
-pub async fn append(tx: &mut Conn, e: Entry<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO shop_audit_log (id, order_id, user_id, kind, amount, note, event_id, plugin_version, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(e.id)
-    .bind(e.order_id)
-    .bind(e.user_id)
-    .bind(e.kind)
-    .bind(e.amount)
-    .bind(e.note)
-    .bind(e.event_id)
-    .bind(e.plugin_version)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
+/// Appends the rows in one statement.
+pub async fn append(tx: &mut Conn, entries: &[Entry<'_>]) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..entries.len()).map(|i| format!("({}, $1)", placeholders(i * 8 + 2, 8))).collect();
+    let sql = format!(
+        "INSERT INTO shop_audit_log (id, order_id, user_id, kind, amount, note, event_id, plugin_version, created_at) VALUES {}",
+        rows.join(", ")
+    );
+    let query = entries.iter().fold(sqlx::query(&sql).bind(now_ms()), |q, e| {
+        q.bind(e.id).bind(e.order_id).bind(e.user_id).bind(e.kind).bind(e.amount).bind(e.note).bind(e.event_id).bind(e.plugin_version)
+    });
+    query.execute(&mut *tx).await?;
     Ok(())
 }

@@ -13,13 +13,14 @@ pub struct Balance {
 impl Taken for Balance {
     const STEP: Step = Step::Balance;
 
-    async fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
+    async fn shift(tx: &mut Conn, moves: &[(i64, &Balance, i64)]) -> Result<Vec<bool>, sqlx::Error> {
         // Conditional, never read-modify-write: a balance never goes below zero. The log
         // row carries the amount; its type says which way it went.
         const SQL: (&str, &str) = (
             "UPDATE trade_user SET user_money = user_money + $1 WHERE user_id = $2 AND user_money + $1 >= 0",
             "INSERT INTO trade_user_money_log (user_id, order_id, money_log_type, use_money, create_time) VALUES ($1, $2, $3, $4, $5)",
         );
-        counted_shift(tx, SQL, self.user_id, order_id, delta, delta.abs()).await
+        let moves: Vec<(i64, i64, i64)> = moves.iter().map(|(order, balance, delta)| (*order, balance.user_id, *delta)).collect();
+        counted_shift(tx, SQL, &moves, i64::abs).await
     }
 }

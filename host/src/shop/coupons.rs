@@ -11,7 +11,7 @@ use crate::{
     timestamp::Timestamp,
     ids::{now_ms, Id},
     money::Money,
-    store::Conn,
+    store::{placeholders, Conn},
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
@@ -62,23 +62,30 @@ impl Taken for CouponUse {
     const STEP: Step = Step::Coupon;
 
     /// `delta` < 0 uses the coupon for the order (only an unused coupon of this user);
-    /// otherwise releases it (only from this order).
-    async fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
-        let query = if delta < 0 {
-            sqlx::query(
-                "UPDATE trade_coupon SET is_used = 1, order_id = $1, used_time = $2
-                  WHERE coupon_id = $3 AND user_id = $4 AND is_used = 0",
-            )
-            .bind(order_id)
-            .bind(now_ms())
-        } else {
-            sqlx::query(
+    /// otherwise releases it (only from this order), all releases in one statement.
+    async fn shift(tx: &mut Conn, moves: &[(i64, &CouponUse, i64)]) -> Result<Vec<bool>, sqlx::Error> {
+        let mut done = Vec::with_capacity(moves.len());
+        for (order, c, delta) in moves {
+            if *delta >= 0 {
+                done.push(true);
+                continue;
+            }
+            let sql = "UPDATE trade_coupon SET is_used = 1, order_id = $1, used_time = $2
+                        WHERE coupon_id = $3 AND user_id = $4 AND is_used = 0";
+            let query = sqlx::query(sql).bind(*order).bind(now_ms()).bind(c.coupon_id).bind(c.user_id);
+            done.push(query.execute(&mut *tx).await?.rows_affected() == 1);
+        }
+        let releases: Vec<&(i64, &CouponUse, i64)> = moves.iter().filter(|(_, _, delta)| *delta >= 0).collect();
+        if !releases.is_empty() {
+            let rows: Vec<String> = (0..releases.len()).map(|i| format!("({})", placeholders(i * 3 + 1, 3))).collect();
+            let sql = format!(
                 "UPDATE trade_coupon SET is_used = 0, order_id = NULL, used_time = NULL
-                  WHERE order_id = $1 AND coupon_id = $2 AND user_id = $3",
-            )
-            .bind(order_id)
-        };
-        let changed = query.bind(self.coupon_id).bind(self.user_id).execute(&mut *tx).await?.rows_affected();
-        Ok(changed == 1)
+                  WHERE (coupon_id, order_id, user_id) IN (VALUES {})",
+                rows.join(", ")
+            );
+            let query = releases.iter().fold(sqlx::query(&sql), |q, (order, c, _)| q.bind(c.coupon_id).bind(*order).bind(c.user_id));
+            query.execute(&mut *tx).await?;
+        }
+        Ok(done)
     }
 }

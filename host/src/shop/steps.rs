@@ -8,11 +8,14 @@
 //!   exists with the same amount (else nothing happens: an "empty rollback"); its primary
 //!   key makes a second give-back a no-op. Then the change.
 
-use std::{fmt, future::Future};
+use std::{collections::HashMap, fmt, future::Future};
 
 use sqlx::Row;
 
-use crate::{ids::now_ms, store::Conn};
+use crate::{
+    ids::now_ms,
+    store::{placeholders, Conn},
+};
 
 /// A forward step of the order flow after the pre-order is saved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,36 +59,50 @@ impl fmt::Display for Step {
 }
 
 /// A resource an order step takes and a cancellation gives back.
-pub trait Taken {
+pub trait Taken: Sized + Sync {
     const STEP: Step;
-    /// Moves the resource for `order_id` by `delta` (negative takes, positive gives back),
-    /// with its log row. A take that finds too little changes nothing and answers `false`.
-    fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+    /// Moves the resource once per `(order, resource, delta)` (negative takes, positive
+    /// gives back), with its log rows, in as few statements as the moves allow. Answers, per
+    /// move, whether it happened: a take that finds too little changes nothing.
+    fn shift(tx: &mut Conn, moves: &[(i64, &Self, i64)]) -> impl Future<Output = Result<Vec<bool>, sqlx::Error>> + Send;
 }
 
-/// The shape of a counted resource's [`Taken::shift`]: `update` ($1 = delta, $2 = `key`)
-/// changes a counter only where it stays ≥ 0; when it did, `log` ($1 = `key`, $2 = order,
-/// $3 = 1 for a take or 2 for a give-back, $4 = `logged`, $5 = now) records the movement.
+/// The shape of a counted resource's [`Taken::shift`]: per distinct `key`, `update`
+/// ($1 = the summed delta, $2 = key) changes a counter only where it stays ≥ 0; the moves
+/// of a key that changed get their rows in `log` ($1 = key, $2 = order, $3 = 1 for a take or
+/// 2 for a give-back, $4 = `logged(delta)`, $5 = now), in one statement.
 pub(crate) async fn counted_shift(
     tx: &mut Conn,
     (update, log): (&'static str, &'static str),
-    key: i64,
-    order_id: i64,
-    delta: i64,
-    logged: i64,
-) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(update).bind(delta).bind(key).execute(&mut *tx).await?.rows_affected() == 1;
-    if changed {
-        sqlx::query(log)
-            .bind(key)
-            .bind(order_id)
-            .bind(if delta < 0 { 1i64 } else { 2 })
-            .bind(logged)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+    moves: &[(i64, i64, i64)],
+    logged: fn(i64) -> i64,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut sums: Vec<(i64, i64)> = Vec::new(); // (key, summed delta), in first-seen order
+    for (_, key, delta) in moves {
+        match sums.iter_mut().find(|(k, _)| k == key) {
+            Some((_, sum)) => *sum += delta,
+            None => sums.push((*key, *delta)),
+        }
     }
-    Ok(changed)
+    let mut changed = Vec::with_capacity(sums.len());
+    for (key, sum) in sums {
+        if sqlx::query(update).bind(sum).bind(key).execute(&mut *tx).await?.rows_affected() == 1 {
+            changed.push(key);
+        }
+    }
+    let done: Vec<bool> = moves.iter().map(|(_, key, _)| changed.contains(key)).collect();
+    let rows: Vec<&(i64, i64, i64)> = moves.iter().zip(&done).filter(|(_, d)| **d).map(|(m, _)| m).collect();
+    if !rows.is_empty() {
+        let values: Vec<String> = (0..rows.len()).map(|i| format!("({})", placeholders(i * 5 + 1, 5))).collect();
+        let (head, _) = log.split_once("VALUES").expect("a log statement has VALUES");
+        let sql = format!("{head}VALUES {}", values.join(", "));
+        let now = now_ms();
+        let query = rows.iter().fold(sqlx::query(&sql), |q, (order, key, delta)| {
+            q.bind(*key).bind(*order).bind(if *delta < 0 { 1i64 } else { 2 }).bind(logged(*delta)).bind(now)
+        });
+        query.execute(&mut *tx).await?;
+    }
+    Ok(done)
 }
 
 /// What a give-back did.
@@ -102,58 +119,81 @@ pub enum GiveBack {
 
 /// Takes `amount` of `resource` for an order's step: the conditional change and its
 /// forward record, or nothing (`false`) when the condition does not hold.
-pub async fn take(tx: &mut Conn, order_id: i64, resource: &impl Taken, amount: i64) -> Result<bool, sqlx::Error> {
-    let taken = resource.shift(tx, order_id, -amount).await?;
+pub async fn take<R: Taken>(tx: &mut Conn, order_id: i64, resource: &R, amount: i64) -> Result<bool, sqlx::Error> {
+    let taken = R::shift(tx, &[(order_id, resource, -amount)]).await?[0];
     if taken {
-        insert(tx, order_id, resource_step(resource), "forward", amount, false).await?;
+        let record = format!("INSERT INTO shop_order_step (order_id, step, action, amount, created_at) VALUES ({})", placeholders(1, 5));
+        let query = sqlx::query(&record).bind(order_id).bind(R::STEP.as_str()).bind("forward").bind(amount).bind(now_ms());
+        query.execute(&mut *tx).await?;
     }
     Ok(taken)
 }
 
-/// Gives back what an order's step took, fenced by its records (see the module docs).
-pub async fn give_back(tx: &mut Conn, order_id: i64, resource: &impl Taken, amount: i64) -> Result<GiveBack, sqlx::Error> {
-    let step = resource_step(resource);
-    let forward: Option<i64> = sqlx::query_scalar(
-        "SELECT amount FROM shop_order_step WHERE order_id = $1 AND step = $2 AND action = 'forward'",
-    )
-    .bind(order_id)
-    .bind(step.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    match forward {
-        None => return Ok(GiveBack::NothingTaken),
-        Some(recorded) if recorded != amount => return Ok(GiveBack::Mismatch { recorded }),
-        Some(_) => {}
+/// Gives back, for each `(order, resource, amount)`, what the order's step took, fenced by
+/// its records (see the module docs): one query for the forward records, one insert for the
+/// give-back records, one [`Taken::shift`]. Nothing is changed when any give-back does not
+/// match its forward record (the answer says which).
+pub async fn give_back<R: Taken>(tx: &mut Conn, items: &[(i64, R, i64)]) -> Result<Vec<GiveBack>, sqlx::Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
-    if !insert(tx, order_id, step, "giveback", amount, true).await? {
-        return Ok(GiveBack::AlreadyGiven);
-    }
-    resource.shift(tx, order_id, amount).await?;
-    Ok(GiveBack::Done)
-}
-
-fn resource_step<R: Taken>(_: &R) -> Step {
-    R::STEP
-}
-
-/// Writes a record; `once`: a record already there is left alone (`false`).
-async fn insert(tx: &mut Conn, order_id: i64, step: Step, action: &str, amount: i64, once: bool) -> Result<bool, sqlx::Error> {
-    let sql = if once {
-        "INSERT INTO shop_order_step (order_id, step, action, amount, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
-    } else {
-        "INSERT INTO shop_order_step (order_id, step, action, amount, created_at) VALUES ($1, $2, $3, $4, $5)"
-    };
-    let inserted = sqlx::query(sql)
-        .bind(order_id)
-        .bind(step.as_str())
-        .bind(action)
-        .bind(amount)
-        .bind(now_ms())
-        .execute(&mut *tx)
+    let orders: Vec<i64> = items.iter().map(|(order, _, _)| *order).collect();
+    let sql = format!(
+        "SELECT order_id, amount FROM shop_order_step WHERE step = $1 AND action = 'forward' AND order_id IN ({})",
+        placeholders(2, orders.len())
+    );
+    let forward: HashMap<i64, i64> = orders
+        .iter()
+        .fold(sqlx::query_as::<_, (i64, i64)>(&sql).bind(R::STEP.as_str()), |q, o| q.bind(*o))
+        .fetch_all(&mut *tx)
         .await?
-        .rows_affected();
-    Ok(inserted == 1)
+        .into_iter()
+        .collect();
+    let mut results: Vec<GiveBack> = items
+        .iter()
+        .map(|(order, _, amount)| match forward.get(order) {
+            None => GiveBack::NothingTaken,
+            Some(recorded) if recorded != amount => GiveBack::Mismatch { recorded: *recorded },
+            Some(_) => GiveBack::Done,
+        })
+        .collect();
+    if results.iter().any(|r| matches!(r, GiveBack::Mismatch { .. })) {
+        return Ok(results);
+    }
+    // An order's step is given back once, however often it is asked for.
+    let mut seen = Vec::new();
+    for (item, result) in items.iter().zip(results.iter_mut()) {
+        if *result == GiveBack::Done {
+            if seen.contains(&item.0) {
+                *result = GiveBack::AlreadyGiven;
+            } else {
+                seen.push(item.0);
+            }
+        }
+    }
+    let due: Vec<&(i64, R, i64)> = items.iter().zip(&results).filter(|(_, r)| **r == GiveBack::Done).map(|(i, _)| i).collect();
+    if due.is_empty() {
+        return Ok(results);
+    }
+    // The primary key lets each give-back record in once: those already there are not new.
+    let values: Vec<String> = (0..due.len()).map(|i| format!("({}, 'giveback', $1)", placeholders(i * 3 + 2, 3))).collect();
+    let sql = format!(
+        "INSERT INTO shop_order_step (order_id, step, amount, action, created_at) VALUES {} ON CONFLICT DO NOTHING RETURNING order_id",
+        values.join(", ")
+    );
+    let query = due.iter().fold(sqlx::query_scalar::<_, i64>(&sql).bind(now_ms()), |q, (order, _, amount)| {
+        q.bind(*order).bind(R::STEP.as_str()).bind(*amount)
+    });
+    let recorded: Vec<i64> = query.fetch_all(&mut *tx).await?;
+    let moves: Vec<(i64, &R, i64)> =
+        due.iter().filter(|(order, _, _)| recorded.contains(order)).map(|(order, r, amount)| (*order, r, *amount)).collect();
+    for (item, result) in items.iter().zip(results.iter_mut()) {
+        if *result == GiveBack::Done && !recorded.contains(&item.0) {
+            *result = GiveBack::AlreadyGiven;
+        }
+    }
+    R::shift(tx, &moves).await?;
+    Ok(results)
 }
 
 /// One step record as read back.

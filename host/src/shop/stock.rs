@@ -66,13 +66,14 @@ pub struct Stock {
 impl Taken for Stock {
     const STEP: Step = Step::Stock;
 
-    async fn shift(&self, tx: &mut Conn, order_id: i64, delta: i64) -> Result<bool, sqlx::Error> {
+    async fn shift(tx: &mut Conn, moves: &[(i64, &Stock, i64)]) -> Result<Vec<bool>, sqlx::Error> {
         // Conditional, never read-modify-write: a take cannot oversell. The log row carries
         // the signed movement.
         const SQL: (&str, &str) = (
             "UPDATE trade_goods SET goods_number = goods_number + $1 WHERE goods_id = $2 AND goods_number + $1 >= 0",
             "INSERT INTO trade_goods_number_log (goods_id, order_id, log_type, goods_number, log_time) VALUES ($1, $2, $3, $4, $5)",
         );
-        counted_shift(tx, SQL, self.goods_id, order_id, delta, delta).await
+        let moves: Vec<(i64, i64, i64)> = moves.iter().map(|(order, stock, delta)| (*order, stock.goods_id, *delta)).collect();
+        counted_shift(tx, SQL, &moves, |delta| delta).await
     }
 }
