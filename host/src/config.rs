@@ -12,7 +12,7 @@ use figment::{
 use secrecy::SecretString;
 use serde::{de, Deserialize, Deserializer};
 
-use crate::shop::fault::Fault;
+use crate::{shop::fault::Fault, store::SqliteSync};
 
 /// Development defaults: fine on a laptop, refused nowhere, warned about at start.
 pub const DEV_CALLBACK_SECRET: &str = "dev-callback-secret";
@@ -27,6 +27,9 @@ pub struct Settings {
     /// `sqlite://…` or `postgres://…`; unset: `sqlite://<data_dir>/shopmesh.db`.
     pub database_url: Option<String>,
     pub db_max_connections: u32,
+    /// SQLite only: `full` (default: every commit survives a power cut) or `normal` (faster;
+    /// a power cut can lose the last commits). See [`crate::store::SqliteSync`].
+    pub sqlite_synchronous: SqliteSync,
     /// Unset: start a nats-server child process on loopback.
     pub nats_url: Option<String>,
     pub nats_server_bin: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             db_max_connections: 8,
+            sqlite_synchronous: SqliteSync::Full,
             nats_url: None,
             nats_server_bin: None,
             callback_secret: DEV_CALLBACK_SECRET.into(),
@@ -194,7 +198,7 @@ impl Settings {
 
     /// Every key a setting can be given by (what the environment layer reads).
     const KEYS: &'static [&'static str] = &[
-        "http_addr", "data_dir", "database_url", "db_max_connections", "nats_url", "nats_server_bin",
+        "http_addr", "data_dir", "database_url", "db_max_connections", "sqlite_synchronous", "nats_url", "nats_server_bin",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
         "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",
@@ -230,6 +234,11 @@ impl Settings {
         }
         if self.plugin_max_attempts < 1 {
             return invalid("plugin_max_attempts must be at least 1");
+        }
+        if !(1..=1000).contains(&self.relay_batch) {
+            // The NATS client bounds the publishes awaiting an ack; a relay batch is one
+            // window of them.
+            return invalid("relay_batch must be 1..=1000");
         }
         if !(1..=10_000).contains(&self.plugin_batch) {
             return invalid("plugin_batch must be 1..=10000");

@@ -6,7 +6,6 @@ use shopmesh::{
     cli::{self, Command},
     startup::Application,
 };
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,9 +26,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-                .init();
+            cli::init_logs(args.log_format);
             let app = Application::build(args.settings()?).await?;
             app.run_until_stopped().await?;
         }

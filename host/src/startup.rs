@@ -41,13 +41,10 @@ impl Application {
         }
 
         let db_url = settings.database_url();
-        let db = Db::connect(&db_url, settings.db_max_connections)
+        let db = Db::connect_with(&db_url, settings.db_max_connections, settings.sqlite_synchronous)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&db_url)))?;
         db.migrate().await.context("migrating the database")?;
-        if settings.demo_data {
-            demo::load(&db).await.context("loading demo data")?;
-        }
         tracing::info!(backend = ?db.backend(), "database ready");
         if db.backend() == Backend::Sqlite && settings.worker_id != 1 {
             tracing::warn!("several hosts cannot share a SQLite file; use Postgres for a fleet");
@@ -89,6 +86,15 @@ impl Application {
             fault,
             outbox_wake: outbox_wake.clone(),
         });
+        if settings.demo_data {
+            // Through a shop without injected faults: the demo order must go through.
+            let demo_shop = Shop { db: db.clone(), ids: Snowflake::new(settings.worker_id), fault: None, outbox_wake: outbox_wake.clone() };
+            demo::load(&demo_shop).await.context("loading demo data")?;
+            tracing::info!(
+                user = demo::USER_ID, goods = demo::GOODS_ID, coupon = demo::COUPON_ID, order = demo::ORDER_ID, payment = demo::PAY_ID,
+                "demo data loaded (刘备, 华为P30 and 荣耀20, her coupon, her confirmed 荣耀20 order with an unpaid payment)"
+            );
+        }
 
         let runtime = Runtime::new(Limits {
             memory_bytes: settings.plugin_memory_mib as usize * 1024 * 1024,
@@ -179,7 +185,14 @@ impl Application {
             },
             Some(Duration::from_secs(10)),
         ));
-        tracing::info!(%address, "shopmesh listening; Swagger UI at http://{address}/docs");
+        tracing::info!(
+            api = %format_args!("http://{address}/api"),
+            docs = %format_args!("http://{address}/docs"),
+            database = %redact_url(&db_url),
+            data = %settings.data_dir.display(),
+            nats = %nats_url,
+            "shopmesh ready: Swagger UI at http://{address}/docs"
+        );
         Ok(Application { address, shop, plugins, nats_url, shutdown, tasks, server, _nats: nats_child })
     }
 

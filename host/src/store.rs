@@ -36,6 +36,29 @@ impl FromStr for Backend {
     }
 }
 
+/// SQLite's `synchronous` setting (WAL mode). `Full` (the default) fsyncs the WAL at every
+/// commit: a committed transaction survives a power cut. `Normal` fsyncs only at
+/// checkpoints: still never corrupt, and a crash of the process loses nothing, but a power
+/// cut or OS crash can lose the last transactions committed before it — orders, payments
+/// and effects the API already answered for. `Off` is for throwaway data (benchmark setup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    Full,
+    Normal,
+    Off,
+}
+
+impl SqliteSync {
+    fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "PRAGMA synchronous = FULL",
+            SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
+            SqliteSync::Off => "PRAGMA synchronous = OFF",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
@@ -94,7 +117,12 @@ pub enum StoreError {
 }
 
 impl Db {
+    /// Connects with SQLite's `synchronous = FULL` (every commit durable on its own).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        Db::connect_with(url, max_connections, SqliteSync::Full).await
+    }
+
+    pub async fn connect_with(url: &str, max_connections: u32, sync: SqliteSync) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         let backend: Backend = url.parse().map_err(StoreError::Url)?;
         let mut url = url.to_owned();
@@ -116,6 +144,7 @@ impl Db {
                         // in this crate begins with a write, so no snapshot upgrade fails.
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute(sync.pragma()).await?;
                     }
                     Ok(())
                 })

@@ -29,8 +29,9 @@ async fn bad_signatures_are_refused(backend: Backend) {
     let cases = [
         ("unsigned", None),
         ("wrong secret", Some(sign(b"not-the-secret", now, body.as_bytes()))),
-        ("stale", Some(sign(key, now - 301, body.as_bytes()))),
-        ("from the future", Some(sign(key, now + 301, body.as_bytes()))),
+        // Well outside the ±300 s tolerance, however long the cases before take.
+        ("stale", Some(sign(key, now - 330, body.as_bytes()))),
+        ("from the future", Some(sign(key, now + 330, body.as_bytes()))),
         ("other body", Some(sign(key, now, body.replace("160.00", "1.00").as_bytes()))),
         ("malformed", Some("t=abc,v1=zz".to_string())),
         ("no mac", Some(format!("t={now}"))),

@@ -3,14 +3,14 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{spawn_app, spawn_app_with, Backend};
 
 const USER: &str = "345963634385633280";
 const GOODS: &str = "345959443973935104";
 const COUPON: &str = "345988230098857984";
 
 async fn seeds_scenario(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |s| s.demo_data = true).await;
 
     let order = app
         .post(
@@ -51,7 +51,8 @@ async fn seeds_scenario(backend: Backend) {
     assert!(paid["pay_time"].is_string());
     assert_eq!(app.get(&format!("/api/payments/{pay_id}")).await.body["is_paid"], 2);
 
-    let confirmed = app.wait_events("shop.order.confirmed", 1).await;
+    // The demo data's own order was confirmed before this one.
+    let confirmed: Vec<_> = app.wait_events("shop.order.confirmed", 2).await.into_iter().filter(|(_, ev)| ev["data"]["order_id"] == order_id.as_str()).collect();
     assert_eq!(confirmed.len(), 1);
     let (msg_id, ev) = &confirmed[0];
     assert_eq!(&ev["id"], msg_id.as_str(), "CloudEvent id is the Nats-Msg-Id");
@@ -74,7 +75,7 @@ async fn seeds_scenario(backend: Backend) {
     );
     assert!(app.stream_events("shop.order.cancel").await.is_empty());
     // The relay marked both rows sent.
-    assert_eq!(app.count("trade_mq_producer_temp", "msg_status = 1").await, 2);
+    assert_eq!(app.count("trade_mq_producer_temp", &format!("msg_status = 1 AND msg_key = '{order_id}'")).await, 2);
 }
 
 async fn payment_rules(backend: Backend) {

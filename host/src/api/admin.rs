@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use poem::{Request, web::Data};
 use poem_openapi::{OpenApi, SecurityScheme, auth::Bearer, payload::Json};
 
-use super::{ApiTags, Created, errors::api_error};
+use super::{ApiTags, Created, errors::{api_error, TokenWrong}, strict::StrictJson};
 use crate::{
         shop::{
         coupons::{Coupon, NewCoupon},
@@ -24,8 +24,9 @@ pub struct AdminToken(pub SecretString);
 #[oai(ty = "bearer", checker = "check_admin_token")]
 pub struct AdminAuth(());
 
-async fn check_admin_token(req: &Request, bearer: Bearer) -> Option<()> {
-    let expected = req.data::<AdminToken>()?;
+async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<()> {
+    let wrong = || poem::Error::new(TokenWrong, poem::http::StatusCode::UNAUTHORIZED);
+    let expected = req.data::<AdminToken>().ok_or_else(wrong)?;
     // Constant-time: compare MACs of both sides rather than the strings themselves.
     use hmac::{Mac, digest::KeyInit};
     let mac = |s: &str| {
@@ -34,14 +35,21 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> Option<()> {
         m
     };
     let want = mac(expected.0.expose_secret()).finalize().into_bytes();
-    mac(&bearer.token).verify_slice(&want).ok()
+    mac(&bearer.token).verify_slice(&want).map_err(|_| wrong())
 }
 
 api_error!(
-    /// Errors of the admin endpoints.
-    AdminError {
-        401 => Unauthorized: "Missing or wrong bearer token.",
-        404 => NotFound: "A referenced resource does not exist.",
+    /// Errors of the admin endpoints that only read or create.
+    AdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    }
+);
+
+api_error!(
+    /// Errors of adding a coupon.
+    CouponAdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_USER_NO_EXIST"): "The user does not exist.",
     }
 );
 
@@ -50,20 +58,20 @@ pub struct AdminApi;
 #[OpenApi(prefix_path = "/api/admin")]
 impl AdminApi {
     /// Add goods
-    #[oai(path = "/goods", method = "post", tag = "ApiTags::Admin")]
-    async fn add_goods(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: Json<NewGoods>) -> Result<Created<Goods>, AdminError> {
+    #[oai(path = "/goods", method = "post", operation_id = "addGoods", tag = "ApiTags::Admin")]
+    async fn add_goods(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewGoods>) -> Result<Created<Goods>, AdminError> {
         Ok(Created::Created(Json(shop.add_goods(body.0).await?)))
     }
 
     /// Add a user
-    #[oai(path = "/users", method = "post", tag = "ApiTags::Admin")]
-    async fn add_user(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: Json<NewUser>) -> Result<Created<User>, AdminError> {
+    #[oai(path = "/users", method = "post", operation_id = "addUser", tag = "ApiTags::Admin")]
+    async fn add_user(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewUser>) -> Result<Created<User>, AdminError> {
         Ok(Created::Created(Json(shop.add_user(body.0).await?)))
     }
 
     /// Add a coupon for a user
-    #[oai(path = "/coupons", method = "post", tag = "ApiTags::Admin")]
-    async fn add_coupon(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: Json<NewCoupon>) -> Result<Created<Coupon>, AdminError> {
+    #[oai(path = "/coupons", method = "post", operation_id = "addCoupon", tag = "ApiTags::Admin")]
+    async fn add_coupon(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewCoupon>) -> Result<Created<Coupon>, CouponAdminError> {
         Ok(Created::Created(Json(shop.add_coupon(body.0).await?)))
     }
 }

@@ -14,6 +14,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "ErrorBody")]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `SHOP_GOODS_NO_EXIST`.
     pub code: String,
@@ -39,22 +40,29 @@ pub trait ApiFailure: std::fmt::Display {
 /// Errors that belong to the API itself rather than to a domain.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("admin token missing or wrong")]
-    Unauthorized,
+    #[error("admin token missing: send Authorization: Bearer <admin token>")]
+    TokenMissing,
+    #[error("admin token wrong")]
+    TokenWrong,
     #[error("request parameter invalid: {0}")]
     BadRequest(String),
 }
 
+/// What the admin token check answers when a token is there but is not the admin's.
+#[derive(Debug, thiserror::Error)]
+#[error("admin token wrong")]
+pub struct TokenWrong;
+
 impl ApiFailure for ApiError {
     fn status(&self) -> u16 {
         match self {
-            ApiError::Unauthorized => 401,
+            ApiError::TokenMissing | ApiError::TokenWrong => 401,
             ApiError::BadRequest(_) => 400,
         }
     }
     fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized => "SHOP_UNAUTHORIZED",
+            ApiError::TokenMissing | ApiError::TokenWrong => "SHOP_UNAUTHORIZED",
             ApiError::BadRequest(_) => "SHOP_REQUEST_PARAMETER_INVALID",
         }
     }
@@ -185,43 +193,122 @@ impl ErrorBody {
 /// The `bad_request_handler` of every error enum: a request poem-openapi could not parse
 /// (bad JSON, missing field, failed validator, wrong content type) or authenticate.
 pub fn from_request_error<T: From<ApiError>>(err: poem::Error) -> T {
-    if err.status() == StatusCode::UNAUTHORIZED {
-        ApiError::Unauthorized.into()
+    if err.is::<TokenWrong>() {
+        ApiError::TokenWrong.into()
+    } else if err.status() == StatusCode::UNAUTHORIZED {
+        ApiError::TokenMissing.into()
     } else {
         ApiError::BadRequest(err.to_string()).into()
     }
 }
 
-/// Declares an error response enum: 400 and 500 always, plus the listed statuses. Any
-/// [`ApiFailure`] converts into it, with `?`.
+/// The names and example codes of an error enum's responses (written by [`api_error!`]).
+pub trait ErrorExamples {
+    const NAME: &'static str;
+    /// A real code this operation answers with `status`, for the spec's example.
+    fn example(status: u16) -> (&'static str, &'static str);
+}
+
+/// An error body as one operation answers it with one status: the same `{code, message}`,
+/// but its own schema, whose example carries a code that operation really answers.
+pub struct ErrorOf<E, const S: u16>(pub ErrorBody, std::marker::PhantomData<E>);
+
+impl<E, const S: u16> std::fmt::Debug for ErrorOf<E, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E, const S: u16> ErrorOf<E, S> {
+    pub fn new(body: ErrorBody) -> Self {
+        ErrorOf(body, std::marker::PhantomData)
+    }
+}
+
+impl<E: ErrorExamples + Send + Sync, const S: u16> poem_openapi::types::Type for ErrorOf<E, S> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("{}{}", E::NAME, S).into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |registry| {
+            <ErrorBody as poem_openapi::types::Type>::register(registry);
+            let mut meta = registry.schemas.get("ErrorBody").cloned().expect("ErrorBody is registered");
+            let (code, message) = E::example(S);
+            meta.example = Some(serde_json::json!({ "code": code, "message": message }));
+            meta
+        })
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl<E: ErrorExamples + Send + Sync, const S: u16> poem_openapi::types::ToJSON for ErrorOf<E, S> {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        self.0.to_json()
+    }
+}
+
+/// Declares an error response enum: 400 and 500 always, plus the listed statuses, each with
+/// a code it really answers as the spec's example. Any [`ApiFailure`] converts into it, with
+/// `?`.
 macro_rules! api_error {
-    ($(#[$meta:meta])* $name:ident { $($status:literal => $variant:ident : $doc:literal),* $(,)? }) => {
+    (
+        $(#[$meta:meta])* $name:ident (400 $bad:literal) {
+            $($status:literal => $variant:ident ($code:literal) : $doc:literal),* $(,)?
+        }
+    ) => {
         $(#[$meta])*
         #[derive(Debug, poem_openapi::ApiResponse)]
         #[oai(bad_request_handler = "crate::api::errors::from_request_error")]
         pub enum $name {
             /// The request is malformed or breaks a rule; nothing was changed.
             #[oai(status = 400)]
-            BadRequest(poem_openapi::payload::Json<$crate::api::errors::ErrorBody>),
+            BadRequest(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, 400>>),
             $(
                 #[doc = $doc]
                 #[oai(status = $status)]
-                $variant(poem_openapi::payload::Json<$crate::api::errors::ErrorBody>),
+                $variant(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, $status>>),
             )*
             /// The server failed (SHOP_INTERNAL_ERROR).
             #[oai(status = 500)]
-            Internal(poem_openapi::payload::Json<$crate::api::errors::ErrorBody>),
+            Internal(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, 500>>),
+        }
+
+        impl $crate::api::errors::ErrorExamples for $name {
+            const NAME: &'static str = stringify!($name);
+            fn example(status: u16) -> (&'static str, &'static str) {
+                match status {
+                    400 => ($bad, "The request is malformed or breaks a rule; nothing was changed."),
+                    $($status => ($code, $doc),)*
+                    _ => ("SHOP_INTERNAL_ERROR", "internal error; nothing in this request can fix it"),
+                }
+            }
         }
 
         impl<E: $crate::api::errors::ApiFailure> From<E> for $name {
             fn from(e: E) -> Self {
-                let body = poem_openapi::payload::Json($crate::api::errors::ErrorBody::of(&e));
+                let body = $crate::api::errors::ErrorBody::of(&e);
                 match e.status() {
-                    400 => $name::BadRequest(body),
-                    $($status => $name::$variant(body),)*
+                    400 => $name::BadRequest(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body))),
+                    $($status => $name::$variant(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body))),)*
                     _ => {
                         tracing::error!(error = %e, "request failed");
-                        $name::Internal(body)
+                        $name::Internal(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body)))
                     }
                 }
             }

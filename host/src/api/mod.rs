@@ -2,16 +2,19 @@
 //! the spec at `/openapi.json`. Handlers are thin: parse, call the shop, map the error.
 
 mod admin;
+mod edge;
+mod examples;
 pub mod errors;
 mod payments;
 mod plugins;
 mod replays;
 mod shop;
 mod signed;
+mod strict;
 
 use std::sync::Arc;
 
-use poem::{EndpointExt, IntoEndpoint, Route};
+use poem::{EndpointExt, IntoEndpoint, IntoResponse, Route};
 use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
 
 pub use admin::AdminToken;
@@ -53,39 +56,42 @@ pub fn service() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The spec exactly as served at `/openapi.json` (what `openapi/openapi.json` must equal).
+/// The spec exactly as served at `/openapi.json` (what `openapi/openapi.json` must equal),
+/// with its tags in the order a user meets them (the framework sorts them by name).
 pub fn spec_json() -> String {
-    service().spec()
+    reorder_tags(&service().spec())
+}
+
+fn reorder_tags(spec: &str) -> String {
+    const ORDER: [&str; 4] = ["Catalog", "Orders", "Payments", "Admin"];
+    let mut doc: serde_json::Value = serde_json::from_str(spec).expect("the framework writes JSON");
+    if let Some(tags) = doc.get_mut("tags").and_then(|t| t.as_array_mut()) {
+        tags.sort_by_key(|t| ORDER.iter().position(|name| t["name"] == *name).unwrap_or(ORDER.len()));
+    }
+    serde_json::to_string_pretty(&doc).expect("JSON serialises")
 }
 
 pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, replays: Arc<Replays>, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
     let api = service();
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let spec = spec_json();
+    // Swagger UI embeds the spec it shows: give it the served one.
+    let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
     Route::new()
         .nest("/", api)
-        .nest("/docs", docs)
-        .at("/openapi.json", spec)
+        .at("/docs", poem::endpoint::make_sync(move |_| poem::web::Html(docs.clone())))
+        .at("/openapi.json", poem::endpoint::make_sync(move |_| {
+            poem::Response::builder().content_type("application/json; charset=utf-8").body(spec.clone())
+        }))
         .data(shop)
         .data(plugins)
         .data(replays)
         .data(admin_token)
         .data(callback_secret)
-        // Whatever poem-openapi did not answer itself (an unknown path, a wrong method)
-        // still answers in the API's error shape.
-        .catch_all_error(|err: poem::Error| async move {
-            if err.is_from_response() {
-                // Already an API response (an operation's own error enum): pass it through.
-                return err.into_response();
+        .around(|next, req| async move {
+            // The bare address points people at the docs.
+            if req.uri().path() == "/" && req.method() == poem::http::Method::GET {
+                return Ok(poem::web::Redirect::see_other("/docs").into_response());
             }
-            let code = match err.status().as_u16() {
-                401 => "SHOP_UNAUTHORIZED",
-                404 => "SHOP_NOT_FOUND",
-                405 => "SHOP_METHOD_NOT_ALLOWED",
-                s if s < 500 => "SHOP_REQUEST_PARAMETER_INVALID",
-                _ => "SHOP_INTERNAL_ERROR",
-            };
-            let body = serde_json::json!({ "code": code, "message": err.to_string() });
-            poem::IntoResponse::into_response(poem::IntoResponse::with_status(poem::web::Json(body), err.status()))
+            edge::around(next, req).await
         })
 }

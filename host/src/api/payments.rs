@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::{Header, Path}, payload::Json};
 
-use super::{ApiTags, Created, errors::api_error, shop::LookupError, signed::SignedJson};
+use super::{ApiTags, Created, errors::api_error, signed::SignedJson, strict::StrictJson};
 use crate::{
         ids::{now_ms, Id},
     shop::{
@@ -21,18 +21,25 @@ pub struct CallbackSecret(pub SecretString);
 
 api_error!(
     /// Errors of creating a payment.
-    PaymentError {
-        404 => NotFound: "No such order.",
-        409 => Conflict: "The order is not confirmed, or already paid.",
+    PaymentError (400 "SHOP_PAYMENT_AMOUNT_INVALID") {
+        404 => NotFound("SHOP_ORDER_INVALID"): "No such order.",
+        409 => Conflict("SHOP_ORDER_PAY_STATUS_IS_PAY"): "The order is not confirmed, or already paid.",
     }
 );
 
 api_error!(
     /// Errors of the payment callback.
-    CallbackError {
-        401 => Unauthorized: "Missing, malformed, stale or wrong X-Shop-Signature; nothing changed.",
-        404 => NotFound: "No such payment.",
-        409 => Conflict: "The payment's order cannot be paid (not confirmed).",
+    CallbackError (400 "SHOP_PAYMENT_AMOUNT_INVALID") {
+        401 => Unauthorized("SHOP_CALLBACK_SIGNATURE_INVALID"): "Missing, malformed, stale or wrong X-Shop-Signature; nothing changed.",
+        404 => NotFound("SHOP_PAYMENT_NOT_FOUND"): "No such payment.",
+        409 => Conflict("SHOP_ORDER_STATUS_NOT_CONFIRMED"): "The payment's order cannot be paid (not confirmed).",
+    }
+);
+
+api_error!(
+    /// Errors of reading a payment.
+    PaymentLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        404 => NotFound("SHOP_PAYMENT_NOT_FOUND"): "No such payment.",
     }
 );
 
@@ -50,14 +57,14 @@ impl PaymentsApi {
     ///
     /// For a confirmed, unpaid order; the amount must equal the order's pay_amount. An order
     /// has one payment: asking again returns the same unpaid payment.
-    #[oai(path = "/payments", method = "post", tag = "ApiTags::Payments")]
-    async fn create_payment(&self, shop: Data<&Arc<Shop>>, body: Json<CreatePayment>) -> Result<Created<Payment>, PaymentError> {
+    #[oai(path = "/payments", method = "post", operation_id = "createPayment", tag = "ApiTags::Payments")]
+    async fn create_payment(&self, shop: Data<&Arc<Shop>>, body: StrictJson<CreatePayment>) -> Result<Created<Payment>, PaymentError> {
         Ok(Created::Created(Json(shop.create_payment(body.0).await?)))
     }
 
     /// Get a payment
-    #[oai(path = "/payments/:pay_id", method = "get", tag = "ApiTags::Payments")]
-    async fn get_payment(&self, shop: Data<&Arc<Shop>>, pay_id: Path<Id>) -> Result<Json<Payment>, LookupError> {
+    #[oai(path = "/payments/:pay_id", method = "get", operation_id = "getPayment", tag = "ApiTags::Payments")]
+    async fn get_payment(&self, shop: Data<&Arc<Shop>>, #[oai(example = "super::examples::pay_id")] pay_id: Path<Id>) -> Result<Json<Payment>, PaymentLookupError> {
         Ok(Json(shop.get::<Payment>(pay_id.0).await?))
     }
 
@@ -67,7 +74,7 @@ impl PaymentsApi {
     /// with the shared callback secret, t within 300 s of the server's clock. Marks the
     /// payment and its order paid and emits one pay-success event, in one transaction, and
     /// answers at once. A repeated callback for a paid payment answers 200 and emits nothing.
-    #[oai(path = "/payments/callback", method = "post", tag = "ApiTags::Payments")]
+    #[oai(path = "/payments/callback", method = "post", operation_id = "paymentCallback", tag = "ApiTags::Payments")]
     async fn callback(
         &self,
         shop: Data<&Arc<Shop>>,

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use poem::web::Data;
+use poem::{web::Data, Request};
 use poem_openapi::{OpenApi, param::{Path, Query}, payload::{Binary, Json}};
 
-use super::{admin::{AdminAuth, AdminError}, errors::api_error, ApiTags};
+use super::{admin::{AdminAuth, AdminError}, errors::api_error, strict::StrictJson, ApiTags};
 use crate::{
     plugins::{
         dead_letters::{self, DeadLetter, DeadLetterError},
@@ -30,14 +30,46 @@ pub struct Activate {
 }
 
 api_error!(
-    /// Errors of managing plugins.
-    PluginAdminError {
-        401 => Unauthorized: "Missing or wrong bearer token.",
-        404 => NotFound: "No such plugin or kept version.",
-        409 => Conflict: "That version is already known (upload a new version, or activate the kept one).",
-        503 => Unavailable: "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
+    /// Errors of uploading a plugin version.
+    UploadError (400 "SHOP_PLUGIN_REJECTED") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        409 => Conflict("SHOP_PLUGIN_VERSION_EXISTS"): "That version is already known (upload a new version, or activate the kept one).",
+        503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
     }
 );
+
+api_error!(
+    /// Errors of activating a kept version.
+    ActivateError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin or kept version.",
+        503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
+    }
+);
+
+api_error!(
+    /// Errors of pausing, resuming or redriving a plugin.
+    PluginError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin.",
+    }
+);
+
+api_error!(
+    /// Errors of redriving one dead letter.
+    RedriveError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_DEAD_LETTER_NOT_FOUND"): "No such dead letter, or it was redriven already.",
+    }
+);
+
+/// Who asked, for the log: the admin, and from where.
+pub fn who(req: &Request) -> String {
+    match req.remote_addr().as_socket_addr() {
+        Some(addr) => format!("admin ({addr})"),
+        None => "admin".to_string(),
+    }
+}
 
 fn status_of(registry: &Registry, name: &str) -> Result<PluginStatus, InstallError> {
     registry.status().into_iter().find(|s| s.name == name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))
@@ -51,7 +83,7 @@ impl PluginsAdminApi {
     ///
     /// Each plugin's active version, sha256, capabilities, subjects, activation time,
     /// invocation and failure counters, and the versions kept for rollback.
-    #[oai(path = "/plugins", method = "get", tag = "ApiTags::Admin")]
+    #[oai(path = "/plugins", method = "get", operation_id = "listPlugins", tag = "ApiTags::Admin")]
     async fn list_plugins(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>) -> Result<Json<Vec<PluginStatus>>, AdminError> {
         Ok(Json(host.registry.status()))
     }
@@ -64,41 +96,47 @@ impl PluginsAdminApi {
     /// and activates it in the same order. Deliveries in flight finish on the old version.
     /// Answers once it is active here. With `activate=false` the version is only kept
     /// (staged) fleet-wide, to be dry-run by a replay and activated later.
-    #[oai(path = "/plugins/:name", method = "put", tag = "ApiTags::Admin")]
+    #[oai(path = "/plugins/:name", method = "put", operation_id = "uploadPlugin", tag = "ApiTags::Admin")]
     async fn upload(
         &self,
         _auth: AdminAuth,
+        req: &Request,
         host: Data<&Arc<PluginHost>>,
         name: Path<String>,
         /// `false`: keep the version fleet-wide without running it (default `true`).
         activate: Query<Option<bool>>,
         body: Binary<Vec<u8>>,
-    ) -> Result<Json<PluginStatus>, PluginAdminError> {
+    ) -> Result<Json<PluginStatus>, UploadError> {
         let activate = activate.0.unwrap_or(true);
         let staged = host.registry.stage(&name.0, &body.0)?;
         host.registry.distribute(&name.0, staged.version(), activate).await?;
+        let action = if activate { "uploaded and activated" } else { "uploaded (staged)" };
+        tracing::info!(plugin = %name.0, version = staged.version(), sha256 = %staged.sha256, by = %who(req), "plugin {action}");
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
     /// Activate a kept version (rollback)
-    #[oai(path = "/plugins/:name/activate", method = "post", tag = "ApiTags::Admin")]
-    async fn activate(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>, body: Json<Activate>) -> Result<Json<PluginStatus>, PluginAdminError> {
+    #[oai(path = "/plugins/:name/activate", method = "post", operation_id = "activatePlugin", tag = "ApiTags::Admin")]
+    async fn activate(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>, body: StrictJson<Activate>) -> Result<Json<PluginStatus>, ActivateError> {
         // Through the registry, so every host rolls back, in the same order.
         host.registry.distribute(&name.0, &body.0.version, true).await?;
+        tracing::info!(plugin = %name.0, version = %body.0.version, by = %who(req), "plugin version activated");
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
     /// Disable a plugin: its events wait in JetStream until it is enabled
-    #[oai(path = "/plugins/:name/disable", method = "post", tag = "ApiTags::Admin")]
-    async fn disable(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginAdminError> {
+    #[oai(path = "/plugins/:name/disable", method = "post", operation_id = "disablePlugin", tag = "ApiTags::Admin")]
+    async fn disable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginError> {
         host.registry.set_enabled(&name.0, false)?;
+        tracing::info!(plugin = %name.0, by = %who(req), "plugin disabled");
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
     /// Enable a plugin
-    #[oai(path = "/plugins/:name/enable", method = "post", tag = "ApiTags::Admin")]
-    async fn enable(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginAdminError> {
+    #[oai(path = "/plugins/:name/enable", method = "post", operation_id = "enablePlugin", tag = "ApiTags::Admin")]
+    async fn enable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginError> {
         host.registry.set_enabled(&name.0, true)?;
+        tracing::info!(plugin = %name.0, by = %who(req), "plugin enabled");
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
@@ -106,7 +144,7 @@ impl PluginsAdminApi {
     ///
     /// Events a plugin could not handle after its retries (or that were malformed), with
     /// the reason. Optionally for one plugin.
-    #[oai(path = "/dead-letters", method = "get", tag = "ApiTags::Admin")]
+    #[oai(path = "/dead-letters", method = "get", operation_id = "listDeadLetters", tag = "ApiTags::Admin")]
     async fn dead_letters(
         &self,
         _auth: AdminAuth,
@@ -120,15 +158,15 @@ impl PluginsAdminApi {
     ///
     /// Runs the event through the plugin's current version once more (after a fix). It is
     /// applied at most once: the plugin's inbox still guards it.
-    #[oai(path = "/dead-letters/:id/redrive", method = "post", tag = "ApiTags::Admin")]
-    async fn redrive(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, id: Path<crate::ids::Id>) -> Result<Json<RedriveResult>, AdminError> {
+    #[oai(path = "/dead-letters/:id/redrive", method = "post", operation_id = "redriveDeadLetter", tag = "ApiTags::Admin")]
+    async fn redrive(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, id: Path<crate::ids::Id>) -> Result<Json<RedriveResult>, RedriveError> {
         let result = host.redrive(id.0).await?;
         Ok(Json(RedriveResult { id: id.0, result }))
     }
 
     /// Redrive every pending dead letter of a plugin
-    #[oai(path = "/plugins/:name/redrive", method = "post", tag = "ApiTags::Admin")]
-    async fn redrive_all(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, AdminError> {
+    #[oai(path = "/plugins/:name/redrive", method = "post", operation_id = "redrivePlugin", tag = "ApiTags::Admin")]
+    async fn redrive_all(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
         let results = host.redrive_all(&name.0).await?;
         Ok(Json(results.into_iter().map(|(id, result)| RedriveResult { id, result }).collect()))
     }

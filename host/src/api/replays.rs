@@ -7,7 +7,7 @@ use std::sync::Arc;
 use poem::{web::Data, Request};
 use poem_openapi::{param::{Path, Query}, payload::Json, ApiResponse, OpenApi};
 
-use super::{admin::AdminAuth, errors::api_error, ApiTags};
+use super::{admin::{AdminAuth, AdminError}, errors::api_error, strict::StrictJson, ApiTags};
 use crate::{
     ids::Id,
     replay::{runner::Replays, Outcome, Replay, ReplayEvent, ReplayRequest},
@@ -15,18 +15,18 @@ use crate::{
 
 api_error!(
     /// Errors of starting a replay.
-    StartError {
-        401 => Unauthorized: "Missing or wrong bearer token.",
-        404 => NotFound: "No such plugin, or no such kept or staged version (SHOP_NOT_FOUND).",
-        503 => Unavailable: "Stream SHOP cannot be read right now; nothing was started.",
+    StartError (400 "SHOP_REPLAY_RANGE_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_NOT_FOUND"): "No such plugin, or no such kept or staged version.",
+        503 => Unavailable("SHOP_STREAM_UNAVAILABLE"): "Stream SHOP cannot be read right now; nothing was started.",
     }
 );
 
 api_error!(
     /// Errors of reading or cancelling a replay.
-    ReplayLookupError {
-        401 => Unauthorized: "Missing or wrong bearer token.",
-        404 => NotFound: "No such replay (SHOP_NOT_FOUND).",
+    ReplayLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_NOT_FOUND"): "No such replay.",
     }
 );
 
@@ -50,23 +50,19 @@ impl ReplaysApi {
     /// applied, on the same inputs, and writes nothing to the shop; `apply` processes the
     /// events the plugin has not applied yet (running it twice changes nothing). A range the
     /// stream does not hold is `SHOP_REPLAY_RANGE_INVALID`.
-    #[oai(path = "/replays", method = "post", tag = "ApiTags::Admin")]
-    async fn start(&self, _auth: AdminAuth, req: &Request, replays: Data<&Arc<Replays>>, body: Json<ReplayRequest>) -> Result<Started, StartError> {
-        let who = match req.remote_addr().as_socket_addr() {
-            Some(addr) => format!("admin ({addr})"),
-            None => "admin".to_string(),
-        };
-        Ok(Started::Accepted(Json(replays.start(body.0, who).await?)))
+    #[oai(path = "/replays", method = "post", operation_id = "startReplay", tag = "ApiTags::Admin")]
+    async fn start(&self, _auth: AdminAuth, req: &Request, replays: Data<&Arc<Replays>>, body: StrictJson<ReplayRequest>) -> Result<Started, StartError> {
+        Ok(Started::Accepted(Json(replays.start(body.0, super::plugins::who(req)).await?)))
     }
 
     /// List replays, newest first
-    #[oai(path = "/replays", method = "get", tag = "ApiTags::Admin")]
-    async fn list(&self, _auth: AdminAuth, replays: Data<&Arc<Replays>>) -> Result<Json<Vec<Replay>>, ReplayLookupError> {
+    #[oai(path = "/replays", method = "get", operation_id = "listReplays", tag = "ApiTags::Admin")]
+    async fn list(&self, _auth: AdminAuth, replays: Data<&Arc<Replays>>) -> Result<Json<Vec<Replay>>, AdminError> {
         Ok(Json(replays.list().await?))
     }
 
     /// Get a replay: state, progress, summary
-    #[oai(path = "/replays/:replay_id", method = "get", tag = "ApiTags::Admin")]
+    #[oai(path = "/replays/:replay_id", method = "get", operation_id = "getReplay", tag = "ApiTags::Admin")]
     async fn get(&self, _auth: AdminAuth, replays: Data<&Arc<Replays>>, replay_id: Path<Id>) -> Result<Json<Replay>, ReplayLookupError> {
         Ok(Json(replays.get(replay_id.0).await?))
     }
@@ -75,7 +71,7 @@ impl ReplaysApi {
     ///
     /// In stream order, after sequence `after`, at most `limit` (default 100, at most 1000),
     /// optionally of one outcome; each with the recorded and the candidate effects.
-    #[oai(path = "/replays/:replay_id/events", method = "get", tag = "ApiTags::Admin")]
+    #[oai(path = "/replays/:replay_id/events", method = "get", operation_id = "listReplayEvents", tag = "ApiTags::Admin")]
     async fn events(
         &self,
         _auth: AdminAuth,
@@ -93,7 +89,7 @@ impl ReplaysApi {
     ///
     /// It stops after the chunk it is on; what it did so far is kept. A finished replay is
     /// left as it is.
-    #[oai(path = "/replays/:replay_id", method = "delete", tag = "ApiTags::Admin")]
+    #[oai(path = "/replays/:replay_id", method = "delete", operation_id = "cancelReplay", tag = "ApiTags::Admin")]
     async fn cancel(&self, _auth: AdminAuth, replays: Data<&Arc<Replays>>, replay_id: Path<Id>) -> Result<Json<Replay>, ReplayLookupError> {
         Ok(Json(replays.cancel(replay_id.0).await?))
     }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, payload::Json};
 
-use super::{ApiTags, Created, errors::api_error};
+use super::{ApiTags, Created, errors::api_error, strict::StrictJson};
 use crate::{
     ids::Id,
     shop::{
@@ -17,17 +17,38 @@ use crate::{
 
 api_error!(
     /// Errors of placing an order.
-    OrderError {
-        404 => NotFound: "The goods, user or coupon does not exist.",
-        409 => Conflict: "Stock, coupon or balance no longer allow it; a cancelled order is left behind when a step already ran.",
-        503 => Unavailable: "A step's service failed; the order was cancelled and its give-backs announced.",
+    OrderError (400 "SHOP_GOODS_PRICE_INVALID") {
+        404 => NotFound("SHOP_GOODS_NO_EXIST"): "The goods, user or coupon does not exist.",
+        409 => Conflict("SHOP_GOODS_NUM_NOT_ENOUGH"): "Stock, coupon or balance no longer allow it; a cancelled order is left behind when a step already ran.",
+        503 => Unavailable("SHOP_REDUCE_GOODS_NUM_FAIL"): "A step's service failed; the order was cancelled and its give-backs announced.",
     }
 );
 
 api_error!(
-    /// Errors of reading one resource.
-    LookupError {
-        404 => NotFound: "No such resource.",
+    /// Errors of reading an order.
+    OrderLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        404 => NotFound("SHOP_ORDER_INVALID"): "No such order.",
+    }
+);
+
+api_error!(
+    /// Errors of reading goods.
+    GoodsLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        404 => NotFound("SHOP_GOODS_NO_EXIST"): "No such goods.",
+    }
+);
+
+api_error!(
+    /// Errors of reading a user.
+    UserLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        404 => NotFound("SHOP_USER_NO_EXIST"): "No such user.",
+    }
+);
+
+api_error!(
+    /// Errors of reading a coupon.
+    CouponLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        404 => NotFound("SHOP_COUPON_NO_EXIST"): "No such coupon.",
     }
 );
 
@@ -41,32 +62,32 @@ impl ShopApi {
     /// stock, uses the coupon, deducts the balance and confirms. If a step fails after the
     /// pre-order is saved, the order is cancelled and an order-cancel event gives back what
     /// was taken.
-    #[oai(path = "/orders", method = "post", tag = "ApiTags::Orders")]
-    async fn place_order(&self, shop: Data<&Arc<Shop>>, body: Json<PlaceOrder>) -> Result<Created<Order>, OrderError> {
+    #[oai(path = "/orders", method = "post", operation_id = "placeOrder", tag = "ApiTags::Orders")]
+    async fn place_order(&self, shop: Data<&Arc<Shop>>, body: StrictJson<PlaceOrder>) -> Result<Created<Order>, OrderError> {
         Ok(Created::Created(Json(shop.place_order(body.0).await?)))
     }
 
     /// Get an order
-    #[oai(path = "/orders/:order_id", method = "get", tag = "ApiTags::Orders")]
-    async fn get_order(&self, shop: Data<&Arc<Shop>>, order_id: Path<Id>) -> Result<Json<Order>, LookupError> {
+    #[oai(path = "/orders/:order_id", method = "get", operation_id = "getOrder", tag = "ApiTags::Orders")]
+    async fn get_order(&self, shop: Data<&Arc<Shop>>, #[oai(example = "super::examples::order_id")] order_id: Path<Id>) -> Result<Json<Order>, OrderLookupError> {
         Ok(Json(shop.get::<Order>(order_id.0).await?))
     }
 
     /// Get goods
-    #[oai(path = "/goods/:goods_id", method = "get", tag = "ApiTags::Catalog")]
-    async fn get_goods(&self, shop: Data<&Arc<Shop>>, goods_id: Path<Id>) -> Result<Json<Goods>, LookupError> {
+    #[oai(path = "/goods/:goods_id", method = "get", operation_id = "getGoods", tag = "ApiTags::Catalog")]
+    async fn get_goods(&self, shop: Data<&Arc<Shop>>, #[oai(example = "super::examples::goods_id")] goods_id: Path<Id>) -> Result<Json<Goods>, GoodsLookupError> {
         Ok(Json(shop.get::<Goods>(goods_id.0).await?))
     }
 
     /// Get a user
-    #[oai(path = "/users/:user_id", method = "get", tag = "ApiTags::Catalog")]
-    async fn get_user(&self, shop: Data<&Arc<Shop>>, user_id: Path<Id>) -> Result<Json<User>, LookupError> {
+    #[oai(path = "/users/:user_id", method = "get", operation_id = "getUser", tag = "ApiTags::Catalog")]
+    async fn get_user(&self, shop: Data<&Arc<Shop>>, #[oai(example = "super::examples::user_id")] user_id: Path<Id>) -> Result<Json<User>, UserLookupError> {
         Ok(Json(shop.get::<User>(user_id.0).await?))
     }
 
     /// Get a coupon
-    #[oai(path = "/coupons/:coupon_id", method = "get", tag = "ApiTags::Catalog")]
-    async fn get_coupon(&self, shop: Data<&Arc<Shop>>, coupon_id: Path<Id>) -> Result<Json<Coupon>, LookupError> {
+    #[oai(path = "/coupons/:coupon_id", method = "get", operation_id = "getCoupon", tag = "ApiTags::Catalog")]
+    async fn get_coupon(&self, shop: Data<&Arc<Shop>>, #[oai(example = "super::examples::coupon_id")] coupon_id: Path<Id>) -> Result<Json<Coupon>, CouponLookupError> {
         Ok(Json(shop.get::<Coupon>(coupon_id.0).await?))
     }
 }

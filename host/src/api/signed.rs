@@ -18,8 +18,7 @@ pub struct SignedJson<T> {
 impl<T: ParseFromJSON> SignedJson<T> {
     /// Parses the body (after the caller has checked its signature).
     pub fn parse(&self) -> std::result::Result<T, String> {
-        let value = serde_json::from_slice(&self.raw).map_err(|e| e.to_string())?;
-        T::parse_from_json(Some(value)).map_err(|e| e.into_message())
+        super::strict::parse(&self.raw)
     }
 }
 
@@ -27,7 +26,7 @@ impl<T: Type + Send> Payload for SignedJson<T> {
     const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        super::strict::is_json(content_type)
     }
 
     fn schema_ref() -> MetaSchemaRef {

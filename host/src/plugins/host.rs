@@ -49,6 +49,9 @@ pub enum Applied {
     Before,
 }
 
+/// How soon a paused plugin's deliveries come back to see whether it was enabled.
+const PAUSED_RETRY: Duration = Duration::from_millis(500);
+
 /// What running an event produced: its effects, and what to record with them.
 type Produced = (Vec<Effect>, inbox::Recorded);
 
@@ -105,8 +108,9 @@ impl PluginHost {
     /// host's deliveries come back: neither is the plugin failing.
     pub async fn process_batch(&self, name: &str, batch: &[Message]) -> Vec<Disposition> {
         let Some(plugin) = self.registry.runnable(name) else {
-            // Unknown or disabled: the events wait in JetStream.
-            return vec![Disposition::Retry(self.delivery.max_delay); batch.len()];
+            // Unknown or disabled: the events wait in JetStream, coming back often enough
+            // that enabling the plugin resumes it within a second.
+            return vec![Disposition::Retry(PAUSED_RETRY.min(self.delivery.max_delay)); batch.len()];
         };
         let mut out = vec![Disposition::Ack; batch.len()];
         let mut parsed = Vec::with_capacity(batch.len());
@@ -138,8 +142,12 @@ impl PluginHost {
         let results = self.run_and_apply(&plugin, &ready).await;
         for ((i, r), result) in todo.iter().zip(results) {
             self.registry.count(name, result.is_err());
-            if let Err(failure) = result {
-                out[*i] = self.failed(&plugin, r.delivery, r.attempt, failure).await;
+            match result {
+                Ok(applied) => {
+                    let outcome = if applied == Applied::Now { "applied" } else { "applied before" };
+                    tracing::info!(plugin = name, version = plugin.version(), event = %r.delivery.id, subject = %r.delivery.subject, outcome, "event handled");
+                }
+                Err(failure) => out[*i] = self.failed(&plugin, r.delivery, r.attempt, failure).await,
             }
         }
         out

@@ -27,6 +27,7 @@ pub struct Coupon {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct NewCoupon {
     pub coupon_price: Money,
     pub user_id: Id,

@@ -37,6 +37,7 @@ use crate::{
 /// An order as the user submits it. The client states the price, shipping fee and order
 /// amount it showed; they must match what the shop computes now.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct PlaceOrder {
     pub user_id: Id,
     pub goods_id: Id,
@@ -50,9 +51,11 @@ pub struct PlaceOrder {
     pub coupon_id: Option<Id>,
     /// Balance to use (default 0).
     pub money_paid: Option<Money>,
-    #[oai(default, validator(max_length = 500))]
+    /// Where to ship it (required).
+    #[oai(validator(min_length = 1, max_length = 500))]
     pub address: String,
-    #[oai(default, validator(max_length = 100))]
+    /// Who receives it (required).
+    #[oai(validator(min_length = 1, max_length = 100))]
     pub consignee: String,
 }
 
@@ -94,8 +97,12 @@ entity!(Order, "trade_order", order_id, OrderNotFound);
 impl Shop {
     /// Places and confirms an order; see the module documentation for the steps.
     pub async fn place_order(&self, req: PlaceOrder) -> Result<Order, ShopError> {
+        self.place_order_as(Id(self.ids.next()), req).await
+    }
+
+    /// [`place_order`](Self::place_order) under a given id (the demo order has a fixed one).
+    pub(crate) async fn place_order_as(&self, order_id: Id, req: PlaceOrder) -> Result<Order, ShopError> {
         let plan = self.check_out(&req).await?;
-        let order_id = Id(self.ids.next());
         self.save_preorder(order_id, &req, &plan).await?;
 
         let mut steps = vec![Step::Stock];

@@ -27,6 +27,7 @@ pub struct Payment {
 
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct CreatePayment {
     pub order_id: Id,
     /// Must equal the order's pay_amount.
@@ -35,6 +36,7 @@ pub struct CreatePayment {
 
 /// What the payment platform reports.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct PaymentNotice {
     pub pay_id: Id,
     /// The amount the platform collected; must equal the payment's.
@@ -60,6 +62,11 @@ entity!(Payment, "trade_pay", pay_id, PaymentNotFound);
 impl Shop {
     /// Creates the order's payment, or returns the unpaid one it already has.
     pub async fn create_payment(&self, req: CreatePayment) -> Result<Payment, ShopError> {
+        self.create_payment_as(Id(self.ids.next()), req).await
+    }
+
+    /// [`create_payment`](Self::create_payment), a new payment taking the id `pay_id`.
+    pub(crate) async fn create_payment_as(&self, pay_id: Id, req: CreatePayment) -> Result<Payment, ShopError> {
         let order: Order = self.get(req.order_id).await?;
         if order.pay_status == 2 {
             return Err(ShopError::OrderPayStatusIsPay(order.order_id));
@@ -76,7 +83,7 @@ impl Shop {
         // One payment per order (UNIQUE order_id): a repeated create returns the same one.
         let sql = "INSERT INTO trade_pay (pay_id, order_id, pay_amount, is_paid, create_time)
                    VALUES ($1, $2, $3, 1, $4) ON CONFLICT (order_id) DO NOTHING";
-        let query = sqlx::query(sql).bind(self.ids.next()).bind(order.order_id).bind(order.pay_amount);
+        let query = sqlx::query(sql).bind(pay_id).bind(order.order_id).bind(order.pay_amount);
         query.bind(now_ms()).execute(self.db.pool()).await?;
         let payment: Payment = sqlx::query_as("SELECT * FROM trade_pay WHERE order_id = $1")
             .bind(order.order_id)

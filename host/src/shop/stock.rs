@@ -28,6 +28,7 @@ pub struct Goods {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct NewGoods {
     #[oai(validator(min_length = 1, max_length = 200))]
     pub goods_name: String,

@@ -26,6 +26,7 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct NewUser {
     #[oai(validator(min_length = 1, max_length = 100))]
     pub user_name: String,

@@ -30,6 +30,8 @@ pub fn test_settings(db_url: &str, nats_url: &str, data_dir: &std::path::Path) -
         nats_url: Some(nats_url.to_owned()),
         callback_secret: CALLBACK_SECRET.into(),
         admin_token: ADMIN_TOKEN.into(),
+        // Each test makes its own rows; the scenario of the seeds asks for the demo data.
+        demo_data: false,
         sweep_interval: Duration::from_millis(200),
         relay_poll: Duration::from_millis(100),
         ..Settings::default()

@@ -92,6 +92,8 @@ impl Fixture {
             "shipping_fee": fmt(ship),
             "order_amount": fmt(cents + ship),
             "money_paid": money_paid,
+            "address": "成都",
+            "consignee": "刘备",
         });
         if let Some(c) = &self.coupon_id {
             body["coupon_id"] = json!(c);

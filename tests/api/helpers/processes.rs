@@ -22,6 +22,7 @@ impl HostProcess {
             .env("SHOPMESH_DATA_DIR", &data)
             .env("SHOPMESH_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SHOPMESH_CALLBACK_SECRET", CALLBACK_SECRET)
+            .env("SHOPMESH_DEMO_DATA", "false")
             .env("SHOPMESH_SWEEP_INTERVAL", "200ms")
             .env("SHOPMESH_RELAY_POLL", "100ms")
             .env("SHOPMESH_PLUGINS_DIR", data.join("no-plugins"))

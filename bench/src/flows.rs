@@ -1,0 +1,220 @@
+//! The plugin flows measured end to end: events prepared through the shop's own order and
+//! payment code, published to a fresh stream `SHOP`, and handled by the plugin consumers
+//! until every plugin's inbox row of every event is committed; raw JetStream beside them.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
+use futures::StreamExt;
+use shopmesh::{
+    bus::{self, StreamSettings},
+    ids::Id,
+    money::Money,
+    plugins::{consumer, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
+    shop::{
+        coupons::NewCoupon,
+        orders::PlaceOrder,
+        payments::{CreatePayment, PaymentNotice},
+        stock::NewGoods,
+        users::NewUser,
+        Shop,
+    },
+};
+use sqlx::Row;
+use tokio::sync::watch;
+
+pub type Events = Vec<(String, String)>; // (subject, CloudEvent JSON)
+
+/// Orders prepared at once: Postgres commits them in parallel, SQLite's one writer makes
+/// concurrent writers wait on its busy handler (slower than one at a time).
+fn preparers(shop: &Shop) -> usize {
+    if shop.db.backend() == shopmesh::store::Backend::Sqlite { 1 } else { 8 }
+}
+
+/// How the events meet the consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Published while the consumers run (steady traffic).
+    Live,
+    /// All in the stream before the consumers start (a backlog to drain).
+    Backlog,
+}
+
+pub fn plugin_host(shop: &Arc<Shop>) -> anyhow::Result<Arc<PluginHost>> {
+    Ok(Arc::new(PluginHost::new(
+        Runtime::new(Limits::default())?,
+        shop.clone(),
+        Default::default(),
+        DeliverySettings {
+            max_attempts: 5,
+            batch: 256,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+            ack_wait: Duration::from_secs(30),
+        },
+    )))
+}
+
+/// Orders whose confirm step fails: each leaves stock, coupon and balance to give back.
+pub async fn prepare_cancels(shop: &Shop, count: usize) -> anyhow::Result<Events> {
+    let goods = shop
+        .add_goods(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
+        .await?;
+    let user = shop
+        .add_user(NewUser { user_name: "bench".into(), user_money: Money::from_cents(count as i64 * 100), user_score: 0, user_mobile: String::new() })
+        .await?;
+    let placed = futures::stream::iter(0..count)
+        .map(|_| async {
+            let coupon = shop.add_coupon(NewCoupon { coupon_price: "5.00".parse()?, user_id: user.user_id }).await?;
+            let order = order_of(user.user_id, goods.goods_id, Some(coupon.coupon_id), "1.00")?;
+            let _ = shop.place_order(order).await; // fails at confirm by design
+            anyhow::Ok(())
+        })
+        .buffer_unordered(preparers(shop))
+        .collect::<Vec<_>>()
+        .await;
+    placed.into_iter().collect::<anyhow::Result<()>>()?;
+    outbox_events(shop, "shop.order.cancel").await
+}
+
+/// Confirmed, paid orders: each one a pay-success event.
+pub async fn prepare_pays(shop: &Shop, count: usize) -> anyhow::Result<Events> {
+    let goods = shop
+        .add_goods(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
+        .await?;
+    let user = shop
+        .add_user(NewUser { user_name: "bench".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() })
+        .await?;
+    let paid = futures::stream::iter(0..count)
+        .map(|_| async {
+            let order = shop.place_order(order_of(user.user_id, goods.goods_id, None, "0")?).await?;
+            let pay = shop.create_payment(CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?;
+            shop.payment_callback(PaymentNotice { pay_id: pay.pay_id, pay_amount: pay.pay_amount, is_paid: 2 }).await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(preparers(shop))
+        .collect::<Vec<_>>()
+        .await;
+    paid.into_iter().collect::<anyhow::Result<()>>()?;
+    outbox_events(shop, "shop.pay.success").await
+}
+
+pub fn order_of(user_id: Id, goods_id: Id, coupon_id: Option<Id>, money_paid: &str) -> anyhow::Result<PlaceOrder> {
+    Ok(PlaceOrder {
+        user_id,
+        goods_id,
+        goods_number: 1,
+        goods_price: "150.00".parse()?,
+        shipping_fee: "0.00".parse()?,
+        order_amount: "150.00".parse()?,
+        coupon_id,
+        money_paid: Some(money_paid.parse()?),
+        address: String::new(),
+        consignee: String::new(),
+    })
+}
+
+pub async fn outbox_events(shop: &Shop, subject: &str) -> anyhow::Result<Events> {
+    let rows = sqlx::query("SELECT msg_body FROM trade_mq_producer_temp WHERE msg_topic = $1 ORDER BY id")
+        .bind(subject)
+        .fetch_all(shop.db.pool())
+        .await?;
+    rows.iter().map(|r| Ok((subject.to_owned(), r.try_get(0)?))).collect()
+}
+
+/// A clean stream SHOP for each measurement, so no run sees another's messages.
+pub async fn fresh_stream(client: &async_nats::Client, settings: &StreamSettings) -> anyhow::Result<jetstream::Context> {
+    let js = jetstream::new(client.clone());
+    let _ = js.delete_stream(bus::STREAM).await;
+    Ok(bus::ensure_ready(client, settings).await?)
+}
+
+pub async fn publish_all(js: &jetstream::Context, events: &[(String, String)]) -> anyhow::Result<()> {
+    // Pipelined, a window at a time: the client bounds the acks in flight, and a publish
+    // waiting for a slot while its predecessors' acks are not awaited would wait forever.
+    for window in events.chunks(1000) {
+        let mut acks = Vec::with_capacity(window.len());
+        for (subject, body) in window {
+            let id = serde_json::from_str::<serde_json::Value>(body)?["id"].as_str().unwrap_or_default().to_owned();
+            acks.push(js.send_publish(subject.clone(), PublishMessage::build().payload(body.clone().into()).message_id(id)).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    Ok(())
+}
+
+/// Publish, consume and ack the same messages, doing nothing else: the ceiling.
+pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSettings, events: &[(String, String)]) -> anyhow::Result<f64> {
+    let js = fresh_stream(client, settings).await?;
+    let stream = js.get_stream(bus::STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::Config { durable_name: Some("raw".into()), ..Default::default() })
+        .await?;
+    let start = Instant::now();
+    let consume = async {
+        let mut messages = consumer.messages().await?;
+        for _ in 0..events.len() {
+            let msg = messages.next().await.context("stream ended")?.map_err(|e| anyhow::anyhow!(e))?;
+            msg.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+        }
+        anyhow::Ok(())
+    };
+    let (published, consumed) = tokio::join!(publish_all(&js, events), consume);
+    published?;
+    consumed?;
+    Ok(events.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Publish the events and run the plugins' consumers until every plugin's inbox row for
+/// every event is committed.
+#[allow(clippy::too_many_arguments)]
+pub async fn end_to_end(
+    shop: &Arc<Shop>,
+    client: &async_nats::Client,
+    settings: &StreamSettings,
+    names: &[&str],
+    install: impl Fn(&shopmesh::plugins::Registry) -> anyhow::Result<()>,
+    events: &[(String, String)],
+    arrival: Arrival,
+) -> anyhow::Result<(f64, Arc<PluginHost>)> {
+    let js = fresh_stream(client, settings).await?;
+    let host = plugin_host(shop)?;
+    install(&host.registry)?;
+    let inbox = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM trade_mq_consumer_log WHERE consumer_status = 1")
+            .fetch_one(shop.db.pool())
+            .await
+    };
+    let target = inbox().await? + (names.len() * events.len()) as i64;
+    let (stop, signal) = watch::channel(false);
+    if arrival == Arrival::Backlog {
+        publish_all(&js, events).await?;
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|name| tokio::spawn(consumer::run(host.clone(), client.clone(), settings.clone(), name.to_string(), signal.clone())))
+        .collect();
+    if arrival == Arrival::Live {
+        publish_all(&js, events).await?;
+    }
+    while inbox().await? < target {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "plugins did not finish");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = events.len() as f64 / start.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM shop_dead_letter").fetch_one(shop.db.pool()).await?;
+    anyhow::ensure!(dead == 0, "{dead} dead letters: the measurement is not of the happy path");
+    Ok((rate, host))
+}
+

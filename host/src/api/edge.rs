@@ -1,0 +1,46 @@
+//! Around every request: one log line (method, path, status, milliseconds), the bearer
+//! challenge on a refused admin request (`WWW-Authenticate: Bearer`, and a warning in the
+//! log that never holds the token), and the `{code, message}` shape for whatever the
+//! framework answered itself (an unknown path, a wrong method).
+
+use std::time::Instant;
+
+use poem::{http::header, Endpoint, IntoResponse, Request, Response};
+
+/// The middleware: wraps the whole route.
+pub async fn around<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let start = Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let remote = req.remote_addr().to_string();
+    let mut resp = match next.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => framework_error(e),
+    };
+    let status = resp.status().as_u16();
+    if status == 401 {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        if path.starts_with("/api/admin") {
+            tracing::warn!(%method, %path, %remote, "admin request refused: token missing or wrong");
+        }
+    }
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), "request");
+    Ok(resp)
+}
+
+/// An error the framework raised before any operation answered, in the API's shape.
+pub fn framework_error(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        // Already an API response (an operation's own error enum): pass it through.
+        return err.into_response();
+    }
+    let code = match err.status().as_u16() {
+        401 => "SHOP_UNAUTHORIZED",
+        404 => "SHOP_NOT_FOUND",
+        405 => "SHOP_METHOD_NOT_ALLOWED",
+        s if s < 500 => "SHOP_REQUEST_PARAMETER_INVALID",
+        _ => "SHOP_INTERNAL_ERROR",
+    };
+    let body = serde_json::json!({ "code": code, "message": err.to_string() });
+    poem::web::Json(body).with_status(err.status()).into_response()
+}
