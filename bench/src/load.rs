@@ -15,7 +15,7 @@ use anyhow::Context;
 use futures::{stream, StreamExt};
 use serde_json::{json, Value};
 use shopmesh::{
-    ids::{Id, Snowflake},
+    ids::Id,
     money::Money,
     shop::{
         payments::{CreatePayment, Payment},
@@ -87,7 +87,7 @@ pub async fn run(workspace: &Path, nats_url: &str, events: usize, rate: f64, sec
     // Prepared without waiting for the disk; the server runs with the durable default.
     let db = Db::connect_with(&format!("sqlite://{}/shopmesh.db", dir.path().display()), 8, SqliteSync::Off).await?;
     db.migrate().await?;
-    let shop = |worker, fault: Option<&str>| Arc::new(Shop { db: db.clone(), ids: Snowflake::new(worker), fault: fault.map(|f| f.parse().unwrap()), outbox_wake: Arc::new(Notify::new()) });
+    let shop = |worker, fault: Option<&str>| Arc::new(Shop::new(db.clone(), worker, fault.map(|f| f.parse().unwrap()), Arc::new(Notify::new())));
     let (failing, healthy) = (shop(11, Some("fail:confirm")), shop(12, None));
     eprintln!("black box: preparing {events} cancelled and {events} paid orders for the backlog, and payments for the callbacks…");
     let cancels = prepare_cancels(&failing, events).await?;

@@ -26,7 +26,6 @@ use anyhow::Context;
 use flows::{end_to_end, prepare_cancels, prepare_pays, raw_jetstream, Arrival};
 use shopmesh::{
     bus::{self, NatsServer, StreamSettings},
-    ids::Snowflake,
     plugins::{runtime::LoadedPlugin, Registry},
     replay::{runner::Replays, Mode, ReplayRequest, State},
     shop::Shop,
@@ -64,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
     let client = bus::connect(&nats.url()).await?;
     let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO };
 
+    // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a profiler.
+    if let Ok(flow) = std::env::var("SHOPMESH_BENCH_PROFILE") {
+        return profile(&flow, backlog, &client, &stream, &plugins_dir, tmp.path()).await;
+    }
     let mut databases = vec![("SQLite", format!("sqlite://{}/bench.db", tmp.path().display()))];
     match std::env::var("SHOPMESH_PG_URL") {
         Ok(admin) => databases.push(("Postgres", fresh_pg_database(&admin).await?)),
@@ -78,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         // measurements run with the durable defaults.
         let prep = Db::connect_with(&unsynced(&url), 8, SqliteSync::Off).await?;
         let shop = |db: &Db, worker, fault: Option<&str>| {
-            Arc::new(Shop { db: db.clone(), ids: Snowflake::new(worker), fault: fault.map(|f| f.parse().unwrap()), outbox_wake: Arc::new(Notify::new()) })
+            Arc::new(Shop::new(db.clone(), worker, fault.map(|f| f.parse().unwrap()), Arc::new(Notify::new())))
         };
         let (failing, healthy) = (shop(&db, 1, Some("fail:confirm")), shop(&db, 2, None));
         eprintln!("{backend}: preparing {n} order-cancel and {n} pay-success events per flavour, and {backlog} of each for the backlog…");
@@ -170,6 +173,26 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One flow's backlog drain alone (on SQLite), printed.
+async fn profile(flow: &str, backlog: usize, client: &async_nats::Client, stream: &StreamSettings, plugins_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+    let url = format!("sqlite://{}/profile.db", dir.display());
+    let db = Db::connect(&url, 8).await?;
+    db.migrate().await?;
+    let prep = Db::connect_with(&url, 8, SqliteSync::Off).await?;
+    let shop = |db: &Db, worker, fault: Option<&str>| {
+        Arc::new(Shop::new(db.clone(), worker, fault.map(|f| f.parse().unwrap()), Arc::new(Notify::new())))
+    };
+    let (names, events, measured) = if flow == "cancel" {
+        (CANCEL, prepare_cancels(&shop(&prep, 3, Some("fail:confirm")), backlog).await?, shop(&db, 1, Some("fail:confirm")))
+    } else {
+        (PAY, prepare_pays(&shop(&prep, 4, None), backlog).await?, shop(&db, 2, None))
+    };
+    eprintln!("draining {backlog} {flow} events…");
+    let (rate, _) = end_to_end(&measured, client, stream, names, wasm(plugins_dir, names), &events, Arrival::Backlog).await?;
+    println!("{flow}: {rate:.0} events/s");
+    Ok(())
+}
+
 /// `url` for a connection whose commits need not reach the disk (Postgres; SQLite is told
 /// per connection).
 fn unsynced(url: &str) -> String {
@@ -181,7 +204,7 @@ fn unsynced(url: &str) -> String {
 }
 
 fn shop_with_fault(shop: &Shop) -> Shop {
-    Shop { db: shop.db.clone(), ids: Snowflake::new(3), fault: Some("fail:confirm".parse().unwrap()), outbox_wake: Arc::new(Notify::new()) }
+    shop.with_fault(Some("fail:confirm".parse().unwrap()))
 }
 
 fn wasm(dir: &std::path::Path, names: &'static [&'static str]) -> impl Fn(&Registry) -> anyhow::Result<()> {

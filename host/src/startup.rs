@@ -13,7 +13,6 @@ use crate::{
     bus::{self, BusError, NatsServer, StreamSettings},
     config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
     demo,
-    ids::Snowflake,
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
     replay::runner::Replays,
@@ -80,16 +79,10 @@ impl Application {
             tracing::warn!(fault = ?f, "fault injection is ON");
         }
         let outbox_wake = Arc::new(Notify::new());
-        let shop = Arc::new(Shop {
-            db: db.clone(),
-            ids: Snowflake::new(settings.worker_id),
-            fault,
-            outbox_wake: outbox_wake.clone(),
-        });
+        let shop = Arc::new(Shop::new(db.clone(), settings.worker_id, fault, outbox_wake.clone()));
         if settings.demo_data {
             // Through a shop without injected faults: the demo order must go through.
-            let demo_shop = Shop { db: db.clone(), ids: Snowflake::new(settings.worker_id), fault: None, outbox_wake: outbox_wake.clone() };
-            demo::load(&demo_shop).await.context("loading demo data")?;
+            demo::load(&shop.with_fault(None)).await.context("loading demo data")?;
             tracing::info!(
                 user = demo::USER_ID, goods = demo::GOODS_ID, coupon = demo::COUPON_ID, order = demo::ORDER_ID, payment = demo::PAY_ID,
                 "demo data loaded (刘备, 华为P30 and 荣耀20, her coupon, her confirmed 荣耀20 order with an unpaid payment)"

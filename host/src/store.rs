@@ -226,3 +226,89 @@ fn ensure_sqlite_folder(url: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Work that many callers hand in at once and that commits together: one transaction (one
+/// fsync) for whatever arrived while the previous one committed, each job in a savepoint
+/// of its own, so one job's failure rolls back only that job. A caller alone waits for
+/// nothing; callers together share the cost of the commit.
+pub trait Commit: Send + Sync + 'static {
+    type Job: Send + Sync + 'static;
+    type Done: Send + 'static;
+    type Error: Send + From<sqlx::Error> + 'static;
+    fn run<'c>(&'c self, conn: &'c mut Conn, job: &'c Self::Job) -> impl std::future::Future<Output = Result<Self::Done, Self::Error>> + Send + 'c;
+    /// Called once the transaction committed with at least one job done.
+    fn committed(&self) {}
+}
+
+type Reply<C> = tokio::sync::oneshot::Sender<Result<<C as Commit>::Done, <C as Commit>::Error>>;
+
+/// The queue in front of a [`Commit`] and the task that drains it.
+pub struct GroupCommit<C: Commit> {
+    jobs: tokio::sync::mpsc::Sender<(C::Job, Reply<C>)>,
+}
+
+/// The most jobs one transaction takes.
+const GROUP: usize = 256;
+
+impl<C: Commit> Clone for GroupCommit<C> {
+    fn clone(&self) -> Self {
+        GroupCommit { jobs: self.jobs.clone() }
+    }
+}
+
+impl<C: Commit> GroupCommit<C> {
+    /// Starts the committing task (on the current tokio runtime).
+    pub fn start(db: Db, work: C) -> GroupCommit<C> {
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<(C::Job, Reply<C>)>(GROUP * 4);
+        tokio::spawn(async move {
+            while let Some(first) = queue.recv().await {
+                let mut group = vec![first];
+                while group.len() < GROUP {
+                    match queue.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let results = commit_group(&db, &work, &group).await;
+                for ((_, reply), result) in group.into_iter().zip(results) {
+                    let _ = reply.send(result); // a caller that gave up does not care
+                }
+            }
+        });
+        GroupCommit { jobs }
+    }
+
+    pub async fn submit(&self, job: C::Job) -> Result<C::Done, C::Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || C::Error::from(sqlx::Error::Protocol("the committing task stopped".into()));
+        self.jobs.send((job, reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[(C::Job, Reply<C>)]) -> Vec<Result<C::Done, C::Error>> {
+    let failed = |e: &sqlx::Error| C::Error::from(sqlx::Error::Protocol(e.to_string()));
+    let mut tx = match db.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return group.iter().map(|_| Err(failed(&e))).collect(),
+    };
+    let mut results = Vec::with_capacity(group.len());
+    for (job, _) in group {
+        let one = async {
+            let mut savepoint = tx.begin().await?;
+            let done = work.run(&mut savepoint, job).await?;
+            savepoint.commit().await?;
+            Ok::<_, C::Error>(done)
+        };
+        results.push(one.await); // a failed job's savepoint rolls back when dropped
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            if results.iter().any(Result::is_ok) {
+                work.committed();
+            }
+            results
+        }
+        Err(e) => results.into_iter().map(|r| r.and_then(|_| Err(failed(&e)))).collect(),
+    }
+}

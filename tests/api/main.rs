@@ -8,6 +8,7 @@ mod callback;
 mod concurrency;
 mod crash;
 mod faults;
+mod first_hour;
 mod hotswap;
 mod outage;
 mod plugins;

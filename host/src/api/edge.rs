@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use poem::{http::header, Endpoint, IntoResponse, Request, Response};
 
+use super::errors::{ApiError, TokenWrong};
+
 /// The middleware: wraps the whole route.
 pub async fn around<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let start = Instant::now();
@@ -41,6 +43,12 @@ pub fn framework_error(err: poem::Error) -> Response {
         s if s < 500 => "SHOP_REQUEST_PARAMETER_INVALID",
         _ => "SHOP_INTERNAL_ERROR",
     };
-    let body = serde_json::json!({ "code": code, "message": err.to_string() });
+    let message = match err.status().as_u16() {
+        // The bearer scheme refuses a request without the header before any operation runs.
+        401 if err.is::<TokenWrong>() => ApiError::TokenWrong.to_string(),
+        401 => ApiError::TokenMissing.to_string(),
+        _ => err.to_string(),
+    };
+    let body = serde_json::json!({ "code": code, "message": message });
     poem::web::Json(body).with_status(err.status()).into_response()
 }

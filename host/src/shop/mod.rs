@@ -57,15 +57,32 @@ pub use self::error::{ShopError, StepFailure};
 use crate::{
     ids::{Id, Snowflake},
     money::Money,
-    store::{placeholders, Db},
+    store::{placeholders, Db, GroupCommit},
 };
 
 pub struct Shop {
     pub db: Db,
-    pub ids: Snowflake,
+    pub ids: Arc<Snowflake>,
     pub fault: Option<fault::Fault>,
     /// Wakes the outbox relay after a transaction that wrote an outbox row commits.
     pub outbox_wake: Arc<Notify>,
+    /// The payment callbacks' group commit.
+    paid: GroupCommit<payments::MarkPaid>,
+}
+
+impl Shop {
+    /// The shop over `db`, generating ids as `worker`. Starts the callbacks' committing task,
+    /// so it must be called inside the tokio runtime.
+    pub fn new(db: Db, worker: u16, fault: Option<fault::Fault>, outbox_wake: Arc<Notify>) -> Shop {
+        let ids = Arc::new(Snowflake::new(worker));
+        let paid = GroupCommit::start(db.clone(), payments::MarkPaid { ids: ids.clone(), outbox_wake: outbox_wake.clone() });
+        Shop { db, ids, fault, outbox_wake, paid }
+    }
+
+    /// The same shop (ids, relay, committer) with another fault setting.
+    pub fn with_fault(&self, fault: Option<fault::Fault>) -> Shop {
+        Shop { db: self.db.clone(), ids: self.ids.clone(), fault, outbox_wake: self.outbox_wake.clone(), paid: self.paid.clone() }
+    }
 }
 
 /// Refuses a negative amount in an admin-created row.

@@ -6,11 +6,16 @@ use poem_openapi::{Enum, Object};
 use sqlx::Row;
 
 use super::{orders::{Order, STATUS_CONFIRMED}, Shop, ShopError};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
 use crate::{
     events::PaySucceeded,
-    ids::{now_ms, Id},
+    ids::{now_ms, Id, Snowflake},
     money::Money,
     outbox,
+    store::{Commit, Conn},
     timestamp::Timestamp,
 };
 
@@ -107,13 +112,30 @@ impl Shop {
         if notice.is_paid != 2 {
             return Ok(CallbackOutcome::NotPaid);
         }
+        // Committed with whatever other callbacks arrive meanwhile: one fsync for all.
+        self.paid.submit(payment).await
+    }
+}
+
+/// Marking a payment paid, as one job of the callbacks' group commit: payment and order
+/// paid and the pay-success event written, all or nothing.
+pub(crate) struct MarkPaid {
+    pub ids: Arc<Snowflake>,
+    pub outbox_wake: Arc<Notify>,
+}
+
+impl Commit for MarkPaid {
+    type Job = Payment;
+    type Done = CallbackOutcome;
+    type Error = ShopError;
+
+    async fn run(&self, tx: &mut Conn, payment: &Payment) -> Result<CallbackOutcome, ShopError> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
         // The conditional update is the idempotency check: of two concurrent callbacks,
         // one changes the row and emits, the other finds it paid.
         let changed = sqlx::query("UPDATE trade_pay SET is_paid = 2, paid_time = $1 WHERE pay_id = $2 AND is_paid = 1")
             .bind(now)
-            .bind(payment.pay_id.0)
+            .bind(payment.pay_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -126,12 +148,12 @@ impl Shop {
             RETURNING user_id",
         )
         .bind(now)
-        .bind(payment.order_id.0)
+        .bind(payment.order_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(order) = order else {
-            // Dropping tx rolls the payment back: an order that is not confirmed and
-            // unpaid cannot be paid.
+            // The job's savepoint rolls the payment back: an order that is not confirmed
+            // and unpaid cannot be paid.
             return Err(ShopError::OrderNotConfirmed(payment.order_id));
         };
         let event = PaySucceeded {
@@ -140,9 +162,11 @@ impl Shop {
             user_id: order.try_get("user_id")?,
             pay_amount: payment.pay_amount,
         };
-        outbox::enqueue(&mut tx, &self.ids, event).await?;
-        tx.commit().await?;
-        self.outbox_wake.notify_one();
+        outbox::enqueue(tx, &self.ids, event).await?;
         Ok(CallbackOutcome::Paid)
+    }
+
+    fn committed(&self) {
+        self.outbox_wake.notify_one();
     }
 }

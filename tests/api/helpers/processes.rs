@@ -12,10 +12,17 @@ pub struct HostProcess {
 
 impl HostProcess {
     pub async fn start(db_url: &str, nats_url: &str, envs: &[(&str, &str)]) -> HostProcess {
+        HostProcess::start_with(db_url, nats_url, envs, &[], None).await
+    }
+
+    /// [`start`](Self::start) with extra `serve` flags and, when given, its stdout (the logs)
+    /// written to `log`.
+    pub async fn start_with(db_url: &str, nats_url: &str, envs: &[(&str, &str)], args: &[&str], log: Option<&std::path::Path>) -> HostProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let data = std::env::temp_dir().join(format!("shopmesh-proc-{}", uuid_like()));
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"));
         cmd.arg("serve")
+            .args(args)
             .env("SHOPMESH_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("SHOPMESH_DATABASE_URL", db_url)
             .env("SHOPMESH_NATS_URL", nats_url)
@@ -34,6 +41,9 @@ impl HostProcess {
             .kill_on_drop(true);
         if std::env::var_os("TEST_LOG").is_none() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        if let Some(path) = log {
+            cmd.stdout(std::fs::File::create(path).expect("a log file"));
         }
         for (k, v) in envs {
             cmd.env(k, v);
