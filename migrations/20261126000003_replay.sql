@@ -6,6 +6,8 @@
 -- later version can be run on exactly the same inputs and compared.
 ALTER TABLE trade_mq_consumer_log ADD COLUMN effects TEXT;
 ALTER TABLE trade_mq_consumer_log ADD COLUMN reads TEXT;
+-- A batch looks up its events by plugin and event id (the key also holds the subject).
+CREATE INDEX trade_mq_consumer_log_event ON trade_mq_consumer_log (group_name, msg_key);
 
 -- One replay: a range of stream SHOP run through one plugin version. Its record survives
 -- restarts; `host` says which host runs it (a restarted host fails its own running ones).

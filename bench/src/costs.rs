@@ -47,10 +47,10 @@ pub async fn invocation_costs(shop: &Shop, plugins_dir: &std::path::Path, event:
     };
     let config = Arc::default();
     let native_us = time(&mut || {
-        std::hint::black_box(runtime.invoke(&native, &ev, snap.clone(), Arc::clone(&config)).unwrap().unwrap());
+        std::hint::black_box(runtime.invoke(&native, &ev, snap.clone(), Arc::clone(&config), &mut Default::default()).unwrap().unwrap());
     });
     let invoke = time(&mut || {
-        std::hint::black_box(runtime.invoke(&wasm, &ev, snap.clone(), Arc::clone(&config)).unwrap().unwrap());
+        std::hint::black_box(runtime.invoke(&wasm, &ev, snap.clone(), Arc::clone(&config), &mut Default::default()).unwrap().unwrap());
     });
     Ok(PerCall { native: native_us, invoke, snapshot })
 }

@@ -2,25 +2,38 @@
 //! guest and the host each generate their own Rust types from the same WIT, so this file
 //! only maps one spelling onto the other; the rules themselves are the plugins' code.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{cell::Cell, collections::HashMap, sync::Arc};
 
 use shopmesh::plugins::{
-    reads::Snapshot,
-    runtime::{self as h, Handled, Handler, LoadedPlugin, Runtime},
+    reads::{Parts, Snapshot},
+    runtime::{self as h, Handled, Handler, LoadedPlugin, Runtime, Seen},
 };
 use shopmesh_guest::{self as g, Rule};
 
 // `fn() -> R`: the marker owns no R, so Native is Send + Sync whatever R is.
 struct Native<R>(std::marker::PhantomData<fn() -> R>);
 
-/// A guest `Reads` over the host's snapshot.
+/// A guest `Reads` over the host's snapshot, noting what it reads as the host does.
 struct SnapshotReads<'a> {
     snap: &'a Snapshot,
     config: &'a HashMap<String, String>,
+    seen: Cell<Seen>,
+}
+
+impl SnapshotReads<'_> {
+    fn read(&self, part: Parts) -> bool {
+        let mut seen = self.seen.get();
+        let held = seen.read(self.snap.held, part);
+        self.seen.set(seen);
+        held
+    }
 }
 
 impl g::Reads for SnapshotReads<'_> {
     fn order(&self, order_id: g::Id) -> Option<g::Order> {
+        if !self.read(Parts::ORDER) {
+            return None;
+        }
         let o = self.snap.order.as_ref().filter(|o| o.order_id == order_id)?;
         Some(g::Order {
             order_id: o.order_id,
@@ -38,19 +51,28 @@ impl g::Reads for SnapshotReads<'_> {
         })
     }
     fn goods(&self, goods_id: g::Id) -> Option<g::Goods> {
+        if !self.read(Parts::GOODS) {
+            return None;
+        }
         let x = self.snap.goods.as_ref().filter(|x| x.goods_id == goods_id)?;
         Some(g::Goods { goods_id: x.goods_id, goods_name: x.goods_name.clone(), goods_number: x.goods_number, goods_price: x.goods_price })
     }
     fn user(&self, user_id: g::Id) -> Option<g::User> {
+        if !self.read(Parts::USER) {
+            return None;
+        }
         let u = self.snap.user.as_ref().filter(|u| u.user_id == user_id)?;
         Some(g::User { user_id: u.user_id, user_name: u.user_name.clone(), user_score: u.user_score, user_money: u.user_money })
     }
     fn coupon(&self, coupon_id: g::Id) -> Option<g::Coupon> {
+        if !self.read(Parts::COUPON) {
+            return None;
+        }
         let c = self.snap.coupon.as_ref().filter(|c| c.coupon_id == coupon_id)?;
         Some(g::Coupon { coupon_id: c.coupon_id, coupon_price: c.coupon_price, user_id: c.user_id, order_id: c.order_id, is_used: c.is_used })
     }
     fn order_steps(&self, order_id: g::Id) -> Vec<g::StepRecord> {
-        if self.snap.order_id != Some(order_id) {
+        if !self.read(Parts::STEPS) || self.snap.order_id != Some(order_id) {
             return Vec::new();
         }
         self.snap
@@ -138,13 +160,16 @@ fn capability(c: g::Capability) -> h::Capability {
 }
 
 impl<R: Rule> Handler for Native<R> {
-    fn handle(&self, _: &Runtime, _: &str, e: &h::Event, snap: Snapshot, config: Arc<HashMap<String, String>>) -> Handled {
-        Ok(R::handle(&event(e), &SnapshotReads { snap: &snap, config: &config })
+    fn handle(&self, _: &Runtime, _: &str, e: &h::Event, snap: Snapshot, config: Arc<HashMap<String, String>>, seen: &mut Seen) -> Handled {
+        let reads = SnapshotReads { snap: &snap, config: &config, seen: Cell::new(Seen::default()) };
+        let handled = R::handle(&event(e), &reads)
             .map(|effects| effects.into_iter().map(effect).collect())
             .map_err(|err| match err {
                 g::PluginError::InvalidEvent(m) => h::PluginError::InvalidEvent(m),
                 g::PluginError::Unavailable(m) => h::PluginError::Unavailable(m),
-            }))
+            });
+        *seen = reads.seen.get();
+        Ok(handled)
     }
 }
 

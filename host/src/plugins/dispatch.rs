@@ -3,13 +3,13 @@
 //! Nothing here touches the database, so the live consumer ([`super::host`]) and replay
 //! call the same function: what a dry-run shows is what the live path would apply.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{collections::HashMap, fmt, future::Future, sync::Arc};
 
 use super::{
     delivery::Delivery,
     effects::{self, ApplyError, Refusal},
-    reads::Snapshot,
-    runtime::{Effect, InvokeError, LoadedPlugin, PluginError, Runtime},
+    reads::{Parts, Snapshot},
+    runtime::{Effect, InvokeError, LoadedPlugin, PluginError, Runtime, Seen},
 };
 
 /// Why an event did not produce applicable effects.
@@ -61,16 +61,104 @@ impl From<sqlx::Error> for Failure {
     }
 }
 
+/// One event's run: what it produced, the snapshot it ran on, and the parts of that
+/// snapshot that had to be fetched because the first snapshot did not hold them.
+pub struct Ran {
+    pub result: Result<Vec<Effect>, Failure>,
+    pub snapshot: Snapshot,
+    pub filled: Parts,
+}
+
+/// Runs each event on its snapshot and checks every effect. An event whose run read a part
+/// its snapshot did not hold runs again with that part fetched by `more` (a plugin is a
+/// pure function of its inputs, so that is the run it would have had); the version learns
+/// to have it fetched next time. The guests run on `threads` threads of this call, each for
+/// at most its deadline.
+pub async fn run_all<'a, F, Fut>(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    events: &[&'a Delivery],
+    snapshots: Vec<Snapshot>,
+    config: Arc<HashMap<String, String>>,
+    threads: usize,
+    more: F,
+) -> Vec<Ran>
+where
+    F: Fn(Vec<&'a Delivery>, Parts) -> Fut,
+    Fut: Future<Output = Result<Vec<Snapshot>, sqlx::Error>>,
+{
+    let mut done: Vec<Option<Ran>> = events.iter().map(|_| None).collect();
+    let mut todo: Vec<(usize, Snapshot, Parts)> = snapshots.into_iter().enumerate().map(|(i, s)| (i, s, Parts::NONE)).collect();
+    // With every part fetched nothing can be missed: two rounds suffice, the third is a guard.
+    for _round in 0..3 {
+        if todo.is_empty() {
+            break;
+        }
+        let ran = tokio::task::block_in_place(|| run_on_threads(runtime, plugin, events, todo, &config, threads));
+        let mut again = Vec::new();
+        for (i, result, seen, snapshot, filled) in ran {
+            plugin.learn(seen.used);
+            if seen.missed.is_empty() || snapshot.held == Parts::ALL {
+                done[i] = Some(Ran { result, snapshot, filled });
+            } else {
+                again.push((i, snapshot, filled.with(seen.missed), seen.missed));
+            }
+        }
+        if again.is_empty() {
+            break;
+        }
+        let parts = again.iter().fold(Parts::NONE, |p, (_, _, _, missed)| p.with(*missed));
+        match more(again.iter().map(|(i, ..)| events[*i]).collect(), parts).await {
+            Ok(fetched) => {
+                todo = again.into_iter().zip(fetched).map(|((i, snapshot, filled, _), more)| (i, snapshot.fill(more, parts), filled)).collect();
+            }
+            Err(e) => {
+                for (i, snapshot, filled, _) in again {
+                    done[i] = Some(Ran { result: Err(Failure::Db(sqlx::Error::Protocol(e.to_string()))), snapshot, filled });
+                }
+                break;
+            }
+        }
+    }
+    done.into_iter().map(|r| r.expect("every event ran")).collect()
+}
+
+type Run = (usize, Result<Vec<Effect>, Failure>, Seen, Snapshot, Parts);
+
+fn run_on_threads(runtime: &Runtime, plugin: &LoadedPlugin, events: &[&Delivery], todo: Vec<(usize, Snapshot, Parts)>, config: &Arc<HashMap<String, String>>, threads: usize) -> Vec<Run> {
+    let run = |part: Vec<(usize, Snapshot, Parts)>| -> Vec<Run> {
+        part.into_iter()
+            .map(|(i, snapshot, filled)| {
+                let mut seen = Seen::default();
+                let result = run(runtime, plugin, events[i], snapshot.clone(), config.clone(), &mut seen);
+                (i, result, seen, snapshot, filled)
+            })
+            .collect()
+    };
+    if threads < 2 || todo.len() < 2 {
+        return run(todo);
+    }
+    let mut todo = todo;
+    let rest = todo.split_off(todo.len().div_ceil(2));
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| run(rest));
+        let mut out = run(todo);
+        out.extend(other.join().expect("a plugin worker thread panicked"));
+        out
+    })
+}
+
 /// Runs `d` through `plugin` on `snapshot` and checks every effect it returns. The guest
-/// runs on this thread for at most its deadline.
+/// runs on this thread for at most its deadline; `seen` says what it read.
 pub fn run(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
     d: &Delivery,
     snapshot: Snapshot,
     config: Arc<HashMap<String, String>>,
+    seen: &mut Seen,
 ) -> Result<Vec<Effect>, Failure> {
-    let effects = match runtime.invoke(plugin, &d.to_wit(), snapshot, config) {
+    let effects = match runtime.invoke(plugin, &d.to_wit(), snapshot, config, seen) {
         Ok(Ok(effects)) => effects,
         Ok(Err(PluginError::InvalidEvent(why))) => return Err(Failure::Refused(why)),
         Ok(Err(PluginError::Unavailable(why))) => return Err(Failure::Unavailable(why)),

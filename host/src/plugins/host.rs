@@ -169,24 +169,26 @@ impl PluginHost {
 
     async fn run_wave(&self, plugin: &Arc<LoadedPlugin>, wave: &[&Ready<'_>]) -> Vec<Result<Applied, Failure>> {
         let deliveries: Vec<&Delivery> = wave.iter().map(|r| r.delivery).collect();
-        let snapshots = match reads::snapshots(&self.shop, &deliveries).await {
+        // Only what this version reads; a read of anything else runs that event again.
+        let snapshots = match reads::snapshots(&self.shop, &deliveries, plugin.reads()).await {
             Ok(s) => s,
             Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
         };
+        let shop = &self.shop;
         let config = self.config_of(&plugin.name);
-        // The guests run on this thread, each for at most its deadline; block_in_place keeps
-        // the runtime's other tasks moving meanwhile.
-        let produced: Vec<Result<Produced, Failure>> = tokio::task::block_in_place(|| {
-            wave.iter()
-                .zip(snapshots)
-                .map(|(r, snapshot)| {
-                    let reads = serde_json::to_string(&snapshot).expect("a snapshot serialises");
-                    let effects = dispatch::run(&self.runtime, plugin, r.delivery, snapshot, config.clone())?;
-                    let recorded = inbox::Recorded { count: effects.len(), effects: effects::view(&effects).to_string(), reads };
-                    Ok((effects, recorded))
-                })
-                .collect()
-        });
+        let ran = dispatch::run_all(&self.runtime, plugin, &deliveries, snapshots, config, 1, |events, parts| async move {
+            reads::snapshots(shop, &events, parts).await
+        })
+        .await;
+        let produced = ran
+            .into_iter()
+            .map(|ran| {
+                let effects = ran.result?;
+                let reads = serde_json::to_string(&ran.snapshot).expect("a snapshot serialises");
+                let recorded = inbox::Recorded { count: effects.len(), effects: effects::view(&effects).to_string(), reads };
+                Ok((effects, recorded))
+            })
+            .collect();
         self.commit_wave(plugin, wave, produced).await
     }
 

@@ -2,6 +2,11 @@
 //! coupon and the order's step records. Reading ahead keeps the guest call free of I/O (it
 //! cannot block a database connection, and its deadline measures only its own work) and
 //! makes a plugin a pure function of (event, snapshot, config), which replay relies on.
+//!
+//! Only the [`Parts`] a plugin version has been seen to read are fetched (most read one
+//! table or none). A call that asks for a part the snapshot does not hold is answered
+//! "missed"; its result is thrown away and the event runs again with that part fetched,
+//! which a pure function makes safe. Each version learns its parts this way.
 
 use std::collections::HashMap;
 
@@ -11,8 +16,51 @@ use crate::{
     shop::{coupons::Coupon, orders::Order, steps::{self, Step}, stock::Goods, users::User, Shop},
 };
 
+/// Which parts of the shop a snapshot holds, or a plugin read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Parts(pub u8);
+
+impl Parts {
+    pub const NONE: Parts = Parts(0);
+    pub const ORDER: Parts = Parts(1);
+    pub const GOODS: Parts = Parts(2);
+    pub const USER: Parts = Parts(4);
+    pub const COUPON: Parts = Parts(8);
+    pub const STEPS: Parts = Parts(16);
+    pub const ALL: Parts = Parts(31);
+
+    pub fn contains(self, other: Parts) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn with(self, other: Parts) -> Parts {
+        Parts(self.0 | other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        [(Parts::ORDER, "order"), (Parts::GOODS, "goods"), (Parts::USER, "user"), (Parts::COUPON, "coupon"), (Parts::STEPS, "steps")]
+            .into_iter()
+            .filter(|(p, _)| self.contains(*p))
+            .map(|(_, name)| name)
+            .collect()
+    }
+}
+
+/// Snapshots recorded before parts were tracked held everything.
+fn all() -> Parts {
+    Parts::ALL
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
+    /// What this snapshot holds; asking for anything else is a miss.
+    #[serde(default = "all")]
+    pub held: Parts,
     pub order_id: Option<i64>,
     pub order: Option<wit::Order>,
     pub goods: Option<wit::Goods>,
@@ -21,25 +69,53 @@ pub struct Snapshot {
     pub steps: Vec<wit::StepRecord>,
 }
 
-/// The snapshot of one event.
-pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error> {
-    Ok(snapshots(shop, &[d]).await?.pop().unwrap_or_default())
+impl Snapshot {
+    /// This snapshot with `parts` taken from `other` (a fetch of what it missed).
+    pub fn fill(mut self, other: Snapshot, parts: Parts) -> Snapshot {
+        if parts.contains(Parts::ORDER) {
+            self.order = other.order;
+        }
+        if parts.contains(Parts::GOODS) {
+            self.goods = other.goods;
+        }
+        if parts.contains(Parts::USER) {
+            self.user = other.user;
+        }
+        if parts.contains(Parts::COUPON) {
+            self.coupon = other.coupon;
+        }
+        if parts.contains(Parts::STEPS) {
+            self.steps = other.steps;
+        }
+        self.held = self.held.with(parts);
+        self
+    }
 }
 
-/// The snapshots of several events, read together: one query per table, whatever the count.
-pub async fn snapshots(shop: &Shop, events: &[&Delivery]) -> Result<Vec<Snapshot>, sqlx::Error> {
+/// The whole snapshot of one event.
+pub async fn snapshot(shop: &Shop, d: &Delivery) -> Result<Snapshot, sqlx::Error> {
+    Ok(snapshots(shop, &[d], Parts::ALL).await?.pop().unwrap_or_default())
+}
+
+/// The `parts` of several events' snapshots, read together: one query per table needed,
+/// whatever the count.
+pub async fn snapshots(shop: &Shop, events: &[&Delivery], parts: Parts) -> Result<Vec<Snapshot>, sqlx::Error> {
     let order_ids = distinct(events.iter().map(|d| Id(d.event.order_id())));
-    let orders = shop.get_many::<Order>(&order_ids).await?;
+    // The order leads to a paid order's goods and to its coupon.
+    let needs_order = parts.contains(Parts::ORDER) || parts.contains(Parts::GOODS) || parts.contains(Parts::COUPON);
+    let orders = if needs_order { shop.get_many::<Order>(&order_ids).await? } else { HashMap::new() };
     let goods_of = |d: &Delivery| match &d.event {
         DomainEvent::Cancel(e) => Some(e.goods_id),
         DomainEvent::Confirmed(e) => Some(e.goods_id),
         DomainEvent::Paid(_) => orders.get(&Id(d.event.order_id())).map(|o| o.goods_id),
     };
-    let goods = shop.get_many::<Goods>(&distinct(events.iter().filter_map(|d| goods_of(d)))).await?;
-    let coupons = shop.get_many::<Coupon>(&distinct(orders.values().filter_map(|o| o.coupon_id))).await?;
-    let users = shop.get_many::<User>(&distinct(events.iter().map(|d| Id(d.event.user_id())))).await?;
+    let (wants, none) = (|p: Parts| parts.contains(p), Vec::new);
+    let goods = shop.get_many::<Goods>(&if wants(Parts::GOODS) { distinct(events.iter().filter_map(|d| goods_of(d))) } else { none() }).await?;
+    let coupons = shop.get_many::<Coupon>(&if wants(Parts::COUPON) { distinct(orders.values().filter_map(|o| o.coupon_id)) } else { none() }).await?;
+    let users = shop.get_many::<User>(&if wants(Parts::USER) { distinct(events.iter().map(|d| Id(d.event.user_id()))) } else { none() }).await?;
+    let step_orders: Vec<i64> = if wants(Parts::STEPS) { order_ids.iter().map(|id| id.0).collect() } else { Vec::new() };
     let mut steps: HashMap<i64, Vec<wit::StepRecord>> = HashMap::new();
-    for r in steps::of_orders(shop.db.pool(), &order_ids.iter().map(|id| id.0).collect::<Vec<_>>()).await? {
+    for r in steps::of_orders(shop.db.pool(), &step_orders).await? {
         let step = match r.step {
             Step::Stock => wit::Step::Stock,
             Step::Coupon => wit::Step::Coupon,
@@ -57,7 +133,9 @@ pub async fn snapshots(shop: &Shop, events: &[&Delivery]) -> Result<Vec<Snapshot
             let goods = goods_of(d).and_then(|g| goods.get(&g).cloned());
             let user = users.get(&Id(d.event.user_id())).cloned();
             let steps = steps.get(&order_id).cloned().unwrap_or_default();
-            assemble(order_id, order, goods, user, coupon, steps)
+            let mut snapshot = assemble(order_id, order.filter(|_| wants(Parts::ORDER)), goods, user, coupon, steps);
+            snapshot.held = parts;
+            snapshot
         })
         .collect())
 }
@@ -72,6 +150,7 @@ fn distinct(ids: impl Iterator<Item = Id>) -> Vec<Id> {
 /// The shop's rows as the plugin world spells them.
 fn assemble(order_id: i64, order: Option<Order>, goods: Option<Goods>, user: Option<User>, coupon: Option<Coupon>, steps: Vec<wit::StepRecord>) -> Snapshot {
     Snapshot {
+        held: Parts::ALL,
         order_id: Some(order_id),
         order: order.map(|o| wit::Order {
             order_id: o.order_id.0,

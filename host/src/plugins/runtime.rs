@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
         Arc,
     },
     time::Duration,
@@ -18,7 +18,7 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
-use super::reads::Snapshot;
+use super::reads::{Parts, Snapshot};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -105,21 +105,44 @@ pub enum InvokeError {
 /// plugin's own answer inside.
 pub type Handled = Result<Result<Vec<Effect>, PluginError>, InvokeError>;
 
+/// What one invocation read of its snapshot, and what it asked for but the snapshot did
+/// not hold (its answer is then not to be trusted: run it again with those parts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub used: Parts,
+    pub missed: Parts,
+}
+
+impl Seen {
+    /// Notes a read of `part`; `false`: the snapshot does not hold it.
+    pub fn read(&mut self, held: Parts, part: Parts) -> bool {
+        self.used = self.used.with(part);
+        if held.contains(part) {
+            true
+        } else {
+            self.missed = self.missed.with(part);
+            false
+        }
+    }
+}
+
 /// What runs a plugin version's `handle`. In the product that is always a compiled
 /// component ([`Runtime::load`]); the benchmark implements it with the same rule crates
 /// compiled natively, to measure what the sandbox costs on the same path.
 pub trait Handler: Send + Sync {
-    fn handle(&self, runtime: &Runtime, plugin: &str, event: &Event, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Handled;
+    fn handle(&self, runtime: &Runtime, plugin: &str, event: &Event, reads: Snapshot, config: Arc<HashMap<String, String>>, seen: &mut Seen) -> Handled;
 }
 
 /// A compiled component, instantiated afresh for every event.
 struct Compiled(PluginPre<Invocation>);
 
 impl Handler for Compiled {
-    fn handle(&self, runtime: &Runtime, plugin: &str, event: &Event, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Handled {
+    fn handle(&self, runtime: &Runtime, plugin: &str, event: &Event, reads: Snapshot, config: Arc<HashMap<String, String>>, seen: &mut Seen) -> Handled {
         let mut store = runtime.store(plugin, reads, config);
         let instance = self.0.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
-        instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)))
+        let handled = instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)));
+        *seen = store.data().seen;
+        handled
     }
 }
 
@@ -132,6 +155,8 @@ pub struct LoadedPlugin {
     /// The component itself, to hand to other hosts (None for a benchmark's native handler).
     pub bytes: Option<Arc<[u8]>>,
     handler: Box<dyn Handler>,
+    /// The parts of a snapshot this version has been seen to read (see [`super::reads`]).
+    reads: AtomicU8,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -142,7 +167,7 @@ impl LoadedPlugin {
     /// A plugin version run by `handler` instead of a component (the benchmark's native
     /// baseline); it declares `manifest` and goes through every check a component does.
     pub fn with_handler(manifest: Manifest, handler: Box<dyn Handler>) -> LoadedPlugin {
-        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, handler }
+        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, handler, reads: AtomicU8::new(0) }
     }
 
     pub fn version(&self) -> &str {
@@ -152,6 +177,16 @@ impl LoadedPlugin {
     pub fn subjects(&self) -> &[String] {
         &self.manifest.subjects
     }
+
+    /// The parts of a snapshot to fetch for this version: those it was seen to read.
+    pub fn reads(&self) -> Parts {
+        Parts(self.reads.load(Ordering::Relaxed))
+    }
+
+    /// Widens [`reads`](Self::reads) by what an invocation used.
+    pub fn learn(&self, used: Parts) {
+        self.reads.fetch_or(used.0, Ordering::Relaxed);
+    }
 }
 
 /// Per-invocation state: the reads snapshot, the plugin's config, and the memory limiter.
@@ -160,6 +195,7 @@ struct Invocation {
     reads: Snapshot,
     config: Arc<HashMap<String, String>>,
     limits: StoreLimits,
+    seen: Seen,
 }
 
 pub struct Runtime {
@@ -242,6 +278,7 @@ impl Runtime {
             sha256: sha256_hex(bytes),
             bytes: Some(bytes.into()),
             handler: Box::new(Compiled(pre)),
+            reads: AtomicU8::new(0),
         })
     }
 
@@ -253,8 +290,9 @@ impl Runtime {
         event: &Event,
         reads: Snapshot,
         config: Arc<HashMap<String, String>>,
+        seen: &mut Seen,
     ) -> Handled {
-        plugin.handler.handle(self, &plugin.name, event, reads, config)
+        plugin.handler.handle(self, &plugin.name, event, reads, config, seen)
     }
 
     fn store(&self, plugin: &str, reads: Snapshot, config: Arc<HashMap<String, String>>) -> Store<Invocation> {
@@ -265,7 +303,7 @@ impl Runtime {
             .instances(16)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, Invocation { plugin: plugin.to_owned(), reads, config, limits });
+        let mut store = Store::new(&self.engine, Invocation { plugin: plugin.to_owned(), reads, config, limits, seen: Seen::default() });
         store.limiter(|state| &mut state.limits);
         store.set_fuel(self.limits.fuel).expect("fuel is enabled");
         let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
@@ -289,23 +327,23 @@ impl wit::Host for Invocation {}
 
 impl shop::plugin::host::Host for Invocation {
     fn get_order(&mut self, order_id: wit::Id) -> Option<wit::Order> {
-        self.reads.order.clone().filter(|o| o.order_id == order_id)
+        self.seen.read(self.reads.held, Parts::ORDER).then(|| self.reads.order.clone().filter(|o| o.order_id == order_id)).flatten()
     }
 
     fn get_goods(&mut self, goods_id: wit::Id) -> Option<wit::Goods> {
-        self.reads.goods.clone().filter(|g| g.goods_id == goods_id)
+        self.seen.read(self.reads.held, Parts::GOODS).then(|| self.reads.goods.clone().filter(|g| g.goods_id == goods_id)).flatten()
     }
 
     fn get_user(&mut self, user_id: wit::Id) -> Option<wit::User> {
-        self.reads.user.clone().filter(|u| u.user_id == user_id)
+        self.seen.read(self.reads.held, Parts::USER).then(|| self.reads.user.clone().filter(|u| u.user_id == user_id)).flatten()
     }
 
     fn get_coupon(&mut self, coupon_id: wit::Id) -> Option<wit::Coupon> {
-        self.reads.coupon.clone().filter(|c| c.coupon_id == coupon_id)
+        self.seen.read(self.reads.held, Parts::COUPON).then(|| self.reads.coupon.clone().filter(|c| c.coupon_id == coupon_id)).flatten()
     }
 
     fn order_steps(&mut self, order_id: wit::Id) -> Vec<wit::StepRecord> {
-        if self.reads.order_id == Some(order_id) {
+        if self.seen.read(self.reads.held, Parts::STEPS) && self.reads.order_id == Some(order_id) {
             self.reads.steps.clone()
         } else {
             Vec::new()

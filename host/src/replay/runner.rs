@@ -194,41 +194,42 @@ impl Replays {
         let (parsed, mut rows) = Self::parse(chunk);
         let deliveries: Vec<&Delivery> = parsed.iter().map(|(_, d)| d).collect();
         let entries = inbox::lookup(&self.host.shop().db, &plugin.name, &deliveries).await?;
+        // Applied events run on their recorded reads; the others on the current state.
         let never_applied: Vec<&Delivery> =
             deliveries.iter().zip(&entries).filter(|(_, e)| e.state != inbox::State::Applied).map(|(d, _)| *d).collect();
-        let mut current = reads::snapshots(self.host.shop(), &never_applied).await?.into_iter();
-        let inputs: Vec<Result<Snapshot, String>> = entries
-            .iter()
-            .map(|entry| match (&entry.state, &entry.reads) {
-                (inbox::State::Applied, Some(reads)) => serde_json::from_str(reads).map_err(|e| format!("recorded reads unreadable: {e}")),
-                (inbox::State::Applied, None) => Err("applied before inputs were recorded: nothing to compare with".into()),
-                _ => Ok(current.next().expect("a current snapshot per event never applied")),
-            })
-            .collect();
-        let config = self.host.config_of(&plugin.name);
-        let runtime = self.host.runtime().clone();
-        // The guests, on both cores: this is the replay's hot loop.
-        let candidates: Vec<Result<serde_json::Value, String>> = tokio::task::block_in_place(|| {
-            let work: Vec<(&Delivery, Result<Snapshot, String>)> = deliveries.iter().copied().zip(inputs).collect();
-            let half = work.len().div_ceil(2);
-            let run = |part: &[(&Delivery, Result<Snapshot, String>)]| -> Vec<Result<serde_json::Value, String>> {
-                part.iter()
-                    .map(|(d, input)| {
-                        let snapshot = input.clone()?;
-                        dispatch::run(&runtime, plugin, d, snapshot, config.clone()).map(|e| effects::view(&e)).map_err(|f| f.to_string())
-                    })
-                    .collect()
+        let mut current = reads::snapshots(self.host.shop(), &never_applied, plugin.reads()).await?.into_iter();
+        let mut unusable: Vec<Option<String>> = Vec::with_capacity(entries.len());
+        let mut inputs = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let (input, why) = match (&entry.state, &entry.reads) {
+                (inbox::State::Applied, Some(reads)) => match serde_json::from_str::<Snapshot>(reads) {
+                    Ok(recorded) => (recorded, None),
+                    Err(e) => (Snapshot::default(), Some(format!("recorded reads unreadable: {e}"))),
+                },
+                (inbox::State::Applied, None) => (Snapshot::default(), Some("applied before inputs were recorded: nothing to compare with".to_string())),
+                _ => (current.next().expect("a current snapshot per event never applied"), None),
             };
-            std::thread::scope(|scope| {
-                let (first, second) = work.split_at(half);
-                let other = scope.spawn(|| run(second));
-                let mut out = run(first);
-                out.extend(other.join().expect("a replay worker panicked"));
-                out
-            })
-        });
-        for (((e, d), entry), candidate) in parsed.iter().zip(&entries).zip(candidates) {
-            rows.push(compare(e, d, entry, candidate));
+            inputs.push(input);
+            unusable.push(why);
+        }
+        let shop = self.host.shop();
+        // A part the recording does not hold (the candidate reads more than the recorded
+        // version did) comes from the current state, and the event says so.
+        let config = self.host.config_of(&plugin.name);
+        let ran = dispatch::run_all(self.host.runtime(), plugin, &deliveries, inputs, config, 2, |events, parts| async move {
+            reads::snapshots(shop, &events, parts).await
+        })
+        .await;
+        for ((((e, d), entry), ran), why) in parsed.iter().zip(&entries).zip(ran).zip(unusable) {
+            let candidate = match why {
+                Some(why) => Err(why),
+                None => ran.result.map(|effects| effects::view(&effects)).map_err(|f| f.to_string()),
+            };
+            let mut row = compare(e, d, entry, candidate);
+            if !ran.filled.is_empty() && entry.state == inbox::State::Applied && row.reason.is_none() {
+                row.reason = Some(format!("read {} which the recording does not hold: taken from the current state", ran.filled.names().join(", ")));
+            }
+            rows.push(row);
         }
         Ok(rows)
     }
