@@ -202,6 +202,14 @@ impl Db {
     }
 }
 
+/// How many rows a multi-row statement takes at most, given its parameters per row. SQLite
+/// finds a `$N` parameter's name by walking the statement's list of them, so binding one
+/// statement costs the square of its parameters: a few hundred at a time stays cheap, and
+/// a bounded set of statement texts stays in the prepared-statement cache.
+pub fn rows_per_statement(params_per_row: usize) -> usize {
+    (256 / params_per_row.max(1)).max(1)
+}
+
 /// `$start, $start+1, …` for `count` values: the placeholders of an `IN (…)` list or a
 /// multi-row `VALUES`, in the one dialect both databases take.
 pub fn placeholders(start: usize, count: usize) -> String {

@@ -16,6 +16,9 @@ use tokio::sync::watch;
 use super::{host::Message, Disposition, PluginHost, GUARD};
 use crate::bus::{self, StreamSettings};
 
+/// How long a batch waits for more deliveries once its first has arrived.
+const BATCH_FILL: Duration = Duration::from_millis(2);
+
 /// How often a consumer checks whether the active version reads other subjects.
 const SUBJECTS_RECHECK: Duration = Duration::from_secs(1);
 
@@ -125,6 +128,20 @@ async fn bind_and_consume<H, F>(
                 let mut received = Vec::new();
                 for msg in next.ok_or("message stream ended")? {
                     received.push(msg.map_err(|e| e.to_string())?);
+                }
+                // A batch is whatever arrived, topped up with what arrives within a moment:
+                // a backlog comes in a few pieces, and one transaction beats several.
+                let fill_until = tokio::time::Instant::now() + BATCH_FILL;
+                while received.len() < batch_size {
+                    match tokio::time::timeout_at(fill_until, batches.next()).await {
+                        Ok(Some(more)) => {
+                            for msg in more {
+                                received.push(msg.map_err(|e| e.to_string())?);
+                            }
+                        }
+                        Ok(None) => return Err("message stream ended".into()),
+                        Err(_) => break,
+                    }
                 }
                 let batch = received
                     .iter()

@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use crate::{
     ids::{now_ms, Id, Snowflake},
-    store::{placeholders, Db},
+    store::{placeholders, rows_per_statement, Db},
     timestamp::Timestamp,
 };
 
@@ -87,16 +87,15 @@ pub async fn pending(db: &Db, id: Id) -> Result<(String, String, String), DeadLe
 /// Marks the open dead letters of `plugin` for these events resolved with `result` (they
 /// were applied another way, e.g. by a replay).
 pub async fn resolve(db: &Db, plugin: &str, event_ids: &[String], result: &str) -> Result<(), sqlx::Error> {
-    if event_ids.is_empty() {
-        return Ok(());
+    for ids in event_ids.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2
+              WHERE plugin = $3 AND redriven_at IS NULL AND event_id IN ({})",
+            placeholders(4, ids.len())
+        );
+        let query = sqlx::query(&sql).bind(now_ms()).bind(result).bind(plugin);
+        ids.iter().fold(query, |q, id| q.bind(id)).execute(db.pool()).await?;
     }
-    let sql = format!(
-        "UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2
-          WHERE plugin = $3 AND redriven_at IS NULL AND event_id IN ({})",
-        placeholders(4, event_ids.len())
-    );
-    let query = sqlx::query(&sql).bind(now_ms()).bind(result).bind(plugin);
-    event_ids.iter().fold(query, |q, id| q.bind(id)).execute(db.pool()).await?;
     Ok(())
 }
 

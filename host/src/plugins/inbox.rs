@@ -11,7 +11,7 @@ use sqlx::Row;
 use super::{delivery::Delivery, runtime::LoadedPlugin};
 use crate::{
     ids::now_ms,
-    store::{placeholders, Conn, Db},
+    store::{placeholders, rows_per_statement, Conn, Db},
 };
 
 /// What a plugin's inbox says about one event.
@@ -44,17 +44,18 @@ pub struct Entry {
 
 /// The inbox entries of `plugin` for `events`, in their order, in one query.
 pub async fn lookup(db: &Db, plugin: &str, events: &[&Delivery]) -> Result<Vec<Entry>, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+    let mut rows = Vec::with_capacity(events.len());
+    for events in events.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT msg_tag, msg_key, consumer_status, consumer_times, effects, reads FROM trade_mq_consumer_log
+              WHERE group_name = $1 AND msg_key IN ({})",
+            placeholders(2, events.len())
+        );
+        let query = events.iter().fold(sqlx::query(&sql).bind(plugin), |q, d| q.bind(&d.id));
+        rows.extend(query.fetch_all(db.pool()).await?);
     }
-    let sql = format!(
-        "SELECT msg_tag, msg_key, consumer_status, consumer_times, effects, reads FROM trade_mq_consumer_log
-          WHERE group_name = $1 AND msg_key IN ({})",
-        placeholders(2, events.len())
-    );
-    let query = events.iter().fold(sqlx::query(&sql).bind(plugin), |q, d| q.bind(&d.id));
     let mut found = HashMap::new();
-    for r in query.fetch_all(db.pool()).await? {
+    for r in rows {
         let state = match r.try_get::<i64, _>(2)? {
             1 => State::Applied,
             _ => State::Failed(r.try_get(3)?),
@@ -76,9 +77,14 @@ pub async fn state(db: &Db, plugin: &str, d: &Delivery) -> Result<State, sqlx::E
 /// first in the transaction: it is the idempotency fence, and a write (SQLite then holds the
 /// write lock from the start). `recorded` is what replay compares against later.
 pub async fn mark_applied(tx: &mut Conn, plugin: &LoadedPlugin, events: &[(&Delivery, i64, &Recorded)]) -> Result<HashSet<String>, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(HashSet::new());
+    let mut marked = HashSet::with_capacity(events.len());
+    for events in events.chunks(rows_per_statement(7)) {
+        marked.extend(mark_applied_rows(tx, plugin, events).await?);
     }
+    Ok(marked)
+}
+
+async fn mark_applied_rows(tx: &mut Conn, plugin: &LoadedPlugin, events: &[(&Delivery, i64, &Recorded)]) -> Result<Vec<String>, sqlx::Error> {
     // $1..$4 are shared; each row adds subject, id, body, attempt, remark, effects, reads.
     let rows: Vec<String> = (0..events.len())
         .map(|i| {
@@ -105,7 +111,7 @@ pub async fn mark_applied(tx: &mut Conn, plugin: &LoadedPlugin, events: &[(&Deli
             .bind(&recorded.effects)
             .bind(&recorded.reads)
     });
-    Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
+    query.fetch_all(&mut *tx).await
 }
 
 /// What is recorded with an applied event.

@@ -43,6 +43,9 @@ const ALLOWED_IMPORTS: [&str; 2] = ["shop:plugin/types@0.1.0", "shop:plugin/host
 /// it fails and is retried like any other failed attempt).
 const POOL_INSTANCES: u32 = 64;
 
+/// How much of an instance's memory is reset in place between instances.
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// How often the epoch ticks: the unit of the invocation deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -224,7 +227,12 @@ impl Runtime {
             .total_core_instances(POOL_INSTANCES * 4)
             .total_memories(POOL_INSTANCES * 2)
             .total_tables(POOL_INSTANCES * 2)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_bytes)
+            // Reset a slot's first pages (and tables) by overwriting them rather than handing
+            // them back to the kernel: a plugin's instance touches little memory, and the
+            // system call per instance cost more than the plugin itself.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_reservation(limits.memory_bytes.next_power_of_two() as u64)

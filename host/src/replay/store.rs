@@ -6,7 +6,7 @@ use sqlx::{any::AnyRow, Row};
 use super::{Mode, Outcome, Replay, ReplayError, ReplayEvent, State, Summary};
 use crate::{
     ids::{now_ms, Id},
-    store::{placeholders, Db},
+    store::{placeholders, rows_per_statement, Db},
     timestamp::Timestamp,
 };
 
@@ -139,8 +139,8 @@ pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::
     if running.execute(&mut *tx).await?.rows_affected() == 0 {
         return Ok(false);
     }
-    // Multi-row inserts, in pieces that stay far below either database's parameter limit.
-    for piece in events.chunks(500) {
+    // Multi-row inserts, a few hundred parameters at a time.
+    for piece in events.chunks(rows_per_statement(8)) {
         let rows: Vec<String> = (0..piece.len()).map(|i| format!("({})", placeholders(i * 8 + 1, 8))).collect();
         let sql = format!(
             "INSERT INTO shop_replay_event (replay_id, seq, event_id, subject, outcome, recorded, candidate, reason) VALUES {}",

@@ -3,7 +3,7 @@
 
 use crate::{
     ids::now_ms,
-    store::{placeholders, Conn},
+    store::{placeholders, rows_per_statement, Conn},
 };
 
 /// One audit row.
@@ -19,19 +19,18 @@ pub struct Entry<'a> {
     pub plugin_version: &'a str,
 }
 
-/// Appends the rows in one statement.
+/// Appends the rows, a few hundred parameters per statement.
 pub async fn append(tx: &mut Conn, entries: &[Entry<'_>]) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(());
+    for entries in entries.chunks(rows_per_statement(8)) {
+        let rows: Vec<String> = (0..entries.len()).map(|i| format!("({}, $1)", placeholders(i * 8 + 2, 8))).collect();
+        let sql = format!(
+            "INSERT INTO shop_audit_log (id, order_id, user_id, kind, amount, note, event_id, plugin_version, created_at) VALUES {}",
+            rows.join(", ")
+        );
+        let query = entries.iter().fold(sqlx::query(&sql).bind(now_ms()), |q, e| {
+            q.bind(e.id).bind(e.order_id).bind(e.user_id).bind(e.kind).bind(e.amount).bind(e.note).bind(e.event_id).bind(e.plugin_version)
+        });
+        query.execute(&mut *tx).await?;
     }
-    let rows: Vec<String> = (0..entries.len()).map(|i| format!("({}, $1)", placeholders(i * 8 + 2, 8))).collect();
-    let sql = format!(
-        "INSERT INTO shop_audit_log (id, order_id, user_id, kind, amount, note, event_id, plugin_version, created_at) VALUES {}",
-        rows.join(", ")
-    );
-    let query = entries.iter().fold(sqlx::query(&sql).bind(now_ms()), |q, e| {
-        q.bind(e.id).bind(e.order_id).bind(e.user_id).bind(e.kind).bind(e.amount).bind(e.note).bind(e.event_id).bind(e.plugin_version)
-    });
-    query.execute(&mut *tx).await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::{
     timestamp::Timestamp,
     ids::{now_ms, Id},
     money::Money,
-    store::{placeholders, Conn},
+    store::{placeholders, rows_per_statement, Conn},
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
@@ -77,11 +77,15 @@ impl Taken for CouponUse {
             done.push(query.execute(&mut *tx).await?.rows_affected() == 1);
         }
         let releases: Vec<&(i64, &CouponUse, i64)> = moves.iter().filter(|(_, _, delta)| *delta >= 0).collect();
-        if !releases.is_empty() {
+        for releases in releases.chunks(rows_per_statement(3)) {
             let rows: Vec<String> = (0..releases.len()).map(|i| format!("({})", placeholders(i * 3 + 1, 3))).collect();
+            let coupons: Vec<String> = (0..releases.len()).map(|i| format!("${}", i * 3 + 1)).collect();
+            // The plain IN on the key lets SQLite find the rows by index; the row values
+            // then hold each coupon to its order and user.
             let sql = format!(
                 "UPDATE trade_coupon SET is_used = 0, order_id = NULL, used_time = NULL
-                  WHERE (coupon_id, order_id, user_id) IN (VALUES {})",
+                  WHERE coupon_id IN ({}) AND (coupon_id, order_id, user_id) IN (VALUES {})",
+                coupons.join(", "),
                 rows.join(", ")
             );
             let query = releases.iter().fold(sqlx::query(&sql), |q, (order, c, _)| q.bind(c.coupon_id).bind(*order).bind(c.user_id));

@@ -57,7 +57,7 @@ pub use self::error::{ShopError, StepFailure};
 use crate::{
     ids::{Id, Snowflake},
     money::Money,
-    store::{placeholders, Db, GroupCommit},
+    store::{placeholders, rows_per_statement, Db, GroupCommit},
 };
 
 pub struct Shop {
@@ -109,11 +109,12 @@ impl Shop {
 
     /// The `T`s with these ids that exist, in one query.
     pub async fn get_many<T: Entity>(&self, ids: &[Id]) -> Result<HashMap<Id, T>, sqlx::Error> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+        let mut found = HashMap::with_capacity(ids.len());
+        for ids in ids.chunks(rows_per_statement(1)) {
+            let sql = format!("SELECT * FROM {} WHERE {} IN ({})", T::TABLE, T::ID_COLUMN, placeholders(1, ids.len()));
+            let query = ids.iter().fold(sqlx::query_as::<_, T>(&sql), |q, id| q.bind(*id));
+            found.extend(query.fetch_all(self.db.pool()).await?.into_iter().map(|row| (row.id(), row)));
         }
-        let sql = format!("SELECT * FROM {} WHERE {} IN ({})", T::TABLE, T::ID_COLUMN, placeholders(1, ids.len()));
-        let query = ids.iter().fold(sqlx::query_as::<_, T>(&sql), |q, id| q.bind(*id));
-        Ok(query.fetch_all(self.db.pool()).await?.into_iter().map(|row| (row.id(), row)).collect())
+        Ok(found)
     }
 }

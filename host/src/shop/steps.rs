@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use crate::{
     ids::now_ms,
-    store::{placeholders, Conn},
+    store::{placeholders, rows_per_statement, Conn},
 };
 
 /// A forward step of the order flow after the pre-order is saved.
@@ -91,8 +91,8 @@ pub(crate) async fn counted_shift(
         }
     }
     let done: Vec<bool> = moves.iter().map(|(_, key, _)| changed.contains(key)).collect();
-    let rows: Vec<&(i64, i64, i64)> = moves.iter().zip(&done).filter(|(_, d)| **d).map(|(m, _)| m).collect();
-    if !rows.is_empty() {
+    let logged_moves: Vec<&(i64, i64, i64)> = moves.iter().zip(&done).filter(|(_, d)| **d).map(|(m, _)| m).collect();
+    for rows in logged_moves.chunks(rows_per_statement(5)) {
         let values: Vec<String> = (0..rows.len()).map(|i| format!("({})", placeholders(i * 5 + 1, 5))).collect();
         let (head, _) = log.split_once("VALUES").expect("a log statement has VALUES");
         let sql = format!("{head}VALUES {}", values.join(", "));
@@ -138,17 +138,15 @@ pub async fn give_back<R: Taken>(tx: &mut Conn, items: &[(i64, R, i64)]) -> Resu
         return Ok(Vec::new());
     }
     let orders: Vec<i64> = items.iter().map(|(order, _, _)| *order).collect();
-    let sql = format!(
-        "SELECT order_id, amount FROM shop_order_step WHERE step = $1 AND action = 'forward' AND order_id IN ({})",
-        placeholders(2, orders.len())
-    );
-    let forward: HashMap<i64, i64> = orders
-        .iter()
-        .fold(sqlx::query_as::<_, (i64, i64)>(&sql).bind(R::STEP.as_str()), |q, o| q.bind(*o))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+    let mut forward: HashMap<i64, i64> = HashMap::new();
+    for orders in orders.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT order_id, amount FROM shop_order_step WHERE step = $1 AND action = 'forward' AND order_id IN ({})",
+            placeholders(2, orders.len())
+        );
+        let query = orders.iter().fold(sqlx::query_as::<_, (i64, i64)>(&sql).bind(R::STEP.as_str()), |q, o| q.bind(*o));
+        forward.extend(query.fetch_all(&mut *tx).await?);
+    }
     let mut results: Vec<GiveBack> = items
         .iter()
         .map(|(order, _, amount)| match forward.get(order) {
@@ -176,15 +174,18 @@ pub async fn give_back<R: Taken>(tx: &mut Conn, items: &[(i64, R, i64)]) -> Resu
         return Ok(results);
     }
     // The primary key lets each give-back record in once: those already there are not new.
-    let values: Vec<String> = (0..due.len()).map(|i| format!("({}, 'giveback', $1)", placeholders(i * 3 + 2, 3))).collect();
-    let sql = format!(
-        "INSERT INTO shop_order_step (order_id, step, amount, action, created_at) VALUES {} ON CONFLICT DO NOTHING RETURNING order_id",
-        values.join(", ")
-    );
-    let query = due.iter().fold(sqlx::query_scalar::<_, i64>(&sql).bind(now_ms()), |q, (order, _, amount)| {
-        q.bind(*order).bind(R::STEP.as_str()).bind(*amount)
-    });
-    let recorded: Vec<i64> = query.fetch_all(&mut *tx).await?;
+    let mut recorded: Vec<i64> = Vec::with_capacity(due.len());
+    for due in due.chunks(rows_per_statement(3)) {
+        let values: Vec<String> = (0..due.len()).map(|i| format!("({}, 'giveback', $1)", placeholders(i * 3 + 2, 3))).collect();
+        let sql = format!(
+            "INSERT INTO shop_order_step (order_id, step, amount, action, created_at) VALUES {} ON CONFLICT DO NOTHING RETURNING order_id",
+            values.join(", ")
+        );
+        let query = due.iter().fold(sqlx::query_scalar::<_, i64>(&sql).bind(now_ms()), |q, (order, _, amount)| {
+            q.bind(*order).bind(R::STEP.as_str()).bind(*amount)
+        });
+        recorded.extend(query.fetch_all(&mut *tx).await?);
+    }
     let moves: Vec<(i64, &R, i64)> =
         due.iter().filter(|(order, _, _)| recorded.contains(order)).map(|(order, r, amount)| (*order, r, *amount)).collect();
     for (item, result) in items.iter().zip(results.iter_mut()) {
@@ -207,27 +208,19 @@ pub struct Record {
 
 /// Every record of the given orders.
 pub async fn of_orders(pool: &sqlx::AnyPool, order_ids: &[i64]) -> Result<Vec<Record>, sqlx::Error> {
-    if order_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT order_id, step, action, amount FROM shop_order_step WHERE order_id IN ({})",
-        crate::store::placeholders(1, order_ids.len())
-    );
-    let mut query = sqlx::query(&sql);
-    for id in order_ids {
-        query = query.bind(*id);
-    }
-    let rows = query.fetch_all(pool).await?;
-    rows.iter()
-        .map(|r| {
+    let mut records = Vec::new();
+    for ids in order_ids.chunks(rows_per_statement(1)) {
+        let sql = format!("SELECT order_id, step, action, amount FROM shop_order_step WHERE order_id IN ({})", placeholders(1, ids.len()));
+        let rows = ids.iter().fold(sqlx::query(&sql), |q, id| q.bind(*id)).fetch_all(pool).await?;
+        for r in &rows {
             let step: String = r.try_get(1)?;
-            Ok(Record {
+            records.push(Record {
                 order_id: r.try_get(0)?,
                 step: Step::parse(&step).ok_or_else(|| sqlx::Error::Decode(format!("unknown step {step:?}").into()))?,
                 forward: r.try_get::<String, _>(2)? == "forward",
                 amount: r.try_get(3)?,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(records)
 }
