@@ -63,9 +63,18 @@ async fn main() -> anyhow::Result<()> {
     let client = bus::connect(&nats.url()).await?;
     let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO };
 
-    // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a profiler.
-    if let Ok(flow) = std::env::var("SHOPMESH_BENCH_PROFILE") {
-        return profile(&flow, backlog, &client, &stream, &plugins_dir, tmp.path()).await;
+    // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a
+    // profiler; =load: only the black-box drain and the requests at SHOPMESH_BENCH_RATE
+    // (default 1000) per second.
+    match std::env::var("SHOPMESH_BENCH_PROFILE").as_deref() {
+        Ok("load") => {
+            let rate = std::env::var("SHOPMESH_BENCH_RATE").map_or(Ok(1000.0), |r| r.parse())?;
+            let (drain, rated) = load::run(&workspace, &nats.url(), backlog, rate, 5).await?;
+            print_black_box(&drain, &rated);
+            return Ok(());
+        }
+        Ok(flow) => return profile(flow, backlog, &client, &stream, &plugins_dir, tmp.path()).await,
+        Err(_) => {}
     }
     let mut databases = vec![("SQLite", format!("sqlite://{}/bench.db", tmp.path().display()))];
     match std::env::var("SHOPMESH_PG_URL") {
@@ -143,14 +152,7 @@ async fn main() -> anyhow::Result<()> {
         println!("| drain pay-success (wasm) | {} | {:.2} | {:.0} |", f.backend, f.drain_pay_secs, backlog as f64 / f.drain_pay_secs);
         println!("| dry-run replay of points over it | {} | {:.2} | {:.0} |", f.backend, backlog as f64 / f.replay, f.replay);
     }
-    println!("| black box: drain order-cancel, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} |", drain.cancel_secs, drain.events as f64 / drain.cancel_secs);
-    println!("| black box: drain pay-success, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} |", drain.pay_secs, drain.events as f64 / drain.pay_secs);
-    println!();
-    println!("| at a fixed rate, release binary, SQLite | requests/s asked | sent | achieved/s | errors | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rated {
-        println!("| {} | {:.0} | {} | {:.0} | {} | {:.2} | {:.2} |", r.what, r.rate, r.sent, r.achieved, r.errors, r.p50_ms, r.p99_ms);
-    }
+    print_black_box(&drain, &rated);
     println!();
     println!("| per invocation (stock plugin, one cancel event) | µs | vs native call |");
     println!("|---|---:|---:|");
@@ -171,6 +173,18 @@ async fn main() -> anyhow::Result<()> {
         println!("| {label} | {mean:.1} | {max:.1} |");
     }
     Ok(())
+}
+
+/// The black-box rows (ending the backlog table) and the fixed-rate table.
+fn print_black_box(drain: &load::Drain, rated: &[load::Rated]) {
+    println!("| black box: drain order-cancel, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} |", drain.cancel_secs, drain.events as f64 / drain.cancel_secs);
+    println!("| black box: drain pay-success, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} |", drain.pay_secs, drain.events as f64 / drain.pay_secs);
+    println!();
+    println!("| at a fixed rate, release binary, SQLite | requests/s asked | sent | achieved/s | errors | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in rated {
+        println!("| {} | {:.0} | {} | {:.0} | {} | {:.2} | {:.2} |", r.what, r.rate, r.sent, r.achieved, r.errors, r.p50_ms, r.p99_ms);
+    }
 }
 
 /// One flow's backlog drain alone (on SQLite), printed.

@@ -2,9 +2,16 @@
 //! (production). Every query in the crate is written once, in the dialect both accept
 //! (`$N` placeholders, `ON CONFLICT`, `RETURNING`, BIGINT columns).
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::future::BoxFuture;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use sqlx::{
     any::AnyPoolOptions,
     error::BoxDynError,
@@ -12,9 +19,40 @@ use sqlx::{
     Acquire, AnyPool, Executor, Row,
 };
 
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 /// What writes take: a transaction, or a savepoint inside one, derefs to it.
 pub type Conn = sqlx::AnyConnection;
+
+/// A transaction from [`Db::begin`]. On SQLite it also holds this process's turn as the
+/// database's one writer (see [`Db`]); it derefs to the connection like sqlx's own.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    // Dropped after `tx`: the turn passes on only once the transaction is over.
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.tx
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.tx
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -59,10 +97,18 @@ impl SqliteSync {
     }
 }
 
+/// The pool, and on SQLite a queue for its single writer. SQLite lets one transaction
+/// write at a time; without the queue, every other writer of this process would wait in
+/// SQLite's busy handler, which sleeps in steps of up to 100 ms and lets a newcomer win,
+/// so under load a payment callback could wait hundreds of milliseconds behind plugin
+/// waves. In the queue (tokio's fair mutex) writers take turns in arrival order and the
+/// wait is the transactions ahead, nothing more. Other processes on the same file still
+/// meet the busy timeout.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    writer: Option<Arc<Mutex<()>>>,
 }
 
 /// Migrations (`migrations/<version>_<name>.sql`), embedded so the binary carries its schema.
@@ -151,7 +197,8 @@ impl Db {
             })
             .connect(&url)
             .await?;
-        Ok(Db { pool, backend })
+        let writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Db { pool, backend, writer })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -162,8 +209,22 @@ impl Db {
         self.backend
     }
 
+    /// Begins a transaction; on SQLite, after waiting for this process's writer turn
+    /// (taken before a connection, so a queue of writers never holds the pool's connections).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
+        let turn = match &self.writer {
+            Some(writer) => Some(writer.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(Tx { tx: self.pool.begin().await?, _turn: turn })
+    }
+
+    /// Runs one writing statement in a transaction of its own (so it takes its turn).
+    pub async fn execute<'q>(&self, query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {

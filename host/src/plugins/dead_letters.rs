@@ -47,7 +47,7 @@ pub enum DeadLetterError {
 
 pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx::Error> {
     tracing::error!(plugin = l.plugin, event = l.event_id, reason = l.reason, "dead-lettered");
-    sqlx::query(
+    db.execute(sqlx::query(
         "INSERT INTO shop_dead_letter (id, plugin, plugin_version, subject, event_id, body, reason, attempts, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -59,8 +59,7 @@ pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx:
     .bind(l.body)
     .bind(l.reason)
     .bind(l.attempts)
-    .bind(now_ms())
-    .execute(db.pool())
+    .bind(now_ms()))
     .await?;
     Ok(())
 }
@@ -94,7 +93,7 @@ pub async fn resolve(db: &Db, plugin: &str, event_ids: &[String], result: &str) 
             placeholders(4, ids.len())
         );
         let query = sqlx::query(&sql).bind(now_ms()).bind(result).bind(plugin);
-        ids.iter().fold(query, |q, id| q.bind(id)).execute(db.pool()).await?;
+        db.execute(ids.iter().fold(query, |q, id| q.bind(id))).await?;
     }
     Ok(())
 }
@@ -102,11 +101,10 @@ pub async fn resolve(db: &Db, plugin: &str, event_ids: &[String], result: &str) 
 /// Records a redrive's result; an applied one is marked redriven (resolved) and leaves the
 /// pending list, a failed one stays with the new result.
 pub async fn record_redrive(db: &Db, id: Id, applied: bool, result: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2 WHERE id = $3")
+    db.execute(sqlx::query("UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2 WHERE id = $3")
         .bind(applied.then(now_ms))
         .bind(result)
-        .bind(id.0)
-        .execute(db.pool())
+        .bind(id.0))
         .await?;
     Ok(())
 }

@@ -127,7 +127,7 @@ pub struct Recorded {
 /// Records a failed attempt (outside the failed transaction) for operators and retries.
 /// An applied row is never turned back into a failure.
 pub async fn record_failure(db: &Db, plugin: &str, d: &Delivery, attempt: i64, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    db.execute(sqlx::query(
         "INSERT INTO trade_mq_consumer_log (group_name, msg_tag, msg_key, msg_id, msg_body,
              consumer_status, consumer_times, consumer_timestamp, remark)
          VALUES ($1, $2, $3, $3, $4, 2, $5, $6, $7)
@@ -142,8 +142,7 @@ pub async fn record_failure(db: &Db, plugin: &str, d: &Delivery, attempt: i64, e
     .bind(&d.body)
     .bind(attempt)
     .bind(now_ms())
-    .bind(error)
-    .execute(db.pool())
+    .bind(error))
     .await?;
     Ok(())
 }

@@ -74,7 +74,7 @@ pub async fn insert(db: &Db, r: &New<'_>) -> Result<(), sqlx::Error> {
     let subjects = serde_json::to_string(r.subjects).expect("strings serialise");
     let query = sqlx::query(sql).bind(r.id).bind(r.plugin).bind(r.version).bind(mode_str(r.mode));
     let query = query.bind(r.from_seq as i64).bind(r.to_seq as i64).bind(subjects).bind(r.max_rate).bind(r.total as i64);
-    query.bind(r.requested_by).bind(r.host).bind(now_ms()).execute(db.pool()).await?;
+    db.execute(query.bind(r.requested_by).bind(r.host).bind(now_ms())).await?;
     Ok(())
 }
 
@@ -159,12 +159,11 @@ pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::
 
 /// Ends a running replay in `state` (with `error` when it failed).
 pub async fn finish(db: &Db, id: Id, state: State, error: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE shop_replay SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'running'")
+    db.execute(sqlx::query("UPDATE shop_replay SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = 'running'")
         .bind(state_str(state))
         .bind(error)
         .bind(now_ms())
-        .bind(id)
-        .execute(db.pool())
+        .bind(id))
         .await?;
     Ok(())
 }
@@ -172,13 +171,12 @@ pub async fn finish(db: &Db, id: Id, state: State, error: Option<&str>) -> Resul
 /// Running replays this host started before it restarted end `failed`: nothing runs them
 /// any more, and their record says so.
 pub async fn fail_interrupted(db: &Db, host: &str) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
+    let result = db.execute(sqlx::query(
         "UPDATE shop_replay SET state = 'failed', error = 'interrupted: the host running it stopped', finished_at = $1
           WHERE state = 'running' AND host = $2",
     )
     .bind(now_ms())
-    .bind(host)
-    .execute(db.pool())
+    .bind(host))
     .await?;
     Ok(result.rows_affected())
 }

@@ -39,7 +39,9 @@ impl Shop {
     pub async fn add_coupon(&self, new: NewCoupon) -> Result<Coupon, ShopError> {
         self.get::<User>(new.user_id).await?;
         let coupon_id = Id(self.ids.next());
-        insert(self.db.pool(), coupon_id, &new).await?;
+        let mut tx = self.db.begin().await?;
+        insert(&mut *tx, coupon_id, &new).await?;
+        tx.commit().await?;
         self.get(coupon_id).await
     }
 }

@@ -134,7 +134,7 @@ impl Shop {
         let who = sqlx::query(sql).bind(order_id).bind(req.user_id).bind(&req.address).bind(&req.consignee);
         let what = who.bind(req.goods_id).bind(req.goods_number).bind(req.goods_price).bind(plan.goods_amount);
         let amounts = what.bind(plan.shipping_fee).bind(plan.order_amount).bind(req.coupon_id).bind(plan.coupon_paid);
-        amounts.bind(plan.money_paid).bind(plan.pay_amount).bind(now_ms()).execute(self.db.pool()).await?;
+        self.db.execute(amounts.bind(plan.money_paid).bind(plan.pay_amount).bind(now_ms())).await?;
         Ok(())
     }
 

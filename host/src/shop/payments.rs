@@ -89,7 +89,7 @@ impl Shop {
         let sql = "INSERT INTO trade_pay (pay_id, order_id, pay_amount, is_paid, create_time)
                    VALUES ($1, $2, $3, 1, $4) ON CONFLICT (order_id) DO NOTHING";
         let query = sqlx::query(sql).bind(pay_id).bind(order.order_id).bind(order.pay_amount);
-        query.bind(now_ms()).execute(self.db.pool()).await?;
+        self.db.execute(query.bind(now_ms())).await?;
         let payment: Payment = sqlx::query_as("SELECT * FROM trade_pay WHERE order_id = $1")
             .bind(order.order_id)
             .fetch_one(self.db.pool())

@@ -44,7 +44,9 @@ entity!(Goods, "trade_goods", goods_id, GoodsNotFound);
 impl Shop {
     pub async fn add_goods(&self, new: NewGoods) -> Result<Goods, ShopError> {
         let goods_id = Id(self.ids.next());
-        insert(self.db.pool(), goods_id, &new).await?;
+        let mut tx = self.db.begin().await?;
+        insert(&mut *tx, goods_id, &new).await?;
+        tx.commit().await?;
         self.get(goods_id).await
     }
 }

@@ -42,7 +42,9 @@ entity!(User, "trade_user", user_id, UserNotFound);
 impl Shop {
     pub async fn add_user(&self, new: NewUser) -> Result<User, ShopError> {
         let user_id = Id(self.ids.next());
-        insert(self.db.pool(), user_id, &new).await?;
+        let mut tx = self.db.begin().await?;
+        insert(&mut *tx, user_id, &new).await?;
+        tx.commit().await?;
         self.get(user_id).await
     }
 }
