@@ -97,7 +97,13 @@ fn check_object(value: &Value, schema: &MetaSchema, registry: &Registry) -> std:
             None | Some(Value::Null) if schema.required.contains(name) => {
                 return Err(format!("{name}: required, {}", describe(&property)));
             }
-            None | Some(Value::Null) => {}
+            None => {}
+            // The schema does not say nullable: an optional field is left out, not null
+            // (else the spec and what is accepted would disagree).
+            Some(Value::Null) if !property.nullable => {
+                return Err(format!("{name}: must be {}, or left out (not null)", describe(&property)));
+            }
+            Some(Value::Null) => {}
             Some(v) => {
                 if !fits(v, &property) {
                     return Err(format!("{name}: must be {}", describe(&property)));

@@ -37,7 +37,8 @@ use crate::{
 /// An order as the user submits it. The client states the price, shipping fee and order
 /// amount it showed; they must match what the shop computes now.
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
+// The example leaves out what it does not set: null is refused (the schema is not nullable).
+#[oai(example, skip_serializing_if_is_none)]
 pub struct PlaceOrder {
     pub user_id: Id,
     pub goods_id: Id,
