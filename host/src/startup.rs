@@ -9,7 +9,7 @@ use poem::{listener::{Acceptor, Listener, TcpListener}, Server};
 use tokio::{sync::{watch, Notify}, task::JoinHandle};
 
 use crate::{
-    api::{self, AdminToken, CallbackSecret},
+    api::{self, AdminToken, CallbackSecret, Probes},
     bus::{self, BusError, NatsServer, StreamSettings},
     config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
     demo,
@@ -167,6 +167,7 @@ impl Application {
             shop.clone(),
             plugins.clone(),
             replays,
+            Probes { db: shop.db.clone(), nats: client.clone() },
             AdminToken(settings.admin_token.clone()),
             CallbackSecret(settings.callback_secret.clone()),
         );

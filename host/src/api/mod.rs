@@ -3,6 +3,7 @@
 
 mod admin;
 mod edge;
+mod health;
 mod examples;
 pub mod errors;
 mod payments;
@@ -18,6 +19,7 @@ use poem::{EndpointExt, IntoEndpoint, IntoResponse, Route};
 use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
 
 pub use admin::AdminToken;
+pub use health::Probes;
 pub use payments::CallbackSecret;
 
 use crate::{plugins::PluginHost, replay::runner::Replays, shop::Shop};
@@ -32,6 +34,8 @@ pub enum ApiTags {
     Payments,
     /// Operator endpoints (bearer token).
     Admin,
+    /// Liveness and readiness probes.
+    Health,
 }
 
 /// 201 with the created resource.
@@ -42,11 +46,11 @@ pub enum Created<T: ToJSON + Send> {
     Created(Json<T>),
 }
 
-type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi);
+type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi, health::HealthApi);
 
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi),
+        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi, health::HealthApi),
         "shopmesh",
         env!("CARGO_PKG_VERSION"),
     )
@@ -63,7 +67,7 @@ pub fn spec_json() -> String {
 }
 
 fn reorder_tags(spec: &str) -> String {
-    const ORDER: [&str; 4] = ["Catalog", "Orders", "Payments", "Admin"];
+    const ORDER: [&str; 5] = ["Catalog", "Orders", "Payments", "Admin", "Health"];
     let mut doc: serde_json::Value = serde_json::from_str(spec).expect("the framework writes JSON");
     if let Some(tags) = doc.get_mut("tags").and_then(|t| t.as_array_mut()) {
         tags.sort_by_key(|t| ORDER.iter().position(|name| t["name"] == *name).unwrap_or(ORDER.len()));
@@ -71,7 +75,7 @@ fn reorder_tags(spec: &str) -> String {
     serde_json::to_string_pretty(&doc).expect("JSON serialises")
 }
 
-pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, replays: Arc<Replays>, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
+pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, replays: Arc<Replays>, probes: Probes, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
     let api = service();
     let spec = spec_json();
     // Swagger UI embeds the spec it shows: give it the served one.
@@ -85,6 +89,7 @@ pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, replays: Arc<Replays>, 
         .data(shop)
         .data(plugins)
         .data(replays)
+        .data(probes)
         .data(admin_token)
         .data(callback_secret)
         .around(|next, req| async move {
