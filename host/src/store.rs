@@ -23,7 +23,8 @@ use sqlx::{
 pub type Conn = sqlx::AnyConnection;
 
 /// A transaction from [`Db::begin`]. On SQLite it also holds this process's turn as the
-/// database's one writer (see [`Db`]); it derefs to the connection like sqlx's own.
+/// database's one writer (see [`Db`]); it derefs to the connection like sqlx's own, and
+/// rolls back when dropped uncommitted.
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     // Dropped after `tx`: the turn passes on only once the transaction is over.
@@ -33,10 +34,6 @@ pub struct Tx {
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
-    }
-
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
     }
 }
 
