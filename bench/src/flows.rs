@@ -56,6 +56,7 @@ pub fn plugin_host(shop: &Arc<Shop>) -> anyhow::Result<Arc<PluginHost>> {
             max_delay: Duration::from_secs(1),
             ack_wait: Duration::from_secs(30),
         },
+        Default::default(),
     )))
 }
 

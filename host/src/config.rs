@@ -33,6 +33,15 @@ pub struct Settings {
     /// Unset: start a nats-server child process on loopback.
     pub nats_url: Option<String>,
     pub nats_server_bin: Option<PathBuf>,
+    /// The NATS server's HTTP monitoring endpoint (e.g. `http://nats:8222`), where the
+    /// durability guard reads its fsync setting. The embedded server's is known.
+    pub nats_monitor_url: Option<String>,
+    /// Refuse to start unless the NATS server fsyncs every acknowledged write
+    /// (`sync_interval: always`); otherwise a lazy server is only warned about.
+    pub require_sync_always: bool,
+    /// How long a SIGTERM/SIGINT waits for in-flight work before the process exits anyway.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
     pub callback_secret: SecretString,
     pub admin_token: SecretString,
     /// Test-only fault injection, e.g. `fail:stock` or `exit:coupon`.
@@ -89,6 +98,9 @@ impl Default for Settings {
             sqlite_synchronous: SqliteSync::Full,
             nats_url: None,
             nats_server_bin: None,
+            nats_monitor_url: None,
+            require_sync_always: false,
+            shutdown_grace: Duration::from_secs(30),
             callback_secret: DEV_CALLBACK_SECRET.into(),
             admin_token: DEV_ADMIN_TOKEN.into(),
             fault: None,
@@ -199,6 +211,7 @@ impl Settings {
     /// Every key a setting can be given by (what the environment layer reads).
     const KEYS: &'static [&'static str] = &[
         "http_addr", "data_dir", "database_url", "db_max_connections", "sqlite_synchronous", "nats_url", "nats_server_bin",
+        "nats_monitor_url", "require_sync_always", "shutdown_grace",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
         "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",

@@ -18,6 +18,8 @@
 //! - [`config`], [`startup`]: configuration layers and the assembled [`startup::Application`];
 //!   [`demo`]: the seeds' demo rows.
 //! - [`cli`]: the `shopmesh` command line (`serve`, and clients of a running host).
+//! - [`metrics`]: the Prometheus counters and histograms counted as things happen (served,
+//!   with what is read at scrape time, by `GET /metrics` in [`api`]).
 //! - [`money`], [`ids`], [`timestamp`]: exact money, 64-bit ids and moments, strings in JSON
 //!   and BIGINT in both databases; [`signature`]: the callback's HMAC.
 
@@ -28,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod ids;
+pub mod metrics;
 pub mod money;
 pub mod outbox;
 pub mod plugins;

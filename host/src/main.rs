@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use shopmesh::{
     cli::{self, Command},
-    startup::Application,
+    startup::{Application, StopSignals},
 };
 
 #[tokio::main]
@@ -27,8 +27,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             cli::init_logs(args.log_format);
+            let signals = StopSignals::install()?;
             let app = Application::build(args.settings()?).await?;
-            app.run_until_stopped().await?;
+            app.run_until_stopped(signals).await?;
         }
         Command::Openapi => cli::print(&format!("{}\n", shopmesh::api::spec_json()))?,
         Command::SignCallback { config, body } => {

@@ -224,8 +224,13 @@ pub enum RelayError {
 
 /// Rows not yet acknowledged by JetStream (for status and tests).
 pub async fn pending_count(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT COUNT(*) FROM trade_mq_producer_temp WHERE msg_status = 0")
+    Ok(backlog(db).await?.0)
+}
+
+/// The unsent rows: how many, and when the oldest was written (ms since the epoch).
+pub async fn backlog(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
+    let row = sqlx::query("SELECT COUNT(*), MIN(create_time) FROM trade_mq_producer_temp WHERE msg_status = 0")
         .fetch_one(db.pool())
-        .await?
-        .try_get(0)
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }

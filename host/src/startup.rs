@@ -7,12 +7,14 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use poem::{listener::{Acceptor, Listener, TcpListener}, Server};
 use tokio::{sync::{watch, Notify}, task::JoinHandle};
+use tokio_util::task::TaskTracker;
 
 use crate::{
     api::{self, AdminToken, CallbackSecret, Probes},
-    bus::{self, BusError, NatsServer, StreamSettings},
+    bus::{self, BusError, Fsync, NatsServer, StreamSettings},
     config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
     demo,
+    metrics::Metrics,
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
     replay::runner::Replays,
@@ -25,11 +27,16 @@ pub struct Application {
     shop: Arc<Shop>,
     plugins: Arc<PluginHost>,
     nats_url: String,
+    /// Stops the HTTP server (first, so no new work arrives).
+    http_stop: watch::Sender<bool>,
+    /// Stops the relay, the sweeper, the consumers and the watchers (second).
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Every background task, the plugin consumers started later included.
+    tasks: TaskTracker,
     server: JoinHandle<std::io::Result<()>>,
-    // Dropped last: the child nats-server outlives the tasks that use it.
-    _nats: Option<NatsServer>,
+    grace: Duration,
+    // Stopped last: the child nats-server outlives the tasks that use it.
+    nats: Option<NatsServer>,
 }
 
 impl Application {
@@ -56,11 +63,18 @@ impl Application {
                     "no NATS URL configured and no nats-server found (set SHOPMESH_NATS_URL, or \
                      SHOPMESH_NATS_SERVER_BIN, or run scripts/setup to install one into .venv)",
                 )?;
-                let child = NatsServer::start(&bin, &settings.data_dir.join("nats"), 0).await?;
+                // Safe by default: every acknowledged event is on disk (see README, "Durability").
+                let child = NatsServer::start(&bin, &settings.data_dir.join("nats"), 0, Fsync::Always).await?;
                 tracing::info!(url = %child.url(), "started embedded nats-server");
                 (child.url(), Some(child))
             }
         };
+        let monitor = nats_child.as_ref().map(NatsServer::monitor_url).or_else(|| settings.nats_monitor_url.clone());
+        match bus::durability(monitor.as_deref()).await.risk() {
+            None => tracing::info!("nats-server fsyncs every acknowledged write (sync_interval: always)"),
+            Some(risk) if settings.require_sync_always => return Err(BusError::NotDurable(risk).into()),
+            Some(risk) => tracing::warn!("DURABILITY: {risk} (SHOPMESH_REQUIRE_SYNC_ALWAYS=true refuses to start instead)"),
+        }
         let stream = StreamSettings {
             duplicate_window: settings.duplicate_window,
             max_age: settings.stream_max_age,
@@ -89,6 +103,7 @@ impl Application {
             );
         }
 
+        let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::new(Limits {
             memory_bytes: settings.plugin_memory_mib as usize * 1024 * 1024,
             fuel: settings.plugin_fuel,
@@ -105,35 +120,41 @@ impl Application {
                 max_delay: settings.plugin_retry_max,
                 ack_wait: settings.plugin_ack_wait,
             },
+            metrics.clone(),
         ));
         let (shutdown, signal) = watch::channel(false);
+        let tasks = TaskTracker::new();
         // Every plugin name, at start or arriving later, gets its consumer the same way.
         // (A weak handle: the host must not keep itself alive through its own hook.)
-        let (weak, hook_client, hook_stream, hook_signal) =
-            (Arc::downgrade(&plugins), client.clone(), stream.clone(), signal.clone());
+        let (weak, hook_client, hook_stream, hook_signal, hook_tasks) =
+            (Arc::downgrade(&plugins), client.clone(), stream.clone(), signal.clone(), tasks.clone());
         plugins.registry.on_new_plugin(move |name| {
             if let Some(host) = weak.upgrade() {
-                tokio::spawn(consumer::run(host, hook_client.clone(), hook_stream.clone(), name, hook_signal.clone()));
+                hook_tasks.spawn(consumer::run(host, hook_client.clone(), hook_stream.clone(), name, hook_signal.clone()));
             }
         });
         plugins.registry.join_fleet(client.clone(), stream.clone());
         plugins.registry.install_dir(&settings.plugins_dir);
-        let (from_folder, from_fleet) = (plugins.clone(), plugins.clone());
-        let mut tasks = vec![
-            tokio::spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone())),
-            tokio::spawn(folder::watch(
+        let (from_folder, from_fleet, switched) = (plugins.clone(), plugins.clone(), plugins.clone());
+        tasks.spawn(fleet::follow_switches(
+            move |name: &str, enabled: bool| switched.registry.set_enabled(name, enabled),
+            client.clone(),
+            stream.clone(),
+            signal.clone(),
+        ));
+        tasks.spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone()));
+        tasks.spawn(folder::watch(
                 move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes, true),
                 settings.plugins_dir.clone(),
                 settings.plugin_watch,
                 signal.clone(),
-            )),
-            tokio::spawn(fleet::follow(
+            ));
+        tasks.spawn(fleet::follow(
                 move |name: &str, bytes: &[u8], run: bool| from_fleet.registry.receive("the fleet registry", name, bytes, run),
                 client.clone(),
                 stream.clone(),
                 signal.clone(),
-            )),
-        ];
+            ));
         let relay = Relay::new(
             db,
             client.clone(),
@@ -149,8 +170,8 @@ impl Application {
             preorder_timeout: settings.preorder_timeout,
             interval: settings.sweep_interval,
         };
-        tasks.push(tokio::spawn(relay.run(signal.clone())));
-        tasks.push(tokio::spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone())));
+        tasks.spawn(relay.run(signal.clone()));
+        tasks.spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone()));
 
         let acceptor = TcpListener::bind(settings.http_addr.to_string())
             .into_acceptor()
@@ -163,21 +184,22 @@ impl Application {
             .context("listener has no socket address")?;
         let replays = Arc::new(Replays::new(plugins.clone(), client.clone(), stream.clone(), format!("worker-{}", settings.worker_id)));
         replays.recover().await.context("recovering replays")?;
-        let routes = api::routes(
-            shop.clone(),
-            plugins.clone(),
+        let routes = api::routes(api::Parts {
+            shop: shop.clone(),
+            plugins: plugins.clone(),
             replays,
-            Probes { db: shop.db.clone(), nats: client.clone() },
-            AdminToken(settings.admin_token.clone()),
-            CallbackSecret(settings.callback_secret.clone()),
-        );
-        let mut stop = signal.clone();
+            probes: Probes { db: shop.db.clone(), nats: client.clone() },
+            metrics,
+            admin_token: AdminToken(settings.admin_token.clone()),
+            callback_secret: CallbackSecret(settings.callback_secret.clone()),
+        });
+        let (http_stop, mut stop) = watch::channel(false);
         let server = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
             routes,
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
-            Some(Duration::from_secs(10)),
+            Some(settings.shutdown_grace),
         ));
         tracing::info!(
             api = %format_args!("http://{address}/api"),
@@ -187,7 +209,18 @@ impl Application {
             nats = %nats_url,
             "shopmesh ready: Swagger UI at http://{address}/docs"
         );
-        Ok(Application { address, shop, plugins, nats_url, shutdown, tasks, server, _nats: nats_child })
+        Ok(Application {
+            address,
+            shop,
+            plugins,
+            nats_url,
+            http_stop,
+            shutdown,
+            tasks,
+            server,
+            grace: settings.shutdown_grace,
+            nats: nats_child,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -206,24 +239,64 @@ impl Application {
         &self.nats_url
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then stops gracefully.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    /// Serves until SIGTERM or SIGINT (Ctrl-C), then stops gracefully ([`stop`](Self::stop));
+    /// a second signal during the stop exits at once (what is in flight is redone after the
+    /// restart, as after a crash). `signals` are installed before the application is built,
+    /// so a signal that arrives as soon as the host answers is not fatal.
+    pub async fn run_until_stopped(self, mut signals: StopSignals) -> anyhow::Result<()> {
+        signals.recv().await;
+        tracing::info!(grace = %humantime::format_duration(self.grace), "shutting down (a second signal exits at once)");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            clean = self.stop() => {
+                if clean {
+                    tracing::info!("stopped cleanly");
+                }
+            }
+            _ = signals.recv() => tracing::warn!("second signal: exiting now"),
         }
-        tracing::info!("shutting down");
-        self.stop().await;
         Ok(())
     }
 
-    /// Stops the server, the relay and the sweeper, then the embedded nats-server.
-    pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.server.await;
-        for task in self.tasks {
-            let _ = task.await;
+    /// Stops in order: the HTTP server (no new requests; those in flight finish), then the
+    /// relay (its current batch), the consumers (each finishes and acks its batch; what it
+    /// had not started comes back after the ack wait), the sweeper and the watchers, then the
+    /// embedded nats-server. Bounded by the grace period; `false` when it ran out, in which
+    /// case the rest is abandoned as a crash would abandon it (every step is safe to redo).
+    pub async fn stop(mut self) -> bool {
+        let work = async {
+            let _ = self.http_stop.send(true);
+            let _ = (&mut self.server).await;
+            let _ = self.shutdown.send(true);
+            self.tasks.close();
+            self.tasks.wait().await;
+        };
+        let clean = tokio::time::timeout(self.grace, work).await.is_ok();
+        if !clean {
+            tracing::warn!(grace = %humantime::format_duration(self.grace), "grace period over: exiting with work in flight (it is redone after the restart)");
+        }
+        if let Some(nats) = self.nats.as_mut() {
+            nats.shutdown(Duration::from_secs(5)).await;
+        }
+        clean
+    }
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is created.
+pub struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

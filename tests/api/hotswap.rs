@@ -36,7 +36,7 @@ async fn upload(app: &TestApp, address: &str, name: &str, bytes: Vec<u8>) -> Rep
     Reply { status, body: resp.json().await.unwrap_or(Value::Null) }
 }
 
-async fn plugin_status(app: &TestApp, address: &str, name: &str) -> Value {
+pub async fn plugin_status(app: &TestApp, address: &str, name: &str) -> Value {
     let list: Value = app
         .http
         .get(format!("{address}/api/admin/plugins"))

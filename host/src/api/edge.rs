@@ -1,4 +1,5 @@
-//! Around every request: one log line (method, path, status, milliseconds), the bearer
+//! Around every request: one log line (method, path, status, milliseconds) and the HTTP
+//! metrics (by operation id, so the label does not grow with ids in paths), the bearer
 //! challenge on a refused admin request (`WWW-Authenticate: Bearer`, and a warning in the
 //! log that never holds the token), and the `{code, message}` shape for whatever the
 //! framework answered itself (an unknown path, a wrong method).
@@ -7,16 +8,26 @@ use std::time::Instant;
 
 use poem::{http::header, Endpoint, IntoResponse, Request, Response};
 
+use poem_openapi::OperationId;
+
 use super::errors::{ApiError, TokenWrong};
+use crate::metrics::Metrics;
 
 /// The middleware: wraps the whole route.
-pub async fn around<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> poem::Result<Response> {
     let start = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let remote = req.remote_addr().to_string();
-    let mut resp = match next.call(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => framework_error(e),
+    let (mut resp, operation) = match next.call(req).await {
+        Ok(r) => {
+            let r = r.into_response();
+            let operation = r.data::<OperationId>().copied();
+            (r, operation)
+        }
+        Err(e) => {
+            let operation = e.data::<OperationId>().copied();
+            (framework_error(e), operation)
+        }
     };
     let status = resp.status().as_u16();
     if status == 401 {
@@ -25,7 +36,16 @@ pub async fn around<E: Endpoint>(next: E, req: Request) -> poem::Result<Response
             tracing::warn!(%method, %path, %remote, "admin request refused: token missing or wrong");
         }
     }
-    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let took = start.elapsed();
+    let route = match operation {
+        Some(op) => op.0,
+        None => match path.as_str() {
+            "/docs" | "/openapi.json" | "/metrics" => path.as_str(),
+            _ => "unmatched", // any other path: one label, not one per guess
+        },
+    };
+    metrics.http_request(method.as_str(), route, status, took);
+    let ms = took.as_secs_f64() * 1e3;
     tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), "request");
     Ok(resp)
 }

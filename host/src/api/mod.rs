@@ -3,8 +3,9 @@
 
 mod admin;
 mod edge;
-mod health;
 mod examples;
+mod health;
+mod metrics;
 pub mod errors;
 mod payments;
 mod plugins;
@@ -22,7 +23,7 @@ pub use admin::AdminToken;
 pub use health::Probes;
 pub use payments::CallbackSecret;
 
-use crate::{plugins::PluginHost, replay::runner::Replays, shop::Shop};
+use crate::{metrics::Metrics, plugins::PluginHost, replay::runner::Replays, shop::Shop};
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -75,7 +76,19 @@ fn reorder_tags(spec: &str) -> String {
     serde_json::to_string_pretty(&doc).expect("JSON serialises")
 }
 
-pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, replays: Arc<Replays>, probes: Probes, admin_token: AdminToken, callback_secret: CallbackSecret) -> impl IntoEndpoint {
+/// Everything the routes need from the assembled application.
+pub struct Parts {
+    pub shop: Arc<Shop>,
+    pub plugins: Arc<PluginHost>,
+    pub replays: Arc<Replays>,
+    pub probes: Probes,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: AdminToken,
+    pub callback_secret: CallbackSecret,
+}
+
+pub fn routes(parts: Parts) -> impl IntoEndpoint {
+    let Parts { shop, plugins, replays, probes, metrics, admin_token, callback_secret } = parts;
     let api = service();
     let spec = spec_json();
     // Swagger UI embeds the spec it shows: give it the served one.
@@ -86,17 +99,22 @@ pub fn routes(shop: Arc<Shop>, plugins: Arc<PluginHost>, replays: Arc<Replays>, 
         .at("/openapi.json", poem::endpoint::make_sync(move |_| {
             poem::Response::builder().content_type("application/json; charset=utf-8").body(spec.clone())
         }))
+        .at("/metrics", poem::get(metrics::scrape))
+        .data(metrics.clone())
         .data(shop)
         .data(plugins)
         .data(replays)
         .data(probes)
         .data(admin_token)
         .data(callback_secret)
-        .around(|next, req| async move {
-            // The bare address points people at the docs.
-            if req.uri().path() == "/" && req.method() == poem::http::Method::GET {
-                return Ok(poem::web::Redirect::see_other("/docs").into_response());
+        .around(move |next, req| {
+            let metrics = metrics.clone();
+            async move {
+                // The bare address points people at the docs.
+                if req.uri().path() == "/" && req.method() == poem::http::Method::GET {
+                    return Ok(poem::web::Redirect::see_other("/docs").into_response());
+                }
+                edge::around(next, req, &metrics).await
             }
-            edge::around(next, req).await
         })
 }

@@ -48,10 +48,19 @@ api_error!(
 );
 
 api_error!(
-    /// Errors of pausing, resuming or redriving a plugin.
+    /// Errors of redriving a plugin's dead letters.
     PluginError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
         401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
         404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin.",
+    }
+);
+
+api_error!(
+    /// Errors of pausing or resuming a plugin.
+    SwitchError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin.",
+        503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet's switches could not be reached (nothing changed), or this host did not follow in time.",
     }
 );
 
@@ -124,18 +133,18 @@ impl PluginsAdminApi {
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
-    /// Disable a plugin: its events wait in JetStream until it is enabled
+    /// Disable a plugin on every host: its events wait in JetStream until it is enabled
     #[oai(path = "/plugins/:name/disable", method = "post", operation_id = "disablePlugin", tag = "ApiTags::Admin")]
-    async fn disable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginError> {
-        host.registry.set_enabled(&name.0, false)?;
+    async fn disable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, SwitchError> {
+        host.registry.switch(&name.0, false).await?;
         tracing::info!(plugin = %name.0, by = %who(req), "plugin disabled");
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
-    /// Enable a plugin
+    /// Enable a plugin on every host
     #[oai(path = "/plugins/:name/enable", method = "post", operation_id = "enablePlugin", tag = "ApiTags::Admin")]
-    async fn enable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginError> {
-        host.registry.set_enabled(&name.0, true)?;
+    async fn enable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, SwitchError> {
+        host.registry.switch(&name.0, true).await?;
         tracing::info!(plugin = %name.0, by = %who(req), "plugin enabled");
         Ok(Json(status_of(&host.registry, &name.0)?))
     }

@@ -73,6 +73,14 @@ pub async fn list(db: &Db, plugin: Option<&str>) -> Result<Vec<DeadLetter>, sqlx
     rows.iter().map(DeadLetter::from_row).collect()
 }
 
+/// Open (not yet resolved) dead letters per plugin.
+pub async fn open_counts(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT plugin, COUNT(*) FROM shop_dead_letter WHERE redriven_at IS NULL GROUP BY plugin ORDER BY plugin")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
 /// A dead letter not yet redriven: (plugin, subject, body).
 pub async fn pending(db: &Db, id: Id) -> Result<(String, String, String), DeadLetterError> {
     let row = sqlx::query("SELECT plugin, subject, body FROM shop_dead_letter WHERE id = $1 AND redriven_at IS NULL")

@@ -67,6 +67,8 @@ pub struct Ran {
     pub result: Result<Vec<Effect>, Failure>,
     pub snapshot: Snapshot,
     pub filled: Parts,
+    /// What the last run read and used (fuel, time).
+    pub seen: Seen,
 }
 
 /// Runs each event on its snapshot and checks every effect. An event whose run read a part
@@ -99,22 +101,22 @@ where
         for (i, result, seen, snapshot, filled) in ran {
             plugin.learn(seen.used);
             if seen.missed.is_empty() || snapshot.held == Parts::ALL {
-                done[i] = Some(Ran { result, snapshot, filled });
+                done[i] = Some(Ran { result, snapshot, filled, seen });
             } else {
-                again.push((i, snapshot, filled.with(seen.missed), seen.missed));
+                again.push((i, snapshot, filled.with(seen.missed), seen));
             }
         }
         if again.is_empty() {
             break;
         }
-        let parts = again.iter().fold(Parts::NONE, |p, (_, _, _, missed)| p.with(*missed));
+        let parts = again.iter().fold(Parts::NONE, |p, (_, _, _, seen)| p.with(seen.missed));
         match more(again.iter().map(|(i, ..)| events[*i]).collect(), parts).await {
             Ok(fetched) => {
                 todo = again.into_iter().zip(fetched).map(|((i, snapshot, filled, _), more)| (i, snapshot.fill(more, parts), filled)).collect();
             }
             Err(e) => {
-                for (i, snapshot, filled, _) in again {
-                    done[i] = Some(Ran { result: Err(Failure::Db(sqlx::Error::Protocol(e.to_string()))), snapshot, filled });
+                for (i, snapshot, filled, seen) in again {
+                    done[i] = Some(Ran { result: Err(Failure::Db(sqlx::Error::Protocol(e.to_string()))), snapshot, filled, seen });
                 }
                 break;
             }
@@ -158,7 +160,10 @@ pub fn run(
     config: Arc<HashMap<String, String>>,
     seen: &mut Seen,
 ) -> Result<Vec<Effect>, Failure> {
-    let effects = match runtime.invoke(plugin, &d.to_wit(), snapshot, config, seen) {
+    let start = std::time::Instant::now();
+    let handled = runtime.invoke(plugin, &d.to_wit(), snapshot, config, seen);
+    seen.took = start.elapsed();
+    let effects = match handled {
         Ok(Ok(effects)) => effects,
         Ok(Err(PluginError::InvalidEvent(why))) => return Err(Failure::Refused(why)),
         Ok(Err(PluginError::Unavailable(why))) => return Err(Failure::Unavailable(why)),

@@ -1,4 +1,7 @@
-//! The fleet's plugin registry: a JetStream Object Store bucket that every host watches.
+//! What every host of a fleet must agree on, kept in JetStream buckets that every host
+//! watches: the plugin registry (components) and the switches (enabled or paused).
+//!
+//! The plugin registry: a JetStream Object Store bucket.
 //! Two kinds of object: `<name>@<version>` holds every version uploaded anywhere (kept by
 //! every host, staged or rolled back from), and `<name>` holds the component to run (put by an
 //! activating upload or a rollback on any host). Each is handed to every host's registry
@@ -6,15 +9,19 @@
 //! other candidate, in the bucket's order; a host that joins or restarts later starts from
 //! the bucket's latest objects, so it keeps every version and runs the active one.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
-use async_nats::jetstream::{self, object_store};
+use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
 use tokio::{io::AsyncReadExt, sync::watch};
 
 use crate::bus::{self, StreamSettings};
 
 pub const BUCKET: &str = "shopmesh-plugins";
+/// The switches: a Key-Value bucket, key = plugin name, value `enabled` or `disabled`. A
+/// disable on any host pauses the plugin on every host (a host that starts later reads the
+/// latest value first); a name need not be installed yet.
+pub const SWITCHES: &str = "shopmesh-plugin-switches";
 
 async fn bucket(js: &jetstream::Context) -> Result<object_store::ObjectStore, String> {
     match js.get_object_store(BUCKET).await {
@@ -62,33 +69,89 @@ pub async fn follow(
     offer: impl Fn(&str, &[u8], bool),
     client: async_nats::Client,
     settings: StreamSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    while !*shutdown.borrow() {
-        let result = async {
-            let js = bus::ensure_ready(&client, &settings).await.map_err(|e| e.to_string())?;
-            let store = bucket(&js).await?;
-            let mut updates = store.watch_with_history().await.map_err(|e| e.to_string())?;
-            loop {
-                let info = tokio::select! {
-                    next = updates.next() => next.ok_or("registry watch ended")?.map_err(|e| e.to_string())?,
-                    _ = shutdown.changed() => return Ok::<(), String>(()),
-                };
-                if info.deleted {
-                    continue;
-                }
-                let mut bytes = Vec::with_capacity(info.size);
-                let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
-                object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
-                match info.name.split_once('@') {
-                    Some((name, _version)) => offer(name, &bytes, false),
-                    None => offer(&info.name, &bytes, true),
-                }
+    let (client, settings, offer) = (&client, &settings, &offer);
+    keep_watching("plugin registry", shutdown, move |mut shutdown| async move {
+        let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+        let store = bucket(&js).await?;
+        let mut updates = store.watch_with_history().await.map_err(|e| e.to_string())?;
+        loop {
+            let info = tokio::select! {
+                next = updates.next() => next.ok_or("registry watch ended")?.map_err(|e| e.to_string())?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if info.deleted {
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(info.size);
+            let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
+            object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
+            match info.name.split_once('@') {
+                Some((name, _version)) => offer(name, &bytes, false),
+                None => offer(&info.name, &bytes, true),
             }
         }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "plugin registry watch interrupted; re-watching");
+    })
+    .await
+}
+
+async fn switches(js: &jetstream::Context) -> Result<kv::Store, String> {
+    match js.get_key_value(SWITCHES).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: SWITCHES.into(),
+                description: "shopmesh plugin switches: enabled or disabled, by plugin name".into(),
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Sets plugin `name`'s switch for the whole fleet.
+pub async fn publish_switch(client: &async_nats::Client, settings: &StreamSettings, name: &str, enabled: bool) -> Result<(), String> {
+    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+    let value = if enabled { "enabled" } else { "disabled" };
+    switches(&js).await?.put(name, value.into()).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Follows the switches until shutdown, handing each to `set` as (plugin name, enabled).
+pub async fn follow_switches(
+    set: impl Fn(&str, bool),
+    client: async_nats::Client,
+    settings: StreamSettings,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (client, settings, set) = (&client, &settings, &set);
+    keep_watching("plugin switches", shutdown, move |mut shutdown| async move {
+        let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+        let mut updates = switches(&js).await?.watch_with_history(">").await.map_err(|e| e.to_string())?;
+        loop {
+            let entry = tokio::select! {
+                next = updates.next() => next.ok_or("switch watch ended")?.map_err(|e| e.to_string())?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            // A deleted or purged key means "back to the default": enabled.
+            set(&entry.key, entry.value.as_ref() != b"disabled" || entry.operation != kv::Operation::Put);
+        }
+    })
+    .await
+}
+
+/// Runs `watch` until shutdown, and again a moment after each interruption (NATS away, a
+/// bucket not there yet): a watcher must outlive any outage.
+async fn keep_watching<F, Fut>(what: &str, mut shutdown: watch::Receiver<bool>, watch: F)
+where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    while !*shutdown.borrow() {
+        if let Err(e) = watch(shutdown.clone()).await {
+            tracing::warn!(error = %e, "{what} watch interrupted; re-watching");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.changed() => {}

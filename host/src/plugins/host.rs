@@ -23,7 +23,12 @@ use super::{
     runtime::{Effect, LoadedPlugin, Runtime},
     DeliverySettings, Disposition, GUARD,
 };
-use crate::{ids::Id, shop::Shop, store::Conn};
+use crate::{
+    ids::Id,
+    metrics::{Metrics, Outcome},
+    shop::Shop,
+    store::Conn,
+};
 
 pub struct PluginHost {
     pub registry: Registry,
@@ -31,6 +36,7 @@ pub struct PluginHost {
     shop: Arc<Shop>,
     config: HashMap<String, Arc<HashMap<String, String>>>,
     pub delivery: DeliverySettings,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A message as a consumer received it.
@@ -67,14 +73,16 @@ impl PluginHost {
         shop: Arc<Shop>,
         config: HashMap<String, HashMap<String, String>>,
         delivery: DeliverySettings,
+        metrics: Arc<Metrics>,
     ) -> PluginHost {
         let runtime = Arc::new(runtime);
         PluginHost {
-            registry: Registry::new(runtime.clone()),
+            registry: Registry::new(runtime.clone(), metrics.clone()),
             runtime,
             shop,
             config: config.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             delivery,
+            metrics,
         }
     }
 
@@ -132,6 +140,9 @@ impl PluginHost {
             }
         };
         // A redelivery of an applied event only acks.
+        for _ in entries.iter().filter(|entry| entry.state == inbox::State::Applied) {
+            self.metrics.invocation(name, plugin.version(), Outcome::Skipped);
+        }
         let todo: Vec<(usize, Ready)> = parsed
             .iter()
             .zip(&entries)
@@ -144,7 +155,8 @@ impl PluginHost {
             self.registry.count(name, result.is_err());
             match result {
                 Ok(applied) => {
-                    let outcome = if applied == Applied::Now { "applied" } else { "applied before" };
+                    let (counted, outcome) = if applied == Applied::Now { (Outcome::Applied, "applied") } else { (Outcome::Skipped, "applied before") };
+                    self.metrics.invocation(name, plugin.version(), counted);
                     tracing::info!(plugin = name, version = plugin.version(), event = %r.delivery.id, subject = %r.delivery.subject, outcome, "event handled");
                 }
                 Err(failure) => out[*i] = self.failed(&plugin, r.delivery, r.attempt, failure).await,
@@ -180,6 +192,9 @@ impl PluginHost {
             reads::snapshots(shop, &events, parts).await
         })
         .await;
+        for r in &ran {
+            self.metrics.handler_ran(&plugin.name, plugin.version(), r.seen.took, r.seen.fuel);
+        }
         let produced = ran
             .into_iter()
             .map(|ran| {
@@ -261,6 +276,7 @@ impl PluginHost {
     async fn failed(&self, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, failure: Failure) -> Disposition {
         let reason = failure.to_string();
         if failure.is_permanent() {
+            self.metrics.invocation(&plugin.name, plugin.version(), Outcome::Refused);
             return self.dead_letter(plugin, d, &reason, attempt).await;
         }
         tracing::warn!(plugin = %plugin.name, event = %d.id, attempt, %reason, "plugin attempt failed");
@@ -270,8 +286,10 @@ impl PluginHost {
             tracing::warn!(error = %e, "could not record the failed attempt");
         }
         if attempt >= self.delivery.max_attempts {
+            self.metrics.invocation(&plugin.name, plugin.version(), Outcome::DeadLettered);
             self.dead_letter(plugin, d, &reason, attempt).await
         } else {
+            self.metrics.invocation(&plugin.name, plugin.version(), Outcome::Retried);
             Disposition::Retry(self.backoff(attempt))
         }
     }
@@ -289,6 +307,7 @@ impl PluginHost {
         let text = String::from_utf8_lossy(body);
         let event_id = delivery::event_id_guess(&text);
         let reason = format!("malformed event: {reason}");
+        self.metrics.invocation(plugin, version, Outcome::DeadLettered);
         let letter = Letter { plugin, version, subject, event_id: &event_id, body: &text, reason: &reason, attempts };
         self.store_dead_letter(&letter).await
     }

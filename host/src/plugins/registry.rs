@@ -9,7 +9,7 @@
 //! activates versions in the same order ([`Registry::distribute`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::Path,
     sync::{Arc, OnceLock, RwLock},
     time::Duration,
@@ -21,13 +21,12 @@ use super::{
     fleet, grants,
     runtime::{self, LoadError, LoadedPlugin, Runtime},
 };
-use crate::{bus::StreamSettings, ids::now_ms, timestamp::Timestamp};
+use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics, timestamp::Timestamp};
 
 /// Everything the host knows about one plugin name.
 struct Slot {
     /// The version deliveries run on; none while a new plugin is only staged.
     active: Option<Arc<LoadedPlugin>>,
-    enabled: bool,
     /// When `active` became active (unix ms).
     activated_at: i64,
     /// Every version seen (active, rolled back from, or staged), oldest first.
@@ -97,6 +96,9 @@ type NewPluginHook = Box<dyn Fn(String) + Send + Sync>;
 pub struct Registry {
     runtime: Arc<Runtime>,
     plugins: RwLock<HashMap<String, Slot>>,
+    metrics: Arc<Metrics>,
+    /// Plugin names paused (by the fleet's switches); installed or not.
+    disabled: RwLock<HashSet<String>>,
     /// Called with a plugin name the first time it is installed (starts its consumer).
     on_new: OnceLock<NewPluginHook>,
     /// Where uploads and rollbacks are handed to the rest of the fleet.
@@ -104,13 +106,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(runtime: Arc<Runtime>) -> Registry {
-        Registry { runtime, plugins: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new() }
+    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Registry {
+        Registry { runtime, metrics, plugins: RwLock::default(), disabled: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new() }
     }
 
     /// Compiles and checks a candidate for `name` against the capabilities it is granted.
     fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
-        self.runtime.load(name, bytes, grants::granted(name))
+        let loaded = self.runtime.load(name, bytes, grants::granted(name));
+        if loaded.is_err() {
+            self.metrics.swap(name, "rejected");
+        }
+        loaded
     }
 
     /// Validates `bytes` as plugin `name` and makes it the active version: the folder and
@@ -174,16 +180,7 @@ impl Registry {
 
     /// Waits (bounded) until `sha256` is the active version of `name` on this host.
     pub async fn await_active(&self, name: &str, sha256: &str, patience: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            if self.current(name).is_some_and(|p| p.sha256 == sha256) {
-                return true;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until(patience, || self.current(name).is_some_and(|p| p.sha256 == sha256)).await
     }
 
     /// [`offer`](Self::offer) as the folder does it at start.
@@ -205,7 +202,6 @@ impl Registry {
             let mut plugins = self.plugins.write().expect("plugins lock");
             let slot = plugins.entry(name.clone()).or_insert_with(|| Slot {
                 active: None,
-                enabled: true,
                 activated_at: 0,
                 kept: Vec::new(),
                 invocations: 0,
@@ -224,6 +220,7 @@ impl Registry {
                 slot.active = Some(plugin.clone());
                 slot.activated_at = now_ms();
             }
+            self.metrics.swap(&name, if activate { "activated" } else { "staged" });
             first_active
         };
         if first_active {
@@ -256,6 +253,7 @@ impl Registry {
             if !slot.is_active(&kept) {
                 slot.active = Some(kept.clone());
                 slot.activated_at = now_ms();
+                self.metrics.swap(name, "activated");
                 tracing::info!(plugin = name, version, "plugin version activated");
             }
             first_active
@@ -268,11 +266,34 @@ impl Registry {
         Ok(kept)
     }
 
-    /// Pauses or resumes a plugin: while disabled, its deliveries wait in JetStream.
-    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), InstallError> {
-        let mut plugins = self.plugins.write().expect("plugins lock");
-        let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
-        slot.enabled = enabled;
+    /// Pauses or resumes plugin `name` on this host: while disabled, its deliveries wait in
+    /// JetStream. (The fleet's switches call this on every host; see [`switch`](Self::switch).)
+    pub fn set_enabled(&self, name: &str, enabled: bool) {
+        let mut disabled = self.disabled.write().expect("switches lock");
+        let changed = if enabled { disabled.remove(name) } else { disabled.insert(name.to_owned()) };
+        if changed {
+            tracing::info!(plugin = name, enabled, "plugin switched");
+        }
+    }
+
+    pub fn is_enabled(&self, name: &str) -> bool {
+        !self.disabled.read().expect("switches lock").contains(name)
+    }
+
+    /// Pauses or resumes an installed plugin on every host: through the fleet's switches,
+    /// answering once this host follows it.
+    pub async fn switch(&self, name: &str, enabled: bool) -> Result<(), InstallError> {
+        if !self.plugins.read().expect("plugins lock").contains_key(name) {
+            return Err(InstallError::UnknownPlugin(name.into()));
+        }
+        let Some((client, stream)) = self.fleet.get() else {
+            self.set_enabled(name, enabled); // a host on its own (the benchmark)
+            return Ok(());
+        };
+        fleet::publish_switch(client, stream, name, enabled).await.map_err(InstallError::Registry)?;
+        if !until(FLEET_PATIENCE, || self.is_enabled(name) == enabled).await {
+            return Err(InstallError::Registry(format!("switched in the fleet, but not followed here after {FLEET_PATIENCE:?}")));
+        }
         Ok(())
     }
 
@@ -309,7 +330,7 @@ impl Registry {
                 name: name.clone(),
                 active_version: slot.active.as_ref().map(|a| a.version().into()),
                 sha256: slot.active.as_ref().map(|a| a.sha256.clone()),
-                enabled: slot.enabled,
+                enabled: self.is_enabled(name),
                 subjects: slot.active.as_ref().map(|a| a.subjects().to_vec()).unwrap_or_default(),
                 capabilities: slot
                     .active
@@ -363,6 +384,23 @@ impl Registry {
 
     /// The active version of `name`, if it is enabled: what a delivery runs on.
     pub(crate) fn runnable(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.read().expect("plugins lock").get(name).filter(|s| s.enabled).and_then(|s| s.active.clone())
+        if !self.is_enabled(name) {
+            return None;
+        }
+        self.current(name)
+    }
+}
+
+/// Waits (polling briefly) until `done` holds, at most `patience`; whether it did.
+async fn until(patience: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

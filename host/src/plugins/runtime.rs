@@ -114,6 +114,10 @@ pub type Handled = Result<Result<Vec<Effect>, PluginError>, InvokeError>;
 pub struct Seen {
     pub used: Parts,
     pub missed: Parts,
+    /// Fuel the invocation used (0 for a native handler).
+    pub fuel: u64,
+    /// Time in the handler, instantiation included.
+    pub took: std::time::Duration,
 }
 
 impl Seen {
@@ -145,6 +149,7 @@ impl Handler for Compiled {
         let instance = self.0.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
         let handled = instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)));
         *seen = store.data().seen;
+        seen.fuel = runtime.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         handled
     }
 }

@@ -112,6 +112,10 @@ impl Replays {
         Ok(store::list(&self.host.shop().db, 100).await?)
     }
 
+    pub async fn running(&self) -> Result<Vec<Replay>, ReplayError> {
+        Ok(store::running(&self.host.shop().db).await?)
+    }
+
     pub async fn events(&self, id: Id, outcome: Option<Outcome>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, ReplayError> {
         self.get(id).await?;
         Ok(store::events(&self.host.shop().db, id, outcome, after, limit).await?)

@@ -120,6 +120,12 @@ pub async fn list(db: &Db, limit: i64) -> Result<Vec<Replay>, sqlx::Error> {
     rows.iter().map(replay_from_row).collect()
 }
 
+/// The replays running now (on any host).
+pub async fn running(db: &Db) -> Result<Vec<Replay>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM shop_replay WHERE state = 'running' ORDER BY id").fetch_all(db.pool()).await?;
+    rows.iter().map(replay_from_row).collect()
+}
+
 /// Stores a chunk's events and adds them to the replay's counts, in one transaction.
 /// `false`: the replay is no longer running (cancelled): nothing was stored, stop.
 pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::Error> {

@@ -1,5 +1,6 @@
 //! Test data through the API: goods, users, coupons, valid orders and paid orders.
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::{Reply, TestApp, CALLBACK_SECRET};
@@ -102,3 +103,39 @@ impl Fixture {
     }
 }
 
+
+impl TestApp {
+    /// Places `n` one-unit orders of a fresh fixture (stock `n`, price 1.00, balance
+    /// 1000.00, 1.00 of it used per order) on an app whose confirm step fails
+    /// (`fail:confirm`): each ends in an order-cancel event in the stream, and all the stock
+    /// is taken until the plugins give it back.
+    pub async fn cancelled_orders(&self, n: i64) -> Fixture {
+        let fx = self.fixture(n, "1.00", "1000.00", None).await;
+        let body = fx.order(1, "1.00", "1.00");
+        let codes: Vec<String> = futures::stream::iter(0..n)
+            .map(|_| async { self.post("/api/orders", &body).await.code().to_owned() })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        assert!(codes.iter().all(|c| c == "SHOP_ORDER_CONFIRM_FAIL"), "{:?}", codes.iter().find(|c| *c != "SHOP_ORDER_CONFIRM_FAIL"));
+        assert_eq!(self.get(&format!("/api/goods/{}", fx.goods_id)).await.body["goods_number"], 0);
+        self.wait_events("shop.order.cancel", n as usize).await;
+        fx
+    }
+
+    /// After [`cancelled_orders`](Self::cancelled_orders) and the plugins: every give-back
+    /// of the `n` cancels applied exactly once, and nothing dead-lettered.
+    pub async fn assert_given_back_once(&self, fx: &Fixture, n: i64) {
+        let user = self.get(&format!("/api/users/{}", fx.user_id)).await.body;
+        assert_eq!(user["user_money"], "1000.00", "every balance refunded once");
+        assert_eq!(self.get(&format!("/api/goods/{}", fx.goods_id)).await.body["goods_number"], n, "all stock back once");
+        assert_eq!(self.count("shop_order_step", "action = 'giveback' AND step = 'stock'").await, n);
+        assert_eq!(self.count("shop_order_step", "action = 'giveback' AND step = 'balance'").await, n);
+        assert_eq!(self.count("trade_goods_number_log", "log_type = 2").await, n);
+        assert_eq!(self.count("trade_user_money_log", "money_log_type = 2").await, n);
+        assert_eq!(self.count("shop_audit_log", "kind = 'cancelled'").await, n, "one log row per event");
+        // stock, coupon (nothing to release), balance and log each handled every event once.
+        assert_eq!(self.count("trade_mq_consumer_log", "consumer_status = 1 AND msg_tag = 'shop.order.cancel'").await, 4 * n);
+        assert_eq!(self.count("shop_dead_letter", "").await, 0);
+    }
+}

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
-use shopmesh::bus::{find_nats_server, NatsServer};
+use shopmesh::bus::{find_nats_server, Fsync, NatsServer};
 use tempfile::TempDir;
 
 use super::wait_for;
@@ -15,10 +15,15 @@ pub struct TestNats {
 }
 
 impl TestNats {
+    /// A server with nats-server's default fsync (fast; tests do not survive power cuts).
     pub async fn start() -> TestNats {
+        TestNats::start_with(Fsync::Interval).await
+    }
+
+    pub async fn start_with(fsync: Fsync) -> TestNats {
         let bin = nats_server_bin();
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = NatsServer::start(&bin, &dir.path().join("js"), 0).await.expect("start nats-server");
+        let server = NatsServer::start(&bin, &dir.path().join("js"), 0, fsync).await.expect("start nats-server");
         TestNats { server, _dir: dir }
     }
 

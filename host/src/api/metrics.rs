@@ -1,0 +1,89 @@
+//! `GET /metrics`: the Prometheus text exposition. Unauthenticated, like the probes (a
+//! scraper carries no token, and nothing here is a secret: counts, names, versions); put
+//! it behind the network policy that guards the admin port if that matters to you.
+//!
+//! Counters and histograms are counted as things happen ([`crate::metrics::Metrics`]);
+//! what the database and JetStream already know is read now, so a scrape shows the truth
+//! of the whole fleet, not of this host's memory: per consumer its pending, ack-pending and
+//! redelivered counts (the NATS exporter's names), the outbox backlog, open dead letters,
+//! running replays.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream;
+use poem::{handler, web::Data, IntoResponse, Response};
+use prometheus::proto::MetricFamily;
+
+use super::Probes;
+use crate::{
+    bus::STREAM,
+    ids::now_ms,
+    metrics::{self, Metrics},
+    outbox,
+    plugins::{consumer::durable_name, dead_letters, PluginHost, GUARD},
+    replay::runner::Replays,
+};
+
+/// A scrape must answer even when NATS or the database does not: each read gets this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[handler]
+pub async fn scrape(
+    metrics: Data<&Arc<Metrics>>,
+    probes: Data<&Probes>,
+    host: Data<&Arc<PluginHost>>,
+    replays: Data<&Arc<Replays>>,
+) -> Response {
+    let mut extra = consumers(&probes.nats, &host).await;
+    extra.extend(database(&probes, &replays).await);
+    metrics.render(extra).with_content_type(metrics::CONTENT_TYPE).into_response()
+}
+
+async fn consumers(nats: &async_nats::Client, host: &PluginHost) -> Vec<MetricFamily> {
+    let mut names: Vec<String> = host.registry.status().into_iter().map(|s| durable_name(&s.name)).collect();
+    names.push(GUARD.to_owned());
+    let (mut pending, mut ack_pending, mut redelivered) = (Vec::new(), Vec::new(), Vec::new());
+    let read = async {
+        let stream = jetstream::new(nats.clone()).get_stream(STREAM).await.ok()?;
+        for name in names {
+            let Ok(info) = stream.consumer_info(&name).await else { continue };
+            let labels = vec![STREAM.to_owned(), name];
+            pending.push((labels.clone(), info.num_pending as f64));
+            ack_pending.push((labels.clone(), info.num_ack_pending as f64));
+            redelivered.push((labels, info.num_redelivered as f64));
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(READ_TIMEOUT, read).await;
+    let labels = ["stream_name", "consumer_name"];
+    [
+        metrics::gauges("jetstream_consumer_num_pending", "Messages the consumer has not received yet.", &labels, pending),
+        metrics::gauges("jetstream_consumer_num_ack_pending", "Messages delivered and not acknowledged yet.", &labels, ack_pending),
+        metrics::gauges("jetstream_consumer_num_redelivered", "Messages delivered more than once.", &labels, redelivered),
+    ]
+    .concat()
+}
+
+async fn database(probes: &Probes, replays: &Replays) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
+    let db = &probes.db;
+    if let Ok(Ok((unsent, oldest))) = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await {
+        let age = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1e3);
+        out.extend(metrics::gauges("shopmesh_outbox_unsent_rows", "Outbox rows not yet acknowledged by JetStream.", &[], vec![(vec![], unsent as f64)]));
+        out.extend(metrics::gauges("shopmesh_outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox row (0 when none).", &[], vec![(vec![], age)]));
+    }
+    if let Ok(Ok(open)) = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await {
+        let series = open.into_iter().map(|(plugin, n)| (vec![plugin], n as f64)).collect();
+        out.extend(metrics::gauges("shopmesh_dead_letters_open", "Dead letters not yet redriven or resolved, by plugin.", &["plugin"], series));
+    }
+    if let Ok(Ok(running)) = tokio::time::timeout(READ_TIMEOUT, replays.running()).await {
+        out.extend(metrics::gauges("shopmesh_replays_running", "Replays running on the fleet.", &[], vec![(vec![], running.len() as f64)]));
+        let labels = |r: &crate::replay::Replay| vec![r.replay_id.to_string(), r.plugin.clone(), r.version.clone()];
+        let processed = running.iter().map(|r| (labels(r), r.processed as f64)).collect();
+        let total = running.iter().map(|r| (labels(r), r.total as f64)).collect();
+        let names = ["replay_id", "plugin", "version"];
+        out.extend(metrics::gauges("shopmesh_replay_processed_events", "Events a running replay has processed.", &names, processed));
+        out.extend(metrics::gauges("shopmesh_replay_planned_events", "Events in a running replay's range.", &names, total));
+    }
+    out
+}

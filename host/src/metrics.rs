@@ -1,0 +1,153 @@
+//! The host's Prometheus metrics that are counted as things happen: plugin invocations by
+//! outcome, handler time and fuel, hot swaps, HTTP requests. One [`Metrics`] per
+//! application (not the crate's global registry), so two hosts in one test process count
+//! apart. What is better read at scrape time (consumer lag, outbox backlog, dead letters,
+//! replays) is gathered by `GET /metrics` itself ([`crate::api`]) and encoded with these.
+//!
+//! Names follow Prometheus conventions (`_total`, `_seconds`, base units); the HTTP pair
+//! follows the OpenTelemetry HTTP server names, the consumer gauges the NATS exporter's.
+
+use std::time::Duration;
+
+use prometheus::{
+    core::Collector, proto::MetricFamily, Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The outcome of one event for one plugin, as counted in `shopmesh_plugin_invocations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effects committed now.
+    Applied,
+    /// Applied before (a redelivery, or another host): nothing done again.
+    Skipped,
+    /// Failed; will be delivered again.
+    Retried,
+    /// Failed for the last time (or malformed): in the dead-letter store.
+    DeadLettered,
+    /// The plugin refused the event (`invalid-event`): dead-lettered at once.
+    Refused,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Skipped => "skipped",
+            Outcome::Retried => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    invocations: IntCounterVec,
+    handler: HistogramVec,
+    fuel: IntCounterVec,
+    swaps: IntCounterVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+/// Plugin handlers take tens of microseconds; the deadline is half a second.
+const HANDLER_BUCKETS: &[f64] = &[0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
+/// HTTP requests: a millisecond when idle, a few hundred under a flash sale.
+const HTTP_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let invocations = IntCounterVec::new(
+            Opts::new("shopmesh_plugin_invocations_total", "Events handled by a plugin version, by outcome."),
+            &["plugin", "version", "outcome"],
+        )
+        .expect("valid metric");
+        let handler = HistogramVec::new(
+            HistogramOpts::new("shopmesh_plugin_handler_duration_seconds", "Time in the plugin's handler (one wasm invocation).")
+                .buckets(HANDLER_BUCKETS.to_vec()),
+            &["plugin", "version"],
+        )
+        .expect("valid metric");
+        let fuel = IntCounterVec::new(
+            Opts::new("shopmesh_plugin_fuel_consumed_total", "Wasm fuel used by a plugin version's invocations."),
+            &["plugin", "version"],
+        )
+        .expect("valid metric");
+        let swaps = IntCounterVec::new(
+            Opts::new("shopmesh_plugin_swaps_total", "Hot swaps: versions offered to this host, by result (activated, staged, rejected)."),
+            &["plugin", "result"],
+        )
+        .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_server_requests_total", "HTTP requests answered, by operation and status."),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_server_request_duration_seconds", "HTTP request duration.").buckets(HTTP_BUCKETS.to_vec()),
+            &["method", "route"],
+        )
+        .expect("valid metric");
+        let collectors: [Box<dyn Collector>; 6] = [
+            Box::new(invocations.clone()),
+            Box::new(handler.clone()),
+            Box::new(fuel.clone()),
+            Box::new(swaps.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(http_duration.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics { registry, invocations, handler, fuel, swaps, http_requests, http_duration }
+    }
+
+    pub fn invocation(&self, plugin: &str, version: &str, outcome: Outcome) {
+        self.invocations.with_label_values(&[plugin, version, outcome.label()]).inc();
+    }
+
+    /// One run of a plugin's handler: how long it took and the fuel it used.
+    pub fn handler_ran(&self, plugin: &str, version: &str, took: Duration, fuel: u64) {
+        self.handler.with_label_values(&[plugin, version]).observe(took.as_secs_f64());
+        self.fuel.with_label_values(&[plugin, version]).inc_by(fuel);
+    }
+
+    pub fn swap(&self, plugin: &str, result: &str) {
+        self.swaps.with_label_values(&[plugin, result]).inc();
+    }
+
+    pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.http_requests.with_label_values(&[method, route, &status.to_string()]).inc();
+        self.http_duration.with_label_values(&[method, route]).observe(took.as_secs_f64());
+    }
+
+    /// The text exposition of these metrics followed by `extra` (gathered at scrape time).
+    pub fn render(&self, extra: Vec<MetricFamily>) -> String {
+        let mut families = self.registry.gather();
+        // The encoder refuses a family without series (a gauge with nothing to report).
+        families.extend(extra.into_iter().filter(|f| !f.get_metric().is_empty()));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&families, &mut out).expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// A gauge family for a scrape: `(labels, value)` per series.
+pub fn gauges(name: &str, help: &str, labels: &[&str], series: Vec<(Vec<String>, f64)>) -> Vec<MetricFamily> {
+    let vec = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    for (values, v) in &series {
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        vec.with_label_values(&values).set(*v);
+    }
+    vec.collect()
+}
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
