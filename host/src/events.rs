@@ -20,6 +20,10 @@ pub struct CloudEvent<T> {
     pub subject: String,
     pub time: String,
     pub datacontenttype: String,
+    /// The CloudEvents distributed-tracing extension: the W3C trace context of the request
+    /// that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     pub data: T,
 }
 
@@ -98,6 +102,7 @@ impl<T: Event> CloudEvent<T> {
             subject: data.key().to_string(),
             time: crate::timestamp::rfc3339(created_ms),
             datacontenttype: "application/json".into(),
+            traceparent: None,
             data,
         }
     }

@@ -20,6 +20,8 @@
 //! - [`cli`]: the `shopmesh` command line (`serve`, and clients of a running host).
 //! - [`metrics`]: the Prometheus counters and histograms counted as things happen (served,
 //!   with what is read at scrape time, by `GET /metrics` in [`api`]).
+//! - [`trace`]: W3C trace context from the HTTP request through the outbox, NATS headers and
+//!   the plugin host's logs.
 //! - [`money`], [`ids`], [`timestamp`]: exact money, 64-bit ids and moments, strings in JSON
 //!   and BIGINT in both databases; [`signature`]: the callback's HMAC.
 
@@ -41,3 +43,4 @@ pub mod startup;
 pub mod store;
 mod text_type;
 pub mod timestamp;
+pub mod trace;

@@ -19,6 +19,7 @@ use crate::{
     events::{CloudEvent, Event},
     ids::{now_ms, Snowflake},
     store::{Conn, Db},
+    trace,
 };
 
 /// Writes `event` to the outbox inside `tx`; returns the event id.
@@ -26,12 +27,14 @@ pub async fn enqueue<E: Event>(tx: &mut Conn, ids: &Snowflake, event: E) -> Resu
     let id = ids.next();
     let now = now_ms();
     let key = event.key().to_string();
-    let body = serde_json::to_string(&CloudEvent::new(id, now, event))
-        .expect("events serialise to JSON");
+    let traceparent = trace::current().map(|c| c.header());
+    let mut envelope = CloudEvent::new(id, now, event);
+    envelope.traceparent = traceparent.clone();
+    let body = serde_json::to_string(&envelope).expect("events serialise to JSON");
     sqlx::query(
         "INSERT INTO trade_mq_producer_temp
-           (id, group_name, msg_topic, msg_tag, msg_key, msg_body, msg_status, create_time)
-         VALUES ($1, 'shopmesh', $2, $3, $4, $5, 0, $6)",
+           (id, group_name, msg_topic, msg_tag, msg_key, msg_body, msg_status, create_time, traceparent)
+         VALUES ($1, 'shopmesh', $2, $3, $4, $5, 0, $6, $7)",
     )
     .bind(id)
     .bind(E::SUBJECT)
@@ -39,6 +42,7 @@ pub async fn enqueue<E: Event>(tx: &mut Conn, ids: &Snowflake, event: E) -> Resu
     .bind(key)
     .bind(body)
     .bind(now)
+    .bind(traceparent)
     .execute(&mut *tx)
     .await?;
     Ok(id)
@@ -67,6 +71,7 @@ struct Claimed {
     subject: String,
     body: String,
     attempts: i64,
+    traceparent: Option<String>,
 }
 
 impl Relay {
@@ -120,9 +125,13 @@ impl Relay {
         // Publish the whole batch, then collect the acks: one round trip, not one per row.
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
-            let msg = PublishMessage::build()
+            let mut msg = PublishMessage::build()
                 .payload(row.body.clone().into())
                 .message_id(row.id.to_string());
+            if let Some(traceparent) = &row.traceparent {
+                msg = msg.header("traceparent", traceparent.as_str());
+                tracing::debug!(event = row.id, subject = %row.subject, traceparent = %traceparent, "publishing");
+            }
             pending.push(context.send_publish(row.subject.clone(), msg).await);
         }
         let mut sent = Vec::new();
@@ -159,7 +168,7 @@ impl Relay {
                             WHERE msg_status = 0 AND lease_until < $2
                             ORDER BY id LIMIT $3)
                 AND msg_status = 0 AND lease_until < $2
-            RETURNING id, msg_topic, msg_body, attempts",
+            RETURNING id, msg_topic, msg_body, attempts, traceparent",
         )
         .bind(until)
         .bind(now)
@@ -174,6 +183,7 @@ impl Relay {
                     subject: r.try_get(1)?,
                     body: r.try_get(2)?,
                     attempts: r.try_get(3)?,
+                    traceparent: r.try_get(4)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;

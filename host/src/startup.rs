@@ -257,16 +257,18 @@ impl Application {
         Ok(())
     }
 
-    /// Stops in order: the HTTP server (no new requests; those in flight finish), then the
-    /// relay (its current batch), the consumers (each finishes and acks its batch; what it
-    /// had not started comes back after the ack wait), the sweeper and the watchers, then the
-    /// embedded nats-server. Bounded by the grace period; `false` when it ran out, in which
-    /// case the rest is abandoned as a crash would abandon it (every step is safe to redo).
+    /// Stops: the HTTP server takes no new requests and finishes those in flight, while the
+    /// relay finishes its current batch, each consumer finishes and acks its batch (what it had
+    /// not started comes back after the ack wait), and the sweeper and watchers end; then the
+    /// embedded nats-server stops, last. (Rows an in-flight request writes after the relay
+    /// stopped wait in the outbox for the next relay.) Bounded by the grace period; `false`
+    /// when it ran out, in which case the rest is abandoned as a crash would abandon it:
+    /// every step is safe to redo.
     pub async fn stop(mut self) -> bool {
         let work = async {
             let _ = self.http_stop.send(true);
-            let _ = (&mut self.server).await;
             let _ = self.shutdown.send(true);
+            let _ = (&mut self.server).await;
             self.tasks.close();
             self.tasks.wait().await;
         };

@@ -19,6 +19,8 @@ use sqlx::{
     Acquire, AnyPool, Executor, Row,
 };
 
+use crate::trace::{self, TraceContext};
+
 /// What writes take: a transaction, or a savepoint inside one, derefs to it.
 pub type Conn = sqlx::AnyConnection;
 
@@ -127,6 +129,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         20261126000003,
         "replay: recorded inputs and outputs, replays and their events",
         include_str!("../../migrations/20261126000003_replay.sql"),
+    ),
+    (
+        20261127000004,
+        "trace context of outbox rows",
+        include_str!("../../migrations/20261127000004_trace.sql"),
     ),
 ];
 
@@ -307,10 +314,13 @@ pub trait Commit: Send + Sync + 'static {
 }
 
 type Reply<C> = tokio::sync::oneshot::Sender<Result<<C as Commit>::Done, <C as Commit>::Error>>;
+/// A job as queued: the job, where to answer, and the submitter's trace context (the job
+/// runs on the committing task, but belongs to the submitter's trace).
+type Queued<C> = (<C as Commit>::Job, Reply<C>, Option<TraceContext>);
 
 /// The queue in front of a [`Commit`] and the task that drains it.
 pub struct GroupCommit<C: Commit> {
-    jobs: tokio::sync::mpsc::Sender<(C::Job, Reply<C>)>,
+    jobs: tokio::sync::mpsc::Sender<Queued<C>>,
 }
 
 /// The most jobs one transaction takes.
@@ -325,7 +335,7 @@ impl<C: Commit> Clone for GroupCommit<C> {
 impl<C: Commit> GroupCommit<C> {
     /// Starts the committing task (on the current tokio runtime).
     pub fn start(db: Db, work: C) -> GroupCommit<C> {
-        let (jobs, mut queue) = tokio::sync::mpsc::channel::<(C::Job, Reply<C>)>(GROUP * 4);
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Queued<C>>(GROUP * 4);
         tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
                 let mut group = vec![first];
@@ -336,7 +346,7 @@ impl<C: Commit> GroupCommit<C> {
                     }
                 }
                 let results = commit_group(&db, &work, &group).await;
-                for ((_, reply), result) in group.into_iter().zip(results) {
+                for ((_, reply, _), result) in group.into_iter().zip(results) {
                     let _ = reply.send(result); // a caller that gave up does not care
                 }
             }
@@ -347,26 +357,26 @@ impl<C: Commit> GroupCommit<C> {
     pub async fn submit(&self, job: C::Job) -> Result<C::Done, C::Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let gone = || C::Error::from(sqlx::Error::Protocol("the committing task stopped".into()));
-        self.jobs.send((job, reply)).await.map_err(|_| gone())?;
+        self.jobs.send((job, reply, trace::current())).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[(C::Job, Reply<C>)]) -> Vec<Result<C::Done, C::Error>> {
+async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[Queued<C>]) -> Vec<Result<C::Done, C::Error>> {
     let failed = |e: &sqlx::Error| C::Error::from(sqlx::Error::Protocol(e.to_string()));
     let mut tx = match db.begin().await {
         Ok(tx) => tx,
         Err(e) => return group.iter().map(|_| Err(failed(&e))).collect(),
     };
     let mut results = Vec::with_capacity(group.len());
-    for (job, _) in group {
+    for (job, _, context) in group {
         let one = async {
             let mut savepoint = tx.begin().await?;
             let done = work.run(&mut savepoint, job).await?;
             savepoint.commit().await?;
             Ok::<_, C::Error>(done)
         };
-        results.push(one.await); // a failed job's savepoint rolls back when dropped
+        results.push(trace::maybe_scope(*context, one).await); // a failed job's savepoint rolls back when dropped
     }
     match tx.commit().await {
         Ok(()) => {

@@ -54,9 +54,15 @@ async fn metrics_after_the_walkthrough(backend: Backend) {
     app.pay_order(&fx, "150.00").await;
     app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 2).await;
+    // A poison event: the guard dead-letters it, and the open dead letters show it.
+    let client = async_nats::connect(&app.nats_url).await.unwrap();
+    async_nats::jetstream::new(client).publish("shop.typo", "not an event".into()).await.unwrap().await.unwrap();
     wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
+    wait_for("the guard's dead letter", Duration::from_secs(10), || async { (app.count("shop_dead_letter", "").await == 1).then_some(()) }).await;
 
     let after = scrape(&app).await;
+    assert_eq!(one(&after, "shopmesh_dead_letters_open", &[("plugin", "shopmesh-guard")]), 1.0);
+    dashboard_reads_only_served_metrics(&after);
     for plugin in ["points", "log"] {
         let applied = one(&after, "shopmesh_plugin_invocations_total", &[("plugin", plugin), ("version", "1.0.0"), ("outcome", "applied")]);
         assert!(applied >= 2.0, "{plugin} applied {applied}");
@@ -91,6 +97,31 @@ async fn metrics_after_the_walkthrough(backend: Backend) {
     let waiting = scrape(&app).await;
     assert_eq!(one(&waiting, "shopmesh_outbox_unsent_rows", &[]), 1.0);
     assert!(one(&waiting, "shopmesh_outbox_oldest_unsent_age_seconds", &[]) >= 1.0);
+}
+
+/// Every metric the Grafana dashboard in deploy/ queries is one the host serves: seen in
+/// `scrape`, or one whose series exist only while a replay runs.
+fn dashboard_reads_only_served_metrics(scrape: &Scrape) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/dashboards/shopmesh.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let names = regex::Regex::new(r"\b(?:shopmesh|jetstream|http_server)_[a-z_]+\b").unwrap();
+    let served = |family: &str| scrape.samples.iter().any(|s| s.metric == family);
+    let only_while_replaying = ["shopmesh_replay_processed_events", "shopmesh_replay_planned_events"];
+    for expr in &exprs {
+        for name in names.find_iter(expr) {
+            // A histogram's series are named <family>_bucket / _sum / _count.
+            let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.as_str().strip_suffix(s)).unwrap_or(name.as_str());
+            let served = served(family) || served(&format!("{family}_count")) || only_while_replaying.contains(&family);
+            assert!(served, "the dashboard queries {family}, which /metrics does not serve ({expr})");
+        }
+    }
 }
 
 crate::on_both_databases!(metrics_after_the_walkthrough);
@@ -172,4 +203,71 @@ async fn disable_on_one_host_pauses_the_fleet() {
     wait_consumers_idle(&a.nats_url, &["points"]).await;
     assert_eq!(points_rows().await, 3, "each waiting event applied once");
     assert_eq!(a.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 3 * 150, "points 1.0.0: one point per 1.00 paid");
+}
+
+/// One trace from the payment callback to the points plugin's applied effects: the
+/// answer's `traceparent`, the request's log line, the event's CloudEvent attribute and
+/// NATS header, and the plugin host's "applied" line for points all share one trace id; a
+/// caller's own `traceparent` is continued, not replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_from_callback_to_points() {
+    let app = spawn_app_with(Backend::Postgres, |_| {}).await;
+    let dir = crate::helpers::plugins_dir().display().to_string();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let host = HostProcess::start_with(&app.db_url, &app.nats_url, &[("SHOPMESH_PLUGINS_DIR", dir.as_str())], &["--log-format", "json"], Some(log.path())).await;
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+
+    // Two paid orders: one callback without a trace, one inside the caller's trace.
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut traces = Vec::new();
+    for given in [None, Some(caller)] {
+        let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+        let pay = app.post("/api/payments", &serde_json::json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
+        let body = serde_json::json!({ "pay_id": pay.body["pay_id"], "pay_amount": "150.00", "is_paid": 2 }).to_string();
+        let sig = shopmesh::signature::sign(crate::helpers::CALLBACK_SECRET.as_bytes(), shopmesh::ids::now_ms() / 1000, body.as_bytes());
+        let mut req = app.http.post(format!("{}/api/payments/callback", host.address)).header("content-type", "application/json").header("X-Shop-Signature", sig);
+        if let Some(t) = given {
+            req = req.header("traceparent", t);
+        }
+        let resp = req.body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{order:?} {pay:?}");
+        let answered = resp.headers()["traceparent"].to_str().unwrap().to_owned();
+        let trace_id = answered.split('-').nth(1).unwrap().to_owned();
+        if let Some(t) = given {
+            assert_eq!(trace_id, t.split('-').nth(1).unwrap(), "the caller's trace continues");
+            assert_ne!(answered, t, "in a span of its own");
+        }
+        traces.push((order.body["order_id"].as_str().unwrap().to_owned(), trace_id));
+    }
+    assert_ne!(traces[0].1, traces[1].1);
+    app.wait_events("shop.pay.success", 2).await;
+    wait_consumers_idle(&app.nats_url, &["points"]).await;
+
+    // The stream: each event carries its request's trace in the CloudEvent and the header.
+    let js = async_nats::jetstream::new(async_nats::connect(&app.nats_url).await.unwrap());
+    let stream = js.get_stream("SHOP").await.unwrap();
+    let info = stream.get_info().await.unwrap();
+    let mut seen = 0;
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        let Ok(msg) = stream.get_raw_message(seq).await else { continue };
+        if msg.subject.as_str() != "shop.pay.success" {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        let (_, trace_id) = traces.iter().find(|(o, _)| event["data"]["order_id"] == *o).expect("one of ours");
+        let header = msg.headers.get("traceparent").expect("a traceparent header").as_str().to_owned();
+        assert_eq!(header.split('-').nth(1), Some(trace_id.as_str()));
+        assert_eq!(event["traceparent"], header.as_str());
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+
+    // The host's JSON log: the callback's request line and points' applied line, one trace.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(log.path()).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    for (_, trace_id) in &traces {
+        let ours = |l: &&serde_json::Value| l["trace_id"] == trace_id.as_str();
+        assert!(lines.iter().filter(ours).any(|l| l["message"] == "request" && l["path"] == "/api/payments/callback"), "the request line of {trace_id}");
+        let applied: Vec<_> = lines.iter().filter(ours).filter(|l| l["message"] == "event handled" && l["outcome"] == "applied").collect();
+        assert!(applied.iter().any(|l| l["plugin"] == "points" && l["version"] == "1.0.0" && l["event"].is_string()), "points applied in trace {trace_id}: {applied:?}");
+    }
 }

@@ -9,16 +9,25 @@ use std::time::Instant;
 use poem::{http::header, Endpoint, IntoResponse, Request, Response};
 
 use poem_openapi::OperationId;
+use tracing::Instrument;
 
 use super::errors::{ApiError, TokenWrong};
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    trace::{self, TraceContext},
+};
 
 /// The middleware: wraps the whole route.
 pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> poem::Result<Response> {
     let start = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let remote = req.remote_addr().to_string();
-    let (mut resp, operation) = match next.call(req).await {
+    // Continue the caller's trace, or start one; everything the request writes (outbox
+    // rows, hence events) carries it, and the answer tells the caller which it is.
+    let caller = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
+    let trace = caller.map_or_else(TraceContext::root, |c| c.child());
+    let span = tracing::info_span!("request", trace_id = %trace.trace_id_hex());
+    let (mut resp, operation) = match trace::scope(trace, next.call(req)).instrument(span).await {
         Ok(r) => {
             let r = r.into_response();
             let operation = r.data::<OperationId>().copied();
@@ -29,6 +38,9 @@ pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> po
             (framework_error(e), operation)
         }
     };
+    if let Ok(value) = header::HeaderValue::from_str(&trace.header()) {
+        resp.headers_mut().insert("traceparent", value);
+    }
     let status = resp.status().as_u16();
     if status == 401 {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -46,7 +58,7 @@ pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> po
     };
     metrics.http_request(method.as_str(), route, status, took);
     let ms = took.as_secs_f64() * 1e3;
-    tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), "request");
+    tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), trace_id = %trace.trace_id_hex(), "request");
     Ok(resp)
 }
 

@@ -89,7 +89,8 @@ pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        // The current span's fields (a request's trace_id) go with every line inside it.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
         LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 }

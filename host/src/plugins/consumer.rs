@@ -116,14 +116,16 @@ async fn bind_and_consume<H, F>(
             let mut recheck = tokio::time::interval(SUBJECTS_RECHECK);
             loop {
                 let next = tokio::select! {
-                    next = batches.next() => next,
+                    // Shutdown first: with a backlog, a message is always ready too.
+                    biased;
+                    _ = shutdown.changed() => return Ok::<Bound, String>(Bound::Shutdown),
                     _ = recheck.tick() => {
                         if subjects()? != filter {
-                            return Ok::<Bound, String>(Bound::Rebind);
+                            return Ok(Bound::Rebind);
                         }
                         continue;
                     }
-                    _ = shutdown.changed() => return Ok(Bound::Shutdown),
+                    next = batches.next() => next,
                 };
                 let mut received = Vec::new();
                 for msg in next.ok_or("message stream ended")? {
@@ -147,7 +149,8 @@ async fn bind_and_consume<H, F>(
                     .iter()
                     .map(|msg| {
                         let attempt = msg.info().map(|i| i.delivered).unwrap_or(1);
-                        (Message { subject: msg.subject.to_string(), body: msg.payload.to_vec() }, attempt)
+                        let traceparent = msg.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_owned());
+                        (Message { subject: msg.subject.to_string(), body: msg.payload.to_vec(), traceparent }, attempt)
                     })
                     .collect();
                 let dispositions = handler(batch).await;

@@ -5,7 +5,10 @@
 use serde::Deserialize;
 
 use super::runtime::{self as rt, Payload};
-use crate::events::{OrderCancelled, OrderConfirmed, PaySucceeded, SUBJECT_ORDER_CANCEL, SUBJECT_ORDER_CONFIRMED, SUBJECT_PAY_SUCCESS};
+use crate::{
+    events::{OrderCancelled, OrderConfirmed, PaySucceeded, SUBJECT_ORDER_CANCEL, SUBJECT_ORDER_CONFIRMED, SUBJECT_PAY_SUCCESS},
+    trace::TraceContext,
+};
 
 #[derive(Debug, Clone)]
 pub enum DomainEvent {
@@ -22,6 +25,8 @@ pub struct Delivery {
     pub event: DomainEvent,
     /// The message as received, for the inbox and the dead-letter store.
     pub body: String,
+    /// The trace it belongs to: the `traceparent` header, else the CloudEvent's attribute.
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +37,9 @@ struct Envelope {
     ty: String,
     #[serde(default)]
     time: String,
+    /// Tracing is best effort: a missing or malformed context is not a poison event.
+    #[serde(default)]
+    traceparent: Option<serde_json::Value>,
     data: serde_json::Value,
 }
 
@@ -55,7 +63,8 @@ pub fn parse(subject: &str, body: &[u8]) -> Result<Delivery, String> {
         SUBJECT_PAY_SUCCESS => DomainEvent::Paid(serde_json::from_value(env.data).map_err(bad)?),
         other => return Err(format!("unknown event type {other:?}")),
     };
-    Ok(Delivery { id: env.id, subject: subject.to_owned(), time: env.time, event, body: text.to_owned() })
+    let trace = env.traceparent.as_ref().and_then(|t| t.as_str()).and_then(TraceContext::parse);
+    Ok(Delivery { id: env.id, subject: subject.to_owned(), time: env.time, event, body: text.to_owned(), trace })
 }
 
 impl DomainEvent {

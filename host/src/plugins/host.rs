@@ -28,6 +28,7 @@ use crate::{
     metrics::{Metrics, Outcome},
     shop::Shop,
     store::Conn,
+    trace::TraceContext,
 };
 
 pub struct PluginHost {
@@ -44,6 +45,8 @@ pub struct PluginHost {
 pub struct Message {
     pub subject: String,
     pub body: Vec<u8>,
+    /// The `traceparent` header, if the publisher set one.
+    pub traceparent: Option<String>,
 }
 
 /// What happened to one event that was run and (if it produced effects) applied.
@@ -106,7 +109,7 @@ impl PluginHost {
 
     /// Handles one delivery: [`process_batch`](Self::process_batch) of one.
     pub async fn process(&self, name: &str, subject: &str, body: &[u8]) -> Disposition {
-        let message = Message { subject: subject.to_owned(), body: body.to_vec() };
+        let message = Message { subject: subject.to_owned(), body: body.to_vec(), traceparent: None };
         self.process_batch(name, std::slice::from_ref(&message)).await.pop().expect("one disposition per message")
     }
 
@@ -124,7 +127,11 @@ impl PluginHost {
         let mut parsed = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             match delivery::parse(&m.subject, &m.body) {
-                Ok(d) => parsed.push((i, d)),
+                Ok(mut d) => {
+                    // The header wins: a foreign publisher may set only that.
+                    d.trace = m.traceparent.as_deref().and_then(TraceContext::parse).or(d.trace);
+                    parsed.push((i, d))
+                }
                 Err(reason) => out[i] = self.malformed(&plugin.name, plugin.version(), &m.subject, &m.body, &reason, 1).await,
             }
         }
@@ -157,7 +164,7 @@ impl PluginHost {
                 Ok(applied) => {
                     let (counted, outcome) = if applied == Applied::Now { (Outcome::Applied, "applied") } else { (Outcome::Skipped, "applied before") };
                     self.metrics.invocation(name, plugin.version(), counted);
-                    tracing::info!(plugin = name, version = plugin.version(), event = %r.delivery.id, subject = %r.delivery.subject, outcome, "event handled");
+                    tracing::info!(plugin = name, version = plugin.version(), event = %r.delivery.id, subject = %r.delivery.subject, trace_id = %trace_id(r.delivery), outcome, "event handled");
                 }
                 Err(failure) => out[*i] = self.failed(&plugin, r.delivery, r.attempt, failure).await,
             }
@@ -279,7 +286,7 @@ impl PluginHost {
             self.metrics.invocation(&plugin.name, plugin.version(), Outcome::Refused);
             return self.dead_letter(plugin, d, &reason, attempt).await;
         }
-        tracing::warn!(plugin = %plugin.name, event = %d.id, attempt, %reason, "plugin attempt failed");
+        tracing::warn!(plugin = %plugin.name, version = plugin.version(), event = %d.id, trace_id = %trace_id(d), attempt, %reason, "plugin attempt failed");
         if let Err(e) = inbox::record_failure(&self.shop.db, &plugin.name, d, attempt, &reason).await {
             // Unrecorded, this attempt is not counted: better one retry too many than an
             // event dead-lettered early.
@@ -313,6 +320,7 @@ impl PluginHost {
     }
 
     async fn dead_letter(&self, plugin: &LoadedPlugin, d: &Delivery, reason: &str, attempts: i64) -> Disposition {
+        tracing::warn!(plugin = %plugin.name, version = plugin.version(), event = %d.id, trace_id = %trace_id(d), attempts, %reason, "event dead-lettered");
         let letter = Letter {
             plugin: &plugin.name,
             version: plugin.version(),
@@ -391,6 +399,11 @@ fn waves(events: &[&Ready<'_>]) -> Vec<Vec<usize>> {
         waves[wave].push(i);
     }
     waves
+}
+
+/// The trace id to log with a delivery (empty when it came without one).
+fn trace_id(d: &Delivery) -> String {
+    d.trace.map(|t| t.trace_id_hex()).unwrap_or_default()
 }
 
 /// A database error for each of several events (sqlx errors do not clone).
