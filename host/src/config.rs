@@ -39,6 +39,8 @@ pub struct Settings {
     /// Refuse to start unless the NATS server fsyncs every acknowledged write
     /// (`sync_interval: always`); otherwise a lazy server is only warned about.
     pub require_sync_always: bool,
+    /// An OTLP/HTTP collector (`http://host:4318`) to export spans to; unset: none.
+    pub otlp_endpoint: Option<String>,
     /// How long a SIGTERM/SIGINT waits for in-flight work before the process exits anyway.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -100,6 +102,7 @@ impl Default for Settings {
             nats_server_bin: None,
             nats_monitor_url: None,
             require_sync_always: false,
+            otlp_endpoint: None,
             shutdown_grace: Duration::from_secs(30),
             callback_secret: DEV_CALLBACK_SECRET.into(),
             admin_token: DEV_ADMIN_TOKEN.into(),
@@ -211,7 +214,7 @@ impl Settings {
     /// Every key a setting can be given by (what the environment layer reads).
     const KEYS: &'static [&'static str] = &[
         "http_addr", "data_dir", "database_url", "db_max_connections", "sqlite_synchronous", "nats_url", "nats_server_bin",
-        "nats_monitor_url", "require_sync_always", "shutdown_grace",
+        "nats_monitor_url", "require_sync_always", "shutdown_grace", "otlp_endpoint",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
         "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",

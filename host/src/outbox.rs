@@ -11,6 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, message::PublishMessage};
+use opentelemetry::KeyValue;
 use sqlx::Row;
 use tokio::sync::{watch, Notify};
 
@@ -19,7 +20,7 @@ use crate::{
     events::{CloudEvent, Event},
     ids::{now_ms, Snowflake},
     store::{Conn, Db},
-    trace,
+    trace::{self, Kind, TraceContext},
 };
 
 /// Writes `event` to the outbox inside `tx`; returns the event id.
@@ -124,23 +125,36 @@ impl Relay {
         }
         // Publish the whole batch, then collect the acks: one round trip, not one per row.
         let mut pending = Vec::with_capacity(rows.len());
+        let mut spans = Vec::with_capacity(rows.len());
         for row in &rows {
-            let mut msg = PublishMessage::build()
+            // The publish is a span of the request's trace; its context travels as the
+            // `traceparent` header (the CloudEvent keeps the request's own).
+            let parent = row.traceparent.as_deref().and_then(TraceContext::parse);
+            let attributes = vec![
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.destination.name", row.subject.clone()),
+                KeyValue::new("messaging.message.id", row.id.to_string()),
+            ];
+            let span = trace::start(format!("publish {}", row.subject), Kind::Producer, parent, attributes);
+            let msg = PublishMessage::build()
                 .payload(row.body.clone().into())
-                .message_id(row.id.to_string());
-            if let Some(traceparent) = &row.traceparent {
-                msg = msg.header("traceparent", traceparent.as_str());
-                tracing::debug!(event = row.id, subject = %row.subject, traceparent = %traceparent, "publishing");
-            }
+                .message_id(row.id.to_string())
+                .header("traceparent", span.context.header().as_str());
             pending.push(context.send_publish(row.subject.clone(), msg).await);
+            spans.push(span);
         }
         let mut sent = Vec::new();
         let mut failed = Vec::new();
-        for (row, publish) in rows.iter().zip(pending) {
+        for ((row, publish), mut span) in rows.iter().zip(pending).zip(spans) {
             let ack = match publish {
                 Ok(ack_future) => ack_future.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
+            if let Err(e) = &ack {
+                span.fail(e.clone());
+            }
+            span.end();
             match ack {
                 Ok(ack) => sent.push((row.id, ack.sequence as i64)),
                 Err(e) => failed.push((row, e)),

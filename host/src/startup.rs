@@ -88,6 +88,10 @@ impl Application {
             Err(e) => tracing::warn!(error = %e, "NATS not ready yet; events will wait in the outbox"),
         }
 
+        if let Some(endpoint) = &settings.otlp_endpoint {
+            crate::trace::export_to(endpoint).map_err(|e| anyhow::anyhow!("OTLP exporter for {endpoint}: {e}"))?;
+            tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
+        }
         let fault = settings.fault()?;
         if let Some(f) = fault {
             tracing::warn!(fault = ?f, "fault injection is ON");
@@ -279,6 +283,7 @@ impl Application {
         if let Some(nats) = self.nats.as_mut() {
             nats.shutdown(Duration::from_secs(5)).await;
         }
+        let _ = tokio::task::spawn_blocking(crate::trace::flush).await;
         clean
     }
 }

@@ -5,12 +5,31 @@
 //! column the relay reads); the relay publishes it as the `traceparent` NATS header; the
 //! plugin host logs it with every delivery. Work handed to another task (a group commit)
 //! carries the submitter's context along ([`crate::store::GroupCommit`]).
+//!
+//! Spans: with an OTLP endpoint configured ([`export_to`]), the request (server), the relay's
+//! publish (producer), each plugin's processing of an event (consumer, with the OpenTelemetry
+//! messaging attributes) and, inside it, the invocation and the effects' commit are exported
+//! over OTLP/HTTP; without one, [`Span`]s only move the context along (nothing is recorded).
 
 use std::{
+    borrow::Cow,
     future::Future,
     hash::{BuildHasher, Hasher},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
+    time::SystemTime,
 };
+
+use opentelemetry::{
+    trace::{Span as _, SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _},
+    Context, KeyValue,
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+pub use opentelemetry::trace::SpanKind as Kind;
 
 /// A position in a trace: the trace, the span that is the parent of what happens next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +100,109 @@ pub async fn maybe_scope<F: Future>(context: Option<TraceContext>, work: F) -> F
         Some(c) => scope(c, work).await,
         None => work.await,
     }
+}
+
+/// The OTLP pipeline, once per process.
+static EXPORT: OnceLock<(SdkTracerProvider, SdkTracer)> = OnceLock::new();
+
+/// Exports spans to the OTLP/HTTP collector at `endpoint` (`http://host:4318`; `/v1/traces`
+/// is added) from now on, batched by a background thread (`OTEL_BSP_SCHEDULE_DELAY` and
+/// the other `OTEL_BSP_*` variables tune it). Once per process: a second call keeps the first.
+pub fn export_to(endpoint: &str) -> Result<(), String> {
+    if EXPORT.get().is_some() {
+        return Ok(());
+    }
+    let url = match endpoint.trim_end_matches('/') {
+        e if e.ends_with("/v1/traces") => e.to_owned(),
+        e => format!("{e}/v1/traces"),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(url).build().map_err(|e| e.to_string())?;
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name("shopmesh").build();
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+    let tracer = provider.tracer("shopmesh");
+    let _ = EXPORT.set((provider, tracer));
+    Ok(())
+}
+
+/// Sends what is batched (at shutdown). Blocks: call it off the async threads.
+pub fn flush() {
+    if let Some((provider, _)) = EXPORT.get() {
+        if let Err(e) = provider.force_flush() {
+            tracing::warn!(error = %e, "could not flush the trace exporter");
+        }
+    }
+}
+
+/// A span: its context (what children and the next hop continue) and, when exporting, the
+/// span being recorded. Ends when [`end`](Span::end)ed or dropped.
+pub struct Span {
+    pub context: TraceContext,
+    recorded: Option<opentelemetry_sdk::trace::Span>,
+}
+
+/// Starts a span named `name` under `parent` (a new trace when there is none).
+pub fn start(name: impl Into<Cow<'static, str>>, kind: Kind, parent: Option<TraceContext>, attributes: Vec<KeyValue>) -> Span {
+    start_at(name, kind, parent, attributes, None)
+}
+
+fn start_at(name: impl Into<Cow<'static, str>>, kind: Kind, parent: Option<TraceContext>, attributes: Vec<KeyValue>, at: Option<SystemTime>) -> Span {
+    let Some((_, tracer)) = EXPORT.get() else {
+        return Span { context: parent.map_or_else(TraceContext::root, |p| p.child()), recorded: None };
+    };
+    let parent_cx = match parent {
+        Some(p) => Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(p.trace_id),
+            SpanId::from(p.span_id),
+            if p.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
+            true,
+            TraceState::default(),
+        )),
+        None => Context::new(),
+    };
+    let mut builder = tracer.span_builder(name).with_kind(kind).with_attributes(attributes);
+    if let Some(at) = at {
+        builder = builder.with_start_time(at);
+    }
+    let span = builder.start_with_context(tracer, &parent_cx);
+    let sc = span.span_context();
+    let context = TraceContext {
+        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+        sampled: sc.is_sampled(),
+    };
+    Span { context, recorded: Some(span) }
+}
+
+/// Records a finished piece of work that ran from `started` to `ended` under `parent`.
+pub fn record(name: impl Into<Cow<'static, str>>, parent: TraceContext, started: SystemTime, ended: SystemTime, attributes: Vec<KeyValue>) {
+    if EXPORT.get().is_some() {
+        let mut span = start_at(name, Kind::Internal, Some(parent), attributes, Some(started));
+        if let Some(s) = span.recorded.as_mut() {
+            s.end_with_timestamp(ended);
+        }
+    }
+}
+
+impl Span {
+    pub fn set(&mut self, attribute: KeyValue) {
+        if let Some(s) = self.recorded.as_mut() {
+            s.set_attribute(attribute);
+        }
+    }
+
+    pub fn fail(&mut self, why: impl Into<Cow<'static, str>>) {
+        if let Some(s) = self.recorded.as_mut() {
+            s.set_status(Status::error(why));
+        }
+    }
+
+    pub fn rename(&mut self, name: impl Into<Cow<'static, str>>) {
+        if let Some(s) = self.recorded.as_mut() {
+            s.update_name(name);
+        }
+    }
+
+    pub fn end(self) {} // the recorded span ends when dropped
 }
 
 /// A random non-zero 64-bit id. Trace ids need to be unique, not secret: std's randomly

@@ -1,6 +1,7 @@
 //! Operating the mesh: `GET /metrics` read with a Prometheus text-format parser after the
 //! README's walk-through (order, payment, signed callback); the durability guard against
-//! real nats-servers of both kinds; the fleet-wide pause across two hosts.
+//! real nats-servers of both kinds; the fleet-wide pause across two hosts; one trace from
+//! the payment callback to the points plugin, in the logs and at an OTLP collector.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -256,8 +257,11 @@ async fn one_trace_from_callback_to_points() {
         let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
         let (_, trace_id) = traces.iter().find(|(o, _)| event["data"]["order_id"] == *o).expect("one of ours");
         let header = msg.headers.get("traceparent").expect("a traceparent header").as_str().to_owned();
+        // The CloudEvent: the request's context; the header: the relay's publish, its child.
+        let attribute = event["traceparent"].as_str().expect("the CloudEvent's traceparent");
         assert_eq!(header.split('-').nth(1), Some(trace_id.as_str()));
-        assert_eq!(event["traceparent"], header.as_str());
+        assert_eq!(attribute.split('-').nth(1), Some(trace_id.as_str()));
+        assert_ne!(attribute, header);
         seen += 1;
     }
     assert_eq!(seen, 2);
@@ -270,4 +274,102 @@ async fn one_trace_from_callback_to_points() {
         let applied: Vec<_> = lines.iter().filter(ours).filter(|l| l["message"] == "event handled" && l["outcome"] == "applied").collect();
         assert!(applied.iter().any(|l| l["plugin"] == "points" && l["version"] == "1.0.0" && l["event"].is_string()), "points applied in trace {trace_id}: {applied:?}");
     }
+}
+
+/// A span as an OTLP collector receives it.
+#[derive(Debug, Clone)]
+struct Exported {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    name: String,
+    attributes: HashMap<String, String>,
+}
+
+/// A minimal OTLP/HTTP collector on loopback: decodes every export request it is sent.
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Exported>>>) {
+    use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value as Any};
+    use prost::Message;
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = spans.clone();
+    let endpoint = poem::endpoint::make(move |req: poem::Request| {
+        let store = store.clone();
+        async move {
+            let body = req.into_body().into_bytes().await.unwrap();
+            let export = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
+            for span in export.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                let attributes = span
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                            Some(Any::StringValue(s)) => s.clone(),
+                            Some(Any::IntValue(i)) => i.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (kv.key.clone(), value)
+                    })
+                    .collect();
+                store.lock().unwrap().push(Exported {
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
+                    parent: hex::encode(&span.parent_span_id),
+                    name: span.name.clone(),
+                    attributes,
+                });
+            }
+            poem::Response::builder().content_type("application/x-protobuf").body(Vec::<u8>::new())
+        }
+    });
+    let listener = poem::listener::TcpListener::bind("127.0.0.1:0");
+    let acceptor = poem::listener::Listener::into_acceptor(listener).await.unwrap();
+    let port = poem::listener::Acceptor::local_addr(&acceptor)[0].as_socket_addr().unwrap().port();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(poem::Route::new().at("/v1/traces", poem::post(endpoint))));
+    (format!("http://127.0.0.1:{port}"), spans)
+}
+
+/// With an OTLP endpoint configured, the payment callback's trace reaches a collector as
+/// spans: the request (server), the relay's publish (producer), points processing the
+/// event (consumer, messaging attributes), and in it the invocation and the effects' commit,
+/// each the child of the one before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp() {
+    let (endpoint, spans) = collector().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let nats = TestNats::start().await;
+    let dir = crate::helpers::plugins_dir().display().to_string();
+    let env = [("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let host = HostProcess::start(&db.url, &nats.url(), &env).await;
+    let app = TestApp::attach(&db.url, &nats, &host.address).await;
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
+    let pay = app.post("/api/payments", &serde_json::json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;
+    let body = serde_json::json!({ "pay_id": pay.body["pay_id"], "pay_amount": "150.00", "is_paid": 2 }).to_string();
+    let sig = shopmesh::signature::sign(crate::helpers::CALLBACK_SECRET.as_bytes(), shopmesh::ids::now_ms() / 1000, body.as_bytes());
+    let resp = app.http.post(format!("{}/api/payments/callback", host.address)).header("content-type", "application/json").header("X-Shop-Signature", sig).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let trace_id = resp.headers()["traceparent"].to_str().unwrap().split('-').nth(1).unwrap().to_owned();
+
+    let find = |name: &str, parent: Option<&str>| {
+        let spans = spans.lock().unwrap();
+        spans.iter().find(|s| s.trace_id == trace_id && s.name == name && parent.is_none_or(|p| s.parent == p)).cloned()
+    };
+    let chain = wait_for("the callback's spans at the collector", Duration::from_secs(20), || async {
+        let request = find("POST paymentCallback", None)?;
+        let publish = find("publish shop.pay.success", Some(&request.span_id))?;
+        let process = find("process shop.pay.success", Some(&publish.span_id)).filter(|s| s.attributes.get("shopmesh.plugin").map(String::as_str) == Some("points"))?;
+        let invoke = find("invoke points", Some(&process.span_id))?;
+        let commit = find("commit effects", Some(&process.span_id))?;
+        Some((request, process, invoke, commit))
+    })
+    .await;
+    let (request, process, invoke, commit) = chain;
+    assert_eq!(request.attributes["http.response.status_code"], "200");
+    assert_eq!(request.attributes["http.route"], "paymentCallback");
+    assert_eq!(process.attributes["messaging.system"], "nats");
+    assert_eq!(process.attributes["messaging.destination.name"], "shop.pay.success");
+    assert_eq!(process.attributes["messaging.consumer.group.name"], "plugin-points");
+    assert_eq!(process.attributes["shopmesh.plugin.version"], "1.0.0");
+    assert!(invoke.attributes["shopmesh.fuel"].parse::<i64>().unwrap() > 0);
+    assert_eq!(commit.attributes["shopmesh.effects"], "1", "add-points");
 }

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use opentelemetry::KeyValue;
 use poem::{http::header, Endpoint, IntoResponse, Request, Response};
 
 use poem_openapi::OperationId;
@@ -14,7 +15,7 @@ use tracing::Instrument;
 use super::errors::{ApiError, TokenWrong};
 use crate::{
     metrics::Metrics,
-    trace::{self, TraceContext},
+    trace::{self, Kind, TraceContext},
 };
 
 /// The middleware: wraps the whole route.
@@ -25,9 +26,11 @@ pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> po
     // Continue the caller's trace, or start one; everything the request writes (outbox
     // rows, hence events) carries it, and the answer tells the caller which it is.
     let caller = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
-    let trace = caller.map_or_else(TraceContext::root, |c| c.child());
-    let span = tracing::info_span!("request", trace_id = %trace.trace_id_hex());
-    let (mut resp, operation) = match trace::scope(trace, next.call(req)).instrument(span).await {
+    let attributes = vec![KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.path", path.clone())];
+    let mut span = trace::start(method.to_string(), Kind::Server, caller, attributes);
+    let trace = span.context;
+    let log_span = tracing::info_span!("request", trace_id = %trace.trace_id_hex());
+    let (mut resp, operation) = match trace::scope(trace, next.call(req)).instrument(log_span).await {
         Ok(r) => {
             let r = r.into_response();
             let operation = r.data::<OperationId>().copied();
@@ -57,6 +60,13 @@ pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> po
         },
     };
     metrics.http_request(method.as_str(), route, status, took);
+    span.rename(format!("{method} {route}"));
+    span.set(KeyValue::new("http.route", route.to_owned()));
+    span.set(KeyValue::new("http.response.status_code", i64::from(status)));
+    if status >= 500 {
+        span.fail(format!("status {status}"));
+    }
+    span.end();
     let ms = took.as_secs_f64() * 1e3;
     tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), trace_id = %trace.trace_id_hex(), "request");
     Ok(resp)

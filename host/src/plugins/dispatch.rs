@@ -160,9 +160,10 @@ pub fn run(
     config: Arc<HashMap<String, String>>,
     seen: &mut Seen,
 ) -> Result<Vec<Effect>, Failure> {
-    let start = std::time::Instant::now();
+    let (start, started) = (std::time::Instant::now(), std::time::SystemTime::now());
     let handled = runtime.invoke(plugin, &d.to_wit(), snapshot, config, seen);
     seen.took = start.elapsed();
+    seen.started = Some(started);
     let effects = match handled {
         Ok(Ok(effects)) => effects,
         Ok(Err(PluginError::InvalidEvent(why))) => return Err(Failure::Refused(why)),

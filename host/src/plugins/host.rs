@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use opentelemetry::KeyValue;
 use sqlx::Connection;
 
 use super::{
@@ -28,7 +29,7 @@ use crate::{
     metrics::{Metrics, Outcome},
     shop::Shop,
     store::Conn,
-    trace::TraceContext,
+    trace::{self, Kind, TraceContext},
 };
 
 pub struct PluginHost {
@@ -125,11 +126,16 @@ impl PluginHost {
         };
         let mut out = vec![Disposition::Ack; batch.len()];
         let mut parsed = Vec::with_capacity(batch.len());
+        let mut spans = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             match delivery::parse(&m.subject, &m.body) {
                 Ok(mut d) => {
-                    // The header wins: a foreign publisher may set only that.
-                    d.trace = m.traceparent.as_deref().and_then(TraceContext::parse).or(d.trace);
+                    // The header wins: a foreign publisher may set only that. What the
+                    // plugin does for this event is a span of that trace.
+                    let parent = m.traceparent.as_deref().and_then(TraceContext::parse).or(d.trace);
+                    let span = process_span(&plugin, &d, parent);
+                    d.trace = Some(span.context);
+                    spans.push(span);
                     parsed.push((i, d))
                 }
                 Err(reason) => out[i] = self.malformed(&plugin.name, plugin.version(), &m.subject, &m.body, &reason, 1).await,
@@ -169,6 +175,11 @@ impl PluginHost {
                 Err(failure) => out[*i] = self.failed(&plugin, r.delivery, r.attempt, failure).await,
             }
         }
+        for ((i, _), mut span) in parsed.iter().zip(spans) {
+            if out[*i] != Disposition::Ack {
+                span.fail(format!("{:?}", out[*i]));
+            }
+        }
         out
     }
 
@@ -199,8 +210,12 @@ impl PluginHost {
             reads::snapshots(shop, &events, parts).await
         })
         .await;
-        for r in &ran {
+        for (d, r) in deliveries.iter().zip(&ran) {
             self.metrics.handler_ran(&plugin.name, plugin.version(), r.seen.took, r.seen.fuel);
+            if let (Some(parent), Some(started)) = (d.trace, r.seen.started) {
+                let attributes = vec![KeyValue::new("shopmesh.fuel", r.seen.fuel as i64)];
+                trace::record(format!("invoke {}", plugin.name), parent, started, started + r.seen.took, attributes);
+            }
         }
         let produced = ran
             .into_iter()
@@ -219,13 +234,25 @@ impl PluginHost {
     /// at fault fails alone and the rest still commit.
     async fn commit_wave(&self, plugin: &LoadedPlugin, wave: &[&Ready<'_>], produced: Vec<Result<Produced, Failure>>) -> Vec<Result<Applied, Failure>> {
         let ran: Vec<(&Ready, &Produced)> = wave.iter().zip(&produced).filter_map(|(r, p)| Some((*r, p.as_ref().ok()?))).collect();
+        let started = std::time::SystemTime::now();
         let whole = async {
             let mut tx = self.shop.db.begin().await?;
             let fresh = self.apply(&mut tx, plugin, &ran).await?;
             tx.commit().await?;
             Ok::<_, Failure>(fresh)
         };
-        let fresh = match whole.await {
+        let whole = whole.await;
+        // The wave's one transaction, in the trace of each event it committed.
+        if whole.is_ok() {
+            let ended = std::time::SystemTime::now();
+            for (r, (effects, _)) in &ran {
+                if let Some(parent) = r.delivery.trace {
+                    let attributes = vec![KeyValue::new("shopmesh.effects", effects.len() as i64), KeyValue::new("shopmesh.wave", ran.len() as i64)];
+                    trace::record("commit effects", parent, started, ended, attributes);
+                }
+            }
+        }
+        let fresh = match whole {
             Ok(fresh) => fresh,
             Err(first) => {
                 tracing::debug!(plugin = %plugin.name, error = %first, "a wave failed as a whole; applying one by one");
@@ -399,6 +426,20 @@ fn waves(events: &[&Ready<'_>]) -> Vec<Vec<usize>> {
         waves[wave].push(i);
     }
     waves
+}
+
+/// The consumer span of `plugin` handling `d` (OpenTelemetry messaging conventions).
+fn process_span(plugin: &LoadedPlugin, d: &Delivery, parent: Option<TraceContext>) -> trace::Span {
+    let attributes = vec![
+        KeyValue::new("messaging.system", "nats"),
+        KeyValue::new("messaging.operation.type", "process"),
+        KeyValue::new("messaging.destination.name", d.subject.clone()),
+        KeyValue::new("messaging.consumer.group.name", super::consumer::durable_name(&plugin.name)),
+        KeyValue::new("messaging.message.id", d.id.clone()),
+        KeyValue::new("shopmesh.plugin", plugin.name.clone()),
+        KeyValue::new("shopmesh.plugin.version", plugin.version().to_owned()),
+    ];
+    trace::start(format!("process {}", d.subject), Kind::Consumer, parent, attributes)
 }
 
 /// The trace id to log with a delivery (empty when it came without one).

@@ -116,8 +116,9 @@ pub struct Seen {
     pub missed: Parts,
     /// Fuel the invocation used (0 for a native handler).
     pub fuel: u64,
-    /// Time in the handler, instantiation included.
+    /// Time in the handler, instantiation included, and when it started.
     pub took: std::time::Duration,
+    pub started: Option<std::time::SystemTime>,
 }
 
 impl Seen {
