@@ -350,20 +350,38 @@ async fn spans_are_exported_over_otlp() {
     assert_eq!(resp.status(), 200);
     let trace_id = resp.headers()["traceparent"].to_str().unwrap().split('-').nth(1).unwrap().to_owned();
 
-    let find = |name: &str, parent: Option<&str>| {
+    // The span of this trace named `name`, under `parent` when given, for `plugin` when given.
+    let find_for = |name: &str, parent: Option<&str>, plugin: Option<&str>| {
         let spans = spans.lock().unwrap();
-        spans.iter().find(|s| s.trace_id == trace_id && s.name == name && parent.is_none_or(|p| s.parent == p)).cloned()
+        spans
+            .iter()
+            .find(|s| {
+                s.trace_id == trace_id
+                    && s.name == name
+                    && parent.is_none_or(|p| s.parent == p)
+                    && plugin.is_none_or(|p| s.attributes.get("shopmesh.plugin").map(String::as_str) == Some(p))
+            })
+            .cloned()
     };
-    let chain = wait_for("the callback's spans at the collector", Duration::from_secs(20), || async {
+    let find = |name: &str, parent: Option<&str>| find_for(name, parent, None);
+    let dump = || format!("{:#?}", spans.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>());
+    let chain = || {
         let request = find("POST paymentCallback", None)?;
         let publish = find("publish shop.pay.success", Some(&request.span_id))?;
-        let process = find("process shop.pay.success", Some(&publish.span_id)).filter(|s| s.attributes.get("shopmesh.plugin").map(String::as_str) == Some("points"))?;
+        let process = find_for("process shop.pay.success", Some(&publish.span_id), Some("points"))?;
         let invoke = find("invoke points", Some(&process.span_id))?;
         let commit = find("commit effects", Some(&process.span_id))?;
         Some((request, process, invoke, commit))
-    })
-    .await;
-    let (request, process, invoke, commit) = chain;
+    };
+    let arrived = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(found) = chain() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let (request, process, invoke, commit) = arrived.await.unwrap_or_else(|_| panic!("the callback's spans never all arrived; of its trace:\n{}", dump()));
     assert_eq!(request.attributes["http.response.status_code"], "200");
     assert_eq!(request.attributes["http.route"], "paymentCallback");
     assert_eq!(process.attributes["messaging.system"], "nats");
