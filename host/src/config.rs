@@ -41,6 +41,12 @@ pub struct Settings {
     pub require_sync_always: bool,
     /// An OTLP/HTTP collector (`http://host:4318`) to export spans to; unset: none.
     pub otlp_endpoint: Option<String>,
+    /// The largest JSON request body, in bytes (larger: 413 before it is read).
+    pub http_body_limit: usize,
+    /// The largest plugin component upload, in bytes.
+    pub plugin_upload_limit: usize,
+    /// Requests in flight at most; more are answered 503 at once.
+    pub http_max_in_flight: usize,
     /// How long a SIGTERM/SIGINT waits for in-flight work before the process exits anyway.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -103,6 +109,9 @@ impl Default for Settings {
             nats_monitor_url: None,
             require_sync_always: false,
             otlp_endpoint: None,
+            http_body_limit: 64 * 1024,
+            plugin_upload_limit: 8 * 1024 * 1024,
+            http_max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(30),
             callback_secret: DEV_CALLBACK_SECRET.into(),
             admin_token: DEV_ADMIN_TOKEN.into(),
@@ -215,6 +224,7 @@ impl Settings {
     const KEYS: &'static [&'static str] = &[
         "http_addr", "data_dir", "database_url", "db_max_connections", "sqlite_synchronous", "nats_url", "nats_server_bin",
         "nats_monitor_url", "require_sync_always", "shutdown_grace", "otlp_endpoint",
+        "http_body_limit", "plugin_upload_limit", "http_max_in_flight",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
         "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",

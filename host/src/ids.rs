@@ -22,8 +22,9 @@ impl FromStr for Id {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Id, String> {
-        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("not an id (1 to 19 digits): {s:?}"));
+        // The canonical form only (no sign, no leading zero), as the schema's pattern says.
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) || s.starts_with('0') {
+            return Err(format!("not an id (1 to 19 digits, no leading zero): {s:?}"));
         }
         match s.parse::<i64>() {
             Ok(n) if n > 0 => Ok(Id(n)),
@@ -32,12 +33,17 @@ impl FromStr for Id {
     }
 }
 
+/// The schema's pattern for an id, 1 ..= i64::MAX written digit by digit: up to 18 digits,
+/// then 19-digit numbers below the maximum's prefix at each position, then the maximum
+/// itself. A unit test checks it against `FromStr`.
+pub const PATTERN: &str = "^(?:[1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807)$";
+
 crate::text_type::impl_text_type!(
     Id,
     "Id",
     "int64",
-    "^[0-9]{1,19}$",
-    "A 64-bit id as a decimal string.",
+    PATTERN,
+    "A 64-bit id as a decimal string: 1 to 9223372036854775807, no leading zero.",
     "345963634385633280"
 );
 crate::text_type::impl_bigint_column!(Id, Id, |id: &Id| id.0);
@@ -105,9 +111,28 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_pattern_admits_exactly_what_parses() {
+        let pattern = regex::Regex::new(PATTERN).unwrap();
+        let mut probes: Vec<String> = ["0", "1", "01", "9", "10", "345963634385633280", "9223372036854775806", "9223372036854775807", "9223372036854775808", "9223372036854775810", "9300000000000000000", "9999999999999999999", "10000000000000000000"].map(String::from).to_vec();
+        // Every 19-digit neighbour of the maximum, digit by digit, and spread samples.
+        let max = i64::MAX.to_string();
+        for i in 0..max.len() {
+            for d in b'0'..=b'9' {
+                let mut s = max.clone().into_bytes();
+                s[i] = d;
+                probes.push(String::from_utf8(s).unwrap());
+            }
+        }
+        probes.extend((0..63).map(|b| (1u64 << b).to_string()));
+        for p in probes {
+            assert_eq!(pattern.is_match(&p), p.parse::<Id>().is_ok(), "{p}");
+        }
+    }
+
+    #[test]
     fn id_parsing_is_strict() {
         assert_eq!("345963634385633280".parse::<Id>().unwrap().0, 345963634385633280);
-        for bad in ["", "0", "-1", "1.0", "abc", "99999999999999999999", " 1"] {
+        for bad in ["", "0", "-1", "01", "1.0", "abc", "99999999999999999999", " 1"] {
             assert!(bad.parse::<Id>().is_err(), "{bad:?}");
         }
     }

@@ -10,7 +10,7 @@ use tokio::{sync::{watch, Notify}, task::JoinHandle};
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    api::{self, AdminToken, CallbackSecret, Probes},
+    api::{self, limits::RequestLimits, AdminToken, CallbackSecret, Probes},
     bus::{self, BusError, Fsync, NatsServer, StreamSettings},
     config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
     demo,
@@ -194,6 +194,7 @@ impl Application {
             replays,
             probes: Probes { db: shop.db.clone(), nats: client.clone() },
             metrics,
+            limits: RequestLimits::new(settings.http_body_limit, settings.plugin_upload_limit, settings.http_max_in_flight),
             admin_token: AdminToken(settings.admin_token.clone()),
             callback_secret: CallbackSecret(settings.callback_secret.clone()),
         });

@@ -6,7 +6,7 @@
 
 /// `impl_text_type!(Type, "SchemaName", "format", r"pattern", "description", "example")`
 macro_rules! impl_text_type {
-    ($ty:ty, $name:literal, $format:literal, $pattern:literal, $description:literal, $example:literal) => {
+    ($ty:ty, $name:literal, $format:literal, $pattern:expr, $description:literal, $example:literal) => {
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)

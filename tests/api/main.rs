@@ -10,6 +10,7 @@ mod crash;
 mod faults;
 mod first_hour;
 mod hotswap;
+mod limits;
 mod operations;
 mod outage;
 mod plugins;

@@ -6,7 +6,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -36,14 +36,19 @@ async fn sigterm_with_events_in_flight(backend: Backend) {
 
     // Customers keep ordering from this host until it stops answering.
     let stopping = Arc::new(AtomicBool::new(false));
+    let placed = Arc::new(AtomicUsize::new(0));
     let customers: Vec<_> = (0..4)
         .map(|_| {
-            let (http, url, body, stopping) = (app.http.clone(), format!("{}/api/orders", host.address), shop_fx.order(1, "150.00", "0"), stopping.clone());
+            let (http, url, body, stopping, placed) = (app.http.clone(), format!("{}/api/orders", host.address), shop_fx.order(1, "150.00", "0"), stopping.clone(), placed.clone());
             tokio::spawn(async move {
                 let mut answers: Vec<(u16, Value)> = Vec::new();
                 while !stopping.load(Ordering::Relaxed) {
                     match http.post(&url).json(&body).send().await {
-                        Ok(r) => answers.push((r.status().as_u16(), r.json().await.unwrap_or(Value::Null))),
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            placed.fetch_add(usize::from(status == 201), Ordering::Relaxed);
+                            answers.push((status, r.json().await.unwrap_or(Value::Null)))
+                        }
                         Err(_) => tokio::time::sleep(Duration::from_millis(20)).await, // refused: stopped
                     }
                 }
@@ -52,9 +57,9 @@ async fn sigterm_with_events_in_flight(backend: Backend) {
         })
         .collect();
 
-    wait_for("the plugins to be part-way", Duration::from_secs(60), || async {
+    wait_for("the plugins to be part-way, with orders coming in", Duration::from_secs(60), || async {
         let applied = app.count("trade_mq_consumer_log", "consumer_status = 1").await;
-        (applied >= 600).then_some(())
+        (applied >= 600 && placed.load(Ordering::Relaxed) >= 5).then_some(())
     })
     .await;
     let pid = host.child.id().expect("running") as libc::pid_t;

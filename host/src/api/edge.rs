@@ -4,22 +4,53 @@
 //! log that never holds the token), and the `{code, message}` shape for whatever the
 //! framework answered itself (an unknown path, a wrong method).
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use opentelemetry::KeyValue;
 use poem::{http::header, Endpoint, IntoResponse, Request, Response};
 
 use poem_openapi::OperationId;
+use regex::Regex;
 use tracing::Instrument;
 
-use super::errors::{ApiError, TokenWrong};
+use super::{
+    errors::{ApiError, TokenWrong},
+    limits::{Refused, RequestLimits},
+};
 use crate::{
     metrics::Metrics,
     trace::{self, Kind, TraceContext},
 };
 
+/// What the middleware needs: the metrics it counts in, the request limits, and the
+/// methods each path allows (for the `Allow` header of a 405).
+pub struct Edge {
+    pub metrics: Arc<Metrics>,
+    pub limits: RequestLimits,
+    allowed: Vec<(Regex, String)>,
+}
+
+impl Edge {
+    /// `spec` is the served OpenAPI document: its paths and their methods.
+    pub fn new(metrics: Arc<Metrics>, limits: RequestLimits, spec: &serde_json::Value) -> Edge {
+        let mut allowed = Vec::new();
+        for (path, ops) in spec["paths"].as_object().into_iter().flatten() {
+            // `/api/orders/{order_id}` → `^/api/orders/[^/]+$`
+            let segments: Vec<String> = path.split('/').map(|seg| if seg.starts_with('{') { "[^/]+".to_owned() } else { regex::escape(seg) }).collect();
+            let pattern = format!("^{}$", segments.join("/"));
+            let methods: Vec<String> = ops.as_object().into_iter().flatten().map(|(m, _)| m.to_ascii_uppercase()).collect();
+            allowed.push((Regex::new(&pattern).expect("a path template makes a regex"), methods.join(", ")));
+        }
+        Edge { metrics, limits, allowed }
+    }
+
+    fn allow(&self, path: &str) -> Option<&str> {
+        self.allowed.iter().find(|(p, _)| p.is_match(path)).map(|(_, m)| m.as_str())
+    }
+}
+
 /// The middleware: wraps the whole route.
-pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> poem::Result<Response> {
+pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem::Result<Response> {
     let start = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let remote = req.remote_addr().to_string();
@@ -30,17 +61,33 @@ pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> po
     let mut span = trace::start(method.to_string(), Kind::Server, caller, attributes);
     let trace = span.context;
     let log_span = tracing::info_span!("request", trace_id = %trace.trace_id_hex());
-    let (mut resp, operation) = match trace::scope(trace, next.call(req)).instrument(log_span).await {
-        Ok(r) => {
-            let r = r.into_response();
-            let operation = r.data::<OperationId>().copied();
-            (r, operation)
-        }
-        Err(e) => {
-            let operation = e.data::<OperationId>().copied();
-            (framework_error(e), operation)
+    let (mut resp, operation) = match edge.limits.admit(&mut req) {
+        Err(refused) => (refusal(refused), None),
+        Ok(admitted) => {
+            let answered = match trace::scope(trace, next.call(req)).instrument(log_span).await {
+                Ok(r) => {
+                    let r = r.into_response();
+                    let operation = r.data::<OperationId>().copied();
+                    (r, operation)
+                }
+                Err(e) => {
+                    let operation = e.data::<OperationId>().copied();
+                    (framework_error(e), operation)
+                }
+            };
+            // Reading the body ran past the cap: whatever the operation made of the cut
+            // body, the answer is 413.
+            match admitted.overran() {
+                Some(refused) => (refusal(refused), answered.1),
+                None => answered,
+            }
         }
     };
+    if resp.status().as_u16() == 405 {
+        if let Some(allow) = edge.allow(&path).and_then(|a| header::HeaderValue::from_str(a).ok()) {
+            resp.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
     if let Ok(value) = header::HeaderValue::from_str(&trace.header()) {
         resp.headers_mut().insert("traceparent", value);
     }
@@ -59,7 +106,7 @@ pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> po
             _ => "unmatched", // any other path: one label, not one per guess
         },
     };
-    metrics.http_request(method.as_str(), route, status, took);
+    edge.metrics.http_request(method.as_str(), route, status, took);
     span.rename(format!("{method} {route}"));
     span.set(KeyValue::new("http.route", route.to_owned()));
     span.set(KeyValue::new("http.response.status_code", i64::from(status)));
@@ -70,6 +117,17 @@ pub async fn around<E: Endpoint>(next: E, req: Request, metrics: &Metrics) -> po
     let ms = took.as_secs_f64() * 1e3;
     tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), trace_id = %trace.trace_id_hex(), "request");
     Ok(resp)
+}
+
+/// A request turned away by the limits, in the API's shape.
+fn refusal(refused: Refused) -> Response {
+    let body = serde_json::json!({ "code": refused.code(), "message": refused.message() });
+    let status = poem::http::StatusCode::from_u16(refused.status()).expect("a valid status");
+    let mut resp = poem::web::Json(body).with_status(status).into_response();
+    if refused == Refused::Busy {
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// An error the framework raised before any operation answered, in the API's shape.

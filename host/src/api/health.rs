@@ -28,6 +28,7 @@ pub struct Health {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Readiness {
     /// `ready`, or `not ready`.
     pub status: String,

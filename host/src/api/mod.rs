@@ -5,6 +5,7 @@ mod admin;
 mod edge;
 mod examples;
 mod health;
+pub mod limits;
 mod metrics;
 pub mod errors;
 mod payments;
@@ -83,16 +84,18 @@ pub struct Parts {
     pub replays: Arc<Replays>,
     pub probes: Probes,
     pub metrics: Arc<Metrics>,
+    pub limits: limits::RequestLimits,
     pub admin_token: AdminToken,
     pub callback_secret: CallbackSecret,
 }
 
 pub fn routes(parts: Parts) -> impl IntoEndpoint {
-    let Parts { shop, plugins, replays, probes, metrics, admin_token, callback_secret } = parts;
+    let Parts { shop, plugins, replays, probes, metrics, limits, admin_token, callback_secret } = parts;
     let api = service();
     let spec = spec_json();
     // Swagger UI embeds the spec it shows: give it the served one.
     let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
+    let edge = Arc::new(edge::Edge::new(metrics.clone(), limits, &serde_json::from_str(&spec).expect("the spec is JSON")));
     Route::new()
         .nest("/", api)
         .at("/docs", poem::endpoint::make_sync(move |_| poem::web::Html(docs.clone())))
@@ -108,13 +111,13 @@ pub fn routes(parts: Parts) -> impl IntoEndpoint {
         .data(admin_token)
         .data(callback_secret)
         .around(move |next, req| {
-            let metrics = metrics.clone();
+            let edge = edge.clone();
             async move {
                 // The bare address points people at the docs.
                 if req.uri().path() == "/" && req.method() == poem::http::Method::GET {
                     return Ok(poem::web::Redirect::see_other("/docs").into_response());
                 }
-                edge::around(next, req, &metrics).await
+                edge::around(next, req, &edge).await
             }
         })
 }

@@ -13,6 +13,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeadLetter {
     pub id: Id,
     pub plugin: String,

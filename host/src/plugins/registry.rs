@@ -75,6 +75,7 @@ pub enum Installed {
 
 /// A plugin's state, for the admin API.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct PluginStatus {
     pub name: String,
     /// None while the plugin is only staged.

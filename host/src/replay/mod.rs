@@ -110,6 +110,7 @@ impl Summary {
 
 /// A replay's record.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Replay {
     pub replay_id: Id,
     pub plugin: String,
@@ -135,6 +136,7 @@ pub struct Replay {
 
 /// One event of a replay.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ReplayEvent {
     /// Its sequence in stream SHOP.
     pub seq: i64,

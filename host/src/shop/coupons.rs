@@ -15,6 +15,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Coupon {
     pub coupon_id: Id,
     pub coupon_price: Money,

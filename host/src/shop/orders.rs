@@ -61,6 +61,7 @@ pub struct PlaceOrder {
 }
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Order {
     pub order_id: Id,
     pub user_id: Id,

@@ -20,6 +20,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Payment {
     pub pay_id: Id,
     pub order_id: Id,

@@ -17,6 +17,7 @@ use crate::{
 
 /// Goods and their stock.
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Goods {
     pub goods_id: Id,
     pub goods_name: String,

@@ -14,6 +14,7 @@ use crate::{
 
 /// A shop user (the password column is never returned).
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct User {
     pub user_id: Id,
     pub user_name: String,

@@ -1,0 +1,139 @@
+//! What a request may cost the host: a body over its route's cap is answered 413 in the
+//! API's shape before it is read (announced or chunked), without the host's memory growing
+//! with it; requests past the in-flight bound get 503 at once; a wrong method says which
+//! methods the path allows.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{spawn_app_with, Backend, HostProcess, TestDb, TestNats};
+
+const FIFTY_MB: usize = 50 * 1024 * 1024;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Sends a request head with `Transfer-Encoding: chunked`, then up to `total` bytes of body
+/// in chunks while the server reads; returns the status line and body the server answered.
+async fn chunked_post(address: &str, path: &str, total: usize) -> (String, String) {
+    let host = address.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+    write.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.clone(), b"\r\n".to_vec()].concat();
+            if write.write_all(&framed).await.is_err() {
+                break; // the server answered and closed: it read no further
+            }
+            sent += chunk.len();
+        }
+        let _ = write.write_all(b"0\r\n\r\n").await;
+        sent
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), read.read_to_end(&mut answer)).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_is_refused_before_it_is_read() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let nats = TestNats::start().await;
+    let host = HostProcess::start(&db.url, &nats.url(), &[("SHOPMESH_PLUGIN_UPLOAD_LIMIT", "100000")]).await;
+    let pid = host.child.id().unwrap();
+    // A fresh connection per request: the host closes one whose body it did not read.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let before = rss_kib(pid);
+
+    // Announced: 413 at once, in the API's shape.
+    let mut answered = 0;
+    for path in ["/api/orders", "/api/payments", "/api/payments/callback", "/api/admin/goods"] {
+        let resp = http.post(format!("{}{path}", host.address)).header("content-type", "application/json").body(vec![b' '; FIFTY_MB]).send().await;
+        // The host may close the connection before the client finished sending.
+        if let Ok(resp) = resp {
+            assert_eq!(resp.status(), 413, "{path}");
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(body["code"], "SHOP_PAYLOAD_TOO_LARGE", "{path}");
+            assert!(body["message"].as_str().unwrap().contains("65536 bytes"), "{body}");
+            answered += 1;
+        }
+    }
+    assert!(answered > 0, "no 413 was read back");
+    eprintln!("{answered} of 4 announced 50 MB bodies answered 413 before the connection closed");
+    // Not announced (chunked): cut off at the cap while reading.
+    let (status, body) = chunked_post(&host.address, "/api/orders", FIFTY_MB).await;
+    assert!(status.contains(" 413 "), "{status} {body}");
+    assert!(body.contains("SHOP_PAYLOAD_TOO_LARGE"), "{body}");
+    let growth = rss_kib(pid).saturating_sub(before);
+    assert!(growth < 10 * 1024, "the host grew by {growth} KiB for refused bodies");
+
+    // The upload cap is its own setting: 100,000 bytes here.
+    let upload = |size: usize| {
+        http.put(format!("{}/api/admin/plugins/points", host.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .header("content-type", "application/octet-stream")
+            .body(vec![0u8; size])
+            .send()
+    };
+    assert_eq!(upload(100_001).await.unwrap().status(), 413);
+    let small = upload(1000).await.unwrap();
+    assert_eq!(small.status(), 400, "under the cap, the component is read and refused for what it is");
+    let body: serde_json::Value = small.json().await.unwrap();
+    assert_eq!(body["code"], "SHOP_PLUGIN_REJECTED");
+
+    // A body just under the JSON cap is read and judged on its content.
+    let padded = format!("{{\"user_id\": \"1\"{}}}", " ".repeat(60_000));
+    let resp = http.post(format!("{}/api/orders", host.address)).header("content-type", "application/json").body(padded).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "SHOP_REQUEST_PARAMETER_INVALID");
+}
+
+/// With one request allowed in flight, a second one while the first is still sending its
+/// body is answered 503 at once, with Retry-After; once the first is done, requests pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_bound_the_answer_is_503_at_once() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.http_max_in_flight = 1).await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let slow = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (mut slow_read, mut slow_write) = slow.into_split();
+    let head = format!("POST /api/orders HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{{\r\n");
+    slow_write.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // the first request holds its slot
+
+    let busy = app.http.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    assert_eq!(busy.json::<serde_json::Value>().await.unwrap()["code"], "SHOP_OVERLOADED");
+
+    slow_write.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = slow_read.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 400"), "the slow request was answered");
+    crate::helpers::wait_for("a free slot", Duration::from_secs(5), || async {
+        (app.get("/healthz").await.status == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_says_which_are_allowed() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let resp = app.http.delete(format!("{}/api/orders", app.address)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "SHOP_METHOD_NOT_ALLOWED");
+    let resp = app.http.post(format!("{}/api/orders/345963634385633280", app.address)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+}
