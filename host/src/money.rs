@@ -88,7 +88,7 @@ impl FromStr for Money {
             && int.bytes().all(|b| b.is_ascii_digit())
             && (frac.bytes().all(|b| b.is_ascii_digit()))
             && !(plain.contains('.') && frac.is_empty());
-        if !digits_ok || int.len() > 15 {
+        if !digits_ok || int.len() > 11 {
             return Err(MoneyError::NotDecimal(s.to_owned()));
         }
         let d = Decimal::from_str(s).map_err(|_| MoneyError::NotDecimal(s.to_owned()))?;
@@ -100,7 +100,8 @@ crate::text_type::impl_text_type!(
     Money,
     "Money",
     "decimal",
-    r"^-?[0-9]{1,15}(\.[0-9]{1,2})?$",
+    // At most 11 integer digits: MAX_CENTS, so what matches also fits.
+    r"^-?[0-9]{1,11}(\.[0-9]{1,2})?$",
     "An exact amount as a decimal string, at most 2 decimal places.",
     "5000.00"
 );

@@ -198,14 +198,7 @@ impl Application {
             admin_token: AdminToken(settings.admin_token.clone()),
             callback_secret: CallbackSecret(settings.callback_secret.clone()),
         });
-        let (http_stop, mut stop) = watch::channel(false);
-        let server = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            routes,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-            Some(settings.shutdown_grace),
-        ));
+        // Said before serving: the socket is bound, and no request's log line comes first.
         tracing::info!(
             api = %format_args!("http://{address}/api"),
             docs = %format_args!("http://{address}/docs"),
@@ -214,6 +207,14 @@ impl Application {
             nats = %nats_url,
             "shopmesh ready: Swagger UI at http://{address}/docs"
         );
+        let (http_stop, mut stop) = watch::channel(false);
+        let server = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            routes,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            Some(settings.shutdown_grace),
+        ));
         Ok(Application {
             address,
             shop,

@@ -39,15 +39,22 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<()> {
 }
 
 api_error!(
-    /// Errors of the admin endpoints that only read or create.
+    /// Errors of the admin endpoints that only read.
     AdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
         401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
     }
 );
 
 api_error!(
+    /// Errors of adding goods or a user.
+    NewEntityError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    }
+);
+
+api_error!(
     /// Errors of adding a coupon.
-    CouponAdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+    CouponAdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
         401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
         404 => NotFound("SHOP_USER_NO_EXIST"): "The user does not exist.",
     }
@@ -59,13 +66,13 @@ pub struct AdminApi;
 impl AdminApi {
     /// Add goods
     #[oai(path = "/goods", method = "post", operation_id = "addGoods", tag = "ApiTags::Admin")]
-    async fn add_goods(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewGoods>) -> Result<Created<Goods>, AdminError> {
+    async fn add_goods(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewGoods>) -> Result<Created<Goods>, NewEntityError> {
         Ok(Created::Created(Json(shop.add_goods(body.0).await?)))
     }
 
     /// Add a user
     #[oai(path = "/users", method = "post", operation_id = "addUser", tag = "ApiTags::Admin")]
-    async fn add_user(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewUser>) -> Result<Created<User>, AdminError> {
+    async fn add_user(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewUser>) -> Result<Created<User>, NewEntityError> {
         Ok(Created::Created(Json(shop.add_user(body.0).await?)))
     }
 

@@ -140,6 +140,8 @@ pub fn framework_error(err: poem::Error) -> Response {
         401 => "SHOP_UNAUTHORIZED",
         404 => "SHOP_NOT_FOUND",
         405 => "SHOP_METHOD_NOT_ALLOWED",
+        413 => "SHOP_PAYLOAD_TOO_LARGE",
+        415 => "SHOP_UNSUPPORTED_MEDIA_TYPE",
         s if s < 500 => "SHOP_REQUEST_PARAMETER_INVALID",
         _ => "SHOP_INTERNAL_ERROR",
     };

@@ -267,6 +267,21 @@ impl<E: ErrorExamples + Send + Sync, const S: u16> poem_openapi::types::ToJSON f
 /// a code it really answers as the spec's example. Any [`ApiFailure`] converts into it, with
 /// `?`.
 macro_rules! api_error {
+    // An operation that reads a body can also be answered 413 and 415 (by the edge, before
+    // the operation runs): the same enum with those two documented.
+    (
+        $(#[$meta:meta])* $name:ident (400 $bad:literal) body {
+            $($status:literal => $variant:ident ($code:literal) : $doc:literal),* $(,)?
+        }
+    ) => {
+        $crate::api::errors::api_error!(
+            $(#[$meta])* $name (400 $bad) {
+                $($status => $variant ($code) : $doc,)*
+                413 => PayloadTooLarge("SHOP_PAYLOAD_TOO_LARGE"): "The body is larger than this route's limit; it was not read.",
+                415 => UnsupportedMediaType("SHOP_UNSUPPORTED_MEDIA_TYPE"): "The body is not of the media type this operation reads.",
+            }
+        );
+    };
     (
         $(#[$meta:meta])* $name:ident (400 $bad:literal) {
             $($status:literal => $variant:ident ($code:literal) : $doc:literal),* $(,)?

@@ -71,6 +71,7 @@ pub fn spec_json() -> String {
 fn reorder_tags(spec: &str) -> String {
     const ORDER: [&str; 5] = ["Catalog", "Orders", "Payments", "Admin", "Health"];
     let mut doc: serde_json::Value = serde_json::from_str(spec).expect("the framework writes JSON");
+    close_request_bodies(&mut doc);
     if let Some(tags) = doc.get_mut("tags").and_then(|t| t.as_array_mut()) {
         tags.sort_by_key(|t| ORDER.iter().position(|name| t["name"] == *name).unwrap_or(ORDER.len()));
     }
@@ -87,6 +88,27 @@ pub struct Parts {
     pub limits: limits::RequestLimits,
     pub admin_token: AdminToken,
     pub callback_secret: CallbackSecret,
+}
+
+/// Request bodies are strict ([`strict`]): an unknown field is refused, so the schemas of
+/// request bodies say `additionalProperties: false`.
+fn close_request_bodies(doc: &mut serde_json::Value) {
+    let mut names = Vec::new();
+    for ops in doc["paths"].as_object().into_iter().flat_map(|p| p.values()) {
+        for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
+            let contents = op.pointer("/requestBody/content").and_then(|c| c.as_object());
+            for (media, content) in contents.into_iter().flatten() {
+                if let Some(name) = content.pointer("/schema/$ref").and_then(|r| r.as_str()).filter(|_| media.starts_with("application/json")) {
+                    names.push(name.trim_start_matches("#/components/schemas/").to_owned());
+                }
+            }
+        }
+    }
+    for name in names {
+        if let Some(schema) = doc["components"]["schemas"].get_mut(&name).and_then(|s| s.as_object_mut()) {
+            schema.insert("additionalProperties".into(), false.into());
+        }
+    }
 }
 
 pub fn routes(parts: Parts) -> impl IntoEndpoint {

@@ -21,7 +21,7 @@ pub struct CallbackSecret(pub SecretString);
 
 api_error!(
     /// Errors of creating a payment.
-    PaymentError (400 "SHOP_PAYMENT_AMOUNT_INVALID") {
+    PaymentError (400 "SHOP_PAYMENT_AMOUNT_INVALID") body {
         404 => NotFound("SHOP_ORDER_INVALID"): "No such order.",
         409 => Conflict("SHOP_ORDER_PAY_STATUS_IS_PAY"): "The order is not confirmed, or already paid.",
     }
@@ -29,7 +29,7 @@ api_error!(
 
 api_error!(
     /// Errors of the payment callback.
-    CallbackError (400 "SHOP_PAYMENT_AMOUNT_INVALID") {
+    CallbackError (400 "SHOP_PAYMENT_AMOUNT_INVALID") body {
         401 => Unauthorized("SHOP_CALLBACK_SIGNATURE_INVALID"): "Missing, malformed, stale or wrong X-Shop-Signature; nothing changed.",
         404 => NotFound("SHOP_PAYMENT_NOT_FOUND"): "No such payment.",
         409 => Conflict("SHOP_ORDER_STATUS_NOT_CONFIRMED"): "The payment's order cannot be paid (not confirmed).",

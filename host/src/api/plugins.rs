@@ -31,7 +31,7 @@ pub struct Activate {
 
 api_error!(
     /// Errors of uploading a plugin version.
-    UploadError (400 "SHOP_PLUGIN_REJECTED") {
+    UploadError (400 "SHOP_PLUGIN_REJECTED") body {
         401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
         409 => Conflict("SHOP_PLUGIN_VERSION_EXISTS"): "That version is already known (upload a new version, or activate the kept one).",
         503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
@@ -40,7 +40,7 @@ api_error!(
 
 api_error!(
     /// Errors of activating a kept version.
-    ActivateError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+    ActivateError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
         401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
         404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin or kept version.",
         503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",

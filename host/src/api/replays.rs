@@ -15,7 +15,7 @@ use crate::{
 
 api_error!(
     /// Errors of starting a replay.
-    StartError (400 "SHOP_REPLAY_RANGE_INVALID") {
+    StartError (400 "SHOP_REPLAY_RANGE_INVALID") body {
         401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
         404 => NotFound("SHOP_NOT_FOUND"): "No such plugin, or no such kept or staged version.",
         503 => Unavailable("SHOP_STREAM_UNAVAILABLE"): "Stream SHOP cannot be read right now; nothing was started.",

@@ -17,7 +17,7 @@ use crate::{
 
 api_error!(
     /// Errors of placing an order.
-    OrderError (400 "SHOP_GOODS_PRICE_INVALID") {
+    OrderError (400 "SHOP_GOODS_PRICE_INVALID") body {
         404 => NotFound("SHOP_GOODS_NO_EXIST"): "The goods, user or coupon does not exist.",
         409 => Conflict("SHOP_GOODS_NUM_NOT_ENOUGH"): "Stock, coupon or balance no longer allow it; a cancelled order is left behind when a step already ran.",
         503 => Unavailable("SHOP_REDUCE_GOODS_NUM_FAIL"): "A step's service failed; the order was cancelled and its give-backs announced.",
