@@ -57,6 +57,7 @@ pub fn plugin_host(shop: &Arc<Shop>) -> anyhow::Result<Arc<PluginHost>> {
             ack_wait: Duration::from_secs(30),
         },
         Default::default(),
+        shopmesh::plugins::grants::Grants::new(Default::default()),
     )))
 }
 

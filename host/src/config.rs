@@ -94,6 +94,9 @@ pub struct Settings {
     /// Per-plugin configuration values: `[plugin_config.points] points_per_unit = "2"`, or
     /// `SHOPMESH_PLUGIN_CONFIG="points.points_per_unit=2,log.key=value"`.
     pub plugin_config: PluginConfig,
+    /// Grants beyond the built-in ones: `vip-bonus=add-points,other=append-log+add-points`
+    /// (an operator's grant through the admin API wins over this).
+    pub plugin_grants: Option<String>,
 }
 
 impl Default for Settings {
@@ -136,6 +139,7 @@ impl Default for Settings {
             plugin_ack_wait: Duration::from_secs(30),
             plugin_watch: Duration::from_secs(1),
             plugin_config: PluginConfig::default(),
+            plugin_grants: None,
         }
     }
 }
@@ -229,13 +233,18 @@ impl Settings {
         "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",
         "plugin_memory_mib", "plugin_fuel", "plugin_deadline", "plugin_ack_wait", "plugin_watch",
-        "plugin_config",
+        "plugin_config", "plugin_grants",
     ];
 
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}/shopmesh.db", self.data_dir.display()))
+    }
+
+    /// The configured grants (see [`crate::plugins::grants`]).
+    pub fn plugin_grants(&self) -> Result<HashMap<String, Vec<crate::plugins::runtime::Capability>>, ConfigError> {
+        crate::plugins::grants::parse_configured(self.plugin_grants.as_deref().unwrap_or_default()).map_err(ConfigError::Invalid)
     }
 
     pub fn fault(&self) -> Result<Option<Fault>, ConfigError> {
@@ -246,6 +255,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
         self.fault()?;
+        self.plugin_grants()?;
         let invalid = |why: &str| Err(ConfigError::Invalid(why.into()));
         if self.worker_id > 1023 {
             return invalid("worker_id must be 0..=1023");

@@ -16,7 +16,7 @@ use crate::{
     demo,
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
-    plugins::{consumer, fleet, folder, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
+    plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
     replay::runner::Replays,
     shop::{sweeper::{self, SweeperSettings}, Shop},
     store::{Backend, Db},
@@ -125,7 +125,9 @@ impl Application {
                 ack_wait: settings.plugin_ack_wait,
             },
             metrics.clone(),
+            Grants::new(settings.plugin_grants()?),
         ));
+        plugins.refresh_grants().await.context("reading the plugin grants")?;
         let (shutdown, signal) = watch::channel(false);
         let tasks = TaskTracker::new();
         // Every plugin name, at start or arriving later, gets its consumer the same way.
@@ -153,8 +155,18 @@ impl Application {
                 settings.plugin_watch,
                 signal.clone(),
             ));
+        tasks.spawn(grants::follow(plugins.clone(), signal.clone()));
         tasks.spawn(fleet::follow(
-                move |name: &str, bytes: &[u8], run: bool| from_fleet.registry.receive("the fleet registry", name, bytes, run),
+                move |name: String, bytes: Vec<u8>, run: bool| {
+                    let host = from_fleet.clone();
+                    async move {
+                        // A version granted a moment ago on another host: see that grant first.
+                        if let Err(e) = host.refresh_grants().await {
+                            tracing::warn!(error = %e, "could not read the plugin grants");
+                        }
+                        host.registry.receive("the fleet registry", &name, &bytes, run)
+                    }
+                },
                 client.clone(),
                 stream.clone(),
                 signal.clone(),

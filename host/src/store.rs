@@ -135,6 +135,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace context of outbox rows",
         include_str!("../../migrations/20261127000004_trace.sql"),
     ),
+    (
+        20261127000005,
+        "plugin grants",
+        include_str!("../../migrations/20261127000005_grants.sql"),
+    ),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them.

@@ -9,6 +9,7 @@ mod concurrency;
 mod crash;
 mod faults;
 mod first_hour;
+mod grants;
 mod hotswap;
 mod limits;
 mod operations;

@@ -8,7 +8,7 @@ use poem::http::StatusCode;
 use poem_openapi::Object;
 
 use crate::{
-    plugins::{dead_letters::DeadLetterError, InstallError},
+    plugins::{dead_letters::DeadLetterError, grants::GrantError, InstallError},
     replay::ReplayError,
     shop::{ShopError, StepFailure},
 };
@@ -143,6 +143,22 @@ impl ApiFailure for InstallError {
         match self {
             InstallError::Load(e) => format!("plugin rejected: {e}"),
             other => other.to_string(),
+        }
+    }
+}
+
+impl ApiFailure for GrantError {
+    fn code(&self) -> &'static str {
+        match self {
+            GrantError::BadName(_) => "SHOP_REQUEST_PARAMETER_INVALID",
+            GrantError::Db(_) => "SHOP_INTERNAL_ERROR",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            GrantError::BadName(_) => 400,
+            GrantError::Db(_) => 500,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The operators' plugin endpoints: versions (upload, activate, disable, enable, status)
-//! and dead letters (list, redrive). All need the admin token.
+//! The operators' plugin endpoints: versions (upload, activate, disable, enable, status),
+//! grants, and dead letters (list, redrive). All need the admin token.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use super::{admin::{AdminAuth, AdminError}, errors::api_error, strict::StrictJso
 use crate::{
     plugins::{
         dead_letters::{self, DeadLetter, DeadLetterError},
+        grants::{CapabilityName, Grant},
         InstallError, PluginHost, PluginStatus, Registry,
     },
     shop::Shop,
@@ -21,6 +22,29 @@ pub struct RedriveResult {
     /// "applied", or why it failed again.
     pub result: String,
 }
+
+/// What a plugin name may hold.
+#[derive(Debug, Clone, poem_openapi::Object)]
+#[oai(example)]
+pub struct SetGrants {
+    /// Capabilities as the WIT spells them (`restore-stock`, `release-coupon`,
+    /// `refund-balance`, `add-points`, `append-log`); `[]` grants nothing.
+    #[oai(validator(max_items = 5))]
+    pub capabilities: Vec<CapabilityName>,
+}
+
+impl poem_openapi::types::Example for SetGrants {
+    fn example() -> Self {
+        SetGrants { capabilities: vec![CapabilityName::AddPoints] }
+    }
+}
+
+api_error!(
+    /// Errors of granting capabilities.
+    GrantsError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    }
+);
 
 /// Which kept version to make active.
 #[derive(Debug, Clone, poem_openapi::Object)]
@@ -131,6 +155,40 @@ impl PluginsAdminApi {
         host.registry.distribute(&name.0, &body.0.version, true).await?;
         tracing::info!(plugin = %name.0, version = %body.0.version, by = %who(req), "plugin version activated");
         Ok(Json(status_of(&host.registry, &name.0)?))
+    }
+
+    /// A plugin name's grants
+    ///
+    /// The capabilities the name may hold (what its next upload may claim) and where that
+    /// comes from: built in, configured, or granted through this API.
+    #[oai(path = "/plugins/:name/grants", method = "get", operation_id = "getPluginGrants", tag = "ApiTags::Admin")]
+    async fn get_grants(
+        &self,
+        _auth: AdminAuth,
+        host: Data<&Arc<PluginHost>>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
+    ) -> Result<Json<Grant>, AdminError> {
+        Ok(Json(host.registry.grants.lookup(&name.0)))
+    }
+
+    /// Grant capabilities to a plugin name
+    ///
+    /// Replaces what the name may hold, for the whole fleet (kept in the database); the name
+    /// need not exist yet. Uploads from now on are checked against it; a version already
+    /// loaded keeps what it was granted when it loaded.
+    #[oai(path = "/plugins/:name/grants", method = "put", operation_id = "setPluginGrants", tag = "ApiTags::Admin")]
+    async fn set_grants(
+        &self,
+        _auth: AdminAuth,
+        req: &Request,
+        host: Data<&Arc<PluginHost>>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
+        body: StrictJson<SetGrants>,
+    ) -> Result<Json<Grant>, GrantsError> {
+        let before = host.registry.grants.lookup(&name.0).capabilities;
+        let grant = host.registry.grants.set(&host.shop().db, &name.0, &body.0.capabilities, &who(req)).await?;
+        tracing::info!(plugin = %name.0, ?before, after = ?grant.capabilities, by = %who(req), "plugin grants changed");
+        Ok(Json(grant))
     }
 
     /// Disable a plugin on every host: its events wait in JetStream until it is enabled

@@ -7,7 +7,6 @@ use std::fmt;
 
 use super::{
     delivery::{Delivery, DomainEvent},
-    grants,
     runtime::{capability_name, Capability, Effect, LoadedPlugin, LogKind},
 };
 use crate::{
@@ -131,7 +130,7 @@ pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<
     let cap = capability(effect);
     let name = || plugin.name.clone();
     ensure(plugin.manifest.capabilities.contains(&cap), || Refusal::NotDeclared { plugin: name(), capability: cap })?;
-    ensure(grants::granted(&plugin.name).contains(&cap), || Refusal::NotGranted { plugin: name(), capability: cap })?;
+    ensure(plugin.granted.contains(&cap), || Refusal::NotGranted { plugin: name(), capability: cap })?;
     let mismatch = |what| move || Refusal::Mismatch { what };
     match (effect, &d.event) {
         (Effect::RestoreStock(e), DomainEvent::Cancel(c)) => {

@@ -65,8 +65,8 @@ pub async fn publish(
 
 /// Follows the registry until shutdown, handing each new object to `offer` as (plugin
 /// name, bytes, run it).
-pub async fn follow(
-    offer: impl Fn(&str, &[u8], bool),
+pub async fn follow<F: Future<Output = ()>>(
+    offer: impl Fn(String, Vec<u8>, bool) -> F,
     client: async_nats::Client,
     settings: StreamSettings,
     shutdown: watch::Receiver<bool>,
@@ -88,8 +88,8 @@ pub async fn follow(
             let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
             object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
             match info.name.split_once('@') {
-                Some((name, _version)) => offer(name, &bytes, false),
-                None => offer(&info.name, &bytes, true),
+                Some((name, _version)) => offer(name.to_owned(), bytes, false).await,
+                None => offer(info.name.clone(), bytes, true).await,
             }
         }
     })

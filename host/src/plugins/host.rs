@@ -19,7 +19,9 @@ use super::{
     dead_letters::{self, DeadLetterError, Letter},
     delivery::{self, Delivery},
     dispatch::{self, Failure},
-    effects, inbox, reads,
+    effects,
+    grants::Grants,
+    inbox, reads,
     registry::Registry,
     runtime::{Effect, LoadedPlugin, Runtime},
     DeliverySettings, Disposition, GUARD,
@@ -78,10 +80,11 @@ impl PluginHost {
         config: HashMap<String, HashMap<String, String>>,
         delivery: DeliverySettings,
         metrics: Arc<Metrics>,
+        grants: Grants,
     ) -> PluginHost {
         let runtime = Arc::new(runtime);
         PluginHost {
-            registry: Registry::new(runtime.clone(), metrics.clone()),
+            registry: Registry::new(runtime.clone(), metrics.clone(), Arc::new(grants)),
             runtime,
             shop,
             config: config.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
@@ -92,6 +95,11 @@ impl PluginHost {
 
     pub fn shop(&self) -> &Arc<Shop> {
         &self.shop
+    }
+
+    /// Reads the operators' grants again (see [`super::grants`]).
+    pub async fn refresh_grants(&self) -> Result<(), sqlx::Error> {
+        self.registry.grants.refresh(&self.shop.db).await
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {

@@ -18,7 +18,8 @@ use std::{
 use poem_openapi::Object;
 
 use super::{
-    fleet, grants,
+    fleet,
+    grants::Grants,
     runtime::{self, LoadError, LoadedPlugin, Runtime},
 };
 use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics, timestamp::Timestamp};
@@ -85,6 +86,8 @@ pub struct PluginStatus {
     pub enabled: bool,
     pub subjects: Vec<String>,
     pub capabilities: Vec<String>,
+    /// What the name is granted now (what its next version may claim).
+    pub grants: Vec<String>,
     pub activated_at: Option<Timestamp>,
     pub invocations: i64,
     pub failures: i64,
@@ -98,6 +101,8 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     plugins: RwLock<HashMap<String, Slot>>,
     metrics: Arc<Metrics>,
+    /// Which capabilities each name may hold.
+    pub grants: Arc<Grants>,
     /// Plugin names paused (by the fleet's switches); installed or not.
     disabled: RwLock<HashSet<String>>,
     /// Called with a plugin name the first time it is installed (starts its consumer).
@@ -107,13 +112,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Registry {
-        Registry { runtime, metrics, plugins: RwLock::default(), disabled: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new() }
+    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, grants: Arc<Grants>) -> Registry {
+        Registry { runtime, metrics, grants, plugins: RwLock::default(), disabled: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new() }
     }
 
     /// Compiles and checks a candidate for `name` against the capabilities it is granted.
     fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
-        let loaded = self.runtime.load(name, bytes, grants::granted(name));
+        let loaded = self.runtime.load(name, bytes, &self.grants.granted(name));
         if loaded.is_err() {
             self.metrics.swap(name, "rejected");
         }
@@ -338,6 +343,7 @@ impl Registry {
                     .as_ref()
                     .map(|a| a.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect())
                     .unwrap_or_default(),
+                grants: self.grants.lookup(name).capabilities,
                 activated_at: slot.active.as_ref().map(|_| Timestamp(slot.activated_at)),
                 invocations: slot.invocations as i64,
                 failures: slot.failures as i64,

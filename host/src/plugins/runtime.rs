@@ -66,15 +66,23 @@ impl Default for Limits {
     }
 }
 
+/// Every capability, as the WIT spells it.
+pub const CAPABILITIES: [(Capability, &str); 5] = [
+    (Capability::RestoreStock, "restore-stock"),
+    (Capability::ReleaseCoupon, "release-coupon"),
+    (Capability::RefundBalance, "refund-balance"),
+    (Capability::AddPoints, "add-points"),
+    (Capability::AppendLog, "append-log"),
+];
+
 /// A capability as the WIT spells it.
 pub fn capability_name(c: Capability) -> &'static str {
-    match c {
-        Capability::RestoreStock => "restore-stock",
-        Capability::ReleaseCoupon => "release-coupon",
-        Capability::RefundBalance => "refund-balance",
-        Capability::AddPoints => "add-points",
-        Capability::AppendLog => "append-log",
-    }
+    CAPABILITIES.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).expect("every capability has a name")
+}
+
+/// The capability the WIT spells `name`.
+pub fn capability_named(name: &str) -> Option<Capability> {
+    CAPABILITIES.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +174,8 @@ pub struct LoadedPlugin {
     handler: Box<dyn Handler>,
     /// The parts of a snapshot this version has been seen to read (see [`super::reads`]).
     reads: AtomicU8,
+    /// What its name was granted when it was loaded; every effect is checked against it.
+    pub granted: Vec<Capability>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -176,7 +186,8 @@ impl LoadedPlugin {
     /// A plugin version run by `handler` instead of a component (the benchmark's native
     /// baseline); it declares `manifest` and goes through every check a component does.
     pub fn with_handler(manifest: Manifest, handler: Box<dyn Handler>) -> LoadedPlugin {
-        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, handler, reads: AtomicU8::new(0) }
+        let granted = manifest.capabilities.clone();
+        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, handler, reads: AtomicU8::new(0), granted }
     }
 
     pub fn version(&self) -> &str {
@@ -293,6 +304,7 @@ impl Runtime {
             bytes: Some(bytes.into()),
             handler: Box::new(Compiled(pre)),
             reads: AtomicU8::new(0),
+            granted: granted.to_vec(),
         })
     }
 

@@ -74,7 +74,8 @@ pub async fn wait_consumers_idle(nats_url: &str, names: &[&str]) {
     let js = async_nats::jetstream::new(client);
     for name in names {
         let durable = shopmesh::plugins::consumer::durable_name(name);
-        wait_for(&format!("consumer {durable} to drain"), Duration::from_secs(30), || {
+        // Generous: under a full parallel suite a SQLite host shares its file with another process.
+        wait_for(&format!("consumer {durable} to drain"), Duration::from_secs(60), || {
             let js = js.clone();
             let durable = durable.clone();
             async move {

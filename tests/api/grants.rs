@@ -1,0 +1,65 @@
+//! Grants are data: a sixth plugin (vip-bonus, claiming add-points) is refused until an
+//! operator grants its name the capability through the admin API, then runs on the next paid
+//! order with no host release or restart; a revoked grant refuses the next host's load of
+//! it, and the plugin status shows what the name is granted.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{component, spawn_app_with, test_settings, wait_consumers_idle, with_plugins, Backend, TestApp};
+
+async fn grants(app: &TestApp, name: &str, body: Option<&Value>) -> crate::helpers::Reply {
+    let method = if body.is_some() { reqwest::Method::PUT } else { reqwest::Method::GET };
+    app.admin(method, &format!("/api/admin/plugins/{name}/grants"), body).await
+}
+
+async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
+    let app = spawn_app_with(backend, with_plugins).await;
+    let vip = component("vip-bonus");
+
+    let shown = grants(&app, "vip-bonus", None).await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.body, json!({"plugin": "vip-bonus", "capabilities": [], "source": "none"}));
+    let refused = app.upload("vip-bonus", vip.clone(), "").await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], "SHOP_PLUGIN_REJECTED");
+    assert!(refused.body["message"].as_str().unwrap().contains("add-points"), "names the capability: {:?}", refused.body);
+
+    let bad = grants(&app, "vip-bonus", Some(&json!({"capabilities": ["fly"]}))).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body["message"].as_str().unwrap().contains("\"fly\""), "{:?}", bad.body);
+    let granted = grants(&app, "vip-bonus", Some(&json!({"capabilities": ["add-points"]}))).await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    assert_eq!(granted.body["capabilities"], json!(["add-points"]));
+    assert_eq!(granted.body["source"], "granted");
+    assert!(granted.body["updated_by"].as_str().unwrap().starts_with("admin"));
+    // Built-in grants are shown as such.
+    assert_eq!(grants(&app, "points", None).await.body["source"], "built_in");
+
+    let up = app.upload("vip-bonus", vip.clone(), "").await;
+    assert_eq!(up.status, 200, "{:?}", up.body);
+    assert_eq!(up.body["active_version"], "1.0.0");
+    assert_eq!(up.body["grants"], json!(["add-points"]));
+
+    // The next paid order over 1,000.00: points' 1 per unit and the VIP bonus of 500.
+    let fx = app.fixture(5, "1500.00", "0.00", None).await;
+    app.pay_order(&fx, "1500.00").await;
+    app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &["points", "vip-bonus"]).await;
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 1500 + 500);
+
+    // Revoked: a host that loads vip-bonus from now on (a new one on the same database and
+    // NATS, which finds it in the fleet's registry) refuses it.
+    let revoked = grants(&app, "vip-bonus", Some(&json!({"capabilities": []}))).await;
+    assert_eq!(revoked.body["capabilities"], json!([]));
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&app.db_url, &app.nats_url, data.path());
+    settings.worker_id = 9;
+    let second = shopmesh::startup::Application::build(settings).await.expect("a second host");
+    let later = TestApp::attach(&app.db_url, app.nats.as_ref().unwrap(), &format!("http://{}", second.address())).await;
+    let refused = later.upload("vip-bonus", vip, "").await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert!(refused.body["message"].as_str().unwrap().contains("add-points"), "{:?}", refused.body);
+    second.stop().await;
+}
+
+crate::on_both_databases!(a_sixth_plugin_runs_once_granted);
