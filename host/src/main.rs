@@ -39,6 +39,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             cli::print(&format!("{}\n", shopmesh::signature::sign(secret.as_bytes(), now, body.as_bytes())))?;
         }
         Command::Replay(args) => return cli::replay::run(args).await,
+        Command::Plugin { command } => return cli::plugin::run(command).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@ mod hotswap;
 mod limits;
 mod operations;
 mod outage;
+mod plugin_sdk;
 mod plugins;
 mod replay;
 mod sandbox;

@@ -1,8 +1,10 @@
-//! The `shopmesh` command line: `serve` runs the host; `openapi`, `sign-callback` and the
-//! clients of a running host (`replay`) are small tools around it. `--help` and `--version`
+//! The `shopmesh` command line: `serve` runs the host; `openapi`, `sign-callback`, the
+//! plugin author's tools (`plugin`) and the clients of a running host (`replay`) are small
+//! tools around it. `--help` and `--version`
 //! never start anything; a usage error is one line on stderr and exit code 2.
 
 pub mod client;
+pub mod plugin;
 pub mod replay;
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
@@ -36,6 +38,11 @@ pub enum Command {
     },
     /// Run stream history through a plugin on a running host: a dry-run diff, or --apply
     Replay(replay::ReplayArgs),
+    /// Write, build, check and ship a plugin: new, build, check, upload, try
+    Plugin {
+        #[command(subcommand)]
+        command: plugin::PluginCommand,
+    },
 }
 
 /// Where the configuration file is (the environment applies on top either way).

@@ -61,6 +61,25 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
+    /// A dry-run of `version` of `plugin` over the last `since` (None: the whole stream).
+    pub fn dry_run(host: HostArgs, plugin: String, version: String, since: Option<Duration>) -> ReplayArgs {
+        ReplayArgs {
+            host,
+            plugin,
+            version: Some(version),
+            from_seq: None,
+            to_seq: None,
+            since,
+            from_time: None,
+            to_time: None,
+            subjects: None,
+            apply: false,
+            max_rate: None,
+            fail_on_change: false,
+            show: 10,
+        }
+    }
+
     fn request(&self) -> Value {
         let from_time = self.since.map(|d| Timestamp(crate::ids::now_ms() - d.as_millis() as i64)).or(self.from_time);
         let mut body = json!({ "plugin": self.plugin, "mode": if self.apply { "apply" } else { "dry-run" } });

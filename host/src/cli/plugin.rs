@@ -1,0 +1,305 @@
+//! `shopmesh plugin`: what a business team needs to ship a plugin without a host release.
+//! `new` writes a standalone crate (the rule, a native unit test) on the guest SDK; `build`
+//! compiles it into a component (the same toolchains as `scripts/build-plugins`: rustup's
+//! `wasm32-wasip2` target, else Debian's `rustc-web` with `-Zbuild-std`); `check` runs the
+//! host's load-time checks offline; `upload` and `try` talk to a running host (`try` stages
+//! the component and dry-runs it over history, printing what would change).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command as Process, ExitCode},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::{client::HostArgs, replay};
+use crate::plugins::{
+    grants::Grants,
+    runtime::{capability_name, capability_named, Limits, LoadedPlugin, Runtime},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin crate: its rule in src/lib.rs, a native unit test, built outside any workspace
+    New(NewArgs),
+    /// Build a plugin crate into a component (<name>.wasm in the crate's folder) and check it
+    Build {
+        /// The plugin crate (default: the current folder)
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        grants: GrantArgs,
+    },
+    /// Run the host's load-time checks on a component, offline
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        grants: GrantArgs,
+    },
+    /// Upload a component to a running host (kept fleet-wide; --activate to run it)
+    Upload {
+        file: PathBuf,
+        /// Make it the active version at once (default: only keep it, staged)
+        #[arg(long)]
+        activate: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Stage a component on a running host and dry-run it over history: what would change
+    Try {
+        file: PathBuf,
+        /// Events of the last while (default: the whole stream)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NewArgs {
+    /// The plugin's name (letters, digits, dashes), e.g. vip-bonus
+    pub name: String,
+    /// A subject it handles (repeat for more), e.g. shop.pay.success
+    #[arg(long = "on", required = true, value_name = "SUBJECT")]
+    pub subjects: Vec<String>,
+    /// A capability it needs (repeat for more), e.g. add-points
+    #[arg(long = "cap", value_name = "CAPABILITY")]
+    pub capabilities: Vec<String>,
+    /// Where to create its folder (default: the current folder)
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// The guest SDK crate (default: plugins/guest of the shopmesh source this binary was built from)
+    #[arg(long, env = "SHOPMESH_GUEST_SDK", value_name = "DIR")]
+    pub sdk: Option<PathBuf>,
+}
+
+/// Which capabilities the offline check grants (default: what the host's configuration grants).
+#[derive(Debug, Clone, Args)]
+pub struct GrantArgs {
+    /// Grant these capabilities to the plugin's name for the check (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "CAPABILITIES")]
+    pub grant: Option<Vec<String>>,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+}
+
+pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::New(args) => new(&args),
+        PluginCommand::Build { dir, grants } => {
+            let file = build(&dir.unwrap_or_else(|| PathBuf::from(".")))?;
+            check(&file, &grants)
+        }
+        PluginCommand::Check { file, grants } => check(&file, &grants),
+        PluginCommand::Upload { file, activate, host } => {
+            let status = upload(&file, activate, &host).await?;
+            super::print(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Try { file, since, host } => {
+            let (name, version) = manifest_of(&file)?;
+            match upload(&file, false, &host).await {
+                Ok(_) => eprintln!("staged {name} {version}; dry-running it over history…"),
+                // Kept already (tried before, or running): dry-run the kept one.
+                Err(e) if format!("{e:#}").contains("SHOP_PLUGIN_VERSION_EXISTS") => eprintln!("{name} {version} is kept already; dry-running it over history…"),
+                Err(e) => return Err(e),
+            }
+            replay::run(replay::ReplayArgs::dry_run(host, name, version, since)).await
+        }
+    }
+}
+
+/// The WIT's capability name as the `plugin!` macro spells it: add-points → AddPoints.
+fn pascal(kebab: &str) -> String {
+    kebab.split('-').map(|w| w[..1].to_uppercase() + &w[1..]).collect()
+}
+
+fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
+    let name = &args.name;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        bail!("a plugin name is lowercase letters, digits and dashes: {name:?}");
+    }
+    for c in &args.capabilities {
+        capability_named(c).with_context(|| format!("unknown capability {c:?} (the capabilities are restore-stock, release-coupon, refund-balance, add-points, append-log)"))?;
+    }
+    let sdk = match &args.sdk {
+        Some(p) => p.clone(),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/guest")),
+    };
+    let sdk = sdk.canonicalize().with_context(|| format!("the guest SDK is not at {} (set --sdk)", sdk.display()))?;
+    let root = args.dir.join(name);
+    if root.exists() {
+        bail!("{} exists already", root.display());
+    }
+    std::fs::create_dir_all(root.join("src"))?;
+    let subjects = args.subjects.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let caps = args.capabilities.iter().map(|c| pascal(c)).collect::<Vec<_>>().join(", ");
+    let manifest = TEMPLATE_CARGO.replace("{name}", name).replace("{sdk}", &sdk.display().to_string());
+    let rule = TEMPLATE_LIB
+        .replace("{name}", name)
+        .replace("{Rule}", &pascal(name))
+        .replace("{subjects}", &subjects)
+        .replace("{caps}", &caps);
+    std::fs::write(root.join("Cargo.toml"), manifest)?;
+    std::fs::write(root.join("src/lib.rs"), rule)?;
+    std::fs::write(root.join(".gitignore"), "/target\n*.wasm\n")?;
+    super::print(&format!(
+        "created {}: write the rule in src/lib.rs, test it with `cargo test`, then `shopmesh plugin build {}`\n",
+        root.display(),
+        root.display()
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+const TEMPLATE_CARGO: &str = r#"[package]
+name = "{name}"
+version = "1.0.0"
+edition = "2021"
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+shopmesh-guest = { path = "{sdk}" }
+
+# A crate of its own, not part of any workspace around it.
+[workspace]
+
+# Small components; the host's sandbox, not unwinding, handles a panic.
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = true
+
+[profile.dev]
+panic = "abort"
+"#;
+
+const TEMPLATE_LIB: &str = r#"//! {name}: what it does, in a sentence.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
+use alloc::{vec, vec::Vec};
+use shopmesh_guest::*;
+
+plugin! {
+    pub struct {Rule} = "{name}" @ "1.0.0", on [{subjects}], may [{caps}];
+    fn handle(event, reads) {
+        rule(event, reads)
+    }
+}
+
+/// The rule: the effects this event should have. `reads` answers questions about the shop
+/// (the order, the user, the goods, this plugin's config); an `Err` refuses the event.
+fn rule(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
+    let _ = event;
+    Ok(vec![])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopmesh_guest::testing::paid;
+
+    #[test]
+    fn does_nothing_yet() {
+        assert!({Rule}::handle(&paid(100_000), &FakeReads::default()).unwrap().is_empty());
+    }
+}
+"#;
+
+/// Builds the crate in `dir` for wasm32-wasip2; answers the component's path
+/// (`<dir>/<name>.wasm`).
+fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).with_context(|| format!("no Cargo.toml in {}", dir.display()))?;
+    let name = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_owned()))
+        .context("Cargo.toml has no package name")?;
+    let rustup = Process::new("rustup").args(["target", "list", "--installed"]).output().ok().filter(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == "wasm32-wasip2"));
+    let mut cargo = Process::new("cargo");
+    cargo.args(["build", "--release", "--target", "wasm32-wasip2"]).current_dir(dir);
+    if rustup.is_none() {
+        // Debian's rustc-web, as scripts/build-plugins uses it: core and alloc built from
+        // source, its own wasm-component-ld.
+        cargo
+            .args(["-Zbuild-std=core,alloc"])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("PATH", "/usr/lib/llvm-22/bin:/usr/bin:/bin");
+    }
+    let status = cargo.status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| dir.join("target"));
+    let target = if target.is_absolute() { target } else { dir.join(target) };
+    let built = target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    let out = dir.join(format!("{name}.wasm"));
+    std::fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
+    Ok(out)
+}
+
+/// The plugin name and version a component declares.
+fn manifest_of(file: &Path) -> anyhow::Result<(String, String)> {
+    let plugin = load(file, None)?;
+    Ok((plugin.name.clone(), plugin.version().to_owned()))
+}
+
+/// Loads `file` as the host would, granting `granted` (None: everything, to read it).
+fn load(file: &Path, granted: Option<&[crate::plugins::runtime::Capability]>) -> anyhow::Result<LoadedPlugin> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new(Limits::default())?;
+    let all: Vec<_> = crate::plugins::runtime::CAPABILITIES.iter().map(|(c, _)| *c).collect();
+    // The name is the manifest's: the folder convention (<name>.wasm) is the host's, not ours.
+    let probe = runtime.load("?", &bytes, &all);
+    let name = match probe {
+        Err(crate::plugins::runtime::LoadError::NameMismatch { found, .. }) => found,
+        Err(e) => bail!("{}: refused: {e}", file.display()),
+        Ok(p) => p.name.clone(),
+    };
+    runtime.load(&name, &bytes, granted.unwrap_or(&all)).map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display()))
+}
+
+fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
+    let (name, _) = manifest_of(file)?;
+    let granted = match &args.grant {
+        Some(list) => list.iter().map(|c| capability_named(c).with_context(|| format!("unknown capability {c:?}"))).collect::<anyhow::Result<Vec<_>>>()?,
+        None => Grants::new(args.config.load()?.plugin_grants()?).granted(&name),
+    };
+    let plugin = match load(file, Some(&granted)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e:#}");
+            if !granted.is_empty() || args.grant.is_some() {
+                eprintln!("(granted to {name}: {})", granted.iter().map(|c| capability_name(*c)).collect::<Vec<_>>().join(", "));
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let caps: Vec<&str> = plugin.manifest.capabilities.iter().map(|c| capability_name(*c)).collect();
+    super::print(&format!(
+        "ok: {} {}\n  subjects     {}\n  capabilities {}\n  size         {} bytes\n  sha256       {}\n",
+        plugin.name,
+        plugin.version(),
+        plugin.subjects().join(", "),
+        caps.join(", "),
+        std::fs::metadata(file)?.len(),
+        plugin.sha256
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn upload(file: &Path, activate: bool, host: &HostArgs) -> anyhow::Result<Value> {
+    let (name, _) = manifest_of(file)?;
+    let bytes = std::fs::read(file)?;
+    let client = host.client()?;
+    client
+        .call(reqwest::Method::PUT, &format!("/api/admin/plugins/{name}?activate={activate}"), Some(bytes.into()), false)
+        .await
+        .with_context(|| format!("uploading {name}"))
+}

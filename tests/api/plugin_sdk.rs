@@ -1,0 +1,100 @@
+//! A business team's first plugin, as a new user would write it: `shopmesh plugin new` in an
+//! empty folder, a rule of a few lines, `plugin build`, `plugin check`, a grant through the
+//! admin API, `plugin upload` to a running host: it handles the next paid order, with no host
+//! rebuild or restart. Then version 1.0.1 is tried (`plugin try`) against that history and
+//! the dry-run shows what would change.
+
+use std::{path::Path, process::Output};
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, wait_consumers_idle, with_plugins, Backend, ADMIN_TOKEN};
+
+fn shopmesh(args: &[&str], dir: &Path) -> Output {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(args)
+        .current_dir(dir)
+        // Its own target folder: the first build compiles the guest SDK once.
+        .env("CARGO_TARGET_DIR", workspace.join("target/plugin-sdk"))
+        .env_remove("SHOPMESH_PLUGIN_GRANTS")
+        .output()
+        .expect("run shopmesh")
+}
+
+fn ok(out: &Output) -> String {
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    stdout.into_owned()
+}
+
+/// The rule a team writes: `points` extra points on every payment.
+fn rule(version: &str, points: i64) -> String {
+    format!(
+        r#"//! gold-points: {points} extra points on every payment.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
+use alloc::{{vec, vec::Vec}};
+use shopmesh_guest::*;
+
+plugin! {{
+    pub struct GoldPoints = "gold-points" @ "{version}", on ["shop.pay.success"], may [AddPoints];
+    fn handle(event, reads) {{
+        rule(event, reads)
+    }}
+}}
+
+fn rule(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {{
+    let Payload::PaySuccess(paid) = &event.payload else {{
+        return Ok(vec![]);
+    }};
+    Ok(vec![Effect::AddPoints(AddPoints {{ order_id: paid.order_id, user_id: paid.user_id, points: {points} }})])
+}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_plugin_from_the_template_runs_without_a_host_release() {
+    let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let folder = tempfile::tempdir().unwrap();
+    let created = ok(&shopmesh(&["plugin", "new", "gold-points", "--on", "shop.pay.success", "--cap", "add-points"], folder.path()));
+    assert!(created.contains("gold-points"), "{created}");
+    let crate_dir = folder.path().join("gold-points");
+    let template = std::fs::read_to_string(crate_dir.join("src/lib.rs")).unwrap();
+    assert!(template.contains("may [AddPoints]") && template.contains(r#"on ["shop.pay.success"]"#), "{template}");
+    assert!(std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap().contains("[workspace]"), "standalone");
+
+    let source = rule("1.0.0", 7);
+    assert!(source.lines().filter(|l| !l.trim().is_empty()).count() < 30, "a rule of fewer than 30 lines");
+    std::fs::write(crate_dir.join("src/lib.rs"), source).unwrap();
+    let built = ok(&shopmesh(&["plugin", "build", ".", "--grant", "add-points"], &crate_dir));
+    assert!(built.contains("ok: gold-points 1.0.0") && built.contains("add-points") && built.contains("bytes"), "{built}");
+    let wasm = crate_dir.join("gold-points.wasm");
+    // Offline check: without the grant the host would refuse it, naming the capability.
+    let refused = shopmesh(&["plugin", "check", wasm.to_str().unwrap()], &crate_dir);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("add-points"));
+
+    let host = ["--host", app.address.as_str(), "--token", ADMIN_TOKEN];
+    let grant = app.admin(reqwest::Method::PUT, "/api/admin/plugins/gold-points/grants", Some(&json!({"capabilities": ["add-points"]}))).await;
+    assert_eq!(grant.status, 200, "{:?}", grant.body);
+    let uploaded = ok(&shopmesh(&[&["plugin", "upload", wasm.to_str().unwrap(), "--activate"][..], &host].concat(), &crate_dir));
+    assert!(uploaded.contains(r#""active_version": "1.0.0""#), "{uploaded}");
+
+    // The next paid order: points' 1 per unit and gold-points' 7.
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    app.pay_order(&fx, "150.00").await;
+    app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &["points", "gold-points"]).await;
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150 + 7);
+
+    // Version 1.0.1 gives 9: tried over that history, the one payment would change.
+    std::fs::write(crate_dir.join("src/lib.rs"), rule("1.0.1", 9)).unwrap();
+    ok(&shopmesh(&["plugin", "build", ".", "--grant", "add-points"], &crate_dir));
+    let tried = ok(&shopmesh(&[&["plugin", "try", wasm.to_str().unwrap()][..], &host].concat(), &crate_dir));
+    assert!(tried.contains("same 0  changed 1"), "{tried}");
+    assert!(tried.contains("points 7 → add-points points 9"), "{tried}");
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 157, "a dry-run changes nothing");
+}
