@@ -1,4 +1,11 @@
-//! The glue every shopmesh plugin shares, so a plugin is only its rule:
+//! The guest SDK: what every shopmesh plugin shares, so a plugin is only its rule.
+//!
+//! A plugin is a WebAssembly component of the `shop:plugin@0.1.0` world (`wit/plugin.wit`).
+//! The host hands it one event at a time (an order cancelled, confirmed, or paid) with
+//! read-only access to the shop, and applies the *effects* it returns: the plugin never
+//! writes anything itself. `shopmesh plugin new NAME --on SUBJECT --cap CAPABILITY` writes a
+//! crate on this SDK; `shopmesh plugin build` makes the component (see the README, "Write a
+//! plugin").
 //!
 //! ```ignore
 //! use shopmesh_guest::*;
@@ -13,9 +20,82 @@
 //! }
 //! ```
 //!
-//! On wasm32 the crate is `no_std` (with an allocator and a panic handler), so the component
-//! imports nothing but the `shop:plugin/host` interface: no WASI, no files, clocks or sockets.
-//! Natively (for unit tests) it is an ordinary crate and rules read from a [`Reads`] fake.
+//! The `plugin!` line is the manifest the host checks before it runs a version: the name
+//! (it must be the name the plugin is uploaded under), the version (each upload a new one),
+//! the subjects it handles, and the capabilities it may use. A capability must also be
+//! *granted* to the name by the operator (`PUT /api/admin/plugins/{name}/grants`).
+//!
+//! # Events
+//!
+//! [`Event`] carries the CloudEvent's id, subject and time and a [`Payload`]: an
+//! [`OrderCancelled`] (`shop.order.cancel`: what the order took, to give back), an
+//! [`OrderConfirmed`] (`shop.order.confirmed`) or a [`PaySucceeded`] (`shop.pay.success`).
+//! Money is [`Cents`] (exact integers), ids are [`Id`]s.
+//!
+//! # Effects, one example each
+//!
+//! Each effect needs its capability, and the host checks its values against the event (the
+//! event's own order, user, goods and coupon; no more than the order took):
+//!
+//! ```
+//! use shopmesh_guest::*;
+//! // restore-stock: give back `quantity` of the cancelled order's goods.
+//! let stock = Effect::RestoreStock(RestoreStock { order_id: 7, goods_id: 9, quantity: 1 });
+//! // release-coupon: make the cancelled order's coupon usable again.
+//! let coupon = Effect::ReleaseCoupon(ReleaseCoupon { order_id: 7, coupon_id: 11 });
+//! // refund-balance: give back balance the cancelled order used (cents).
+//! let refund = Effect::RefundBalance(RefundBalance { order_id: 7, user_id: 8, amount: 10_000 });
+//! // add-points: add points to the paying user.
+//! let points = Effect::AddPoints(AddPoints { order_id: 7, user_id: 8, points: 4_800 });
+//! // append-log: one audit row (the payment log, a cancellation).
+//! let row = Effect::AppendLog(AppendLog { order_id: 7, user_id: 8, kind: LogKind::Paid, amount: 480_000, note: "paid".into() });
+//! # let _ = (stock, coupon, refund, points, row);
+//! ```
+//!
+//! Give-backs are fenced by the order's step records: the host applies a give-back only for
+//! what the order's forward step really took, and never twice, so a plugin may return it on
+//! every delivery; [`give_back`] computes it from the records.
+//!
+//! # Reads
+//!
+//! [`Reads`] answers questions about the shop *as of the event's handling*: the order, its
+//! goods, its user and coupon, the order's step records (what each step took or gave back),
+//! and this plugin's configuration. The answers come from a snapshot the host took for the
+//! batch the event is in, so a plugin is a pure function of (event, reads): replay runs it
+//! again on the same recorded reads. `None` means the row does not exist (or is not the
+//! event's). Natively, [`FakeReads`] stands in for the host in unit tests.
+//!
+//! # Configuration
+//!
+//! `config r#"{JSON Schema}"#` in `plugin!` declares the keys; the operator sets values
+//! (`SHOPMESH_PLUGIN_CONFIG=name.key=value`); [`Reads::config`] returns the value as a
+//! string, or `None` when unset (the plugin applies its default).
+//!
+//! # Errors and panics
+//!
+//! Return `Err(PluginError::InvalidEvent(why))` for an event this version will never handle:
+//! it goes to the dead-letter store at once, with the reason. `Err(PluginError::Unavailable(why))`
+//! means "not now": the host retries with backoff and dead-letters after the configured
+//! attempts. A panic (or a trap) counts as a failed attempt, like `Unavailable`; nothing of
+//! the attempt is applied.
+//!
+//! # Limits
+//!
+//! Each invocation runs in a fresh instance with a memory cap (16 MiB by default), a fuel
+//! budget (50,000,000 instructions' worth) and a deadline (500 ms); past any of them it
+//! traps. The component may import nothing but the `shop:plugin/host` interface: no WASI, no
+//! files, clocks, randomness or sockets. On wasm32 this crate is `no_std` (with an allocator
+//! and a panic handler) so nothing else gets imported.
+//!
+//! # How the contract evolves
+//!
+//! `shop:plugin@0.1.0` is frozen: its records, variants and functions never change. New
+//! effect kinds or reads come in a new package version (`shop:plugin@0.2.0`) whose world is
+//! a superset; the host links both worlds and keeps loading 0.1 components unchanged
+//! (a 0.1 component can only return 0.1 effects, which 0.2 keeps). A component declares its
+//! world by the package it imports, so an old plugin never sees a new kind it cannot handle.
+//! Removing or changing anything is a new major version, announced with the releases that
+//! still run the old one.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -71,13 +151,21 @@ pub use bindings::shop::plugin::types::*;
 pub use bindings::Guest;
 use bindings::shop;
 
-/// Read-only access to the shop, scoped to the event being handled.
+/// Read-only access to the shop, scoped to the event being handled (see the crate docs,
+/// "Reads"). Each answer is `None` (or empty) when the row does not exist or is not the
+/// event's own.
 pub trait Reads {
+    /// The event's order.
     fn order(&self, order_id: Id) -> Option<Order>;
+    /// The event's goods.
     fn goods(&self, goods_id: Id) -> Option<Goods>;
+    /// The event's user.
     fn user(&self, user_id: Id) -> Option<User>;
+    /// The event's coupon.
     fn coupon(&self, coupon_id: Id) -> Option<Coupon>;
+    /// The order's step records: what each forward step took, and what was given back.
     fn order_steps(&self, order_id: Id) -> Vec<StepRecord>;
+    /// This plugin's configuration value for `key`, as the operator set it.
     fn config(&self, key: &str) -> Option<String>;
 }
 
