@@ -130,13 +130,15 @@ impl Relay {
             // The publish is a span of the request's trace; its context travels as the
             // `traceparent` header (the CloudEvent keeps the request's own).
             let parent = row.traceparent.as_deref().and_then(TraceContext::parse);
-            let attributes = vec![
-                KeyValue::new("messaging.system", "nats"),
-                KeyValue::new("messaging.operation.type", "send"),
-                KeyValue::new("messaging.destination.name", row.subject.clone()),
-                KeyValue::new("messaging.message.id", row.id.to_string()),
-            ];
-            let span = trace::start(format!("publish {}", row.subject), Kind::Producer, parent, attributes);
+            let span = trace::start(Kind::Producer, parent, || {
+                let attributes = vec![
+                    KeyValue::new("messaging.system", "nats"),
+                    KeyValue::new("messaging.operation.type", "send"),
+                    KeyValue::new("messaging.destination.name", row.subject.clone()),
+                    KeyValue::new("messaging.message.id", row.id.to_string()),
+                ];
+                (format!("publish {}", row.subject).into(), attributes)
+            });
             let msg = PublishMessage::build()
                 .payload(row.body.clone().into())
                 .message_id(row.id.to_string())

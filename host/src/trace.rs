@@ -140,15 +140,20 @@ pub struct Span {
     recorded: Option<opentelemetry_sdk::trace::Span>,
 }
 
-/// Starts a span named `name` under `parent` (a new trace when there is none).
-pub fn start(name: impl Into<Cow<'static, str>>, kind: Kind, parent: Option<TraceContext>, attributes: Vec<KeyValue>) -> Span {
-    start_at(name, kind, parent, attributes, None)
+/// A span's name and attributes, asked for only when spans are exported (the hot path
+/// allocates nothing for them otherwise).
+pub type Describe = (Cow<'static, str>, Vec<KeyValue>);
+
+/// Starts a span under `parent` (a new trace when there is none), `describe`d.
+pub fn start(kind: Kind, parent: Option<TraceContext>, describe: impl FnOnce() -> Describe) -> Span {
+    start_at(kind, parent, describe, None)
 }
 
-fn start_at(name: impl Into<Cow<'static, str>>, kind: Kind, parent: Option<TraceContext>, attributes: Vec<KeyValue>, at: Option<SystemTime>) -> Span {
+fn start_at(kind: Kind, parent: Option<TraceContext>, describe: impl FnOnce() -> Describe, at: Option<SystemTime>) -> Span {
     let Some((_, tracer)) = EXPORT.get() else {
         return Span { context: parent.map_or_else(TraceContext::root, |p| p.child()), recorded: None };
     };
+    let (name, attributes) = describe();
     let parent_cx = match parent {
         Some(p) => Context::new().with_remote_span_context(SpanContext::new(
             TraceId::from(p.trace_id),
@@ -174,9 +179,9 @@ fn start_at(name: impl Into<Cow<'static, str>>, kind: Kind, parent: Option<Trace
 }
 
 /// Records a finished piece of work that ran from `started` to `ended` under `parent`.
-pub fn record(name: impl Into<Cow<'static, str>>, parent: TraceContext, started: SystemTime, ended: SystemTime, attributes: Vec<KeyValue>) {
+pub fn record(parent: TraceContext, started: SystemTime, ended: SystemTime, describe: impl FnOnce() -> Describe) {
     if EXPORT.get().is_some() {
-        let mut span = start_at(name, Kind::Internal, Some(parent), attributes, Some(started));
+        let mut span = start_at(Kind::Internal, Some(parent), describe, Some(started));
         if let Some(s) = span.recorded.as_mut() {
             s.end_with_timestamp(ended);
         }

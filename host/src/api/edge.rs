@@ -57,8 +57,9 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
     // Continue the caller's trace, or start one; everything the request writes (outbox
     // rows, hence events) carries it, and the answer tells the caller which it is.
     let caller = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
-    let attributes = vec![KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.path", path.clone())];
-    let mut span = trace::start(method.to_string(), Kind::Server, caller, attributes);
+    let mut span = trace::start(Kind::Server, caller, || {
+        (method.to_string().into(), vec![KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.path", path.clone())])
+    });
     let trace = span.context;
     let log_span = tracing::info_span!("request", trace_id = %trace.trace_id_hex());
     let (mut resp, operation) = match edge.limits.admit(&mut req) {

@@ -221,8 +221,9 @@ impl PluginHost {
         for (d, r) in deliveries.iter().zip(&ran) {
             self.metrics.handler_ran(&plugin.name, plugin.version(), r.seen.took, r.seen.fuel);
             if let (Some(parent), Some(started)) = (d.trace, r.seen.started) {
-                let attributes = vec![KeyValue::new("shopmesh.fuel", r.seen.fuel as i64)];
-                trace::record(format!("invoke {}", plugin.name), parent, started, started + r.seen.took, attributes);
+                trace::record(parent, started, started + r.seen.took, || {
+                    (format!("invoke {}", plugin.name).into(), vec![KeyValue::new("shopmesh.fuel", r.seen.fuel as i64)])
+                });
             }
         }
         let produced = ran
@@ -255,8 +256,9 @@ impl PluginHost {
             let ended = std::time::SystemTime::now();
             for (r, (effects, _)) in &ran {
                 if let Some(parent) = r.delivery.trace {
-                    let attributes = vec![KeyValue::new("shopmesh.effects", effects.len() as i64), KeyValue::new("shopmesh.wave", ran.len() as i64)];
-                    trace::record("commit effects", parent, started, ended, attributes);
+                    trace::record(parent, started, ended, || {
+                        ("commit effects".into(), vec![KeyValue::new("shopmesh.effects", effects.len() as i64), KeyValue::new("shopmesh.wave", ran.len() as i64)])
+                    });
                 }
             }
         }
@@ -438,16 +440,18 @@ fn waves(events: &[&Ready<'_>]) -> Vec<Vec<usize>> {
 
 /// The consumer span of `plugin` handling `d` (OpenTelemetry messaging conventions).
 fn process_span(plugin: &LoadedPlugin, d: &Delivery, parent: Option<TraceContext>) -> trace::Span {
-    let attributes = vec![
-        KeyValue::new("messaging.system", "nats"),
-        KeyValue::new("messaging.operation.type", "process"),
-        KeyValue::new("messaging.destination.name", d.subject.clone()),
-        KeyValue::new("messaging.consumer.group.name", super::consumer::durable_name(&plugin.name)),
-        KeyValue::new("messaging.message.id", d.id.clone()),
-        KeyValue::new("shopmesh.plugin", plugin.name.clone()),
-        KeyValue::new("shopmesh.plugin.version", plugin.version().to_owned()),
-    ];
-    trace::start(format!("process {}", d.subject), Kind::Consumer, parent, attributes)
+    trace::start(Kind::Consumer, parent, || {
+        let attributes = vec![
+            KeyValue::new("messaging.system", "nats"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", d.subject.clone()),
+            KeyValue::new("messaging.consumer.group.name", super::consumer::durable_name(&plugin.name)),
+            KeyValue::new("messaging.message.id", d.id.clone()),
+            KeyValue::new("shopmesh.plugin", plugin.name.clone()),
+            KeyValue::new("shopmesh.plugin.version", plugin.version().to_owned()),
+        ];
+        (format!("process {}", d.subject).into(), attributes)
+    })
 }
 
 /// The trace id to log with a delivery (empty when it came without one).
