@@ -232,8 +232,8 @@ crate::on_both_databases!(
 /// Schemathesis (installed into .venv by `scripts/setup --schemathesis`) with every check
 /// (responses match the spec: statuses, bodies, headers; schema-violating requests are
 /// refused; schema-valid ones are accepted, except the domain rules `schemathesis.toml`
-/// lists), schema-valid and schema-violating data, with the admin token and without:
-/// 0 failures.
+/// lists), schema-valid and schema-violating data, with the admin token and without, the
+/// callbacks signed and some orders, payments and callbacks real (tests/fuzz): 0 failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing() {
     let app = spawn_app(Backend::Sqlite).await;
@@ -246,7 +246,14 @@ async fn schemathesis_finds_nothing() {
         st.args(["run", "openapi/openapi.json", "--url", &app.address, "--checks", "all"])
             .args(["--max-examples", "20", "--generation-deterministic"])
             .current_dir(&root)
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            // tests/fuzz/shopmesh_hooks.py: callbacks signed, every other valid order, payment
+            // and callback made real (existing goods at their price, open payments).
+            .env("PYTHONPATH", root.join("tests/fuzz"))
+            .env("SCHEMATHESIS_HOOKS", "shopmesh_hooks")
+            .env("SHOPMESH_FUZZ_URL", &app.address)
+            .env("SHOPMESH_FUZZ_TOKEN", ADMIN_TOKEN)
+            .env("SHOPMESH_FUZZ_SECRET", crate::helpers::CALLBACK_SECRET);
         if let Some(header) = auth {
             st.args(["--header", header]);
         }
@@ -263,4 +270,11 @@ async fn schemathesis_finds_nothing() {
         assert!(summary.contains(&format!("{generated} passed")), "{summary}");
         eprintln!("schemathesis {with} the token: {summary}");
     }
+    // The order, payment and callback paths were fuzzed for real: orders of the hooks' goods
+    // were placed, paid for and confirmed paid through signed callbacks.
+    let fuzz = "FROM trade_order o JOIN trade_user u ON u.user_id = o.user_id WHERE u.user_name = 'fuzz'";
+    let placed = app.scalar(&format!("SELECT COUNT(*) {fuzz} AND o.order_status = 1")).await;
+    let paid = app.scalar(&format!("SELECT COUNT(*) {fuzz} AND o.pay_status = 2")).await;
+    eprintln!("made real by the hooks: {placed} orders confirmed, {paid} of them paid by a signed callback");
+    assert!(placed > 0 && paid > 0, "{placed} orders, {paid} paid");
 }
