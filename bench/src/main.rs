@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     // As the host's embedded server runs: every acknowledged publish fsynced.
     let nats = NatsServer::start(&bin, &tmp.path().join("js"), 0, Fsync::Always).await?;
     let client = bus::connect(&nats.url()).await?;
-    let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO };
+    let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1 };
 
     // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a
     // profiler; =load: only the black-box drain and the requests at SHOPMESH_BENCH_RATE

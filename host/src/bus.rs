@@ -22,6 +22,9 @@ pub struct StreamSettings {
     pub duplicate_window: Duration,
     /// How long history is kept for replay (zero = forever).
     pub max_age: Duration,
+    /// Copies of stream `SHOP` (and of the fleet's buckets) in a NATS cluster: 3 keeps every
+    /// event through the loss of one server.
+    pub replicas: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +44,16 @@ pub enum BusError {
 }
 
 /// Connects without waiting for the server: publishes fail (and outbox rows wait) while it
-/// is away, and the client keeps reconnecting forever.
+/// is away, and the client keeps reconnecting forever. `url` may list several servers of a
+/// cluster, comma-separated (the others are also learned from the first one reached).
 pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
+    let urls: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
     async_nats::ConnectOptions::new()
         .name("shopmesh")
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
-        .connect(url)
+        .connect(urls.as_slice())
         .await
         .map_err(|source| BusError::Connect { url: url.to_owned(), source })
 }
@@ -80,6 +85,7 @@ pub async fn ensure_ready(
         retention: stream::RetentionPolicy::Limits,
         duplicate_window: settings.duplicate_window,
         max_age: settings.max_age,
+        num_replicas: settings.replicas.max(1),
         ..Default::default()
     })
     .await
@@ -118,6 +124,8 @@ pub struct NatsServer {
     port: u16,
     monitor_port: u16,
     fsync: Fsync,
+    /// In a cluster: this server's name, its route port and its peers' route ports.
+    cluster: Option<(String, u16, Vec<u16>)>,
     child: Option<Child>,
 }
 
@@ -127,9 +135,33 @@ impl NatsServer {
         let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
         let port = if port == 0 { free_port().map_err(spawn_err)? } else { port };
         let monitor_port = free_port().map_err(spawn_err)?;
-        let mut server = NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, monitor_port, fsync, child: None };
+        let mut server = NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, monitor_port, fsync, cluster: None, child: None };
         server.spawn().await?;
         Ok(server)
+    }
+
+    /// Starts `size` servers on loopback routed into one JetStream cluster, each storing under
+    /// `dir/<name>`. Their client URLs, comma-separated, are what a host connects to.
+    pub async fn start_cluster(bin: &Path, dir: &Path, size: usize, fsync: Fsync) -> Result<Vec<NatsServer>, BusError> {
+        let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>().map_err(spawn_err)?;
+        let mut servers = Vec::with_capacity(size);
+        for (i, route) in routes.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let peers = routes.iter().filter(|r| *r != route).copied().collect();
+            let mut server = NatsServer {
+                bin: bin.to_path_buf(),
+                store: dir.join(&name),
+                port: free_port().map_err(spawn_err)?,
+                monitor_port: free_port().map_err(spawn_err)?,
+                fsync,
+                cluster: Some((name, *route, peers)),
+                child: None,
+            };
+            server.spawn().await?;
+            servers.push(server);
+        }
+        Ok(servers)
     }
 
     pub fn url(&self) -> String {
@@ -148,8 +180,15 @@ impl NatsServer {
             Fsync::Always => "\n  sync_interval: always",
             Fsync::Interval => "",
         };
+        let cluster = match &self.cluster {
+            None => String::new(),
+            Some((name, route, peers)) => {
+                let routes: Vec<String> = peers.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+                format!("server_name: {name}\ncluster {{\n  name: shopmesh\n  listen: \"127.0.0.1:{route}\"\n  routes: [{}]\n}}\n", routes.join(", "))
+            }
+        };
         format!(
-            "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: {}{sync}\n}}\n",
+            "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: {}{sync}\n}}\n{cluster}",
             self.port,
             self.monitor_port,
             quoted(&self.store)

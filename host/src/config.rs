@@ -66,6 +66,8 @@ pub struct Settings {
     /// How long stream history is kept for replay (0 = forever).
     #[serde(deserialize_with = "duration", alias = "stream_max_age_secs")]
     pub stream_max_age: Duration,
+    /// Copies of stream SHOP in a NATS cluster (1 for a single server; 3 survives one loss).
+    pub stream_replicas: usize,
     pub relay_batch: i64,
     #[serde(deserialize_with = "duration", alias = "relay_lease_secs")]
     pub relay_lease: Duration,
@@ -125,6 +127,7 @@ impl Default for Settings {
             sweep_interval: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
             stream_max_age: Duration::from_secs(7 * 24 * 3600),
+            stream_replicas: 1,
             relay_batch: 256,
             relay_lease: Duration::from_secs(30),
             relay_poll: Duration::from_millis(500),
@@ -230,7 +233,7 @@ impl Settings {
         "nats_monitor_url", "require_sync_always", "shutdown_grace", "otlp_endpoint",
         "http_body_limit", "plugin_upload_limit", "http_max_in_flight",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
-        "sweep_interval", "duplicate_window", "stream_max_age", "relay_batch", "relay_lease",
+        "sweep_interval", "duplicate_window", "stream_max_age", "stream_replicas", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",
         "plugin_memory_mib", "plugin_fuel", "plugin_deadline", "plugin_ack_wait", "plugin_watch",
         "plugin_config", "plugin_grants",

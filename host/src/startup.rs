@@ -78,6 +78,7 @@ impl Application {
         let stream = StreamSettings {
             duplicate_window: settings.duplicate_window,
             max_age: settings.stream_max_age,
+            replicas: settings.stream_replicas,
         };
         let client = bus::connect(&nats_url).await?;
         // Give the first connection a moment, so a too-old server is refused at start with a

@@ -65,7 +65,7 @@ async fn exit_after_stock_is_swept_after_restart(backend: Backend) {
     let mut crashing = HostProcess::start(&db.url, &nats.url(), &[("SHOPMESH_FAULT", "exit:stock")]).await;
 
     // Set up through the crashing host's API (admin calls do not touch the fault).
-    let probe = TestApp::attach(&db.url, &nats, &crashing.address).await;
+    let probe = TestApp::attach(&db.url, &nats.url(), &crashing.address).await;
     let fx = probe.fixture(5, "200.00", "100.00", Some("30.00")).await;
     let sent = probe
         .http

@@ -154,7 +154,7 @@ async fn kept_versions_survive_a_restart_and_enable_resumes_at_once(backend: Bac
     let plugins = plugins_dir().display().to_string();
     let env = [("SHOPMESH_PLUGINS_DIR", plugins.as_str())];
     let mut host = HostProcess::start(&db.url, &nats.url(), &env).await;
-    let app = TestApp::attach(&db.url, &nats, &host.address).await;
+    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
     let v2 = app.upload("points", component("points_v2"), "").await;
     assert_eq!(v2.body["active_version"], "2.0.0", "{:?}", v2.body);
     let back = app.admin(Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"}))).await;
@@ -163,7 +163,7 @@ async fn kept_versions_survive_a_restart_and_enable_resumes_at_once(backend: Bac
     host.child.wait().await.unwrap();
 
     let host = HostProcess::start(&db.url, &nats.url(), &env).await;
-    let app = TestApp::attach(&db.url, &nats, &host.address).await;
+    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
     let points = |app: &TestApp| {
         let app = app.address.clone();
         async move {
@@ -203,7 +203,7 @@ async fn logs_are_plain_in_a_file_and_json_on_request() {
     let dir = tempfile::tempdir().unwrap();
     for (format, file) in [("text", dir.path().join("text.log")), ("json", dir.path().join("json.log"))] {
         let host = HostProcess::start_with(&db.url, &nats.url(), &[("RUST_LOG", "info")], &["--log-format", format], Some(&file)).await;
-        let app = TestApp::attach(&db.url, &nats, &host.address).await;
+        let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
         assert_eq!(app.get("/api/goods/42").await.status, 404);
         let logs = wait_for("the request's log line", Duration::from_secs(10), || async {
             let text = std::fs::read_to_string(&file).unwrap();

@@ -55,7 +55,7 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     let mut settings = test_settings(&app.db_url, &app.nats_url, data.path());
     settings.worker_id = 9;
     let second = shopmesh::startup::Application::build(settings).await.expect("a second host");
-    let later = TestApp::attach(&app.db_url, app.nats.as_ref().unwrap(), &format!("http://{}", second.address())).await;
+    let later = TestApp::attach(&app.db_url, &app.nats_url, &format!("http://{}", second.address())).await;
     let refused = later.upload("vip-bonus", vip, "").await;
     assert_eq!(refused.status, 400, "{:?}", refused.body);
     assert!(refused.body["message"].as_str().unwrap().contains("add-points"), "{:?}", refused.body);

@@ -5,6 +5,7 @@ mod helpers;
 
 mod batches;
 mod callback;
+mod cluster;
 mod concurrency;
 mod crash;
 mod faults;

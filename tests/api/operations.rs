@@ -340,7 +340,7 @@ async fn spans_are_exported_over_otlp() {
     let dir = crate::helpers::plugins_dir().display().to_string();
     let env = [("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let host = HostProcess::start(&db.url, &nats.url(), &env).await;
-    let app = TestApp::attach(&db.url, &nats, &host.address).await;
+    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
     let fx = app.fixture(5, "150.00", "0.00", None).await;
     let order = app.post("/api/orders", &fx.order(1, "150.00", "0")).await;
     let pay = app.post("/api/payments", &serde_json::json!({"order_id": order.body["order_id"], "pay_amount": "150.00"})).await;

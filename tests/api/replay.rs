@@ -226,7 +226,7 @@ async fn a_replay_cut_off_by_a_killed_host_ends_failed(backend: Backend) {
     let plugins = crate::helpers::plugins_dir().display().to_string();
     let env = [("SHOPMESH_PLUGINS_DIR", plugins.as_str()), ("SHOPMESH_DEMO_DATA", "false"), ("SHOPMESH_WORKER_ID", "2")];
     let mut host = crate::helpers::HostProcess::start(&app.db_url, &app.nats_url, &env).await;
-    let other = TestApp::attach(&app.db_url, app.nats.as_ref().unwrap(), &host.address).await;
+    let other = TestApp::attach(&app.db_url, &app.nats_url, &host.address).await;
     let started = other.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "max_rate": 1}))).await;
     assert_eq!(started.status, 202, "{:?}", started.body);
     let id = started.body["replay_id"].as_str().unwrap().to_owned();

@@ -23,7 +23,7 @@ pub const BUCKET: &str = "shopmesh-plugins";
 /// latest value first); a name need not be installed yet.
 pub const SWITCHES: &str = "shopmesh-plugin-switches";
 
-async fn bucket(js: &jetstream::Context) -> Result<object_store::ObjectStore, String> {
+async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<object_store::ObjectStore, String> {
     match js.get_object_store(BUCKET).await {
         Ok(store) => Ok(store),
         Err(_) => js
@@ -31,6 +31,7 @@ async fn bucket(js: &jetstream::Context) -> Result<object_store::ObjectStore, St
                 bucket: BUCKET.into(),
                 description: Some("shopmesh plugin components, by plugin name".into()),
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas.max(1),
                 ..Default::default()
             })
             .await
@@ -54,7 +55,7 @@ pub async fn publish(
     activate: bool,
 ) -> Result<(), String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-    let store = bucket(&js).await?;
+    let store = bucket(&js, settings.replicas).await?;
     let puts = if activate { vec![false, true] } else { vec![false] };
     for run in puts {
         let mut reader = bytes;
@@ -74,7 +75,7 @@ pub async fn follow<F: Future<Output = ()>>(
     let (client, settings, offer) = (&client, &settings, &offer);
     keep_watching("plugin registry", shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-        let store = bucket(&js).await?;
+        let store = bucket(&js, settings.replicas).await?;
         let mut updates = store.watch_with_history().await.map_err(|e| e.to_string())?;
         loop {
             let info = tokio::select! {
@@ -96,7 +97,7 @@ pub async fn follow<F: Future<Output = ()>>(
     .await
 }
 
-async fn switches(js: &jetstream::Context) -> Result<kv::Store, String> {
+async fn switches(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
     match js.get_key_value(SWITCHES).await {
         Ok(store) => Ok(store),
         Err(_) => js
@@ -104,6 +105,7 @@ async fn switches(js: &jetstream::Context) -> Result<kv::Store, String> {
                 bucket: SWITCHES.into(),
                 description: "shopmesh plugin switches: enabled or disabled, by plugin name".into(),
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas.max(1),
                 ..Default::default()
             })
             .await
@@ -115,7 +117,7 @@ async fn switches(js: &jetstream::Context) -> Result<kv::Store, String> {
 pub async fn publish_switch(client: &async_nats::Client, settings: &StreamSettings, name: &str, enabled: bool) -> Result<(), String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let value = if enabled { "enabled" } else { "disabled" };
-    switches(&js).await?.put(name, value.into()).await.map_err(|e| e.to_string())?;
+    switches(&js, settings.replicas).await?.put(name, value.into()).await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -129,7 +131,7 @@ pub async fn follow_switches(
     let (client, settings, set) = (&client, &settings, &set);
     keep_watching("plugin switches", shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-        let mut updates = switches(&js).await?.watch_with_history(">").await.map_err(|e| e.to_string())?;
+        let mut updates = switches(&js, settings.replicas).await?.watch_with_history(">").await.map_err(|e| e.to_string())?;
         loop {
             let entry = tokio::select! {
                 next = updates.next() => next.ok_or("switch watch ended")?.map_err(|e| e.to_string())?,

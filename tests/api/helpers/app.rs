@@ -113,13 +113,13 @@ impl Reply {
 impl TestApp {
     /// A client for a host running elsewhere (a child process), with its own handle on
     /// the database and the stream for assertions.
-    pub async fn attach(db_url: &str, nats: &TestNats, address: &str) -> TestApp {
+    pub async fn attach(db_url: &str, nats_url: &str, address: &str) -> TestApp {
         TestApp {
             _app: None,
             address: address.to_owned(),
             db: Db::connect(db_url, 2).await.expect("connect to the test database"),
             db_url: db_url.to_owned(),
-            nats_url: nats.url(),
+            nats_url: nats_url.to_owned(),
             nats: None,
             http: reqwest::Client::new(),
             _test_db: None,
