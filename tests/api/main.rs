@@ -8,6 +8,7 @@ mod callback;
 mod cluster;
 mod concurrency;
 mod crash;
+mod fault_matrix;
 mod faults;
 mod first_hour;
 mod grants;
