@@ -268,6 +268,8 @@ async fn schemathesis_finds_nothing() {
         let generated: usize = summary.split_whitespace().next().unwrap().parse().unwrap();
         assert!(generated >= 20 * operations, "{summary}");
         assert!(summary.contains(&format!("{generated} passed")), "{summary}");
+        // Stateful runs too: chains of calls along the links it infers from the spec.
+        assert!(report.contains("✅ Stateful"), "the stateful phase ran and passed:\n{report}");
         eprintln!("schemathesis {with} the token: {summary}");
     }
     // The order, payment and callback paths were fuzzed for real: orders of the hooks' goods
@@ -276,5 +278,16 @@ async fn schemathesis_finds_nothing() {
     let placed = app.scalar(&format!("SELECT COUNT(*) {fuzz} AND o.order_status = 1")).await;
     let paid = app.scalar(&format!("SELECT COUNT(*) {fuzz} AND o.pay_status = 2")).await;
     eprintln!("made real by the hooks: {placed} orders confirmed, {paid} of them paid by a signed callback");
+    // What each operation was sent, by status, from the host's own counters.
+    let metrics = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    let mut per_route: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in metrics.lines().filter(|l| l.starts_with("http_server_requests_total{")) {
+        let label = |k: &str| line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_owned();
+        let n = line.rsplit(' ').next().unwrap_or_default();
+        per_route.entry(format!("{} {}", label("method"), label("route"))).or_default().push(format!("{}×{n}", label("status")));
+    }
+    for (route, statuses) in &per_route {
+        eprintln!("  {route}: {}", statuses.join(" "));
+    }
     assert!(placed > 0 && paid > 0, "{placed} orders, {paid} paid");
 }
