@@ -1,9 +1,10 @@
 //! The fault matrix: the same workload (orders with balance use, some paid through signed
 //! callbacks) under each fault, against real processes, then the shop's invariants checked
 //! from the database and the stream, and the table printed (fault × invariant → held).
-//! Faults covered here: a NATS restart mid-flow, the plugin host SIGKILLed mid-batch, a burst
-//! of duplicate, forged and stale callbacks, 50 concurrent orders on a stock of 10. (Other
-//! faults have their own modules: sandbox, poison events, SIGTERM, a cluster node lost.)
+//! Faults covered here: a NATS restart mid-flow, the plugin host SIGKILLed mid-batch, a host
+//! SIGKILLed mid-order, two hosts with one SIGKILLed, a burst of duplicate, forged and stale
+//! callbacks, 50 concurrent orders on a stock of 10. (Other faults have their own modules:
+//! sandbox, poison events, SIGTERM under load, a cluster node lost.)
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     crash::ALL,
-    helpers::{plugins_dir, spawn_app_with, wait_consumers_idle, wait_for, Backend, Fixture, HostProcess, TestApp, CALLBACK_SECRET},
+    helpers::{plugins_dir, spawn_app_with, wait_consumers_idle, wait_for, Backend, Fixture, HostProcess, TestApp, TestDb, TestNats, CALLBACK_SECRET},
 };
 
 const PRICE: &str = "150.00";
@@ -25,10 +26,16 @@ struct Run {
     stock: i64,
 }
 
-/// Places `n` orders at once (1 unit, 10.00 of balance each) and pays the first `pay` of
-/// those confirmed: payment, signed callback.
+/// Places `n` orders at once (1 unit, 10.00 of balance each) of fresh goods with `stock`,
+/// and pays the first `pay` of those confirmed: payment, signed callback.
 async fn workload(app: &TestApp, stock: i64, n: usize, pay: usize) -> Run {
     let fx = app.fixture(stock, PRICE, BALANCE, None).await;
+    orders(app, &fx, n, pay).await;
+    Run { fx, stock }
+}
+
+/// [`workload`] on an existing fixture.
+async fn orders(app: &TestApp, fx: &Fixture, n: usize, pay: usize) {
     let body = fx.order(1, PRICE, MONEY_PAID);
     let replies = join_all((0..n).map(|_| app.post("/api/orders", &body))).await;
     for order in replies.iter().filter(|r| r.status == 201).take(pay) {
@@ -37,7 +44,6 @@ async fn workload(app: &TestApp, stock: i64, n: usize, pay: usize) -> Run {
         let paid = app.signed_callback(created.body["pay_id"].as_str().unwrap(), order.body["pay_amount"].as_str().unwrap()).await;
         assert_eq!(paid.status, 200, "{:?}", paid.body);
     }
-    Run { fx, stock }
 }
 
 /// The shop's invariants after the dust settles: (name, held).
@@ -140,6 +146,47 @@ async fn hostile_callbacks(backend: Backend) -> Vec<(&'static str, bool)> {
     invariants(&app, &run).await
 }
 
+async fn host_killed_mid_order(backend: Backend) -> Vec<(&'static str, bool)> {
+    let db = TestDb::new(backend).await;
+    let nats = TestNats::start().await;
+    let dir = plugins_dir().display().to_string();
+    let env = [("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_PREORDER_TIMEOUT", "1s")];
+    // This host dies right after an order's balance step commits (stock and balance taken).
+    let mut crashing = HostProcess::start(&db.url, &nats.url(), &[&env[..], &[("SHOPMESH_FAULT", "exit:balance")]].concat()).await;
+    let probe = TestApp::attach(&db.url, &nats.url(), &crashing.address).await;
+    let fx = probe.fixture(30, PRICE, BALANCE, None).await;
+    let _ = probe.http.post(format!("{}/api/orders", crashing.address)).json(&fx.order(1, PRICE, MONEY_PAID)).send().await;
+    crashing.child.wait().await.unwrap();
+    // Restarted: the sweeper cancels the pre-order it left, the plugins give back; trade goes on.
+    let host = HostProcess::start(&db.url, &nats.url(), &env).await;
+    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+    orders(&app, &fx, 10, 5).await;
+    wait_for("the abandoned pre-order to be swept", Duration::from_secs(30), || async {
+        (app.count("trade_order", "order_status = 0").await == 0).then_some(())
+    })
+    .await;
+    settle(&app).await;
+    invariants(&app, &Run { fx, stock: 30 }).await
+}
+
+async fn two_hosts_one_killed(backend: Backend) -> Vec<(&'static str, bool)> {
+    // The in-process host takes the orders; two host processes share the plugins' work.
+    let app = spawn_app_with(backend, |_| {}).await;
+    let run = workload(&app, 200, 200, 100).await;
+    let dir = plugins_dir().display().to_string();
+    let a = HostProcess::start(&app.db_url, &app.nats_url, &[("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_WORKER_ID", "21")]).await;
+    let mut b = HostProcess::start(&app.db_url, &app.nats_url, &[("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_WORKER_ID", "22")]).await;
+    wait_for("the plugins to be part-way", Duration::from_secs(60), || async {
+        (app.count("trade_mq_consumer_log", "consumer_status = 1").await >= 50).then_some(())
+    })
+    .await;
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    settle(&app).await; // host A finishes, B's unacknowledged deliveries included
+    drop(a);
+    invariants(&app, &run).await
+}
+
 async fn fifty_orders_on_ten(backend: Backend) -> Vec<(&'static str, bool)> {
     let app = spawn_app_with(backend, crate::helpers::with_plugins).await;
     let run = workload(&app, 10, 50, 4).await;
@@ -152,6 +199,8 @@ async fn matrix(backend: Backend) {
     let mut rows = Vec::new();
     rows.push(("NATS restart mid-flow", nats_restart_mid_flow(backend).await));
     rows.push(("plugin host SIGKILL mid-batch", plugin_host_killed_mid_batch(backend).await));
+    rows.push(("host SIGKILL mid-order", host_killed_mid_order(backend).await));
+    rows.push(("two hosts, one SIGKILLed", two_hosts_one_killed(backend).await));
     rows.push(("duplicate + forged + stale callbacks", hostile_callbacks(backend).await));
     rows.push(("50 concurrent orders on stock 10", fifty_orders_on_ten(backend).await));
     let names: Vec<&str> = rows[0].1.iter().map(|(n, _)| *n).collect();
