@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     crash::ALL,
-    helpers::{plugins_dir, spawn_app_with, wait_consumers_idle, wait_for, Backend, Fixture, HostProcess, TestApp, TestDb, TestNats, CALLBACK_SECRET},
+    helpers::{plugins_dir, spawn_app_with, wait_consumers_idle, wait_for, Backend, Fixture, HostProcess, TestApp, OwnPostgres, TestDb, TestNats, CALLBACK_SECRET},
 };
 
 const PRICE: &str = "150.00";
@@ -187,6 +187,37 @@ async fn two_hosts_one_killed(backend: Backend) -> Vec<(&'static str, bool)> {
     invariants(&app, &run).await
 }
 
+/// Postgres stopped (as abruptly as a crash) and started again mid-flow, under a host on a
+/// cluster of this test's own: orders meanwhile fail cleanly, events wait, nothing is lost.
+async fn postgres_restart_mid_flow() -> Vec<(&'static str, bool)> {
+    let pg = OwnPostgres::start();
+    let nats = TestNats::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = crate::helpers::test_settings(&pg.url, &nats.url(), data.path());
+    crate::helpers::with_plugins(&mut settings);
+    let host = shopmesh::startup::Application::build(settings).await.expect("a host on its own Postgres");
+    let app = TestApp::attach(&pg.url, &nats.url(), &format!("http://{}", host.address())).await;
+    let run = workload(&app, 100, 20, 10).await;
+    pg.ctl("stop");
+    let refused = app.http.post(format!("{}/api/orders", app.address)).json(&run.fx.order(1, PRICE, MONEY_PAID)).send().await.unwrap();
+    assert!(refused.status().is_server_error(), "an order while the database is down is refused: {}", refused.status());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.ctl("start");
+    wait_for("the host to reach the database again", Duration::from_secs(30), || async {
+        (app.http.get(format!("{}/readyz", app.address)).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    orders(&app, &run.fx, 10, 5).await;
+    wait_for("no pre-order left", Duration::from_secs(30), || async {
+        (app.count("trade_order", "order_status = 0").await == 0).then_some(())
+    })
+    .await;
+    settle(&app).await;
+    let held = invariants(&app, &run).await;
+    host.stop().await;
+    held
+}
+
 async fn fifty_orders_on_ten(backend: Backend) -> Vec<(&'static str, bool)> {
     let app = spawn_app_with(backend, crate::helpers::with_plugins).await;
     let run = workload(&app, 10, 50, 4).await;
@@ -203,6 +234,9 @@ async fn matrix(backend: Backend) {
     rows.push(("two hosts, one SIGKILLed", two_hosts_one_killed(backend).await));
     rows.push(("duplicate + forged + stale callbacks", hostile_callbacks(backend).await));
     rows.push(("50 concurrent orders on stock 10", fifty_orders_on_ten(backend).await));
+    if backend == Backend::Postgres {
+        rows.push(("Postgres restart mid-flow", postgres_restart_mid_flow().await));
+    }
     let names: Vec<&str> = rows[0].1.iter().map(|(n, _)| *n).collect();
     let mut table = format!("\nfault matrix ({backend:?})\n| fault | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len()));
     for (fault, held) in &rows {
