@@ -132,12 +132,27 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server storing JetStream data under `store`; port 0 picks a free port.
     pub async fn start(bin: &Path, store: &Path, port: u16, fsync: Fsync) -> Result<NatsServer, BusError> {
-        let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
-        let port = if port == 0 { free_port().map_err(spawn_err)? } else { port };
-        let monitor_port = free_port().map_err(spawn_err)?;
-        let mut server = NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, monitor_port, fsync, cluster: None, child: None };
-        server.spawn().await?;
+        let mut server = NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, monitor_port: 0, fsync, cluster: None, child: None };
+        server.spawn_on_free_ports(port == 0).await?;
         Ok(server)
+    }
+
+    /// Spawns on free ports (the client port too when `any_port`). A free port can be taken
+    /// by someone else before the server binds it; then it tries others, a few times.
+    async fn spawn_on_free_ports(&mut self, any_port: bool) -> Result<(), BusError> {
+        let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
+        let mut last = None;
+        for _ in 0..5 {
+            if any_port {
+                self.port = free_port().map_err(spawn_err)?;
+            }
+            self.monitor_port = free_port().map_err(spawn_err)?;
+            match self.spawn().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
     }
 
     /// Starts `size` servers on loopback routed into one JetStream cluster, each storing under
@@ -149,16 +164,8 @@ impl NatsServer {
         for (i, route) in routes.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let peers = routes.iter().filter(|r| *r != route).copied().collect();
-            let mut server = NatsServer {
-                bin: bin.to_path_buf(),
-                store: dir.join(&name),
-                port: free_port().map_err(spawn_err)?,
-                monitor_port: free_port().map_err(spawn_err)?,
-                fsync,
-                cluster: Some((name, *route, peers)),
-                child: None,
-            };
-            server.spawn().await?;
+            let mut server = NatsServer { bin: bin.to_path_buf(), store: dir.join(&name), port: 0, monitor_port: 0, fsync, cluster: Some((name, *route, peers)), child: None };
+            server.spawn_on_free_ports(true).await?;
             servers.push(server);
         }
         Ok(servers)
