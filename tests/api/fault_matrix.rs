@@ -243,7 +243,7 @@ async fn matrix(backend: Backend) {
         let cells: Vec<&str> = held.iter().map(|(_, ok)| if *ok { "held" } else { "BROKEN" }).collect();
         table.push_str(&format!("| {fault} | {} |\n", cells.join(" | ")));
     }
-    eprintln!("{table}");
+    crate::helpers::report(&format!("fault-matrix-{backend:?}.md").to_lowercase(), &table);
     assert!(rows.iter().all(|(_, held)| held.iter().all(|(_, ok)| *ok)), "{table}");
 }
 

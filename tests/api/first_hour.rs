@@ -241,6 +241,7 @@ async fn schemathesis_finds_nothing() {
     let spec: Value = serde_json::from_str(&std::fs::read_to_string(root.join("openapi/openapi.json")).unwrap()).unwrap();
     let operations = spec["paths"].as_object().unwrap().values().flat_map(|p| p.as_object().unwrap().values()).count();
     let token = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let mut summary_text = String::from("schemathesis (every check; positive and negative; examples, coverage, fuzzing, stateful)\n");
     for auth in [Some(token.as_str()), None] {
         let mut st = tokio::process::Command::new(root.join(".venv/bin/st"));
         st.args(["run", "openapi/openapi.json", "--url", &app.address, "--checks", "all"])
@@ -270,14 +271,14 @@ async fn schemathesis_finds_nothing() {
         assert!(summary.contains(&format!("{generated} passed")), "{summary}");
         // Stateful runs too: chains of calls along the links it infers from the spec.
         assert!(report.contains("✅ Stateful"), "the stateful phase ran and passed:\n{report}");
-        eprintln!("schemathesis {with} the token: {summary}");
+        summary_text.push_str(&format!("{with} the admin token: {}\n", summary.trim()));
     }
     // The order, payment and callback paths were fuzzed for real: orders of the hooks' goods
     // were placed, paid for and confirmed paid through signed callbacks.
     let fuzz = "FROM trade_order o JOIN trade_user u ON u.user_id = o.user_id WHERE u.user_name = 'fuzz'";
     let placed = app.scalar(&format!("SELECT COUNT(*) {fuzz} AND o.order_status = 1")).await;
     let paid = app.scalar(&format!("SELECT COUNT(*) {fuzz} AND o.pay_status = 2")).await;
-    eprintln!("made real by the hooks: {placed} orders confirmed, {paid} of them paid by a signed callback");
+    summary_text.push_str(&format!("made real by the hooks: {placed} orders confirmed, {paid} of them paid by a signed callback\nrequests per operation, by status:\n"));
     // What each operation was sent, by status, from the host's own counters.
     let metrics = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
     let mut per_route: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -287,7 +288,8 @@ async fn schemathesis_finds_nothing() {
         per_route.entry(format!("{} {}", label("method"), label("route"))).or_default().push(format!("{}×{n}", label("status")));
     }
     for (route, statuses) in &per_route {
-        eprintln!("  {route}: {}", statuses.join(" "));
+        summary_text.push_str(&format!("  {route}: {}\n", statuses.join(" ")));
     }
+    crate::helpers::report("schemathesis.txt", &summary_text);
     assert!(placed > 0 && paid > 0, "{placed} orders, {paid} paid");
 }

@@ -70,6 +70,15 @@ fn tracing_subscriber_init() {
 
 /// Polls `probe` until it yields a value; panics with `what` after `limit`. This bounds
 /// an eventual outcome; it measures nothing.
+/// Writes a report a test produced to `target/test-reports/<name>`, which `scripts/test`
+/// prints after the suite (a passing test's own output is not shown).
+pub fn report(name: &str, text: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-reports");
+    std::fs::create_dir_all(&dir).expect("a reports folder");
+    std::fs::write(dir.join(name), text).expect("a report written");
+    eprintln!("{text}");
+}
+
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
