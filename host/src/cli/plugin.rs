@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::{client::HostArgs, replay};
 use crate::plugins::{
     grants::Grants,
-    runtime::{capability_name, capability_named, Limits, LoadedPlugin, Runtime},
+    runtime::{capability_name, capability_named, Capability, Limits, LoadedPlugin, Runtime, CAPABILITIES},
 };
 
 #[derive(Debug, Subcommand)]
@@ -95,13 +95,14 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         }
         PluginCommand::Check { file, grants } => check(&file, &grants),
         PluginCommand::Upload { file, activate, host } => {
-            let status = upload(&file, activate, &host).await?;
+            let (name, _) = manifest_of(&file)?;
+            let status = upload(&file, &name, activate, &host).await?;
             super::print(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Try { file, since, host } => {
             let (name, version) = manifest_of(&file)?;
-            match upload(&file, false, &host).await {
+            match upload(&file, &name, false, &host).await {
                 Ok(_) => eprintln!("staged {name} {version}; dry-running it over history…"),
                 // Kept already (tried before, or running): dry-run the kept one.
                 Err(e) if format!("{e:#}").contains("SHOP_PLUGIN_VERSION_EXISTS") => eprintln!("{name} {version} is kept already; dry-running it over history…"),
@@ -246,37 +247,36 @@ fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The plugin name and version a component declares.
 fn manifest_of(file: &Path) -> anyhow::Result<(String, String)> {
-    let plugin = load(file, None)?;
+    let plugin = load(file, |_| CAPABILITIES.iter().map(|(c, _)| *c).collect())?;
     Ok((plugin.name.clone(), plugin.version().to_owned()))
 }
 
-/// Loads `file` as the host would, granting `granted` (None: everything, to read it).
-fn load(file: &Path, granted: Option<&[crate::plugins::runtime::Capability]>) -> anyhow::Result<LoadedPlugin> {
+/// Loads `file` as the host would, under the name it declares (the folder convention
+/// `<name>.wasm` is the host's, not ours), granted what `grants_of` gives that name.
+fn load(file: &Path, grants_of: impl FnOnce(&str) -> Vec<Capability>) -> anyhow::Result<LoadedPlugin> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let runtime = Runtime::new(Limits::default())?;
-    let all: Vec<_> = crate::plugins::runtime::CAPABILITIES.iter().map(|(c, _)| *c).collect();
-    // The name is the manifest's: the folder convention (<name>.wasm) is the host's, not ours.
-    let probe = runtime.load("?", &bytes, &all);
-    let name = match probe {
-        Err(crate::plugins::runtime::LoadError::NameMismatch { found, .. }) => found,
-        Err(e) => bail!("{}: refused: {e}", file.display()),
-        Ok(p) => p.name.clone(),
-    };
-    runtime.load(&name, &bytes, granted.unwrap_or(&all)).map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display()))
+    Runtime::new(Limits::default())?.load_declared(&bytes, grants_of).map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display()))
 }
 
 fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
-    let (name, _) = manifest_of(file)?;
-    let granted = match &args.grant {
-        Some(list) => list.iter().map(|c| capability_named(c).with_context(|| format!("unknown capability {c:?}"))).collect::<anyhow::Result<Vec<_>>>()?,
-        None => Grants::new(args.config.load()?.plugin_grants()?).granted(&name),
+    let explicit = match &args.grant {
+        Some(list) => Some(list.iter().map(|c| capability_named(c).with_context(|| format!("unknown capability {c:?}"))).collect::<anyhow::Result<Vec<_>>>()?),
+        None => None,
     };
-    let plugin = match load(file, Some(&granted)) {
+    let configured = Grants::new(args.config.load()?.plugin_grants()?);
+    let mut granted = (String::new(), Vec::new());
+    let loaded = load(file, |name| {
+        let caps = explicit.clone().unwrap_or_else(|| configured.granted(name));
+        granted = (name.to_owned(), caps.clone());
+        caps
+    });
+    let plugin = match loaded {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e:#}");
-            if !granted.is_empty() || args.grant.is_some() {
-                eprintln!("(granted to {name}: {})", granted.iter().map(|c| capability_name(*c)).collect::<Vec<_>>().join(", "));
+            let (name, caps) = &granted;
+            if !caps.is_empty() || args.grant.is_some() {
+                eprintln!("(granted to {name}: {})", caps.iter().map(|c| capability_name(*c)).collect::<Vec<_>>().join(", "));
             }
             return Ok(ExitCode::FAILURE);
         }
@@ -294,8 +294,7 @@ fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn upload(file: &Path, activate: bool, host: &HostArgs) -> anyhow::Result<Value> {
-    let (name, _) = manifest_of(file)?;
+async fn upload(file: &Path, name: &str, activate: bool, host: &HostArgs) -> anyhow::Result<Value> {
     let bytes = std::fs::read(file)?;
     let client = host.client()?;
     client

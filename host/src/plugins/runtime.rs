@@ -273,6 +273,16 @@ impl Runtime {
     /// Compiles and validates a candidate for plugin `name`, which may hold the capabilities
     /// `granted`; nothing about it runs unless it passes.
     pub fn load(&self, name: &str, bytes: &[u8], granted: &[Capability]) -> Result<LoadedPlugin, LoadError> {
+        self.load_with(Some(name), bytes, |_| granted.to_vec())
+    }
+
+    /// [`load`](Self::load) under the name the component's manifest declares, granted what
+    /// `grants_of` gives that name (the offline tools, which know no name beforehand).
+    pub fn load_declared(&self, bytes: &[u8], grants_of: impl FnOnce(&str) -> Vec<Capability>) -> Result<LoadedPlugin, LoadError> {
+        self.load_with(None, bytes, grants_of)
+    }
+
+    fn load_with(&self, expected: Option<&str>, bytes: &[u8], grants_of: impl FnOnce(&str) -> Vec<Capability>) -> Result<LoadedPlugin, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         for (import, _) in component.component_type().imports(&self.engine) {
             if !ALLOWED_IMPORTS.contains(&import) {
@@ -282,14 +292,15 @@ impl Runtime {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
 
-        let mut store = self.store(name, Snapshot::default(), Arc::default());
+        let mut store = self.store(expected.unwrap_or("(candidate)"), Snapshot::default(), Arc::default());
         let manifest = pre
             .instantiate(&mut store)
             .and_then(|p| p.call_manifest(&mut store))
             .map_err(|e| LoadError::Manifest(format!("{e:#}")))?;
-        if manifest.name != name {
+        if let Some(name) = expected.filter(|name| *name != manifest.name) {
             return Err(LoadError::NameMismatch { expected: name.into(), found: manifest.name });
         }
+        let granted = grants_of(&manifest.name);
         if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {
             return Err(LoadError::CapabilityNotAllowed(*c));
         }
@@ -298,13 +309,13 @@ impl Runtime {
             return Err(LoadError::Subjects(manifest.subjects));
         }
         Ok(LoadedPlugin {
-            name: name.to_owned(),
+            name: manifest.name.clone(),
             manifest,
             sha256: sha256_hex(bytes),
             bytes: Some(bytes.into()),
             handler: Box::new(Compiled(pre)),
             reads: AtomicU8::new(0),
-            granted: granted.to_vec(),
+            granted,
         })
     }
 
