@@ -26,7 +26,7 @@ pub struct PerCall {
 pub async fn invocation_costs(shop: &Shop, plugins_dir: &std::path::Path, event: &(String, String)) -> anyhow::Result<PerCall> {
     const ROUNDS: u32 = 5000;
     let runtime = Runtime::new(Limits::default())?;
-    let wasm = runtime.load("stock", &std::fs::read(plugins_dir.join("stock.wasm"))?, shopmesh::plugins::grants::granted("stock"))?;
+    let wasm = runtime.load("stock", &std::fs::read(plugins_dir.join("stock.wasm"))?, &shopmesh::plugins::grants::Grants::new(Default::default()).granted("stock"))?;
     let native = native::cancel_plugins().into_iter().find(|p| p.name == "stock").expect("stock");
     let d = delivery::parse(&event.0, event.1.as_bytes()).map_err(anyhow::Error::msg)?;
     let ev = d.to_wit();
@@ -77,7 +77,10 @@ pub async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, setti
         host.registry.join_fleet(client.clone(), settings.clone());
         host.registry.install("points", &v1)?;
         let follower = host.clone();
-        let offer = move |name: &str, bytes: &[u8], run: bool| follower.registry.receive("the fleet registry", name, bytes, run);
+        let offer = move |name: String, bytes: Vec<u8>, run: bool| {
+            let follower = follower.clone();
+            async move { follower.registry.receive("the fleet registry", &name, &bytes, run) }
+        };
         tokio::spawn(shopmesh::plugins::fleet::follow(offer, client.clone(), settings.clone(), signal.clone()));
         hosts.push(host);
     }

@@ -2,7 +2,8 @@
 //!
 //! Map of the crate (data flows top to bottom; no module imports one above it back):
 //! - [`api`]: the HTTP edge (poem-openapi): shop endpoints, the signed payment callback, the
-//!   admin endpoints; every error gets its `SHOP_*` code and status here ([`api::errors`]).
+//!   admin endpoints; every error gets its `SHOP_*` code and status here ([`api::errors`]);
+//!   the operator console at `/console` ([`api::console`]) is pages over the admin endpoints.
 //! - [`shop`]: the domain. The order flow ([`shop::orders`], [`shop::checkout`]), payments,
 //!   the [`shop::sweeper`], and one module per resource owning its table and both directions
 //!   of its change ([`shop::stock`], [`shop::coupons`], [`shop::balance`], [`shop::points`],
@@ -20,6 +21,8 @@
 //! - [`cli`]: the `shopmesh` command line (`serve`, and clients of a running host).
 //! - [`metrics`]: the Prometheus counters and histograms counted as things happen (served,
 //!   with what is read at scrape time, by `GET /metrics` in [`api`]).
+//! - [`timeline`]: an order's story (states, steps, events, what each plugin did), read
+//!   through the modules that own those tables.
 //! - [`trace`]: W3C trace context from the HTTP request through the outbox, NATS headers and
 //!   the plugin host's logs.
 //! - [`money`], [`ids`], [`timestamp`]: exact money, 64-bit ids and moments, strings in JSON
@@ -42,5 +45,6 @@ pub mod signature;
 pub mod startup;
 pub mod store;
 mod text_type;
+pub mod timeline;
 pub mod timestamp;
 pub mod trace;

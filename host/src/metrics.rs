@@ -7,7 +7,11 @@
 //! Names follow Prometheus conventions (`_total`, `_seconds`, base units); the HTTP pair
 //! follows the OpenTelemetry HTTP server names, the consumer gauges the NATS exporter's.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use prometheus::{
     core::Collector, proto::MetricFamily, Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -48,6 +52,8 @@ pub struct Metrics {
     swaps: IntCounterVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    /// Recent per-plugin event rates, for the console's chart.
+    pub rates: RateHistory,
 }
 
 /// Plugin handlers take tens of microseconds; the deadline is half a second.
@@ -100,7 +106,7 @@ impl Metrics {
         for c in collectors {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, invocations, handler, fuel, swaps, http_requests, http_duration }
+        Metrics { registry, invocations, handler, fuel, swaps, http_requests, http_duration, rates: RateHistory::default() }
     }
 
     pub fn invocation(&self, plugin: &str, version: &str, outcome: Outcome) {
@@ -139,6 +145,44 @@ impl Default for Metrics {
     }
 }
 
+/// Samples of named counters (a plugin's invocations on this host), the last
+/// [`RateHistory::KEEP`] of them, turned into rates on request. Prometheus keeps history
+/// for whoever runs one; this is the console's last few minutes without one.
+#[derive(Default)]
+pub struct RateHistory {
+    samples: Mutex<VecDeque<(Instant, HashMap<String, u64>)>>,
+}
+
+impl RateHistory {
+    /// Samples kept: five minutes at one every five seconds.
+    pub const KEEP: usize = 61;
+
+    pub fn record(&self, counters: impl IntoIterator<Item = (String, u64)>) {
+        let mut samples = self.samples.lock().expect("rates lock");
+        samples.push_back((Instant::now(), counters.into_iter().collect()));
+        while samples.len() > Self::KEEP {
+            samples.pop_front();
+        }
+    }
+
+    /// Per name, events per second between consecutive samples, oldest first (a name that
+    /// appeared later has fewer points; a counter that went down counts as 0).
+    pub fn rates(&self) -> HashMap<String, Vec<f64>> {
+        let samples = self.samples.lock().expect("rates lock");
+        let mut out: HashMap<String, Vec<f64>> = HashMap::new();
+        for pair in samples.iter().collect::<Vec<_>>().windows(2) {
+            let ((t0, before), (t1, after)) = (pair[0], pair[1]);
+            let seconds = t1.duration_since(*t0).as_secs_f64().max(1e-3);
+            for (name, n) in after {
+                if let Some(b) = before.get(name) {
+                    out.entry(name.clone()).or_default().push(n.saturating_sub(*b) as f64 / seconds);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A gauge family for a scrape: `(labels, value)` per series.
 pub fn gauges(name: &str, help: &str, labels: &[&str], series: Vec<(Vec<String>, f64)>) -> Vec<MetricFamily> {
     let vec = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -147,6 +191,29 @@ pub fn gauges(name: &str, help: &str, labels: &[&str], series: Vec<(Vec<String>,
         vec.with_label_values(&values).set(*v);
     }
     vec.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateHistory;
+
+    #[test]
+    fn rates_are_differences_over_time() {
+        let h = RateHistory::default();
+        assert!(h.rates().is_empty(), "one sample or none: no rate yet");
+        h.record([("points".to_string(), 10)]);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.record([("points".to_string(), 20), ("log".to_string(), 5)]);
+        let rates = h.rates();
+        let points = rates["points"][0];
+        assert!(points > 0.0 && points <= 10.0 / 0.05, "{points}");
+        assert!(!rates.contains_key("log"), "a name needs two samples");
+        for _ in 0..RateHistory::KEEP + 5 {
+            h.record([("points".to_string(), 20)]);
+        }
+        assert_eq!(h.rates()["points"].len(), RateHistory::KEEP - 1);
+        assert_eq!(*h.rates()["points"].last().unwrap(), 0.0);
+    }
 }
 
 /// The content type of the text exposition format.

@@ -49,6 +49,32 @@ pub async fn enqueue<E: Event>(tx: &mut Conn, ids: &Snowflake, event: E) -> Resu
     Ok(id)
 }
 
+/// One event of an order as the outbox knows it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub event_id: i64,
+    pub subject: String,
+    pub written_at: i64,
+    /// When JetStream acknowledged it, and its sequence in the stream (`None` until then).
+    pub sent_at: Option<i64>,
+    pub stream_seq: Option<i64>,
+}
+
+/// Every event written for `order_id` (the rows' key), oldest first.
+pub async fn of_order(db: &Db, order_id: i64) -> Result<Vec<Written>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, msg_topic, create_time, sent_time, stream_seq FROM trade_mq_producer_temp WHERE msg_key = $1 ORDER BY create_time, id",
+    )
+    .bind(order_id.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Written { event_id: r.try_get(0)?, subject: r.try_get(1)?, written_at: r.try_get(2)?, sent_at: r.try_get(3)?, stream_seq: r.try_get(4)? })
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub batch: i64,

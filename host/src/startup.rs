@@ -157,6 +157,8 @@ impl Application {
                 signal.clone(),
             ));
         tasks.spawn(grants::follow(plugins.clone(), signal.clone()));
+        let (sampled, sample_signal) = (plugins.clone(), signal.clone());
+        tasks.spawn(async move { sampled.registry.sample_rates(sample_signal).await });
         tasks.spawn(fleet::follow(
                 move |name: String, bytes: Vec<u8>, run: bool| {
                     let host = from_fleet.clone();

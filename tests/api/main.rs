@@ -7,6 +7,7 @@ mod batches;
 mod callback;
 mod cluster;
 mod concurrency;
+mod console;
 mod crash;
 mod fault_matrix;
 mod faults;

@@ -19,7 +19,24 @@ use crate::{
 #[derive(Clone)]
 pub struct AdminToken(pub SecretString);
 
-/// `Authorization: Bearer <admin token>`.
+impl AdminToken {
+    /// Whether `offered` is the token, compared in constant time: MACs of both sides are
+    /// compared rather than the strings themselves.
+    pub fn matches(&self, offered: &str) -> bool {
+        use hmac::{Mac, digest::KeyInit};
+        let mac = |s: &str| {
+            let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"admin-token").expect("any key");
+            m.update(s.as_bytes());
+            m
+        };
+        let want = mac(self.0.expose_secret()).finalize().into_bytes();
+        mac(offered).verify_slice(&want).is_ok()
+    }
+}
+
+/// `Authorization: Bearer <admin token>`. The operator console's session stands in for it
+/// (see `console::session`): a same-origin request with the console's cookie, and on a
+/// state-changing request its `X-CSRF-Token`.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", checker = "check_admin_token")]
 pub struct AdminAuth(());
@@ -27,15 +44,7 @@ pub struct AdminAuth(());
 async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<()> {
     let wrong = || poem::Error::new(TokenWrong, poem::http::StatusCode::UNAUTHORIZED);
     let expected = req.data::<AdminToken>().ok_or_else(wrong)?;
-    // Constant-time: compare MACs of both sides rather than the strings themselves.
-    use hmac::{Mac, digest::KeyInit};
-    let mac = |s: &str| {
-        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"admin-token").expect("any key");
-        m.update(s.as_bytes());
-        m
-    };
-    let want = mac(expected.0.expose_secret()).finalize().into_bytes();
-    mac(&bearer.token).verify_slice(&want).map_err(|_| wrong())
+    expected.matches(&bearer.token).then_some(()).ok_or_else(wrong)
 }
 
 api_error!(

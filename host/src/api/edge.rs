@@ -104,6 +104,7 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
         Some(op) => op.0,
         None => match path.as_str() {
             "/docs" | "/openapi.json" | "/metrics" => path.as_str(),
+            p if p == "/console" || p.starts_with("/console/") => "console",
             _ => "unmatched", // any other path: one label, not one per guess
         },
     };

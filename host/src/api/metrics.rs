@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// A scrape must answer even when NATS or the database does not: each read gets this long.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[handler]
 pub async fn scrape(
@@ -39,22 +39,40 @@ pub async fn scrape(
     metrics.render(extra).with_content_type(metrics::CONTENT_TYPE).into_response()
 }
 
-async fn consumers(nats: &async_nats::Client, host: &PluginHost) -> Vec<MetricFamily> {
+/// One consumer's counts as JetStream reports them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lag {
+    pub pending: u64,
+    pub ack_pending: u64,
+    pub redelivered: u64,
+}
+
+/// The lag of every plugin's consumer and the guard's, by durable name; a consumer that
+/// cannot be read (or NATS within [`READ_TIMEOUT`]) is left out.
+pub async fn consumer_lag(nats: &async_nats::Client, host: &PluginHost) -> Vec<(String, Lag)> {
     let mut names: Vec<String> = host.registry.status().into_iter().map(|s| durable_name(&s.name)).collect();
     names.push(GUARD.to_owned());
-    let (mut pending, mut ack_pending, mut redelivered) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lag = Vec::new();
     let read = async {
         let stream = jetstream::new(nats.clone()).get_stream(STREAM).await.ok()?;
         for name in names {
             let Ok(info) = stream.consumer_info(&name).await else { continue };
-            let labels = vec![STREAM.to_owned(), name];
-            pending.push((labels.clone(), info.num_pending as f64));
-            ack_pending.push((labels.clone(), info.num_ack_pending as f64));
-            redelivered.push((labels, info.num_redelivered as f64));
+            lag.push((name, Lag { pending: info.num_pending, ack_pending: info.num_ack_pending as u64, redelivered: info.num_redelivered as u64 }));
         }
         Some(())
     };
     let _ = tokio::time::timeout(READ_TIMEOUT, read).await;
+    lag
+}
+
+async fn consumers(nats: &async_nats::Client, host: &PluginHost) -> Vec<MetricFamily> {
+    let (mut pending, mut ack_pending, mut redelivered) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, lag) in consumer_lag(nats, host).await {
+        let labels = vec![STREAM.to_owned(), name];
+        pending.push((labels.clone(), lag.pending as f64));
+        ack_pending.push((labels.clone(), lag.ack_pending as f64));
+        redelivered.push((labels, lag.redelivered as f64));
+    }
     let labels = ["stream_name", "consumer_name"];
     [
         metrics::gauges("jetstream_consumer_num_pending", "Messages the consumer has not received yet.", &labels, pending),

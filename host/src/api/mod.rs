@@ -2,11 +2,13 @@
 //! the spec at `/openapi.json`. Handlers are thin: parse, call the shop, map the error.
 
 mod admin;
+pub mod console;
 mod edge;
 mod examples;
 mod health;
 pub mod limits;
 mod metrics;
+mod observe;
 pub mod errors;
 mod payments;
 mod plugins;
@@ -17,7 +19,7 @@ mod strict;
 
 use std::sync::Arc;
 
-use poem::{EndpointExt, IntoEndpoint, IntoResponse, Route};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route};
 use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
 
 pub use admin::AdminToken;
@@ -48,11 +50,11 @@ pub enum Created<T: ToJSON + Send> {
     Created(Json<T>),
 }
 
-type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi, health::HealthApi);
+type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi, observe::ObserveApi, health::HealthApi);
 
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi, health::HealthApi),
+        (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi, observe::ObserveApi, health::HealthApi),
         "shopmesh",
         env!("CARGO_PKG_VERSION"),
     )
@@ -118,8 +120,23 @@ pub fn routes(parts: Parts) -> impl IntoEndpoint {
     // Swagger UI embeds the spec it shows: give it the served one.
     let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
     let edge = Arc::new(edge::Edge::new(metrics.clone(), limits, &serde_json::from_str(&spec).expect("the spec is JSON")));
+    let sessions = Arc::new(console::session::Sessions::new(admin_token.clone()));
+    // The console's session stands in for the bearer token on the admin endpoints.
+    let admitting = sessions.clone();
+    let api = api.into_endpoint().around(move |next, mut req| {
+        let sessions = admitting.clone();
+        async move {
+            if req.uri().path().starts_with("/api/admin/") {
+                if let Err(refused) = console::admit(&sessions, &mut req) {
+                    return Ok(refused);
+                }
+            }
+            next.call(req).await.map(IntoResponse::into_response)
+        }
+    });
     Route::new()
         .nest("/", api)
+        .nest("/console", console::routes(sessions))
         .at("/docs", poem::endpoint::make_sync(move |_| poem::web::Html(docs.clone())))
         .at("/openapi.json", poem::endpoint::make_sync(move |_| {
             poem::Response::builder().content_type("application/json; charset=utf-8").body(spec.clone())

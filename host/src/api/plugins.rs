@@ -16,6 +16,15 @@ use crate::{
     shop::Shop,
 };
 
+/// A dead letter with the event it holds.
+#[derive(Debug, Clone, poem_openapi::Object)]
+pub struct DeadLetterDetail {
+    #[oai(flatten)]
+    pub letter: DeadLetter,
+    /// The event as it arrived (its JSON, or whatever bytes a malformed one had).
+    pub event: String,
+}
+
 #[derive(Debug, Clone, poem_openapi::Object)]
 pub struct RedriveResult {
     pub id: crate::ids::Id,
@@ -93,6 +102,14 @@ api_error!(
     RedriveError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
         401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
         404 => NotFound("SHOP_DEAD_LETTER_NOT_FOUND"): "No such dead letter, or it was redriven already.",
+    }
+);
+
+api_error!(
+    /// Errors of reading one dead letter.
+    DeadLetterLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_DEAD_LETTER_NOT_FOUND"): "No such dead letter.",
     }
 );
 
@@ -219,6 +236,13 @@ impl PluginsAdminApi {
         plugin: Query<Option<String>>,
     ) -> Result<Json<Vec<DeadLetter>>, AdminError> {
         Ok(Json(dead_letters::list(&shop.db, plugin.0.as_deref()).await.map_err(DeadLetterError::from)?))
+    }
+
+    /// Get one dead letter, with its event
+    #[oai(path = "/dead-letters/:id", method = "get", operation_id = "getDeadLetter", tag = "ApiTags::Admin")]
+    async fn dead_letter(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, id: Path<crate::ids::Id>) -> Result<Json<DeadLetterDetail>, DeadLetterLookupError> {
+        let (letter, event) = dead_letters::get(&shop.db, id.0).await?;
+        Ok(Json(DeadLetterDetail { letter, event }))
     }
 
     /// Redrive one dead letter

@@ -65,13 +65,31 @@ pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx:
     Ok(())
 }
 
+const COLUMNS: &str = "id, plugin, plugin_version, subject, event_id, reason, attempts, created_at, redriven_at, redrive_result";
+
 /// Every dead letter, or those of one plugin, oldest first.
 pub async fn list(db: &Db, plugin: Option<&str>) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, plugin, plugin_version, subject, event_id, reason, attempts, created_at, redriven_at, redrive_result FROM shop_dead_letter WHERE ($1 = '' OR plugin = $1) ORDER BY id")
-        .bind(plugin.unwrap_or_default())
-        .fetch_all(db.pool())
-        .await?;
+    let sql = format!("SELECT {COLUMNS} FROM shop_dead_letter WHERE ($1 = '' OR plugin = $1) ORDER BY id");
+    let rows = sqlx::query(&sql).bind(plugin.unwrap_or_default()).fetch_all(db.pool()).await?;
     rows.iter().map(DeadLetter::from_row).collect()
+}
+
+/// The dead letters of these events (any plugin), oldest first.
+pub async fn of_events(db: &Db, event_ids: &[String]) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    let mut letters = Vec::new();
+    for ids in event_ids.chunks(rows_per_statement(1)) {
+        let sql = format!("SELECT {COLUMNS} FROM shop_dead_letter WHERE event_id IN ({}) ORDER BY id", placeholders(1, ids.len()));
+        let rows = ids.iter().fold(sqlx::query(&sql), |q, id| q.bind(id)).fetch_all(db.pool()).await?;
+        letters.extend(rows.iter().map(DeadLetter::from_row).collect::<Result<Vec<_>, _>>()?);
+    }
+    Ok(letters)
+}
+
+/// One dead letter with the event it holds (the message body as it arrived).
+pub async fn get(db: &Db, id: Id) -> Result<(DeadLetter, String), DeadLetterError> {
+    let sql = format!("SELECT {COLUMNS}, body FROM shop_dead_letter WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id.0).fetch_optional(db.pool()).await?.ok_or(DeadLetterError::NotFound(id))?;
+    Ok((DeadLetter::from_row(&row)?, row.try_get("body")?))
 }
 
 /// Open (not yet resolved) dead letters per plugin.

@@ -67,6 +67,48 @@ pub async fn lookup(db: &Db, plugin: &str, events: &[&Delivery]) -> Result<Vec<E
     Ok(events.iter().map(|d| found.remove(&(d.subject.clone(), d.id.clone())).unwrap_or_else(|| new.clone())).collect())
 }
 
+/// What one plugin did with one event, as its inbox row says.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    pub plugin: String,
+    pub subject: String,
+    pub event_id: String,
+    pub state: State,
+    /// The version that applied it (absent while it is only failing).
+    pub version: Option<String>,
+    /// When it was applied, or last failed (unix ms).
+    pub at: i64,
+    /// The effects applied, as JSON (absent while failing, or applied before recording).
+    pub effects: Option<String>,
+    /// Why the last attempt failed.
+    pub remark: Option<String>,
+}
+
+/// Every plugin's inbox row for these events.
+pub async fn of_events(db: &Db, event_ids: &[String]) -> Result<Vec<Handled>, sqlx::Error> {
+    let mut handled = Vec::new();
+    for ids in event_ids.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT group_name, msg_tag, msg_key, consumer_status, consumer_times, plugin_version, consumer_timestamp, effects, remark
+               FROM trade_mq_consumer_log WHERE msg_key IN ({}) ORDER BY consumer_timestamp",
+            placeholders(1, ids.len())
+        );
+        for r in ids.iter().fold(sqlx::query(&sql), |q, id| q.bind(id)).fetch_all(db.pool()).await? {
+            handled.push(Handled {
+                plugin: r.try_get(0)?,
+                subject: r.try_get(1)?,
+                event_id: r.try_get(2)?,
+                state: if r.try_get::<i64, _>(3)? == 1 { State::Applied } else { State::Failed(r.try_get(4)?) },
+                version: r.try_get(5)?,
+                at: r.try_get(6)?,
+                effects: r.try_get(7)?,
+                remark: r.try_get(8)?,
+            });
+        }
+    }
+    Ok(handled)
+}
+
 pub async fn state(db: &Db, plugin: &str, d: &Delivery) -> Result<State, sqlx::Error> {
     Ok(lookup(db, plugin, &[d]).await?.pop().map_or(State::New, |e| e.state))
 }

@@ -14,7 +14,8 @@
 //! | [`effects`] | checking effects against capabilities and the event; handing them to the shop |
 //! | [`grants`] | which capabilities each plugin name may hold |
 //! | [`dead_letters`] | `shop_dead_letter`: what could not be handled, and redrive results |
-//! | [`registry`] | versions: offer, stage, keep, activate, distribute, status |
+//! | [`registry`] | versions: offer, stage, keep, activate, distribute |
+//! | [`status`] | what the registry tells an operator: state, versions, recent rates |
 //! | [`fleet`], [`folder`] | new versions from the fleet's registry and the watched folder |
 
 pub mod consumer;
@@ -30,12 +31,14 @@ pub mod inbox;
 pub mod reads;
 pub mod registry;
 pub mod runtime;
+pub mod status;
 
 use std::time::Duration;
 
 pub use self::{
     host::PluginHost,
-    registry::{InstallError, Installed, PluginStatus, Registry},
+    registry::{InstallError, Installed, Registry},
+    status::PluginStatus,
 };
 
 /// The guard consumer's name, also what its dead letters are filed under.

@@ -15,30 +15,45 @@ use std::{
     time::Duration,
 };
 
-use poem_openapi::Object;
-
 use super::{
     fleet,
     grants::Grants,
     runtime::{self, LoadError, LoadedPlugin, Runtime},
 };
-use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics, timestamp::Timestamp};
+use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics};
 
 /// Everything the host knows about one plugin name.
-struct Slot {
+pub(super) struct Slot {
     /// The version deliveries run on; none while a new plugin is only staged.
-    active: Option<Arc<LoadedPlugin>>,
+    pub(super) active: Option<Arc<LoadedPlugin>>,
     /// When `active` became active (unix ms).
-    activated_at: i64,
+    pub(super) activated_at: i64,
     /// Every version seen (active, rolled back from, or staged), oldest first.
-    kept: Vec<Arc<LoadedPlugin>>,
-    invocations: u64,
-    failures: u64,
+    pub(super) kept: Vec<Arc<LoadedPlugin>>,
+    /// When each kept version was kept and last made active (unix ms), by version.
+    pub(super) times: HashMap<String, VersionTimes>,
+    pub(super) invocations: u64,
+    pub(super) failures: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct VersionTimes {
+    pub(super) kept_at: i64,
+    pub(super) activated_at: Option<i64>,
 }
 
 impl Slot {
-    fn is_active(&self, plugin: &Arc<LoadedPlugin>) -> bool {
+    pub(super) fn is_active(&self, plugin: &Arc<LoadedPlugin>) -> bool {
         self.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, plugin))
+    }
+
+    fn make_active(&mut self, plugin: &Arc<LoadedPlugin>) {
+        let now = now_ms();
+        self.active = Some(plugin.clone());
+        self.activated_at = now;
+        if let Some(t) = self.times.get_mut(plugin.version()) {
+            t.activated_at = Some(now);
+        }
     }
 }
 
@@ -74,33 +89,12 @@ pub enum Installed {
     Unchanged,
 }
 
-/// A plugin's state, for the admin API.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct PluginStatus {
-    pub name: String,
-    /// None while the plugin is only staged.
-    pub active_version: Option<String>,
-    /// sha256 of the active component.
-    pub sha256: Option<String>,
-    pub enabled: bool,
-    pub subjects: Vec<String>,
-    pub capabilities: Vec<String>,
-    /// What the name is granted now (what its next version may claim).
-    pub grants: Vec<String>,
-    pub activated_at: Option<Timestamp>,
-    pub invocations: i64,
-    pub failures: i64,
-    /// Versions kept for rollback or staged for activation, oldest first.
-    pub kept_versions: Vec<String>,
-}
-
 type NewPluginHook = Box<dyn Fn(String) + Send + Sync>;
 
 pub struct Registry {
     runtime: Arc<Runtime>,
-    plugins: RwLock<HashMap<String, Slot>>,
-    metrics: Arc<Metrics>,
+    pub(super) plugins: RwLock<HashMap<String, Slot>>,
+    pub(super) metrics: Arc<Metrics>,
     /// Which capabilities each name may hold.
     pub grants: Arc<Grants>,
     /// Plugin names paused (by the fleet's switches); installed or not.
@@ -210,6 +204,7 @@ impl Registry {
                 active: None,
                 activated_at: 0,
                 kept: Vec::new(),
+                times: HashMap::new(),
                 invocations: 0,
                 failures: 0,
             });
@@ -217,14 +212,15 @@ impl Registry {
                 return Err(InstallError::VersionExists { name, version: plugin.version().into() });
             }
             slot.kept.push(plugin.clone());
+            slot.times.insert(plugin.version().to_owned(), VersionTimes { kept_at: now_ms(), activated_at: None });
             if slot.kept.len() > KEPT_VERSIONS {
                 let oldest_inactive = slot.kept.iter().position(|k| !slot.is_active(k)).unwrap_or(0);
-                slot.kept.remove(oldest_inactive);
+                let gone = slot.kept.remove(oldest_inactive);
+                slot.times.remove(gone.version());
             }
             let first_active = activate && slot.active.is_none();
             if activate {
-                slot.active = Some(plugin.clone());
-                slot.activated_at = now_ms();
+                slot.make_active(&plugin);
             }
             self.metrics.swap(&name, if activate { "activated" } else { "staged" });
             first_active
@@ -257,8 +253,7 @@ impl Registry {
             let slot = plugins.get_mut(name).ok_or_else(|| InstallError::UnknownPlugin(name.into()))?;
             let first_active = slot.active.is_none();
             if !slot.is_active(&kept) {
-                slot.active = Some(kept.clone());
-                slot.activated_at = now_ms();
+                slot.make_active(&kept);
                 self.metrics.swap(name, "activated");
                 tracing::info!(plugin = name, version, "plugin version activated");
             }
@@ -326,32 +321,6 @@ impl Registry {
     /// Registers what to do when a plugin name appears for the first time (once).
     pub fn on_new_plugin(&self, start: impl Fn(String) + Send + Sync + 'static) {
         let _ = self.on_new.set(Box::new(start));
-    }
-
-    pub fn status(&self) -> Vec<PluginStatus> {
-        let plugins = self.plugins.read().expect("plugins lock");
-        let mut list: Vec<_> = plugins
-            .iter()
-            .map(|(name, slot)| PluginStatus {
-                name: name.clone(),
-                active_version: slot.active.as_ref().map(|a| a.version().into()),
-                sha256: slot.active.as_ref().map(|a| a.sha256.clone()),
-                enabled: self.is_enabled(name),
-                subjects: slot.active.as_ref().map(|a| a.subjects().to_vec()).unwrap_or_default(),
-                capabilities: slot
-                    .active
-                    .as_ref()
-                    .map(|a| a.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect())
-                    .unwrap_or_default(),
-                grants: self.grants.lookup(name).capabilities,
-                activated_at: slot.active.as_ref().map(|_| Timestamp(slot.activated_at)),
-                invocations: slot.invocations as i64,
-                failures: slot.failures as i64,
-                kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),
-            })
-            .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        list
     }
 
     /// Counts one invocation of `name` (and whether it failed) for the status.

@@ -204,13 +204,15 @@ pub struct Record {
     pub step: Step,
     pub forward: bool,
     pub amount: i64,
+    /// When it was written (unix ms).
+    pub at: i64,
 }
 
 /// Every record of the given orders.
 pub async fn of_orders(pool: &sqlx::AnyPool, order_ids: &[i64]) -> Result<Vec<Record>, sqlx::Error> {
     let mut records = Vec::new();
     for ids in order_ids.chunks(rows_per_statement(1)) {
-        let sql = format!("SELECT order_id, step, action, amount FROM shop_order_step WHERE order_id IN ({})", placeholders(1, ids.len()));
+        let sql = format!("SELECT order_id, step, action, amount, created_at FROM shop_order_step WHERE order_id IN ({}) ORDER BY created_at", placeholders(1, ids.len()));
         let rows = ids.iter().fold(sqlx::query(&sql), |q, id| q.bind(*id)).fetch_all(pool).await?;
         for r in &rows {
             let step: String = r.try_get(1)?;
@@ -219,6 +221,7 @@ pub async fn of_orders(pool: &sqlx::AnyPool, order_ids: &[i64]) -> Result<Vec<Re
                 step: Step::parse(&step).ok_or_else(|| sqlx::Error::Decode(format!("unknown step {step:?}").into()))?,
                 forward: r.try_get::<String, _>(2)? == "forward",
                 amount: r.try_get(3)?,
+                at: r.try_get(4)?,
             });
         }
     }

@@ -1,0 +1,148 @@
+//! The operator console at `/console`: a few pages of plain HTML, CSS and JavaScript
+//! embedded in the binary (no CDN, no build step, works offline), which call the admin API
+//! with the session of [`session`] instead of the token. Pages: overview, plugin, dead
+//! letters, replay, order timeline; the page script (`host/console/app.js`) draws them.
+//!
+//! Without a session every page redirects to the login page, and every admin call answers
+//! 401. Responses carry a strict Content-Security-Policy: only this host's own scripts and
+//! styles run, nothing frames the console.
+
+pub mod session;
+
+use std::sync::Arc;
+
+use poem::{
+    handler,
+    http::{header, StatusCode},
+    web::{Data, Form, Path, Redirect},
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+};
+
+use self::session::{Refusal, Sessions};
+
+const SHELL: &str = include_str!("../../../console/index.html");
+const LOGIN: &str = include_str!("../../../console/login.html");
+const APP_JS: &str = include_str!("../../../console/app.js");
+const APP_CSS: &str = include_str!("../../../console/app.css");
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes (under `/console`).
+pub fn routes(sessions: Arc<Sessions>) -> impl Endpoint {
+    Route::new()
+        .at("/", poem::get(shell))
+        .at("/login", poem::get(login_page).post(login))
+        .at("/logout", poem::post(logout))
+        .at("/assets/:file", poem::get(asset))
+        .at("/*rest", poem::get(shell))
+        .data(sessions)
+        .after(|resp: poem::Result<Response>| async move {
+            let mut resp = resp.unwrap_or_else(|e| e.into_response());
+            let headers = resp.headers_mut();
+            headers.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(CSP));
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+            headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+            Ok(resp)
+        })
+}
+
+/// The admin API's door for the console: see [`Sessions::admit`]. A refused request gets
+/// 403 `SHOP_CSRF_REFUSED` and runs nothing.
+pub fn admit(sessions: &Sessions, req: &mut Request) -> Result<(), Response> {
+    sessions.admit(req).map_err(refused)
+}
+
+fn refused(why: Refusal) -> Response {
+    let body = serde_json::json!({ "code": "SHOP_CSRF_REFUSED", "message": why.to_string() });
+    poem::web::Json(body).with_status(StatusCode::FORBIDDEN).into_response()
+}
+
+fn html(page: String, status: StatusCode) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(page)
+}
+
+fn to_login() -> Response {
+    Redirect::see_other("/console/login").into_response()
+}
+
+/// Every page is the same shell; the script draws the page the path names. The session's
+/// CSRF token is written into it for the script's state-changing calls.
+#[handler]
+fn shell(req: &Request, sessions: Data<&Arc<Sessions>>) -> Response {
+    match sessions.of(req) {
+        Some(s) => html(SHELL.replace("{{csrf}}", &s.csrf), StatusCode::OK),
+        None => to_login(),
+    }
+}
+
+fn login_form(message: &str) -> String {
+    let escaped = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    LOGIN.replace("{{message}}", &escaped)
+}
+
+#[handler]
+fn login_page(req: &Request, sessions: Data<&Arc<Sessions>>) -> Response {
+    match sessions.of(req) {
+        Some(_) => Redirect::see_other("/console").into_response(),
+        None => html(login_form(""), StatusCode::OK),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Login {
+    token: String,
+}
+
+#[handler]
+fn login(req: &Request, sessions: Data<&Arc<Sessions>>, form: poem::Result<Form<Login>>) -> Response {
+    // Login CSRF: another site must not log a browser into this console.
+    if !session::same_origin(req) {
+        return refused(Refusal::Csrf);
+    }
+    let Ok(Form(login)) = form else {
+        return html(login_form("send the admin token in the form's token field"), StatusCode::BAD_REQUEST);
+    };
+    match sessions.login(login.token.trim()) {
+        Some(s) => {
+            tracing::info!(by = %super::plugins::who(req), "console login");
+            let mut resp = Redirect::see_other("/console").into_response();
+            resp.headers_mut().insert(header::SET_COOKIE, header::HeaderValue::from_str(&session::set_cookie(Some(&s))).expect("a cookie is ASCII"));
+            resp
+        }
+        None => {
+            tracing::warn!(by = %super::plugins::who(req), "console login refused: wrong admin token");
+            html(login_form("admin token wrong"), StatusCode::UNAUTHORIZED)
+        }
+    }
+}
+
+#[handler]
+fn logout(req: &Request, sessions: Data<&Arc<Sessions>>) -> Response {
+    let Some(s) = sessions.of(req) else {
+        let body = serde_json::json!({ "code": "SHOP_UNAUTHORIZED", "message": "no console session" });
+        return poem::web::Json(body).with_status(StatusCode::UNAUTHORIZED).into_response();
+    };
+    if let Err(why) = session::check_csrf(req, &s) {
+        return refused(why);
+    }
+    sessions.logout(&s);
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, header::HeaderValue::from_str(&session::set_cookie(None)).expect("a cookie is ASCII"));
+    resp
+}
+
+/// The script and the style sheet (nothing secret: served without a session).
+#[handler]
+fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    Response::builder().content_type(kind).header(header::CACHE_CONTROL, "no-cache").body(body)
+}

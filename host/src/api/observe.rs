@@ -1,0 +1,127 @@
+//! What an operator looks at (the console's overview and order pages read these): every
+//! plugin's load in one answer, and one order's story.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{param::Path, payload::Json, Object, OpenApi};
+
+use super::{
+    admin::{AdminAuth, AdminError},
+    errors::api_error,
+    metrics::{consumer_lag, READ_TIMEOUT},
+    ApiTags, Probes,
+};
+use crate::{
+    ids::{now_ms, Id},
+    outbox,
+    plugins::{consumer::durable_name, dead_letters, PluginHost},
+    shop::Shop,
+    timeline::{self, OrderTimeline},
+};
+
+/// The mesh at a glance.
+#[derive(Debug, Clone, Object)]
+pub struct Overview {
+    pub plugins: Vec<PluginLoad>,
+    /// Outbox rows not yet acknowledged by JetStream.
+    pub outbox_unsent: i64,
+    /// Age of the oldest of them (0 when none).
+    pub outbox_oldest_unsent_age_seconds: f64,
+    /// Dead letters not yet redriven, all plugins.
+    pub dead_letters_open: i64,
+    /// Seconds between two points of `recent_rates`.
+    pub sample_seconds: i64,
+}
+
+/// One plugin's load.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct PluginLoad {
+    pub name: String,
+    pub active_version: Option<String>,
+    pub enabled: bool,
+    /// Events handled on this host since it started, and how many of those failed.
+    pub invocations: i64,
+    pub failures: i64,
+    /// Events handled per second on this host over the last sample.
+    pub events_per_second: f64,
+    /// Events in the stream its consumer has not received yet (fleet-wide); absent when
+    /// JetStream could not be asked.
+    pub pending: Option<i64>,
+    /// Delivered and not yet acknowledged.
+    pub ack_pending: Option<i64>,
+    pub dead_letters_open: i64,
+    /// Events per second over the last minutes, oldest first, one point per `sample_seconds`.
+    pub recent_rates: Vec<f64>,
+}
+
+api_error!(
+    /// Errors of reading an order's timeline.
+    TimelineError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
+        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+        404 => NotFound("SHOP_ORDER_INVALID"): "No such order.",
+    }
+);
+
+pub struct ObserveApi;
+
+#[OpenApi(prefix_path = "/api/admin")]
+impl ObserveApi {
+    /// The mesh at a glance
+    ///
+    /// Per plugin: active version, enabled, events/s on this host (with the last minutes'
+    /// rates), pending events in its consumer, failures, open dead letters; and the outbox
+    /// backlog. What JetStream or the database cannot answer within two seconds is left out.
+    #[oai(path = "/overview", method = "get", operation_id = "getOverview", tag = "ApiTags::Admin")]
+    async fn overview(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, probes: Data<&Probes>) -> Result<Json<Overview>, AdminError> {
+        let db = &host.shop().db;
+        let lag = consumer_lag(&probes.nats, &host).await;
+        let open = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await.ok().and_then(Result::ok).unwrap_or_default();
+        let (unsent, oldest) = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await.ok().and_then(Result::ok).unwrap_or((0, None));
+        let mut rates = host.metrics.rates.rates();
+        let plugins = host
+            .registry
+            .status()
+            .into_iter()
+            .map(|s| {
+                let lag = lag.iter().find(|(n, _)| *n == durable_name(&s.name)).map(|(_, l)| *l);
+                let recent_rates = rates.remove(&s.name).unwrap_or_default();
+                PluginLoad {
+                    events_per_second: recent_rates.last().copied().unwrap_or(0.0),
+                    pending: lag.map(|l| l.pending as i64),
+                    ack_pending: lag.map(|l| l.ack_pending as i64),
+                    dead_letters_open: open.iter().find(|(p, _)| *p == s.name).map_or(0, |(_, n)| *n),
+                    recent_rates,
+                    name: s.name,
+                    active_version: s.active_version,
+                    enabled: s.enabled,
+                    invocations: s.invocations,
+                    failures: s.failures,
+                }
+            })
+            .collect();
+        Ok(Json(Overview {
+            plugins,
+            outbox_unsent: unsent,
+            outbox_oldest_unsent_age_seconds: oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1e3),
+            dead_letters_open: open.iter().map(|(_, n)| n).sum(),
+            sample_seconds: crate::plugins::status::RATE_SAMPLE.as_secs() as i64,
+        }))
+    }
+
+    /// An order's timeline
+    ///
+    /// Its states, step records (taken by the order flow, given back by plugins), every
+    /// event written for it with its stream sequence, what each plugin did with each event
+    /// (version, time, effects), and its dead letters.
+    #[oai(path = "/orders/:order_id/timeline", method = "get", operation_id = "getOrderTimeline", tag = "ApiTags::Admin")]
+    async fn timeline(
+        &self,
+        _auth: AdminAuth,
+        shop: Data<&Arc<Shop>>,
+        #[oai(example = "super::examples::order_id")] order_id: Path<Id>,
+    ) -> Result<Json<OrderTimeline>, TimelineError> {
+        Ok(Json(timeline::of_order(&shop, order_id.0).await?))
+    }
+}

@@ -1,0 +1,237 @@
+"""The operator console in a real headless Chromium (Debian's package, driven by Playwright).
+
+Run by tests/api/console.rs against a real host it prepared: the five plugins loaded,
+three paid orders (points applied by 1.0.0), one dead letter of points (a rogue version
+trapped; 1.0.0 active again), and one cancelled order with stock, coupon and balance.
+Everything is done through the pages, as an operator would; each step checks what the page
+shows, and a screenshot of every page is written to CONSOLE_SCREENSHOTS.
+
+Environment: CONSOLE_URL, CONSOLE_TOKEN, CONSOLE_ORDER_ID, CONSOLE_DEAD_LETTER_ID,
+CONSOLE_POINTS_V2 (path of points 2.0.0's component), CONSOLE_SCREENSHOTS, CHROMIUM.
+"""
+
+import http.server
+import os
+import re
+import sys
+import threading
+
+from playwright.sync_api import expect, sync_playwright
+
+URL = os.environ["CONSOLE_URL"]
+TOKEN = os.environ["CONSOLE_TOKEN"]
+ORDER_ID = os.environ["CONSOLE_ORDER_ID"]
+DEAD_LETTER_ID = os.environ["CONSOLE_DEAD_LETTER_ID"]
+POINTS_V2 = os.environ["CONSOLE_POINTS_V2"]
+SHOTS = os.environ["CONSOLE_SCREENSHOTS"]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FIVE = ["stock", "coupon", "balance", "points", "log"]
+PAGES = ["/console", "/console/plugins/points", "/console/dead-letters", "/console/replay",
+         "/console/replay/1", "/console/orders", f"/console/orders/{ORDER_ID}", "/console/no-such-page"]
+
+os.makedirs(SHOTS, exist_ok=True)
+expect.set_options(timeout=20_000)
+
+
+def step(name):
+    print(f"-- {name}", flush=True)
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+
+
+def api_status(page, method, path):
+    """A fetch from the page's context (its cookies, no CSRF header): the HTTP status."""
+    return page.evaluate("([m, p]) => fetch(p, {method: m}).then(r => r.status)", [method, path])
+
+
+def serve_forgery(target):
+    """A page on another origin that posts a form to the host as soon as it loads."""
+    html = f"""<!doctype html><form id=f method=post action="{target}"><input name=x value=1></form>
+<script>document.getElementById('f').submit()</script>""".encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+        page = ctx.new_page()
+        page.on("dialog", lambda d: d.accept())  # every confirmation: yes
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        step("login: a page without a session goes to the login form; a wrong token is refused")
+        page.goto(URL + "/console")
+        expect(page).to_have_url(re.compile(r"/console/login$"))
+        page.fill("input[name=token]", "not-the-token")
+        page.click("button[type=submit]")
+        expect(page.locator("#login-error")).to_have_text("admin token wrong")
+        shot(page, "01-login")
+        page.fill("input[name=token]", TOKEN)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(re.compile(r"/console$"))
+        cookie = next(c for c in ctx.cookies() if c["name"] == "shopmesh_console")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+        assert TOKEN not in page.content(), "the token is not in the page"
+        assert page.evaluate("() => JSON.stringify(localStorage) + document.cookie") == "{}", "nothing in localStorage or script-readable cookies"
+
+        step("overview lists the five plugins with version, state and counters")
+        for name in FIVE:
+            row = page.locator(f"#plugin-table tr[data-plugin='{name}']")
+            expect(row).to_contain_text("1.0.0")
+            expect(row).to_contain_text("enabled")
+        expect(page.locator("#rate-chart")).to_be_visible()
+        expect(page.locator("#outbox")).to_contain_text("Outbox backlog")
+        shot(page, "02-overview")
+
+        step("dead letters: the event's JSON, then redrive; the row shows it applied")
+        page.click("header nav a[data-nav='dead-letters']")
+        row = page.locator(f"#letter-table tr[data-id='{DEAD_LETTER_ID}']")
+        expect(row).to_contain_text("points")
+        expect(row).to_contain_text("0.0.1-rogue")
+        expect(row.locator("td.status")).to_have_text("open")
+        row.locator("button.view").click()
+        expect(page.locator("#event-json")).to_contain_text("shop.pay.success")
+        shot(page, "03-dead-letters-open")
+        row.locator("button.redrive").click()
+        expect(row.locator("td.status")).to_have_text("redriven: applied")
+        expect(row.locator("button.redrive")).to_have_count(0)
+        shot(page, "04-dead-letters-redriven")
+
+        step("plugin page: stage points 2.0.0")
+        page.goto(URL + "/console/plugins/points")
+        expect(page.locator("#active-version")).to_have_text("1.0.0")
+        page.set_input_files("#upload input[name=file]", POINTS_V2)
+        page.select_option("#upload select[name=activate]", "false")
+        page.click("#upload button[type=submit]")
+        expect(page.locator("#versions tr[data-version='2.0.0']")).to_have_attribute("data-state", "staged")
+        expect(page.locator("#active-version")).to_have_text("1.0.0")
+        shot(page, "05-plugin-staged")
+
+        step("replay page: bad input is answered by the API and starts nothing")
+        page.goto(URL + "/console/replay?plugin=points")
+        expect(page.locator("#replay-list")).to_be_visible()
+        before = page.locator("#replay-list tbody tr").count()
+        page.fill("#replay-form input[name=from_seq]", "9")
+        page.fill("#replay-form input[name=to_seq]", "3")
+        page.click("#replay-form button[type=submit]")
+        expect(page.locator("#error")).to_contain_text("SHOP_REPLAY_RANGE_INVALID")
+        page.reload()
+        expect(page.locator("#replay-list")).to_be_visible()
+        expect(page.locator("#replay-list tbody tr")).to_have_count(before)
+
+        step("replay page: a dry-run of 2.0.0 runs to done and its diff shows changed events")
+        page.select_option("#replay-form select[name=version]", "2.0.0")
+        page.select_option("#replay-form select[name=mode]", "dry-run")
+        page.click("#replay-form button[type=submit]")
+        expect(page).to_have_url(re.compile(r"/console/replay/\d+$"))
+        expect(page.locator("#replay-state")).to_have_attribute("data-state", "done")
+        expect(page.locator("#progress-text")).to_contain_text("(100%)")
+        assert page.evaluate("() => document.getElementById('bar').style.width") == "100%"
+        changed = int(page.locator("#summary [data-outcome='changed'] .big").inner_text())
+        assert changed >= 4, f"three paid orders and the redriven one changed, got {changed}"
+        expect(page.locator("#diff-table tr[data-outcome='changed']")).to_have_count(changed)
+        first = page.locator("#diff-table tr[data-outcome='changed']").first
+        expect(first).to_contain_text("add-points")
+        expect(first).to_contain_text("points 150")
+        expect(first).to_contain_text("points 300")
+        page.select_option("#outcome", "same")
+        expect(page.locator("#diff-table tbody")).to_contain_text("nothing here")
+        page.select_option("#outcome", "changed")
+        expect(page.locator("#diff-table tr[data-outcome='changed']")).to_have_count(changed)
+        shot(page, "06-replay-diff")
+
+        step("plugin page: activate 2.0.0, then roll back to 1.0.0")
+        page.goto(URL + "/console/plugins/points")
+        page.click("#versions button.activate[data-version='2.0.0']")
+        expect(page.locator("#active-version")).to_have_text("2.0.0")
+        expect(page.locator("#versions tr[data-version='1.0.0']")).to_have_attribute("data-state", "kept")
+        page.click("#versions button.activate[data-version='1.0.0']")
+        expect(page.locator("#active-version")).to_have_text("1.0.0")
+        expect(page.locator("#versions tr[data-version='2.0.0']")).to_have_attribute("data-state", "kept")
+        expect(page.locator("#notice")).to_have_text("points 1.0.0 is active")
+        shot(page, "07-plugin-rolled-back")
+
+        step("order page: the cancelled order's timeline shows what each plugin gave back")
+        page.goto(URL + "/console/orders")
+        page.fill("#order-form input[name=order_id]", ORDER_ID)
+        page.click("#order-form button[type=submit]")
+        for s in ["stock", "coupon", "balance"]:
+            expect(page.locator(f"#steps tr[data-step='{s}'][data-action='taken']")).to_have_count(1)
+            expect(page.locator(f"#steps tr[data-step='{s}'][data-action='given-back']")).to_contain_text(f"{s}@1.0.0")
+        expect(page.locator("#states li[data-state='cancelled']")).to_be_visible()
+        for plugin, effect in [("stock", "restore-stock"), ("coupon", "release-coupon"), ("balance", "refund-balance")]:
+            row = page.locator(f"#events tr[data-subject='shop.order.cancel'][data-plugin='{plugin}']")
+            expect(row).to_contain_text("applied")
+            expect(row).to_contain_text("1.0.0")
+            expect(row).to_contain_text(effect)
+        expect(page.locator("#events")).to_contain_text("shop.order.cancel")
+        shot(page, "08-order-timeline")
+
+        step("errors are the API's messages, never a blank page")
+        page.goto(URL + "/console/orders/1")
+        expect(page.locator("#error")).to_contain_text("SHOP_ORDER_INVALID")
+        page.goto(URL + "/console/plugins/nope")
+        expect(page.locator("#error")).to_contain_text("no plugin nope")
+        shot(page, "09-error-shown")
+
+        step("a forged cross-site POST is refused (same site, other origin: cookie sent, no CSRF token)")
+        forgery = serve_forgery(URL + "/api/admin/plugins/points/disable")
+        evil = ctx.new_page()
+        with evil.expect_response(lambda r: r.url.endswith("/disable")) as answer:
+            evil.goto(f"http://127.0.0.1:{forgery.server_port}/")
+        assert answer.value.status == 403, answer.value.status
+        assert "SHOP_CSRF_REFUSED" in answer.value.text()
+        # Cross-site (localhost is another site than 127.0.0.1): the cookie is not even sent.
+        with evil.expect_response(lambda r: r.url.endswith("/disable")) as answer:
+            evil.goto(f"http://localhost:{forgery.server_port}/")
+        assert answer.value.status in (401, 403), answer.value.status
+        evil.close()
+        forgery.shutdown()
+        page.goto(URL + "/console")
+        expect(page.locator("#plugin-table tr[data-plugin='points']")).to_contain_text("enabled")
+
+        step("logout ends the session")
+        page.click("#logout")
+        expect(page).to_have_url(re.compile(r"/console/login$"))
+        page.goto(URL + "/console/dead-letters")
+        expect(page).to_have_url(re.compile(r"/console/login$"))
+
+        step("without a session: every page redirects to login, every action answers 401")
+        anon = browser.new_context().new_page()
+        for path in PAGES:
+            anon.goto(URL + path)
+            expect(anon).to_have_url(re.compile(r"/console/login$"))
+        for method, path in [("POST", "/api/admin/plugins/points/disable"), ("POST", f"/api/admin/dead-letters/{DEAD_LETTER_ID}/redrive"),
+                             ("POST", "/api/admin/replays"), ("DELETE", "/api/admin/replays/1"), ("GET", "/api/admin/overview"),
+                             ("POST", "/console/logout")]:
+            assert api_status(anon, method, path) == 401, (method, path)
+
+        assert not errors, f"script errors on the pages: {errors}"
+        browser.close()
+    print("console: every step passed", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # the Rust test prints this output when it fails
+        print(f"FAILED: {type(e).__name__}: {e}", flush=True)
+        sys.exit(1)
