@@ -97,14 +97,14 @@ function table(columns, rows, attrs) {
 const COLORS = ["#2f5bea", "#c4320a", "#067647", "#b54708", "#7a5af8", "#0e9384", "#dd2590", "#475467"];
 
 function chart(plugins, sampleSeconds) {
-  const W = 640, H = 160, P = 28;
+  const W = 1100, H = 170, P = 30;
   const series = plugins.map((p) => p.recent_rates || []);
   const n = Math.max(2, ...series.map((s) => s.length));
   const max = Math.max(1, ...series.flat());
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("width", W); svg.setAttribute("height", H);
+  svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
   svg.setAttribute("id", "rate-chart");
   const line = (x1, y1, x2, y2, color) => {
     const l = document.createElementNS(ns, "line");
