@@ -185,10 +185,12 @@ async fn every_page_in_a_real_browser() {
     assert_eq!(v2["state"], "kept", "activated once, then rolled back from: {v2}");
     assert!(v2["activated_at"].is_string(), "{v2}");
     let replays = app.admin(Method::GET, "/api/admin/replays", None).await.body;
-    let replays = replays.as_array().unwrap();
-    assert_eq!(replays.len(), 1, "the bad form started nothing: {replays:?}");
-    assert_eq!((replays[0]["version"].as_str(), replays[0]["mode"].as_str(), replays[0]["state"].as_str()), (Some("2.0.0"), Some("dry-run"), Some("done")));
-    assert_eq!(replays[0]["summary"]["changed"], 4);
+    let replays = replays.as_array().unwrap(); // newest first
+    assert_eq!(replays.len(), 2, "the bad form started nothing: {replays:?}");
+    let states: Vec<_> = replays.iter().map(|r| (r["version"].as_str(), r["mode"].as_str(), r["state"].as_str(), r["max_rate"].as_i64())).collect();
+    assert_eq!(states, [(Some("2.0.0"), Some("dry-run"), Some("cancelled"), Some(1)), (Some("2.0.0"), Some("dry-run"), Some("done"), None)]);
+    assert_eq!(replays[1]["summary"]["changed"], 4);
+    assert!(replays[0]["processed"].as_i64().unwrap() < 4, "cancelled before the end: {}", replays[0]);
     let mut pages: Vec<String> = std::fs::read_dir(&shots).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     pages.sort();
     assert_eq!(pages.len(), 9, "a screenshot of every page: {pages:?}");

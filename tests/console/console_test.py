@@ -158,6 +158,17 @@ def main():
         expect(page.locator("#diff-table tr[data-outcome='changed']")).to_have_count(changed)
         shot(page, "06-replay-diff")
 
+        step("replay page: a slow one (max rate 1 ev/s) shows its progress live and can be cancelled")
+        page.goto(URL + "/console/replay?plugin=points")
+        page.select_option("#replay-form select[name=version]", "2.0.0")
+        page.fill("#replay-form input[name=max_rate]", "1")
+        page.click("#replay-form button[type=submit]")
+        expect(page.locator("#replay-state")).to_have_attribute("data-state", "running")
+        expect(page.locator("#progress-text")).to_contain_text(" of 4 events")
+        page.click("#cancel")
+        expect(page.locator("#replay-state")).to_have_attribute("data-state", "cancelled")
+        expect(page.locator("#cancel")).to_have_count(0)
+
         step("plugin page: activate 2.0.0, then roll back to 1.0.0")
         page.goto(URL + "/console/plugins/points")
         page.click("#versions button.activate[data-version='2.0.0']")

@@ -127,8 +127,8 @@ pub fn routes(parts: Parts) -> impl IntoEndpoint {
         let sessions = admitting.clone();
         async move {
             if req.uri().path().starts_with("/api/admin/") {
-                if let Err(refused) = console::admit(&sessions, &mut req) {
-                    return Ok(refused);
+                if let Err(why) = sessions.admit(&mut req) {
+                    return Ok(console::refused(why));
                 }
             }
             next.call(req).await.map(IntoResponse::into_response)

@@ -3,7 +3,7 @@
 //! batch ([`super::inbox`]) → snapshots, one query per table ([`super::reads`]) → dispatch,
 //! each event on its own ([`super::dispatch`]) → the effects and inbox rows of the whole
 //! batch in one transaction ([`super::effects`]) → ack. An event that fails goes down the
-//! retry and dead-letter path on its own ([`super::dead_letters`]); the rest commit. Redrive
+//! retry and dead-letter path on its own ([`super::failures`]); the rest commit. Redrive
 //! and replay take the same path.
 
 use std::{
@@ -16,7 +16,6 @@ use opentelemetry::KeyValue;
 use sqlx::Connection;
 
 use super::{
-    dead_letters::{self, DeadLetterError, Letter},
     delivery::{self, Delivery},
     dispatch::{self, Failure},
     effects,
@@ -24,10 +23,9 @@ use super::{
     inbox, reads,
     registry::Registry,
     runtime::{Effect, LoadedPlugin, Runtime},
-    DeliverySettings, Disposition, GUARD,
+    DeliverySettings, Disposition,
 };
 use crate::{
-    ids::Id,
     metrics::{Metrics, Outcome},
     shop::Shop,
     store::Conn,
@@ -37,7 +35,7 @@ use crate::{
 pub struct PluginHost {
     pub registry: Registry,
     runtime: Arc<Runtime>,
-    shop: Arc<Shop>,
+    pub(super) shop: Arc<Shop>,
     config: HashMap<String, Arc<HashMap<String, String>>>,
     pub delivery: DeliverySettings,
     pub metrics: Arc<Metrics>,
@@ -111,7 +109,7 @@ impl PluginHost {
         self.config.get(plugin).cloned().unwrap_or_default()
     }
 
-    fn backoff(&self, attempt: i64) -> Duration {
+    pub(super) fn backoff(&self, attempt: i64) -> Duration {
         let factor = 1u32 << attempt.clamp(1, 16).saturating_sub(1) as u32;
         self.delivery.base_delay.saturating_mul(factor).min(self.delivery.max_delay)
     }
@@ -315,111 +313,6 @@ impl PluginHost {
         effects::apply(tx, &self.shop.ids, plugin, &now).await?;
         Ok(fresh)
     }
-
-    /// A failed attempt: recorded, then retried later or dead-lettered.
-    async fn failed(&self, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, failure: Failure) -> Disposition {
-        let reason = failure.to_string();
-        if failure.is_permanent() {
-            self.metrics.invocation(&plugin.name, plugin.version(), Outcome::Refused);
-            return self.dead_letter(plugin, d, &reason, attempt).await;
-        }
-        tracing::warn!(plugin = %plugin.name, version = plugin.version(), event = %d.id, trace_id = %trace_id(d), attempt, %reason, "plugin attempt failed");
-        if let Err(e) = inbox::record_failure(&self.shop.db, &plugin.name, d, attempt, &reason).await {
-            // Unrecorded, this attempt is not counted: better one retry too many than an
-            // event dead-lettered early.
-            tracing::warn!(error = %e, "could not record the failed attempt");
-        }
-        if attempt >= self.delivery.max_attempts {
-            self.metrics.invocation(&plugin.name, plugin.version(), Outcome::DeadLettered);
-            self.dead_letter(plugin, d, &reason, attempt).await
-        } else {
-            self.metrics.invocation(&plugin.name, plugin.version(), Outcome::Retried);
-            Disposition::Retry(self.backoff(attempt))
-        }
-    }
-
-    /// The guard's check of any event on `shop.>`: a malformed one is dead-lettered under
-    /// the guard's name, so nothing malformed sits unread on a subject no plugin consumes.
-    pub async fn guard(&self, subject: &str, body: &[u8], attempt: i64) -> Disposition {
-        match delivery::parse(subject, body) {
-            Ok(_) => Disposition::Ack,
-            Err(reason) => self.malformed(GUARD, "-", subject, body, &reason, attempt).await,
-        }
-    }
-
-    async fn malformed(&self, plugin: &str, version: &str, subject: &str, body: &[u8], reason: &str, attempts: i64) -> Disposition {
-        let text = String::from_utf8_lossy(body);
-        let event_id = delivery::event_id_guess(&text);
-        let reason = format!("malformed event: {reason}");
-        self.metrics.invocation(plugin, version, Outcome::DeadLettered);
-        let letter = Letter { plugin, version, subject, event_id: &event_id, body: &text, reason: &reason, attempts };
-        self.store_dead_letter(&letter).await
-    }
-
-    async fn dead_letter(&self, plugin: &LoadedPlugin, d: &Delivery, reason: &str, attempts: i64) -> Disposition {
-        tracing::warn!(plugin = %plugin.name, version = plugin.version(), event = %d.id, trace_id = %trace_id(d), attempts, %reason, "event dead-lettered");
-        let letter = Letter {
-            plugin: &plugin.name,
-            version: plugin.version(),
-            subject: &d.subject,
-            event_id: &d.id,
-            body: &d.body,
-            reason,
-            attempts,
-        };
-        self.store_dead_letter(&letter).await
-    }
-
-    async fn store_dead_letter(&self, letter: &Letter<'_>) -> Disposition {
-        match dead_letters::store(&self.shop.db, &self.shop.ids, letter).await {
-            Ok(()) => Disposition::DeadLettered,
-            // Never drop an event: if it cannot be stored, JetStream keeps it.
-            Err(e) => {
-                tracing::error!(error = %e, "could not store the dead letter; will retry");
-                Disposition::Retry(self.delivery.max_delay)
-            }
-        }
-    }
-
-    /// Runs a dead letter through the plugin's current version once more. Applied (or
-    /// already applied): marked redriven. Failing again: it stays, with the new reason.
-    pub async fn redrive(&self, id: Id) -> Result<String, DeadLetterError> {
-        let (plugin, subject, body) = dead_letters::pending(&self.shop.db, id).await?;
-        let Some(current) = self.registry.current(&plugin) else {
-            return Ok(format!("plugin {plugin} is not loaded"));
-        };
-        let result = match delivery::parse(&subject, body.as_bytes()) {
-            Err(reason) => format!("still malformed: {reason}"),
-            Ok(d) => match inbox::state(&self.shop.db, &plugin, &d).await? {
-                inbox::State::Applied => "applied".to_string(), // applied meanwhile: nothing to do
-                state => {
-                    let ready = Ready { delivery: &d, attempt: state.next_attempt() };
-                    match self.run_and_apply(&current, &[&ready]).await.pop().expect("one result") {
-                        Ok(_) => "applied".to_string(),
-                        Err(failure) => format!("failed: {failure}"),
-                    }
-                }
-            },
-        };
-        dead_letters::record_redrive(&self.shop.db, id, result == "applied", &result).await?;
-        Ok(result)
-    }
-
-    /// Redrives every pending dead letter of `plugin`: (id, result) of each.
-    pub async fn redrive_all(&self, plugin: &str) -> Result<Vec<(Id, String)>, DeadLetterError> {
-        let mut results = Vec::new();
-        for letter in dead_letters::list(&self.shop.db, Some(plugin)).await? {
-            if letter.redriven_at.is_some() {
-                continue;
-            }
-            match self.redrive(letter.id).await {
-                Ok(result) => results.push((letter.id, result)),
-                Err(DeadLetterError::NotFound(_)) => {} // redriven meanwhile
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(results)
-    }
 }
 
 /// Splits events into waves in which no order appears twice: the first wave takes each
@@ -455,7 +348,7 @@ fn process_span(plugin: &LoadedPlugin, d: &Delivery, parent: Option<TraceContext
 }
 
 /// The trace id to log with a delivery (empty when it came without one).
-fn trace_id(d: &Delivery) -> String {
+pub(super) fn trace_id(d: &Delivery) -> String {
     d.trace.map(|t| t.trace_id_hex()).unwrap_or_default()
 }
 

@@ -5,7 +5,8 @@
 //! | file | job |
 //! |---|---|
 //! | [`consumer`] | one durable JetStream pull consumer per plugin, and the guard; acks per [`Disposition`] |
-//! | [`host`] | [`PluginHost`]: the live path of one delivery, retries, dead-lettering, redrive |
+//! | [`host`] | [`PluginHost`]: the live path of a batch of deliveries |
+//! | [`failures`] | a failed event: attempts recorded, retry with backoff, dead-lettering, the guard, redrive |
 //! | [`delivery`] | parsing and checking a message before any plugin sees it |
 //! | [`inbox`] | `trade_mq_consumer_log`: applied once per (plugin, event), failed attempts |
 //! | [`reads`] | the snapshot a plugin reads from |
@@ -23,6 +24,7 @@ pub mod dead_letters;
 pub mod delivery;
 pub mod dispatch;
 pub mod effects;
+pub mod failures;
 pub mod fleet;
 pub mod folder;
 pub mod grants;

@@ -47,13 +47,9 @@ pub fn routes(sessions: Arc<Sessions>) -> impl Endpoint {
         })
 }
 
-/// The admin API's door for the console: see [`Sessions::admit`]. A refused request gets
-/// 403 `SHOP_CSRF_REFUSED` and runs nothing.
-pub fn admit(sessions: &Sessions, req: &mut Request) -> Result<(), Response> {
-    sessions.admit(req).map_err(refused)
-}
-
-fn refused(why: Refusal) -> Response {
+/// What a request refused by [`Sessions::admit`] (or the console's own checks) is answered:
+/// 403 `SHOP_CSRF_REFUSED`; nothing ran.
+pub fn refused(why: Refusal) -> Response {
     let body = serde_json::json!({ "code": "SHOP_CSRF_REFUSED", "message": why.to_string() });
     poem::web::Json(body).with_status(StatusCode::FORBIDDEN).into_response()
 }
@@ -111,7 +107,7 @@ fn login(req: &Request, sessions: Data<&Arc<Sessions>>, form: poem::Result<Form<
         Some(s) => {
             tracing::info!(by = %super::plugins::who(req), "console login");
             let mut resp = Redirect::see_other("/console").into_response();
-            resp.headers_mut().insert(header::SET_COOKIE, header::HeaderValue::from_str(&session::set_cookie(Some(&s))).expect("a cookie is ASCII"));
+            resp.headers_mut().insert(header::SET_COOKIE, header::HeaderValue::from_str(&session::set_cookie(req, Some(&s))).expect("a cookie is ASCII"));
             resp
         }
         None => {
@@ -132,7 +128,7 @@ fn logout(req: &Request, sessions: Data<&Arc<Sessions>>) -> Response {
     }
     sessions.logout(&s);
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, header::HeaderValue::from_str(&session::set_cookie(None)).expect("a cookie is ASCII"));
+    resp.headers_mut().insert(header::SET_COOKIE, header::HeaderValue::from_str(&session::set_cookie(req, None)).expect("a cookie is ASCII"));
     resp
 }
 

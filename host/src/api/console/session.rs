@@ -132,11 +132,15 @@ pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The `Set-Cookie` value that starts a session, or (`None`) ends it.
-pub fn set_cookie(session: Option<&Session>) -> String {
+/// The `Set-Cookie` value that starts a session, or (`None`) ends it. `Secure` when the
+/// browser reached the host over HTTPS (directly, or through a proxy that says so), so the
+/// cookie never travels in clear afterwards; not on plain HTTP, where it would never be sent.
+pub fn set_cookie(req: &Request, session: Option<&Session>) -> String {
+    let https = req.uri().scheme_str() == Some("https") || req.header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = if https { "; Secure" } else { "" };
     match session {
-        Some(s) => format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", s.id, LIFETIME.as_secs()),
-        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        Some(s) => format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", s.id, LIFETIME.as_secs()),
+        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
 }
 
@@ -179,6 +183,10 @@ mod tests {
         b.finish()
     }
 
+    fn good_request(session: &Session) -> Request {
+        request("GET", Some(&session.id), &[])
+    }
+
     #[test]
     fn only_the_token_logs_in_and_logout_ends_the_session() {
         let s = sessions();
@@ -206,6 +214,10 @@ mod tests {
         assert_eq!(s.admit(&mut foreign), Err(Refusal::Csrf));
         let mut wrong = request("POST", Some(&session.id), &[(CSRF_HEADER, &session.id)]);
         assert_eq!(s.admit(&mut wrong), Err(Refusal::Csrf));
+
+        assert!(!set_cookie(&good_request(&session), Some(&session)).contains("Secure"));
+        let proxied = request("GET", None, &[("x-forwarded-proto", "https")]);
+        assert!(set_cookie(&proxied, Some(&session)).ends_with("; Secure"));
 
         let mut good = request("POST", Some(&session.id), &[(CSRF_HEADER, &session.csrf), ("origin", "http://localhost:8080")]);
         s.admit(&mut good).unwrap();
