@@ -182,7 +182,10 @@ async function plugin(name) {
     const switchButton = p.enabled
       ? h("button", { id: "disable", class: "danger", onclick: () => act(`Disable ${name} on every host? Its events wait in JetStream.`, async () => { await api("POST", `/api/admin/plugins/${name}/disable`); await draw(); notice(`${name} disabled`); }) }, "Disable")
       : h("button", { id: "enable", class: "primary", onclick: () => act(`Enable ${name} on every host?`, async () => { await api("POST", `/api/admin/plugins/${name}/enable`); await draw(); notice(`${name} enabled`); }) }, "Enable");
-    const versions = (p.versions || []).slice().reverse().map((v) => h("tr", { dataset: { version: v.version, state: v.state } },
+    // Kept before the active one (the list is oldest first): going there is a rollback.
+    const activeAt = (p.versions || []).findIndex((v) => v.state === "active");
+    const verb = (v, i) => (i < activeAt ? "Roll back to this" : "Activate");
+    const versions = (p.versions || []).map((v, i) => [v, i]).reverse().map(([v, i]) => h("tr", { dataset: { version: v.version, state: v.state } },
       h("td", {}, h("code", {}, v.version)),
       h("td", {}, badge(v.state, v.state === "active" ? "good" : v.state === "staged" ? "warn" : "")),
       h("td", {}, h("code", { title: v.sha256 }, short(v.sha256))),
@@ -190,12 +193,12 @@ async function plugin(name) {
       h("td", {}, fmtTime(v.activated_at)),
       h("td", {}, v.state === "active" ? "" : h("button", {
         class: "activate", dataset: { version: v.version },
-        onclick: () => act(`${v.state === "kept" ? "Roll back" : "Activate"} ${name} to ${v.version} on every host?`, async () => {
+        onclick: () => act(`${verb(v, i) === "Activate" ? "Activate" : "Roll back"} ${name} ${v.version} on every host?`, async () => {
           await api("POST", `/api/admin/plugins/${name}/activate`, { version: v.version });
           await draw();
           notice(`${name} ${v.version} is active`);
         }),
-      }, v.state === "kept" ? "Roll back to this" : "Activate"))));
+      }, verb(v, i)))));
     page(
       h("h1", {}, "Plugin ", h("code", {}, name)),
       h("p", { id: "notice", class: "muted" }),
@@ -268,9 +271,15 @@ async function deadLetters() {
     showError(null);
     try {
       const d = await api("GET", `/api/admin/dead-letters/${id}`);
-      let shown = d.event;
-      try { shown = JSON.stringify(JSON.parse(d.event), null, 2); } catch (_) { /* not JSON: as it arrived */ }
-      set("event", h("h2", {}, `Event of dead letter ${id}`), h("pre", { id: "event-json" }, shown));
+      let shown = d.event, order = null;
+      try {
+        const event = JSON.parse(d.event);
+        shown = JSON.stringify(event, null, 2);
+        order = event.data && event.data.order_id;
+      } catch (_) { /* not JSON: shown as it arrived */ }
+      set("event", h("h2", {}, `Event of dead letter ${id}`),
+        order ? h("p", {}, h("a", { id: "event-order", href: `/console/orders/${encodeURIComponent(order)}` }, `Order ${order}'s timeline`)) : "",
+        h("pre", { id: "event-json" }, shown));
     } catch (e) { showError(e); }
   };
   page(h("h1", {}, "Dead letters"), h("p", { id: "notice", class: "muted" }),

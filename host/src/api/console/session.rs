@@ -120,11 +120,16 @@ pub fn check_csrf(req: &Request, session: &Session) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Whether the request's `Origin` (when a browser sent one) is this host.
+/// Whether the request's `Origin` (when a browser sent one) is this host: the `Host` it
+/// asked for, or, behind a reverse proxy that rewrites `Host`, the `X-Forwarded-Host` the
+/// proxy passed on.
 pub fn same_origin(req: &Request) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    origin.split_once("://").is_some_and(|(_, authority)| !host.is_empty() && authority == host)
+    let Some((_, authority)) = origin.split_once("://") else { return false };
+    [header::HOST.as_str(), "x-forwarded-host"]
+        .into_iter()
+        .filter_map(|h| req.header(h))
+        .any(|host| !host.is_empty() && authority.eq_ignore_ascii_case(host))
 }
 
 /// Constant-time equality of two tokens.
@@ -212,6 +217,10 @@ mod tests {
         assert!(!forged.headers().contains_key(header::AUTHORIZATION));
         let mut foreign = request("POST", Some(&session.id), &[(CSRF_HEADER, &session.csrf), ("origin", "http://localhost:9999")]);
         assert_eq!(s.admit(&mut foreign), Err(Refusal::Csrf));
+        let mut proxied = request("POST", Some(&session.id), &[(CSRF_HEADER, &session.csrf), ("origin", "https://console.example"), ("x-forwarded-host", "console.example")]);
+        s.admit(&mut proxied).unwrap();
+        let mut null = request("POST", Some(&session.id), &[(CSRF_HEADER, &session.csrf), ("origin", "null")]);
+        assert_eq!(s.admit(&mut null), Err(Refusal::Csrf));
         let mut wrong = request("POST", Some(&session.id), &[(CSRF_HEADER, &session.id)]);
         assert_eq!(s.admit(&mut wrong), Err(Refusal::Csrf));
 
