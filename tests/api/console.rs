@@ -56,8 +56,13 @@ async fn without_a_session_nothing_opens_and_forgeries_are_refused() {
     for path in ["/console", "/console/", "/console/plugins/points", "/console/dead-letters", "/console/replay", "/console/replay/7", "/console/orders/1", "/console/x"] {
         let resp = http.get(format!("{a}{path}")).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
-        assert_eq!(resp.headers()[header::LOCATION], "/console/login", "{path}");
+        // To the login form, which brings the operator back to the page afterwards.
+        assert_eq!(resp.headers()[header::LOCATION], format!("/console/login?next={path}").as_str(), "{path}");
     }
+    let with_query = http.get(format!("{a}/console/dead-letters?plugin=points&x=1")).send().await.unwrap();
+    assert_eq!(with_query.headers()[header::LOCATION], "/console/login?next=/console/dead-letters%3Fplugin%3Dpoints%26x%3D1");
+    let login_page = http.get(format!("{a}/console/login?next=/console/dead-letters%3Fplugin%3Dpoints%26x%3D1")).send().await.unwrap().text().await.unwrap();
+    assert!(login_page.contains(r#"name="next" value="/console/dead-letters?plugin=points&amp;x=1""#), "{login_page}");
     for (method, path) in [(Method::POST, "/api/admin/plugins/points/disable"), (Method::GET, "/api/admin/overview"), (Method::POST, "/console/logout")] {
         let resp = http.request(method.clone(), format!("{a}{path}")).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");

@@ -29,6 +29,8 @@ FIVE = ["stock", "coupon", "balance", "points", "log"]
 PAGES = ["/console", "/console/plugins/points", "/console/dead-letters", "/console/replay",
          "/console/replay/1", "/console/orders", f"/console/orders/{ORDER_ID}", "/console/no-such-page"]
 
+LOGIN = re.compile(r"/console/login(\?next=[^&]*)?$")
+
 os.makedirs(SHOTS, exist_ok=True)
 expect.set_options(timeout=20_000)
 
@@ -79,7 +81,7 @@ def main():
 
         step("login: a page without a session goes to the login form; a wrong token is refused")
         page.goto(URL + "/console")
-        expect(page).to_have_url(re.compile(r"/console/login$"))
+        expect(page).to_have_url(LOGIN)
         page.fill("input[name=token]", "not-the-token")
         page.click("button[type=submit]")
         expect(page.locator("#login-error")).to_have_text("admin token wrong")
@@ -223,19 +225,26 @@ def main():
 
         step("logout ends the session")
         page.click("#logout")
-        expect(page).to_have_url(re.compile(r"/console/login$"))
+        expect(page).to_have_url(LOGIN)
         page.goto(URL + "/console/dead-letters")
-        expect(page).to_have_url(re.compile(r"/console/login$"))
+        expect(page).to_have_url(LOGIN)
 
         step("without a session: every page redirects to login, every action answers 401")
         anon = browser.new_context().new_page()
         for path in PAGES:
             anon.goto(URL + path)
-            expect(anon).to_have_url(re.compile(r"/console/login$"))
+            expect(anon).to_have_url(LOGIN)
         for method, path in [("POST", "/api/admin/plugins/points/disable"), ("POST", f"/api/admin/dead-letters/{DEAD_LETTER_ID}/redrive"),
                              ("POST", "/api/admin/replays"), ("DELETE", "/api/admin/replays/1"), ("GET", "/api/admin/overview"),
                              ("POST", "/console/logout")]:
             assert api_status(anon, method, path) == 401, (method, path)
+
+        step("logging in from a deep link lands on that page")
+        anon.goto(f"{URL}/console/orders/{ORDER_ID}")
+        anon.fill("input[name=token]", TOKEN)
+        anon.click("button[type=submit]")
+        expect(anon).to_have_url(re.compile(rf"/console/orders/{ORDER_ID}$"))
+        expect(anon.locator("#steps")).to_be_visible()
 
         assert not errors, f"script errors on the pages: {errors}"
         browser.close()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use poem::{
     handler,
     http::{header, StatusCode},
-    web::{Data, Form, Path, Redirect},
+    web::{Data, Form, Path, Query, Redirect},
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
 };
 
@@ -62,8 +62,30 @@ fn html(page: String, status: StatusCode) -> Response {
         .body(page)
 }
 
-fn to_login() -> Response {
-    Redirect::see_other("/console/login").into_response()
+/// To the login form, which brings the operator back to `req`'s page afterwards.
+fn to_login(req: &Request) -> Response {
+    // The URI as the browser sent it (nested routes see only their own part of the path).
+    let page = req.original_uri().path_and_query().map_or("/console", |p| p.as_str());
+    let mut next = String::new();
+    for c in page.chars() {
+        match c {
+            '%' | '&' | '=' | '?' | '#' | '+' | ' ' => next.push_str(&format!("%{:02X}", c as u32)),
+            c => next.push(c),
+        }
+    }
+    Redirect::see_other(format!("/console/login?next={next}")).into_response()
+}
+
+/// Where to go after logging in: a console page, never another site.
+fn next_page(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with("/console") && !n.contains("//") && !n.contains('\\') => n,
+        _ => "/console",
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Every page is the same shell; the script draws the page the path names. The session's
@@ -72,26 +94,32 @@ fn to_login() -> Response {
 fn shell(req: &Request, sessions: Data<&Arc<Sessions>>) -> Response {
     match sessions.of(req) {
         Some(s) => html(SHELL.replace("{{csrf}}", &s.csrf), StatusCode::OK),
-        None => to_login(),
+        None => to_login(req),
     }
 }
 
-fn login_form(message: &str) -> String {
-    let escaped = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-    LOGIN.replace("{{message}}", &escaped)
+fn login_form(message: &str, next: &str) -> String {
+    LOGIN.replace("{{message}}", &escape(message)).replace("{{next}}", &escape(next))
+}
+
+#[derive(serde::Deserialize)]
+struct Next {
+    next: Option<String>,
 }
 
 #[handler]
-fn login_page(req: &Request, sessions: Data<&Arc<Sessions>>) -> Response {
+fn login_page(req: &Request, sessions: Data<&Arc<Sessions>>, Query(next): Query<Next>) -> Response {
+    let next = next_page(next.next.as_deref());
     match sessions.of(req) {
-        Some(_) => Redirect::see_other("/console").into_response(),
-        None => html(login_form(""), StatusCode::OK),
+        Some(_) => Redirect::see_other(next).into_response(),
+        None => html(login_form("", next), StatusCode::OK),
     }
 }
 
 #[derive(serde::Deserialize)]
 struct Login {
     token: String,
+    next: Option<String>,
 }
 
 #[handler]
@@ -101,18 +129,19 @@ fn login(req: &Request, sessions: Data<&Arc<Sessions>>, form: poem::Result<Form<
         return refused(Refusal::Csrf);
     }
     let Ok(Form(login)) = form else {
-        return html(login_form("send the admin token in the form's token field"), StatusCode::BAD_REQUEST);
+        return html(login_form("send the admin token in the form's token field", "/console"), StatusCode::BAD_REQUEST);
     };
+    let next = next_page(login.next.as_deref());
     match sessions.login(login.token.trim()) {
         Some(s) => {
             tracing::info!(by = %super::plugins::who(req), "console login");
-            let mut resp = Redirect::see_other("/console").into_response();
+            let mut resp = Redirect::see_other(next).into_response();
             resp.headers_mut().insert(header::SET_COOKIE, header::HeaderValue::from_str(&session::set_cookie(req, Some(&s))).expect("a cookie is ASCII"));
             resp
         }
         None => {
             tracing::warn!(by = %super::plugins::who(req), "console login refused: wrong admin token");
-            html(login_form("admin token wrong"), StatusCode::UNAUTHORIZED)
+            html(login_form("admin token wrong", next), StatusCode::UNAUTHORIZED)
         }
     }
 }
@@ -141,4 +170,18 @@ fn asset(Path(file): Path<String>) -> Response {
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     Response::builder().content_type(kind).header(header::CACHE_CONTROL, "no-cache").body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_login_only_console_pages() {
+        assert_eq!(next_page(Some("/console/orders/7?x=1")), "/console/orders/7?x=1");
+        for foreign in [None, Some("https://evil.example/console"), Some("//evil.example"), Some("/console//evil"), Some("/api/admin/x"), Some("/console\\x")] {
+            assert_eq!(next_page(foreign), "/console", "{foreign:?}");
+        }
+        assert!(login_form("<b>", "\"/console\"").contains("value=\"&quot;/console&quot;\""));
+    }
 }
