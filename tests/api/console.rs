@@ -124,11 +124,14 @@ async fn every_page_in_a_real_browser() {
         s.plugin_config.0.insert("points".into(), [("mode".to_string(), "trap".to_string())].into());
     })
     .await;
-    let fx = app.fixture(10, "150.00", "0.00", None).await;
-    for _ in 0..3 {
+    // Enough payments that a replay held to 1 event/s runs for a while (the browser watches
+    // one run and cancels it).
+    const PAID: usize = 8;
+    let fx = app.fixture(20, "150.00", "0.00", None).await;
+    for _ in 0..PAID {
         app.pay_order(&fx, "150.00").await;
     }
-    app.wait_events("shop.pay.success", 3).await;
+    app.wait_events("shop.pay.success", PAID).await;
     wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
 
     // A version that traps: the next payment's event is dead-lettered; 1.0.0 comes back.
@@ -168,6 +171,7 @@ async fn every_page_in_a_real_browser() {
         .env("CONSOLE_TOKEN", ADMIN_TOKEN)
         .env("CONSOLE_ORDER_ID", order_id.to_string())
         .env("CONSOLE_DEAD_LETTER_ID", &dead_letter)
+        .env("CONSOLE_PAY_EVENTS", (PAID + 1).to_string())
         .env("CONSOLE_POINTS_V2", &points_v2)
         .env("CONSOLE_SCREENSHOTS", &shots)
         .env("CHROMIUM", std::env::var("SHOPMESH_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
@@ -181,7 +185,7 @@ async fn every_page_in_a_real_browser() {
     // What the clicks did, seen from the API and the database rather than the pages.
     let letter = app.admin(Method::GET, &format!("/api/admin/dead-letters/{dead_letter}"), None).await.body;
     assert_eq!(letter["redrive_result"], "applied", "{letter}");
-    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 600, "four payments' points, each once");
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150 * (PAID as i64 + 1), "every payment's points, each once");
     let plugins = app.admin(Method::GET, "/api/admin/plugins", None).await.body;
     let points = plugins.as_array().unwrap().iter().find(|p| p["name"] == "points").unwrap().clone();
     assert_eq!(points["active_version"], "1.0.0", "rolled back");
@@ -194,8 +198,8 @@ async fn every_page_in_a_real_browser() {
     assert_eq!(replays.len(), 2, "the bad form started nothing: {replays:?}");
     let states: Vec<_> = replays.iter().map(|r| (r["version"].as_str(), r["mode"].as_str(), r["state"].as_str(), r["max_rate"].as_i64())).collect();
     assert_eq!(states, [(Some("2.0.0"), Some("dry-run"), Some("cancelled"), Some(1)), (Some("2.0.0"), Some("dry-run"), Some("done"), None)]);
-    assert_eq!(replays[1]["summary"]["changed"], 4);
-    assert!(replays[0]["processed"].as_i64().unwrap() < 4, "cancelled before the end: {}", replays[0]);
+    assert_eq!(replays[1]["summary"]["changed"], PAID as i64 + 1);
+    assert!(replays[0]["processed"].as_i64().unwrap() < PAID as i64 + 1, "cancelled before the end: {}", replays[0]);
     let mut pages: Vec<String> = std::fs::read_dir(&shots).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     pages.sort();
     assert_eq!(pages.len(), 9, "a screenshot of every page: {pages:?}");
