@@ -17,7 +17,7 @@ function h(tag, attrs, ...children) {
     else if (k === "dataset") Object.assign(el.dataset, v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : String(c));
   }
@@ -146,7 +146,8 @@ function chart(plugins, sampleSeconds) {
 
 async function overview() {
   page(h("h1", {}, "Overview"), h("div", { id: "cards", class: "cards" }), h("div", { id: "chart" }),
-    h("h2", {}, "Plugins"), h("div", { id: "plugins" }));
+    h("h2", {}, "Plugins"), h("div", { id: "plugins" }),
+    h("h2", {}, "Hosts"), h("p", { class: "muted" }, "Every host of the fleet and what it runs; a version other than this host's is marked."), h("div", { id: "hosts" }));
   const draw = async () => {
     const o = await api("GET", "/api/admin/overview");
     set("cards",
@@ -167,6 +168,15 @@ async function overview() {
         h("td", { class: "num" }, p.failures),
         h("td", { class: "num" }, p.dead_letters_open ? h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(p.name)}` }, p.dead_letters_open) : 0))),
       { id: "plugin-table" }));
+    const here = Object.fromEntries(o.plugins.map((p) => [p.name, p.active_version]));
+    set("hosts", table(["Host", "Machine", "API", "Up since", "Last seen", "Runs"],
+      o.hosts.map((x) => h("tr", { dataset: { host: x.host } },
+        h("td", {}, x.host), h("td", {}, x.hostname), h("td", {}, x.address), h("td", {}, fmtTime(x.started_at)), h("td", {}, fmtTime(x.seen_at)),
+        h("td", {}, x.plugins.length ? x.plugins.map((p) => [h("span", {
+          class: "badge " + (p.active_version !== here[p.name] ? "warn" : p.enabled ? "" : "bad"),
+          dataset: { plugin: p.name },
+        }, `${p.name} ${p.active_version || "staged"}${p.enabled ? "" : " (disabled)"}`), " "]) : h("span", { class: "muted" }, "no plugins")))),
+      { id: "host-table" }));
   };
   await draw();
   every(2000, draw);

@@ -16,10 +16,11 @@ use crate::{
     demo,
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
-    plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
+    plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::HostCard, DeliverySettings, PluginHost},
     replay::runner::Replays,
     shop::{sweeper::{self, SweeperSettings}, Shop},
     store::{Backend, Db},
+    timestamp::Timestamp,
 };
 
 pub struct Application {
@@ -157,8 +158,6 @@ impl Application {
                 signal.clone(),
             ));
         tasks.spawn(grants::follow(plugins.clone(), signal.clone()));
-        let (sampled, sample_signal) = (plugins.clone(), signal.clone());
-        tasks.spawn(async move { sampled.registry.sample_rates(sample_signal).await });
         tasks.spawn(fleet::follow(
                 move |name: String, bytes: Vec<u8>, run: bool| {
                     let host = from_fleet.clone();
@@ -201,6 +200,14 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr())
             .context("listener has no socket address")?;
+        let me = HostCard {
+            host: format!("worker-{}", settings.worker_id),
+            hostname: hostname(),
+            address: format!("http://{address}"),
+            started_at: Timestamp(crate::ids::now_ms()),
+        };
+        let (reporter, report_signal) = (plugins.clone(), signal.clone());
+        tasks.spawn(async move { reporter.registry.report(me, report_signal).await });
         let replays = Arc::new(Replays::new(plugins.clone(), client.clone(), stream.clone(), format!("worker-{}", settings.worker_id)));
         replays.recover().await.context("recovering replays")?;
         let routes = api::routes(api::Parts {
@@ -347,4 +354,13 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// This machine's name (for the fleet's roll call); empty if the system will not say.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() }
 }

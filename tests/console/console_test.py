@@ -102,6 +102,10 @@ def main():
             expect(row).to_contain_text("1.0.0")
             expect(row).to_contain_text("enabled")
         expect(page.locator("#rate-chart")).to_be_visible()
+        # The fleet: this host runs the five at 1.0.0; the second host (it only takes orders) none.
+        for name in FIVE:
+            expect(page.locator(f"#host-table tr[data-host='worker-1'] [data-plugin='{name}']")).to_have_text(f"{name} 1.0.0")
+        expect(page.locator("#host-table tr[data-host='worker-2']")).to_contain_text("no plugins")
         expect(page.locator("#outbox")).to_contain_text("Outbox backlog")
         shot(page, "02-overview")
 
@@ -185,6 +189,10 @@ def main():
         expect(page.locator("#versions tr[data-version='2.0.0']")).to_have_attribute("data-state", "kept")
         expect(page.locator("#notice")).to_have_text("points 1.0.0 is active")
         shot(page, "07-plugin-rolled-back")
+        # The rollback went through the fleet: the second host now runs points 1.0.0 too
+        # (it answers the roll call every 5 s).
+        page.goto(URL + "/console")
+        expect(page.locator("#host-table tr[data-host='worker-2'] [data-plugin='points']")).to_have_text("points 1.0.0", timeout=30_000)
 
         step("order page: the cancelled order's timeline shows what each plugin gave back")
         page.goto(URL + "/console/orders")

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     ids::{now_ms, Id},
     outbox,
-    plugins::{consumer::durable_name, dead_letters, PluginHost},
+    plugins::{consumer::durable_name, dead_letters, status::HostStatus, PluginHost},
     shop::Shop,
     timeline::{self, OrderTimeline},
 };
@@ -32,6 +32,9 @@ pub struct Overview {
     pub dead_letters_open: i64,
     /// Seconds between two points of `recent_rates`.
     pub sample_seconds: i64,
+    /// Every live host of the fleet and the versions it runs (from the fleet's roll call,
+    /// refreshed every `sample_seconds`; a host that stops leaves it within 30 s).
+    pub hosts: Vec<HostStatus>,
 }
 
 /// One plugin's load.
@@ -71,14 +74,16 @@ impl ObserveApi {
     /// The mesh at a glance
     ///
     /// Per plugin: active version, enabled, events/s on this host (with the last minutes'
-    /// rates), pending events in its consumer, failures, open dead letters; and the outbox
-    /// backlog. What JetStream or the database cannot answer within two seconds is left out.
+    /// rates), pending events in its consumer, failures, open dead letters; the outbox
+    /// backlog; and every host of the fleet with the versions it runs. What JetStream or the
+    /// database cannot answer within two seconds is left out.
     #[oai(path = "/overview", method = "get", operation_id = "getOverview", tag = "ApiTags::Admin")]
     async fn overview(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, probes: Data<&Probes>) -> Result<Json<Overview>, AdminError> {
         let db = &host.shop().db;
         let lag = consumer_lag(&probes.nats, &host).await;
         let open = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await.ok().and_then(Result::ok).unwrap_or_default();
         let (unsent, oldest) = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await.ok().and_then(Result::ok).unwrap_or((0, None));
+        let hosts = tokio::time::timeout(READ_TIMEOUT, host.registry.roll_call()).await.ok().and_then(Result::ok).unwrap_or_default();
         let mut rates = host.metrics.rates.rates();
         let plugins = host
             .registry
@@ -107,6 +112,7 @@ impl ObserveApi {
             outbox_oldest_unsent_age_seconds: oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1e3),
             dead_letters_open: open.iter().map(|(_, n)| n).sum(),
             sample_seconds: crate::plugins::status::RATE_SAMPLE.as_secs() as i64,
+            hosts,
         }))
     }
 

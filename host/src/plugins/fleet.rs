@@ -1,5 +1,6 @@
 //! What every host of a fleet must agree on, kept in JetStream buckets that every host
-//! watches: the plugin registry (components) and the switches (enabled or paused).
+//! watches: the plugin registry (components) and the switches (enabled or paused); and the
+//! roll call, where each host says what it runs.
 //!
 //! The plugin registry: a JetStream Object Store bucket.
 //! Two kinds of object: `<name>@<version>` holds every version uploaded anywhere (kept by
@@ -22,6 +23,55 @@ pub const BUCKET: &str = "shopmesh-plugins";
 /// disable on any host pauses the plugin on every host (a host that starts later reads the
 /// latest value first); a name need not be installed yet.
 pub const SWITCHES: &str = "shopmesh-plugin-switches";
+
+/// The roll call: a Key-Value bucket, key = a host, value = what it says it runs (JSON, see
+/// [`super::status::HostStatus`]), put every few seconds. Entries expire after
+/// [`ROLL_CALL_TTL`], so a host that died leaves the list by itself.
+pub const ROLL_CALL: &str = "shopmesh-hosts";
+pub const ROLL_CALL_TTL: Duration = Duration::from_secs(30);
+
+/// The key-value bucket `config` names, made as `config` says if it is not there yet.
+async fn key_value(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, String> {
+    match js.get_key_value(&config.bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js.create_key_value(config).await.map_err(|e| e.to_string()),
+    }
+}
+
+async fn roll_call_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        bucket: ROLL_CALL.into(),
+        description: "shopmesh hosts: what each runs, refreshed every few seconds".into(),
+        max_age: ROLL_CALL_TTL,
+        // Lost on a restart of NATS, and put again within seconds: no disk needed.
+        storage: jetstream::stream::StorageType::Memory,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    };
+    key_value(js, config).await
+}
+
+/// Puts this host's entry (`status`, JSON) in the roll call under `host`.
+pub async fn answer_roll_call(client: &async_nats::Client, settings: &StreamSettings, host: &str, status: Vec<u8>) -> Result<(), String> {
+    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+    roll_call_bucket(&js, settings.replicas).await?.put(host, status.into()).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Every live host's entry in the roll call.
+pub async fn roll_call(client: &async_nats::Client, settings: &StreamSettings) -> Result<Vec<Vec<u8>>, String> {
+    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+    let store = roll_call_bucket(&js, settings.replicas).await?;
+    let mut keys = store.keys().await.map_err(|e| e.to_string())?;
+    let mut entries = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| e.to_string())?;
+        if let Some(value) = store.get(&key).await.map_err(|e| e.to_string())? {
+            entries.push(value.to_vec());
+        }
+    }
+    Ok(entries)
+}
 
 async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<object_store::ObjectStore, String> {
     match js.get_object_store(BUCKET).await {
@@ -98,19 +148,14 @@ pub async fn follow<F: Future<Output = ()>>(
 }
 
 async fn switches(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
-    match js.get_key_value(SWITCHES).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: SWITCHES.into(),
-                description: "shopmesh plugin switches: enabled or disabled, by plugin name".into(),
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string()),
-    }
+    let config = kv::Config {
+        bucket: SWITCHES.into(),
+        description: "shopmesh plugin switches: enabled or disabled, by plugin name".into(),
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    };
+    key_value(js, config).await
 }
 
 /// Sets plugin `name`'s switch for the whole fleet.

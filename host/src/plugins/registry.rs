@@ -102,7 +102,7 @@ pub struct Registry {
     /// Called with a plugin name the first time it is installed (starts its consumer).
     on_new: OnceLock<NewPluginHook>,
     /// Where uploads and rollbacks are handed to the rest of the fleet.
-    fleet: OnceLock<(async_nats::Client, StreamSettings)>,
+    pub(super) fleet: OnceLock<(async_nats::Client, StreamSettings)>,
 }
 
 impl Registry {

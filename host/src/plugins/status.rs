@@ -1,5 +1,6 @@
 //! What the registry tells an operator: each plugin name's state and versions (the admin
-//! API's plugin status), and the recent event rates the console charts.
+//! API's plugin status), the recent event rates the console charts, and which versions each
+//! host of the fleet runs (the roll call, [`super::fleet::roll_call`]).
 
 use std::time::Duration;
 
@@ -56,7 +57,41 @@ pub enum VersionState {
     Staged,
 }
 
-/// How often the console's rate history samples the invocation counters.
+/// Who this host is, for the roll call.
+#[derive(Debug, Clone)]
+pub struct HostCard {
+    /// The key in the roll call: `worker-<SHOPMESH_WORKER_ID>` (unique in a fleet).
+    pub host: String,
+    pub hostname: String,
+    /// Where its HTTP API listens.
+    pub address: String,
+    pub started_at: Timestamp,
+}
+
+/// One host of the fleet as it last answered the roll call.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+pub struct HostStatus {
+    pub host: String,
+    pub hostname: String,
+    pub address: String,
+    pub started_at: Timestamp,
+    /// When it last answered (every few seconds while it runs).
+    pub seen_at: Timestamp,
+    /// What it runs: each plugin's active version and switch, as that host sees them.
+    pub plugins: Vec<HostPlugin>,
+}
+
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(skip_serializing_if_is_none)]
+pub struct HostPlugin {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub active_version: Option<String>,
+    pub enabled: bool,
+}
+
+/// How often the console's rate history samples the invocation counters (and the host
+/// answers the roll call).
 pub const RATE_SAMPLE: Duration = Duration::from_secs(5);
 
 impl Registry {
@@ -105,18 +140,50 @@ impl Registry {
         list
     }
 
-    /// Samples this host's invocation counters into the rate history every [`RATE_SAMPLE`]
-    /// until shutdown, so the console's chart has the last minutes when someone opens it.
-    pub async fn sample_rates(&self, mut shutdown: watch::Receiver<bool>) {
+    /// Every [`RATE_SAMPLE`] until shutdown: samples this host's invocation counters into
+    /// the rate history (so the console's chart has the last minutes when someone opens
+    /// it), and answers the fleet's roll call with what this host runs.
+    pub async fn report(&self, me: HostCard, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(RATE_SAMPLE);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut answered = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let counters = self.status().into_iter().map(|s| (s.name, s.invocations as u64));
-            self.metrics.rates.record(counters);
+            let status = self.status();
+            self.metrics.rates.record(status.iter().map(|s| (s.name.clone(), s.invocations as u64)));
+            let Some((client, settings)) = self.fleet.get() else { continue };
+            let entry = HostStatus {
+                host: me.host.clone(),
+                hostname: me.hostname.clone(),
+                address: me.address.clone(),
+                started_at: me.started_at,
+                seen_at: Timestamp(crate::ids::now_ms()),
+                plugins: status.into_iter().map(|s| HostPlugin { name: s.name, active_version: s.active_version, enabled: s.enabled }).collect(),
+            };
+            let json = serde_json::to_vec(&entry).expect("a host status serialises");
+            let result = tokio::time::timeout(RATE_SAMPLE, super::fleet::answer_roll_call(client, settings, &me.host, json)).await;
+            // Said once per outage, not every five seconds.
+            match result.map_err(|_| "timed out".to_string()).and_then(|r| r) {
+                Ok(()) => answered = true,
+                Err(e) if answered => {
+                    answered = false;
+                    tracing::warn!(error = %e, "could not answer the fleet's roll call");
+                }
+                Err(_) => {}
+            }
         }
+    }
+
+    /// Every live host of the fleet, as it last answered the roll call, by host; empty for
+    /// a host on its own.
+    pub async fn roll_call(&self) -> Result<Vec<HostStatus>, String> {
+        let Some((client, settings)) = self.fleet.get() else { return Ok(Vec::new()) };
+        let mut hosts: Vec<HostStatus> =
+            super::fleet::roll_call(client, settings).await?.iter().filter_map(|json| serde_json::from_slice(json).ok()).collect();
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(hosts)
     }
 }
