@@ -20,7 +20,7 @@ use crate::{
     ids::now_ms,
     metrics::{self, Metrics},
     outbox,
-    plugins::{consumer::durable_name, dead_letters, PluginHost, GUARD},
+    plugins::{dead_letters, durable_name, PluginHost, GUARD},
     replay::runner::Replays,
 };
 

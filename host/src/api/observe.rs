@@ -15,7 +15,7 @@ use super::{
 use crate::{
     ids::{now_ms, Id},
     outbox,
-    plugins::{consumer::durable_name, dead_letters, status::HostStatus, PluginHost},
+    plugins::{dead_letters, durable_name, status::HostStatus, PluginHost},
     shop::Shop,
     timeline::{self, OrderTimeline},
 };

@@ -13,7 +13,7 @@ use async_nats::jetstream::{
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{host::Message, Disposition, PluginHost, GUARD};
+use super::{durable_name, host::Message, Disposition, PluginHost, GUARD};
 use crate::bus::{self, StreamSettings};
 
 /// How long a batch waits for more deliveries once its first has arrived.
@@ -27,10 +27,6 @@ enum Bound {
     Shutdown,
     /// The active version's subjects changed: bind again with the new filter.
     Rebind,
-}
-
-pub fn durable_name(plugin: &str) -> String {
-    format!("plugin-{plugin}")
 }
 
 /// Consumes for plugin `name` until shutdown.

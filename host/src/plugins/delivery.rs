@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::runtime::{self as rt, Payload};
+use super::wit::{self as rt, Payload};
 use crate::{
     events::{OrderCancelled, OrderConfirmed, PaySucceeded, SUBJECT_ORDER_CANCEL, SUBJECT_ORDER_CONFIRMED, SUBJECT_PAY_SUCCESS},
     trace::TraceContext,

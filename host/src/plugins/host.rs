@@ -338,7 +338,7 @@ fn process_span(plugin: &LoadedPlugin, d: &Delivery, parent: Option<TraceContext
             KeyValue::new("messaging.system", "nats"),
             KeyValue::new("messaging.operation.type", "process"),
             KeyValue::new("messaging.destination.name", d.subject.clone()),
-            KeyValue::new("messaging.consumer.group.name", super::consumer::durable_name(&plugin.name)),
+            KeyValue::new("messaging.consumer.group.name", super::durable_name(&plugin.name)),
             KeyValue::new("messaging.message.id", d.id.clone()),
             KeyValue::new("shopmesh.plugin", plugin.name.clone()),
             KeyValue::new("shopmesh.plugin.version", plugin.version().to_owned()),

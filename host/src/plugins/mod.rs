@@ -12,6 +12,7 @@
 //! | [`reads`] | the snapshot a plugin reads from |
 //! | [`dispatch`] | one event through one plugin version → checked effects (live and replay) |
 //! | [`runtime`] | wasmtime: engine, limits, loading and invoking components |
+//! | [`wit`] | the plugin contract as Rust types (wasmtime's bindgen of `wit/`) |
 //! | [`effects`] | checking effects against capabilities and the event; handing them to the shop |
 //! | [`grants`] | which capabilities each plugin name may hold |
 //! | [`dead_letters`] | `shop_dead_letter`: what could not be handled, and redrive results |
@@ -34,6 +35,7 @@ pub mod reads;
 pub mod registry;
 pub mod runtime;
 pub mod status;
+pub mod wit;
 
 use std::time::Duration;
 
@@ -45,6 +47,11 @@ pub use self::{
 
 /// The guard consumer's name, also what its dead letters are filed under.
 pub const GUARD: &str = "shopmesh-guard";
+
+/// The durable JetStream consumer of plugin `plugin` (shared by every host).
+pub fn durable_name(plugin: &str) -> String {
+    format!("plugin-{plugin}")
+}
 
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {

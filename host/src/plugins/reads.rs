@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::{delivery::{Delivery, DomainEvent}, runtime::shop::plugin::types as wit};
+use super::{delivery::{Delivery, DomainEvent}, wit::shop::plugin::types as wit};
 use crate::{
     ids::Id,
     shop::{coupons::Coupon, orders::Order, steps::{self, Step}, stock::Goods, users::User, Shop},

@@ -20,20 +20,13 @@ use wasmtime::{
 
 use super::reads::{Parts, Snapshot};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "plugin",
-    // Snapshots are recorded with each applied event (and fed back in by replay).
-    additional_derives: [serde::Serialize, serde::Deserialize],
-});
-
-// `manifest`, `event`, `effect` and `plugin-error` come to the root through the world's `use`.
-pub use shop::plugin::types::{
-    AddPoints, AppendLog, Capability, Coupon, Goods, LogKind, LogLevel, Order, OrderCancelled,
-    OrderConfirmed, PaySucceeded, Payload, RefundBalance, ReleaseCoupon, RestoreStock, Step,
+// The contract's types, re-exported: what a plugin returns and reads is part of the runtime's API.
+pub use super::wit::{
+    shop, AddPoints, AppendLog, Capability, Coupon, Effect, Event, Goods, LogKind, LogLevel, Manifest, Order, OrderCancelled,
+    OrderConfirmed, PaySucceeded, Payload, Plugin, PluginError, PluginPre, RefundBalance, ReleaseCoupon, RestoreStock, Step,
     StepAction, StepRecord, User,
 };
-use shop::plugin::types as wit;
+use super::wit::shop::plugin::types as wit;
 
 /// The only interfaces a plugin may import. Anything else (WASI files, sockets, clocks,
 /// environment) is refused at load, before the component ever runs.

@@ -2,8 +2,37 @@
 //! states the price, shipping fee and order amount it showed; they must match what the shop
 //! computes now, and the coupon and balance must be the user's to spend.
 
-use super::{coupons::Coupon, orders::PlaceOrder, stock::Goods, users::User, Shop, ShopError};
-use crate::money::Money;
+use poem_openapi::Object;
+
+use super::{coupons::Coupon, stock::Goods, users::User, Shop, ShopError};
+use crate::{ids::Id, money::Money};
+
+/// An order as the user submits it. The client states the price, shipping fee and order
+/// amount it showed; they must match what the shop computes now.
+#[derive(Debug, Clone, Object)]
+// The example leaves out what it does not set: null is refused (the schema is not nullable).
+#[oai(example, skip_serializing_if_is_none)]
+pub struct PlaceOrder {
+    pub user_id: Id,
+    pub goods_id: Id,
+    /// Quantity, at least 1.
+    pub goods_number: i64,
+    /// Unit price the client showed.
+    pub goods_price: Money,
+    pub shipping_fee: Money,
+    pub order_amount: Money,
+    /// A coupon of this user to use, if any.
+    pub coupon_id: Option<Id>,
+    /// Balance to use (default 0).
+    pub money_paid: Option<Money>,
+    /// Where to ship it (required).
+    #[oai(validator(min_length = 1, max_length = 500))]
+    pub address: String,
+    /// Who receives it (required).
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub consignee: String,
+}
+
 
 /// Orders above this amount ship free (the shop's rule).
 const FREE_SHIPPING_ABOVE: Money = Money::from_cents(100_00);

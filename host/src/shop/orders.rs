@@ -16,6 +16,8 @@
 use poem_openapi::Object;
 use sqlx::Row;
 
+// What the user submits is checkout's to judge; it is named here too, with the order.
+pub use super::checkout::PlaceOrder;
 use super::{
     balance::Balance,
     coupons::CouponUse,
@@ -33,32 +35,6 @@ use crate::{
     outbox,
     store::Conn,
 };
-
-/// An order as the user submits it. The client states the price, shipping fee and order
-/// amount it showed; they must match what the shop computes now.
-#[derive(Debug, Clone, Object)]
-// The example leaves out what it does not set: null is refused (the schema is not nullable).
-#[oai(example, skip_serializing_if_is_none)]
-pub struct PlaceOrder {
-    pub user_id: Id,
-    pub goods_id: Id,
-    /// Quantity, at least 1.
-    pub goods_number: i64,
-    /// Unit price the client showed.
-    pub goods_price: Money,
-    pub shipping_fee: Money,
-    pub order_amount: Money,
-    /// A coupon of this user to use, if any.
-    pub coupon_id: Option<Id>,
-    /// Balance to use (default 0).
-    pub money_paid: Option<Money>,
-    /// Where to ship it (required).
-    #[oai(validator(min_length = 1, max_length = 500))]
-    pub address: String,
-    /// Who receives it (required).
-    #[oai(validator(min_length = 1, max_length = 100))]
-    pub consignee: String,
-}
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
 #[oai(skip_serializing_if_is_none)]

@@ -73,7 +73,7 @@ pub async fn wait_consumers_idle(nats_url: &str, names: &[&str]) {
     let client = async_nats::connect(nats_url).await.expect("connect to nats");
     let js = async_nats::jetstream::new(client);
     for name in names {
-        let durable = shopmesh::plugins::consumer::durable_name(name);
+        let durable = shopmesh::plugins::durable_name(name);
         // Generous: under a full parallel suite a SQLite host shares its file with another process.
         wait_for(&format!("consumer {durable} to drain"), Duration::from_secs(60), || {
             let js = js.clone();
