@@ -157,21 +157,23 @@ async function overview() {
       h("div", { class: "card" }, h("div", { class: "muted" }, "Open dead letters"),
         h("div", { class: "big" }, h("a", { href: "/console/dead-letters" }, o.dead_letters_open))));
     set("chart", chart(o.plugins, o.sample_seconds));
-    set("plugins", table(["Plugin", "Active version", "State", "Events/s#", "Pending#", "Handled#", "Failures#", "Dead letters#"],
+    set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Pending#", "Handled#", "Failures#", "Dead letters#"],
       o.plugins.map((p) => h("tr", { dataset: { plugin: p.name } },
         h("td", {}, h("a", { href: `/console/plugins/${encodeURIComponent(p.name)}` }, p.name)),
         h("td", {}, p.active_version || badge("staged only", "warn")),
         h("td", {}, p.enabled ? badge("enabled", "good") : badge("disabled", "bad")),
         h("td", { class: "num" }, fmtNum(p.events_per_second, 1)),
+        h("td", { class: "num" }, fmtNum(p.fleet_events_per_second, 1)),
         h("td", { class: "num" }, p.pending === undefined ? "?" : p.pending),
         h("td", { class: "num" }, p.invocations),
         h("td", { class: "num" }, p.failures),
         h("td", { class: "num" }, p.dead_letters_open ? h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(p.name)}` }, p.dead_letters_open) : 0))),
       { id: "plugin-table" }));
     const here = Object.fromEntries(o.plugins.map((p) => [p.name, p.active_version]));
-    set("hosts", table(["Host", "Machine", "API", "Up since", "Last seen", "Runs"],
+    set("hosts", table(["Host", "Machine", "API", "Up since", "Last seen", "Events/s#", "Runs"],
       o.hosts.map((x) => h("tr", { dataset: { host: x.host } },
         h("td", {}, x.host), h("td", {}, x.hostname), h("td", {}, x.address), h("td", {}, fmtTime(x.started_at)), h("td", {}, fmtTime(x.seen_at)),
+        h("td", { class: "num" }, fmtNum(x.plugins.reduce((sum, p) => sum + p.events_per_second, 0), 1)),
         h("td", {}, x.plugins.length ? x.plugins.map((p) => [h("span", {
           class: "badge " + (p.active_version !== here[p.name] ? "warn" : p.enabled ? "" : "bad"),
           dataset: { plugin: p.name },

@@ -259,7 +259,7 @@ async fn an_orders_timeline_and_the_overview(backend: Backend) {
     let stock = o["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "stock").unwrap().clone();
     assert_eq!((stock["active_version"].as_str(), stock["enabled"].as_bool()), (Some("1.0.0"), Some(true)), "{stock}");
     assert_eq!((stock["invocations"].as_i64(), stock["failures"].as_i64(), stock["pending"].as_i64(), stock["ack_pending"].as_i64()), (Some(1), Some(0), Some(0), Some(0)), "{stock}");
-    assert!(stock["recent_rates"].is_array() && stock["events_per_second"].is_number(), "{stock}");
+    assert!(stock["recent_rates"].is_array() && stock["events_per_second"].is_number() && stock["fleet_events_per_second"].is_number(), "{stock}");
     // The fleet's roll call: this host, answering every few seconds with what it runs.
     let hosts = wait_for("the roll call", Duration::from_secs(20), || async {
         let o = app.admin(Method::GET, "/api/admin/overview", None).await.body;
@@ -270,6 +270,7 @@ async fn an_orders_timeline_and_the_overview(backend: Backend) {
     assert_eq!(hosts.len(), 1, "{hosts:?}");
     assert_eq!(hosts[0]["host"], "worker-1");
     assert_eq!(hosts[0]["address"], app.address.as_str());
+    assert!(hosts[0]["plugins"].as_array().unwrap().iter().all(|p| p["events_per_second"].as_f64().is_some_and(|r| r >= 0.0)), "{hosts:?}");
     let runs: Vec<String> = hosts[0]["plugins"].as_array().unwrap().iter().map(|p| format!("{} {}", p["name"].as_str().unwrap(), p["active_version"].as_str().unwrap())).collect();
     for name in FIVE {
         assert!(runs.contains(&format!("{name} 1.0.0")), "{runs:?}");

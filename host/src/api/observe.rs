@@ -49,6 +49,9 @@ pub struct PluginLoad {
     pub failures: i64,
     /// Events handled per second on this host over the last sample.
     pub events_per_second: f64,
+    /// The same summed over every host of the fleet, as each last answered the roll call
+    /// (this host's own figure when there is no roll call).
+    pub fleet_events_per_second: f64,
     /// Events in the stream its consumer has not received yet (fleet-wide); absent when
     /// JetStream could not be asked.
     pub pending: Option<i64>,
@@ -92,8 +95,11 @@ impl ObserveApi {
             .map(|s| {
                 let lag = lag.iter().find(|(n, _)| *n == durable_name(&s.name)).map(|(_, l)| *l);
                 let recent_rates = rates.remove(&s.name).unwrap_or_default();
+                let here = recent_rates.last().copied().unwrap_or(0.0);
+                let fleet = hosts.iter().flat_map(|h| &h.plugins).filter(|p| p.name == s.name).map(|p| p.events_per_second).sum::<f64>();
                 PluginLoad {
-                    events_per_second: recent_rates.last().copied().unwrap_or(0.0),
+                    events_per_second: here,
+                    fleet_events_per_second: if hosts.is_empty() { here } else { fleet },
                     pending: lag.map(|l| l.pending as i64),
                     ack_pending: lag.map(|l| l.ack_pending as i64),
                     dead_letters_open: open.iter().find(|(p, _)| *p == s.name).map_or(0, |(_, n)| *n),

@@ -88,6 +88,9 @@ pub struct HostPlugin {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub active_version: Option<String>,
     pub enabled: bool,
+    /// Events it handled per second over its last sample.
+    #[serde(default)]
+    pub events_per_second: f64,
 }
 
 /// How often the console's rate history samples the invocation counters (and the host
@@ -154,6 +157,8 @@ impl Registry {
             }
             let status = self.status();
             self.metrics.rates.record(status.iter().map(|s| (s.name.clone(), s.invocations as u64)));
+            let rates = self.metrics.rates.rates();
+            let rate_of = |name: &str| rates.get(name).and_then(|r| r.last().copied()).unwrap_or(0.0);
             let Some((client, settings)) = self.fleet.get() else { continue };
             let entry = HostStatus {
                 host: me.host.clone(),
@@ -161,7 +166,10 @@ impl Registry {
                 address: me.address.clone(),
                 started_at: me.started_at,
                 seen_at: Timestamp(crate::ids::now_ms()),
-                plugins: status.into_iter().map(|s| HostPlugin { name: s.name, active_version: s.active_version, enabled: s.enabled }).collect(),
+                plugins: status
+                    .into_iter()
+                    .map(|s| HostPlugin { events_per_second: rate_of(&s.name), name: s.name, active_version: s.active_version, enabled: s.enabled })
+                    .collect(),
             };
             let json = serde_json::to_vec(&entry).expect("a host status serialises");
             let result = tokio::time::timeout(RATE_SAMPLE, super::fleet::answer_roll_call(client, settings, &me.host, json)).await;
