@@ -14,6 +14,7 @@ use crate::{
     plugins::{
         dead_letters::{self, DeadLetter},
         inbox,
+        runtime::{capability_name, Capability},
     },
     shop::{orders::Order, steps, steps::Step, Shop, ShopError},
     timestamp::Timestamp,
@@ -125,12 +126,12 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
     let dead_letters = dead_letters::of_events(db, &ids).await?;
     // Which plugin's effect gave each resource back: the applied effect of its kind.
     let giver = |step: Step| {
-        let kind = match step {
-            Step::Stock => "restore-stock",
-            Step::Coupon => "release-coupon",
-            Step::Balance => "refund-balance",
+        let kind = capability_name(match step {
+            Step::Stock => Capability::RestoreStock,
+            Step::Coupon => Capability::ReleaseCoupon,
+            Step::Balance => Capability::RefundBalance,
             Step::Confirm => return None,
-        };
+        });
         handled.values().flatten().find_map(|h| {
             let did = h.effects.as_ref()?.iter().any(|e| e["kind"] == kind);
             did.then(|| format!("{}@{}", h.plugin, h.version.as_deref().unwrap_or("?")))

@@ -14,7 +14,7 @@ use regex::Regex;
 use tracing::Instrument;
 
 use super::{
-    errors::{ApiError, TokenWrong},
+    errors::{self, ApiError, TokenWrong},
     limits::{Refused, RequestLimits},
 };
 use crate::{
@@ -123,9 +123,8 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
 
 /// A request turned away by the limits, in the API's shape.
 fn refusal(refused: Refused) -> Response {
-    let body = serde_json::json!({ "code": refused.code(), "message": refused.message() });
     let status = poem::http::StatusCode::from_u16(refused.status()).expect("a valid status");
-    let mut resp = poem::web::Json(body).with_status(status).into_response();
+    let mut resp = errors::respond(status, refused.code(), &refused.message());
     if refused == Refused::Busy {
         resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
@@ -153,6 +152,5 @@ pub fn framework_error(err: poem::Error) -> Response {
         401 => ApiError::TokenMissing.to_string(),
         _ => err.to_string(),
     };
-    let body = serde_json::json!({ "code": code, "message": message });
-    poem::web::Json(body).with_status(err.status()).into_response()
+    errors::respond(err.status(), code, &message)
 }

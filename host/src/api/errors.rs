@@ -206,6 +206,14 @@ impl ErrorBody {
     }
 }
 
+/// An answer given outside any operation (by the edge's limits, the framework, the console),
+/// in the same `{code, message}` shape as the operations' errors.
+pub fn respond(status: StatusCode, code: &str, message: &str) -> poem::Response {
+    use poem::IntoResponse;
+    let body = serde_json::json!({ "code": code, "message": message });
+    poem::web::Json(body).with_status(status).into_response()
+}
+
 /// The `bad_request_handler` of every error enum: a request poem-openapi could not parse
 /// (bad JSON, missing field, failed validator, wrong content type) or authenticate.
 pub fn from_request_error<T: From<ApiError>>(err: poem::Error) -> T {

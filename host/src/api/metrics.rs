@@ -47,10 +47,10 @@ pub struct Lag {
     pub redelivered: u64,
 }
 
-/// The lag of every plugin's consumer and the guard's, by durable name; a consumer that
+/// The lag of the consumers of `plugins` and the guard's, by durable name; a consumer that
 /// cannot be read (or NATS within [`READ_TIMEOUT`]) is left out.
-pub async fn consumer_lag(nats: &async_nats::Client, host: &PluginHost) -> Vec<(String, Lag)> {
-    let mut names: Vec<String> = host.registry.status().into_iter().map(|s| durable_name(&s.name)).collect();
+pub async fn consumer_lag<'a>(nats: &async_nats::Client, plugins: impl IntoIterator<Item = &'a str>) -> Vec<(String, Lag)> {
+    let mut names: Vec<String> = plugins.into_iter().map(durable_name).collect();
     names.push(GUARD.to_owned());
     let mut lag = Vec::new();
     let read = async {
@@ -67,7 +67,8 @@ pub async fn consumer_lag(nats: &async_nats::Client, host: &PluginHost) -> Vec<(
 
 async fn consumers(nats: &async_nats::Client, host: &PluginHost) -> Vec<MetricFamily> {
     let (mut pending, mut ack_pending, mut redelivered) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, lag) in consumer_lag(nats, host).await {
+    let plugins = host.registry.status();
+    for (name, lag) in consumer_lag(nats, plugins.iter().map(|s| s.name.as_str())).await {
         let labels = vec![STREAM.to_owned(), name];
         pending.push((labels.clone(), lag.pending as f64));
         ack_pending.push((labels.clone(), lag.ack_pending as f64));

@@ -83,14 +83,13 @@ impl ObserveApi {
     #[oai(path = "/overview", method = "get", operation_id = "getOverview", tag = "ApiTags::Admin")]
     async fn overview(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, probes: Data<&Probes>) -> Result<Json<Overview>, AdminError> {
         let db = &host.shop().db;
-        let lag = consumer_lag(&probes.nats, &host).await;
+        let status = host.registry.status();
+        let lag = consumer_lag(&probes.nats, status.iter().map(|s| s.name.as_str())).await;
         let open = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await.ok().and_then(Result::ok).unwrap_or_default();
         let (unsent, oldest) = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await.ok().and_then(Result::ok).unwrap_or((0, None));
         let hosts = tokio::time::timeout(READ_TIMEOUT, host.registry.roll_call()).await.ok().and_then(Result::ok).unwrap_or_default();
         let mut rates = host.metrics.rates.rates();
-        let plugins = host
-            .registry
-            .status()
+        let plugins = status
             .into_iter()
             .map(|s| {
                 let lag = lag.iter().find(|(n, _)| *n == durable_name(&s.name)).map(|(_, l)| *l);

@@ -26,8 +26,6 @@ use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics};
 pub(super) struct Slot {
     /// The version deliveries run on; none while a new plugin is only staged.
     pub(super) active: Option<Arc<LoadedPlugin>>,
-    /// When `active` became active (unix ms).
-    pub(super) activated_at: i64,
     /// Every version seen (active, rolled back from, or staged), oldest first.
     pub(super) kept: Vec<Arc<LoadedPlugin>>,
     /// When each kept version was kept and last made active (unix ms), by version.
@@ -48,11 +46,9 @@ impl Slot {
     }
 
     fn make_active(&mut self, plugin: &Arc<LoadedPlugin>) {
-        let now = now_ms();
         self.active = Some(plugin.clone());
-        self.activated_at = now;
         if let Some(t) = self.times.get_mut(plugin.version()) {
-            t.activated_at = Some(now);
+            t.activated_at = Some(now_ms());
         }
     }
 }
@@ -202,7 +198,6 @@ impl Registry {
             let mut plugins = self.plugins.write().expect("plugins lock");
             let slot = plugins.entry(name.clone()).or_insert_with(|| Slot {
                 active: None,
-                activated_at: 0,
                 kept: Vec::new(),
                 times: HashMap::new(),
                 invocations: 0,

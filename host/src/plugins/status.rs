@@ -114,7 +114,7 @@ impl Registry {
                     .map(|a| a.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect())
                     .unwrap_or_default(),
                 grants: self.grants.lookup(name).capabilities,
-                activated_at: slot.active.as_ref().map(|_| Timestamp(slot.activated_at)),
+                activated_at: slot.active.as_ref().and_then(|a| slot.times.get(a.version())).and_then(|t| t.activated_at).map(Timestamp),
                 invocations: slot.invocations as i64,
                 failures: slot.failures as i64,
                 kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),

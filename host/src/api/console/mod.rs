@@ -50,8 +50,7 @@ pub fn routes(sessions: Arc<Sessions>) -> impl Endpoint {
 /// What a request refused by [`Sessions::admit`] (or the console's own checks) is answered:
 /// 403 `SHOP_CSRF_REFUSED`; nothing ran.
 pub fn refused(why: Refusal) -> Response {
-    let body = serde_json::json!({ "code": "SHOP_CSRF_REFUSED", "message": why.to_string() });
-    poem::web::Json(body).with_status(StatusCode::FORBIDDEN).into_response()
+    super::errors::respond(StatusCode::FORBIDDEN, "SHOP_CSRF_REFUSED", &why.to_string())
 }
 
 fn html(page: String, status: StatusCode) -> Response {
@@ -149,8 +148,7 @@ fn login(req: &Request, sessions: Data<&Arc<Sessions>>, form: poem::Result<Form<
 #[handler]
 fn logout(req: &Request, sessions: Data<&Arc<Sessions>>) -> Response {
     let Some(s) = sessions.of(req) else {
-        let body = serde_json::json!({ "code": "SHOP_UNAUTHORIZED", "message": "no console session" });
-        return poem::web::Json(body).with_status(StatusCode::UNAUTHORIZED).into_response();
+        return super::errors::respond(StatusCode::UNAUTHORIZED, "SHOP_UNAUTHORIZED", "no console session");
     };
     if let Err(why) = session::check_csrf(req, &s) {
         return refused(why);
