@@ -151,23 +151,25 @@ pub async fn publish_all(js: &jetstream::Context, events: &[(String, String)]) -
     Ok(())
 }
 
-/// Publish, consume and ack the same messages, doing nothing else: the ceiling.
-pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSettings, events: &[(String, String)]) -> anyhow::Result<f64> {
+/// Publish, consume and ack the same messages with `consumers` durable consumers (one per
+/// plugin of the flow, as the flows have), doing nothing else: the ceiling.
+pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSettings, events: &[(String, String)], consumers: usize) -> anyhow::Result<f64> {
     let js = fresh_stream(client, settings).await?;
     let stream = js.get_stream(bus::STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::Config { durable_name: Some("raw".into()), ..Default::default() })
-        .await?;
+    let mut bound = Vec::with_capacity(consumers);
+    for i in 0..consumers {
+        bound.push(stream.create_consumer(pull::Config { durable_name: Some(format!("raw-{i}")), ..Default::default() }).await?);
+    }
     let start = Instant::now();
-    let consume = async {
+    let consume = bound.into_iter().map(|consumer| async move {
         let mut messages = consumer.messages().await?;
         for _ in 0..events.len() {
             let msg = messages.next().await.context("stream ended")?.map_err(|e| anyhow::anyhow!(e))?;
             msg.ack().await.map_err(|e| anyhow::anyhow!(e))?;
         }
         anyhow::Ok(())
-    };
-    let (published, consumed) = tokio::join!(publish_all(&js, events), consume);
+    });
+    let (published, consumed) = tokio::join!(publish_all(&js, events), futures::future::try_join_all(consume));
     published?;
     consumed?;
     Ok(events.len() as f64 / start.elapsed().as_secs_f64())

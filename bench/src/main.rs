@@ -107,13 +107,13 @@ async fn main() -> anyhow::Result<()> {
         let (pay_wasm, rest) = pays.split_at(n);
         let (pay_native, pay_backlog) = rest.split_at(n);
 
-        let raw_cancel = raw_jetstream(&client, &stream, cancel_wasm).await?;
+        let raw_cancel = raw_jetstream(&client, &stream, cancel_wasm, CANCEL.len()).await?;
         if backend == "SQLite" {
-            raw_lazy = raw_jetstream(&lazy_client, &stream, cancel_wasm).await?;
+            raw_lazy = raw_jetstream(&lazy_client, &stream, cancel_wasm, CANCEL.len()).await?;
         }
         let (cw, _) = end_to_end(&failing, &client, &stream, CANCEL, wasm(&plugins_dir, CANCEL), cancel_wasm, Arrival::Live).await?;
         let (cn, _) = end_to_end(&failing, &client, &stream, CANCEL, native(native::cancel_plugins), cancel_native, Arrival::Live).await?;
-        let raw_pay = raw_jetstream(&client, &stream, pay_wasm).await?;
+        let raw_pay = raw_jetstream(&client, &stream, pay_wasm, PAY.len()).await?;
         let (pw, _) = end_to_end(&healthy, &client, &stream, PAY, wasm(&plugins_dir, PAY), pay_wasm, Arrival::Live).await?;
         let (pn, _) = end_to_end(&healthy, &client, &stream, PAY, native(native::pay_plugins), pay_native, Arrival::Live).await?;
         let (dc, _) = end_to_end(&failing, &client, &stream, CANCEL, wasm(&plugins_dir, CANCEL), cancel_backlog, Arrival::Backlog).await?;
@@ -145,10 +145,10 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---:|---:|---:|");
     for f in &figures {
         let b = f.backend;
-        println!("| raw JetStream publish+consume+ack (order-cancel messages) | - | {:.0} | 1.00 | |", f.raw_cancel);
+        println!("| raw JetStream publish+consume+ack, 3 consumers (order-cancel messages) | - | {:.0} | 1.00 | |", f.raw_cancel);
         println!("| order-cancel → stock, coupon, balance (wasm) | {b} | {:.0} | {:.3} | {:.2} |", f.cancel.0, f.cancel.0 / f.raw_cancel, f.cancel.0 / f.cancel.1);
         println!("| order-cancel → stock, coupon, balance (native) | {b} | {:.0} | {:.3} | |", f.cancel.1, f.cancel.1 / f.raw_cancel);
-        println!("| raw JetStream publish+consume+ack (pay-success messages) | - | {:.0} | 1.00 | |", f.raw_pay);
+        println!("| raw JetStream publish+consume+ack, 2 consumers (pay-success messages) | - | {:.0} | 1.00 | |", f.raw_pay);
         println!("| pay-success → points, log (wasm) | {b} | {:.0} | {:.3} | {:.2} |", f.pay.0, f.pay.0 / f.raw_pay, f.pay.0 / f.pay.1);
         println!("| pay-success → points, log (native) | {b} | {:.0} | {:.3} | |", f.pay.1, f.pay.1 / f.raw_pay);
     }

@@ -19,7 +19,7 @@ use crate::{
     bus::{self, StreamSettings},
     events::{CloudEvent, Event},
     ids::{now_ms, Snowflake},
-    store::{Conn, Db},
+    store::{rows_per_statement, Conn, Db},
     trace::{self, Kind, TraceContext},
 };
 
@@ -202,7 +202,9 @@ impl Relay {
         let until = now + self.settings.lease.as_millis() as i64;
         // The outer conditions repeat the inner ones: on Postgres a concurrent relay's
         // UPDATE re-checks them against the row it waited for, so it skips rows the first
-        // relay just leased instead of leasing them again.
+        // relay just leased instead of leasing them again. A claim is a write: it takes a
+        // (background) writer turn like every other, not SQLite's busy handler.
+        let mut tx = self.db.begin_background().await?;
         let rows = sqlx::query(
             "UPDATE trade_mq_producer_temp
                 SET lease_until = $1, attempts = attempts + 1
@@ -215,8 +217,9 @@ impl Relay {
         .bind(until)
         .bind(now)
         .bind(self.settings.batch)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut claimed = rows
             .iter()
             .map(|r| {
@@ -235,18 +238,19 @@ impl Relay {
 
     async fn record(&self, sent: &[(i64, i64)], failed: &[(&Claimed, String)]) -> Result<(), sqlx::Error> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
-        for (id, seq) in sent {
-            sqlx::query(
+        let mut tx = self.db.begin_background().await?;
+        // One statement per chunk of rows (with `now`, within the parameters a statement
+        // takes), each row's sequence picked by its id.
+        for chunk in sent.chunks(rows_per_statement(2) - 1) {
+            let cases: String = (0..chunk.len()).map(|i| format!(" WHEN ${} THEN CAST(${} AS BIGINT)", 2 * i + 2, 2 * i + 3)).collect();
+            let ids = (0..chunk.len()).map(|i| format!("${}", 2 * i + 2)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
                 "UPDATE trade_mq_producer_temp
-                    SET msg_status = 1, sent_time = $1, stream_seq = $2, last_error = NULL
-                  WHERE id = $3",
-            )
-            .bind(now)
-            .bind(seq)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+                    SET msg_status = 1, sent_time = $1, last_error = NULL, stream_seq = CASE id{cases} END
+                  WHERE id IN ({ids})"
+            );
+            let query = chunk.iter().fold(sqlx::query(&sql).bind(now), |q, (id, seq)| q.bind(id).bind(seq));
+            query.execute(&mut *tx).await?;
         }
         for (row, error) in failed {
             // Retry sooner than the lease would allow, backing off per row.

@@ -29,8 +29,10 @@ pub type Conn = sqlx::AnyConnection;
 /// rolls back when dropped uncommitted.
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
-    // Dropped after `tx`: the turn passes on only once the transaction is over.
+    // Dropped after `tx` (fields drop in order): the turn passes on only once the
+    // transaction is over.
     _turn: Option<OwnedMutexGuard<()>>,
+    _background: Option<OwnedMutexGuard<()>>,
 }
 
 impl Tx {
@@ -103,11 +105,23 @@ impl SqliteSync {
 /// waves. In the queue (tokio's fair mutex) writers take turns in arrival order and the
 /// wait is the transactions ahead, nothing more. Other processes on the same file still
 /// meet the busy timeout.
+///
+/// Work nobody is waiting on (plugin waves, the relay's marks, replays) writes in the
+/// background: one background transaction at a time holds or waits for the turn, so a
+/// request (an order step, a payment callback) finds at most one of them ahead of it,
+/// however many plugins are busy. Backgrounds still queue in arrival order behind the
+/// requests already waiting, so none of them starves.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
-    writer: Option<Arc<Mutex<()>>>,
+    writer: Option<Writer>,
+}
+
+#[derive(Clone)]
+struct Writer {
+    turn: Arc<Mutex<()>>,
+    background: Arc<Mutex<()>>,
 }
 
 /// Migrations (`migrations/<version>_<name>.sql`), embedded so the binary carries its schema.
@@ -206,7 +220,7 @@ impl Db {
             })
             .connect(&url)
             .await?;
-        let writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let writer = (backend == Backend::Sqlite).then(|| Writer { turn: Arc::new(Mutex::new(())), background: Arc::new(Mutex::new(())) });
         Ok(Db { pool, backend, writer })
     }
 
@@ -218,14 +232,31 @@ impl Db {
         self.backend
     }
 
-    /// Begins a transaction; on SQLite, after waiting for this process's writer turn
-    /// (taken before a connection, so a queue of writers never holds the pool's connections).
+    /// Begins a transaction for a request someone waits on; on SQLite, after waiting for
+    /// this process's writer turn (taken before a connection, so a queue of writers never
+    /// holds the pool's connections).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        let turn = match &self.writer {
-            Some(writer) => Some(writer.clone().lock_owned().await),
-            None => None,
+        self.begin_as(false).await
+    }
+
+    /// Begins a transaction for background work (see [`Db`]): on SQLite it waits until no
+    /// other background transaction holds or waits for the turn.
+    pub async fn begin_background(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_as(true).await
+    }
+
+    async fn begin_as(&self, background: bool) -> Result<Tx, sqlx::Error> {
+        let (turn, background) = match &self.writer {
+            Some(writer) => {
+                let background = match background {
+                    true => Some(writer.background.clone().lock_owned().await),
+                    false => None,
+                };
+                (Some(writer.turn.clone().lock_owned().await), background)
+            }
+            None => (None, None),
         };
-        Ok(Tx { tx: self.pool.begin().await?, _turn: turn })
+        Ok(Tx { tx: self.pool.begin().await?, _turn: turn, _background: background })
     }
 
     /// Runs one writing statement in a transaction of its own (so it takes its turn).
@@ -369,27 +400,87 @@ impl<C: Commit> GroupCommit<C> {
 
 async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[Queued<C>]) -> Vec<Result<C::Done, C::Error>> {
     let failed = |e: &sqlx::Error| C::Error::from(sqlx::Error::Protocol(e.to_string()));
-    let mut tx = match db.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return group.iter().map(|_| Err(failed(&e))).collect(),
-    };
-    let mut results = Vec::with_capacity(group.len());
-    for (job, _, context) in group {
-        let one = async {
-            let mut savepoint = tx.begin().await?;
-            let done = work.run(&mut savepoint, job).await?;
-            savepoint.commit().await?;
-            Ok::<_, C::Error>(done)
+    // Jobs seldom fail, so the group first runs as one plain transaction. Only when one of
+    // several jobs fails does it run again with a savepoint per job (two statements more
+    // each), so that the failure rolls back alone; a job alone needs none.
+    let mut savepoints = false;
+    loop {
+        let mut tx = match db.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return group.iter().map(|_| Err(failed(&e))).collect(),
         };
-        results.push(trace::maybe_scope(*context, one).await); // a failed job's savepoint rolls back when dropped
-    }
-    match tx.commit().await {
-        Ok(()) => {
-            if results.iter().any(Result::is_ok) {
-                work.committed();
+        let mut results = Vec::with_capacity(group.len());
+        let mut again = false;
+        for (job, _, context) in group {
+            let one = async {
+                if !savepoints {
+                    return work.run(&mut tx, job).await;
+                }
+                let mut savepoint = tx.begin().await?;
+                let done = work.run(&mut savepoint, job).await?;
+                savepoint.commit().await?;
+                Ok::<_, C::Error>(done)
+            };
+            results.push(trace::maybe_scope(*context, one).await); // a failed job's savepoint rolls back when dropped
+            if !savepoints && group.len() > 1 && results.last().is_some_and(Result::is_err) {
+                again = true;
+                break;
             }
-            results
         }
-        Err(e) => results.into_iter().map(|r| r.and_then(|_| Err(failed(&e)))).collect(),
+        if again {
+            savepoints = true; // drops `tx`, rolling it back, and runs the group again
+            continue;
+        }
+        if results.iter().all(Result::is_err) {
+            return results; // nothing to commit: `tx` rolls back
+        }
+        return match tx.commit().await {
+            Ok(()) => {
+                work.committed();
+                results
+            }
+            Err(e) => results.into_iter().map(|r| r.and_then(|_| Err(failed(&e)))).collect(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inserts its number, then fails when the number is 13: the insert must not survive.
+    struct Insert;
+
+    impl Commit for Insert {
+        type Job = i64;
+        type Done = ();
+        type Error = sqlx::Error;
+
+        async fn run(&self, conn: &mut Conn, n: &i64) -> Result<(), sqlx::Error> {
+            sqlx::query("INSERT INTO t (n) VALUES ($1)").bind(*n).execute(&mut *conn).await?;
+            if *n == 13 {
+                return Err(sqlx::Error::Protocol("thirteen".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_rolls_back_alone_in_a_group_and_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/g.db", dir.path().display()), 4).await.unwrap();
+        db.execute(sqlx::query("CREATE TABLE t (n INTEGER NOT NULL)")).await.unwrap();
+        let commit = GroupCommit::start(db.clone(), Insert);
+        // Submitted together (the committing task runs once the test task waits), so they
+        // share one transaction: 13 in the middle of a group, then last of one, then alone.
+        for jobs in [(0..40).collect::<Vec<i64>>(), vec![100, 101, 102, 13], vec![13]] {
+            let results = futures::future::join_all(jobs.iter().map(|n| commit.submit(*n))).await;
+            for (n, r) in jobs.iter().zip(&results) {
+                assert_eq!(r.is_ok(), *n != 13, "job {n}: {r:?}");
+            }
+        }
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n").fetch_all(db.pool()).await.unwrap();
+        let expected: Vec<i64> = (0..40).filter(|n| *n != 13).chain([100, 101, 102]).collect();
+        assert_eq!(stored, expected);
     }
 }

@@ -243,7 +243,7 @@ impl PluginHost {
         let ran: Vec<(&Ready, &Produced)> = wave.iter().zip(&produced).filter_map(|(r, p)| Some((*r, p.as_ref().ok()?))).collect();
         let started = std::time::SystemTime::now();
         let whole = async {
-            let mut tx = self.shop.db.begin().await?;
+            let mut tx = self.shop.db.begin_background().await?;
             let fresh = self.apply(&mut tx, plugin, &ran).await?;
             tx.commit().await?;
             Ok::<_, Failure>(fresh)
@@ -274,7 +274,7 @@ impl PluginHost {
     }
 
     async fn commit_one_by_one(&self, plugin: &LoadedPlugin, wave: &[&Ready<'_>], produced: Vec<Result<Produced, Failure>>) -> Vec<Result<Applied, Failure>> {
-        let mut tx = match self.shop.db.begin().await {
+        let mut tx = match self.shop.db.begin_background().await {
             Ok(tx) => tx,
             Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
         };

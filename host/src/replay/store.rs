@@ -133,7 +133,7 @@ pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::
     for e in events {
         summary.add(e.outcome);
     }
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_background().await?;
     let running = sqlx::query(
         "UPDATE shop_replay SET processed = processed + $1, same_count = same_count + $2,
                 changed_count = changed_count + $3, new_count = new_count + $4, failed_count = failed_count + $5,

@@ -68,6 +68,8 @@ pub struct Shop {
     pub outbox_wake: Arc<Notify>,
     /// The payment callbacks' group commit.
     paid: GroupCommit<payments::MarkPaid>,
+    /// The order flow's group commit (pre-orders and forward steps).
+    orders: GroupCommit<orders::OrderWrites>,
 }
 
 impl Shop {
@@ -76,12 +78,13 @@ impl Shop {
     pub fn new(db: Db, worker: u16, fault: Option<fault::Fault>, outbox_wake: Arc<Notify>) -> Shop {
         let ids = Arc::new(Snowflake::new(worker));
         let paid = GroupCommit::start(db.clone(), payments::MarkPaid { ids: ids.clone(), outbox_wake: outbox_wake.clone() });
-        Shop { db, ids, fault, outbox_wake, paid }
+        let orders = GroupCommit::start(db.clone(), orders::OrderWrites { ids: ids.clone() });
+        Shop { db, ids, fault, outbox_wake, paid, orders }
     }
 
-    /// The same shop (ids, relay, committer) with another fault setting.
+    /// The same shop (ids, relay, committers) with another fault setting.
     pub fn with_fault(&self, fault: Option<fault::Fault>) -> Shop {
-        Shop { db: self.db.clone(), ids: self.ids.clone(), fault, outbox_wake: self.outbox_wake.clone(), paid: self.paid.clone() }
+        Shop { db: self.db.clone(), ids: self.ids.clone(), fault, outbox_wake: self.outbox_wake.clone(), paid: self.paid.clone(), orders: self.orders.clone() }
     }
 }
 

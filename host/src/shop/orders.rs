@@ -5,13 +5,16 @@
 //! 2. save the pre-order (status 0);
 //! 3. take stock, 4. use the coupon, 5. deduct the balance, 6. confirm.
 //!
-//! Each forward step is its own transaction (as when they were separate services) that
+//! Each forward step is its own unit of work (as when they were separate services; a
+//! savepoint in the orders' group commit, see [`OrderWrites`]) that
 //! first locks the order row and requires it still be a pre-order, then makes one
 //! conditional change (`… WHERE goods_number >= $n`) and writes its step record. If any
 //! step fails, the order is cancelled and an order-cancel event written to the outbox in
 //! one transaction; if the process dies instead, the [`super::sweeper`] does the same
 //! later. Because cancelling also needs the order row in status 0, a step and a cancel
 //! never interleave: a step that comes after the cancel is refused ("suspension").
+
+use std::sync::Arc;
 
 use poem_openapi::Object;
 use sqlx::Row;
@@ -30,10 +33,10 @@ use super::{
 use crate::{
     timestamp::Timestamp,
     events::{OrderCancelled, OrderConfirmed},
-    ids::{now_ms, Id},
+    ids::{now_ms, Id, Snowflake},
     money::Money,
     outbox,
-    store::Conn,
+    store::{Commit, Conn},
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
@@ -81,8 +84,12 @@ impl Shop {
     /// [`place_order`](Self::place_order) under a given id (the demo order has a fixed one).
     pub(crate) async fn place_order_as(&self, order_id: Id, req: PlaceOrder) -> Result<Order, ShopError> {
         let plan = self.check_out(&req).await?;
-        self.save_preorder(order_id, &req, &plan).await?;
-
+        let placing = Arc::new(Placing { order_id, req, plan });
+        self.orders.submit(OrderWrite { placing: placing.clone(), step: None }).await.map_err(|e| match e {
+            WriteError::Db(e) => ShopError::Storage(e),
+            WriteError::Conflict => ShopError::Storage(sqlx::Error::Protocol("the pre-order was not saved".into())),
+        })?;
+        let (req, plan) = (&placing.req, &placing.plan);
         let mut steps = vec![Step::Stock];
         if req.coupon_id.is_some() {
             steps.push(Step::Coupon);
@@ -92,7 +99,7 @@ impl Shop {
         }
         steps.push(Step::Confirm);
         for step in steps {
-            if let Err(reason) = self.forward(order_id, step, &req, &plan).await {
+            if let Err(reason) = self.forward(&placing, step).await {
                 let why = format!("{step} step failed: {reason}");
                 if let Err(e) = self.cancel_preorder(order_id, &why).await {
                     // The sweeper will cancel it once the database answers again.
@@ -104,99 +111,25 @@ impl Shop {
         self.get(order_id).await
     }
 
-    async fn save_preorder(&self, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<(), ShopError> {
-        let sql = "INSERT INTO trade_order (order_id, user_id, order_status, pay_status, shipping_status,
-                address, consignee, goods_id, goods_number, goods_price, goods_amount, shipping_fee,
-                order_amount, coupon_id, coupon_paid, money_paid, pay_amount, add_time)
-             VALUES ($1, $2, 0, 0, 0, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
-        let who = sqlx::query(sql).bind(order_id).bind(req.user_id).bind(&req.address).bind(&req.consignee);
-        let what = who.bind(req.goods_id).bind(req.goods_number).bind(req.goods_price).bind(plan.goods_amount);
-        let amounts = what.bind(plan.shipping_fee).bind(plan.order_amount).bind(req.coupon_id).bind(plan.coupon_paid);
-        self.db.execute(amounts.bind(plan.money_paid).bind(plan.pay_amount).bind(now_ms())).await?;
-        Ok(())
-    }
-
-    /// Runs one forward step in its own transaction.
-    async fn forward(&self, order_id: Id, step: Step, req: &PlaceOrder, plan: &Plan) -> Result<(), StepFailure> {
+    /// Runs one forward step, committed with whatever other orders' writes arrive meanwhile.
+    async fn forward(&self, placing: &Arc<Placing>, step: Step) -> Result<(), StepFailure> {
         if self.fault.fails(step) {
             return Err(StepFailure::Unavailable);
         }
-        let outcome = async {
-            let mut tx = self.db.begin().await?;
-            // Lock the order row (Postgres: row lock; SQLite: the write lock) and require a
-            // pre-order, so a concurrent cancel is either wholly before or wholly after us.
-            let locked = sqlx::query(
-                "UPDATE trade_order SET order_status = order_status WHERE order_id = $1 AND order_status = 0",
-            )
-            .bind(order_id.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            let done = locked && self.apply_step(&mut tx, order_id, step, req, plan).await?;
-            if done {
-                tx.commit().await?;
-            }
-            Ok::<bool, sqlx::Error>(done)
-        }
-        .await;
-        match outcome {
-            Ok(true) => {
+        match self.orders.submit(OrderWrite { placing: placing.clone(), step: Some(step) }).await {
+            Ok(()) => {
                 self.fault.after_commit(step);
                 if step == Step::Confirm {
                     self.outbox_wake.notify_one();
                 }
                 Ok(())
             }
-            Ok(false) => Err(StepFailure::Conflict),
-            Err(e) => {
-                tracing::warn!(%order_id, %step, error = %e, "order step failed");
+            Err(WriteError::Conflict) => Err(StepFailure::Conflict),
+            Err(WriteError::Db(e)) => {
+                tracing::warn!(order_id = %placing.order_id, %step, error = %e, "order step failed");
                 Err(StepFailure::Unavailable)
             }
         }
-    }
-
-    /// The step's conditional change plus its record; `false` when the condition failed.
-    async fn apply_step(&self, tx: &mut Conn, order_id: Id, step: Step, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
-        let (user_id, order_id) = (req.user_id.0, order_id.0);
-        match step {
-            Step::Stock => steps::take(tx, order_id, &Stock { goods_id: req.goods_id.0 }, req.goods_number).await,
-            Step::Coupon => {
-                let coupon_id = req.coupon_id.expect("coupon step only with a coupon").0;
-                steps::take(tx, order_id, &CouponUse { coupon_id, user_id }, coupon_id).await
-            }
-            Step::Balance => steps::take(tx, order_id, &Balance { user_id }, plan.money_paid.cents()).await,
-            Step::Confirm => self.confirm(tx, Id(order_id), req, plan).await,
-        }
-    }
-
-    /// Confirms the pre-order and writes its order-confirmed event.
-    async fn confirm(&self, tx: &mut Conn, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
-        let n = sqlx::query(
-            "UPDATE trade_order SET order_status = 1, confirm_time = $1
-              WHERE order_id = $2 AND order_status = 0",
-        )
-        .bind(now_ms())
-        .bind(order_id.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            let event = OrderConfirmed {
-                order_id,
-                user_id: req.user_id,
-                goods_id: req.goods_id,
-                goods_number: req.goods_number,
-                goods_price: req.goods_price,
-                order_amount: plan.order_amount,
-                coupon_id: req.coupon_id,
-                coupon_paid: plan.coupon_paid,
-                money_paid: plan.money_paid,
-                pay_amount: plan.pay_amount,
-            };
-            outbox::enqueue(tx, &self.ids, event).await?;
-        }
-        Ok(n == 1)
     }
 
     /// Pre-orders added before `cutoff_ms` and still unconfirmed, oldest first.
@@ -243,5 +176,121 @@ impl Shop {
         self.outbox_wake.notify_one();
         tracing::info!(%order_id, reason, "order cancelled");
         Ok(true)
+    }
+}
+
+/// An order being placed: its id, what the user asked for and what checkout settled.
+pub(crate) struct Placing {
+    order_id: Id,
+    req: PlaceOrder,
+    plan: Plan,
+}
+
+/// One write of the order flow: saving the pre-order (`step: None`) or a forward step.
+pub(crate) struct OrderWrite {
+    placing: Arc<Placing>,
+    step: Option<Step>,
+}
+
+/// Why an order write did not commit.
+pub(crate) enum WriteError {
+    /// The step's condition no longer held (or the pre-order was gone): nothing written.
+    Conflict,
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        WriteError::Db(e)
+    }
+}
+
+/// The order flow's writes as jobs of a group commit. Each step stays its own unit, all or
+/// nothing (a savepoint of the group's transaction), and the caller goes on only once it
+/// is durable, exactly as with a transaction per step; what concurrent orders share is the
+/// commit, so SQLite's one writer fsyncs once for many of them.
+pub(crate) struct OrderWrites {
+    pub ids: Arc<Snowflake>,
+}
+
+impl Commit for OrderWrites {
+    type Job = OrderWrite;
+    type Done = ();
+    type Error = WriteError;
+
+    async fn run(&self, tx: &mut Conn, job: &OrderWrite) -> Result<(), WriteError> {
+        let Placing { order_id, req, plan } = &*job.placing;
+        let Some(step) = job.step else {
+            return save_preorder(tx, *order_id, req, plan).await;
+        };
+        // Lock the order row (Postgres: row lock; SQLite: the write lock) and require a
+        // pre-order, so a concurrent cancel is either wholly before or wholly after us.
+        let locked = sqlx::query("UPDATE trade_order SET order_status = order_status WHERE order_id = $1 AND order_status = 0")
+            .bind(order_id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if locked && self.apply_step(tx, *order_id, step, req, plan).await? {
+            Ok(())
+        } else {
+            Err(WriteError::Conflict) // the job's savepoint rolls back the lock
+        }
+    }
+}
+
+async fn save_preorder(tx: &mut Conn, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<(), WriteError> {
+    let sql = "INSERT INTO trade_order (order_id, user_id, order_status, pay_status, shipping_status,
+            address, consignee, goods_id, goods_number, goods_price, goods_amount, shipping_fee,
+            order_amount, coupon_id, coupon_paid, money_paid, pay_amount, add_time)
+         VALUES ($1, $2, 0, 0, 0, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+    let who = sqlx::query(sql).bind(order_id).bind(req.user_id).bind(&req.address).bind(&req.consignee);
+    let what = who.bind(req.goods_id).bind(req.goods_number).bind(req.goods_price).bind(plan.goods_amount);
+    let amounts = what.bind(plan.shipping_fee).bind(plan.order_amount).bind(req.coupon_id).bind(plan.coupon_paid);
+    amounts.bind(plan.money_paid).bind(plan.pay_amount).bind(now_ms()).execute(&mut *tx).await?;
+    Ok(())
+}
+
+impl OrderWrites {
+    /// The step's conditional change plus its record; `false` when the condition failed.
+    async fn apply_step(&self, tx: &mut Conn, order_id: Id, step: Step, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
+        let (user_id, order_id) = (req.user_id.0, order_id.0);
+        match step {
+            Step::Stock => steps::take(tx, order_id, &Stock { goods_id: req.goods_id.0 }, req.goods_number).await,
+            Step::Coupon => {
+                let coupon_id = req.coupon_id.expect("coupon step only with a coupon").0;
+                steps::take(tx, order_id, &CouponUse { coupon_id, user_id }, coupon_id).await
+            }
+            Step::Balance => steps::take(tx, order_id, &Balance { user_id }, plan.money_paid.cents()).await,
+            Step::Confirm => self.confirm(tx, Id(order_id), req, plan).await,
+        }
+    }
+    /// Confirms the pre-order and writes its order-confirmed event.
+    async fn confirm(&self, tx: &mut Conn, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
+        let n = sqlx::query(
+            "UPDATE trade_order SET order_status = 1, confirm_time = $1
+              WHERE order_id = $2 AND order_status = 0",
+        )
+        .bind(now_ms())
+        .bind(order_id.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            let event = OrderConfirmed {
+                order_id,
+                user_id: req.user_id,
+                goods_id: req.goods_id,
+                goods_number: req.goods_number,
+                goods_price: req.goods_price,
+                order_amount: plan.order_amount,
+                coupon_id: req.coupon_id,
+                coupon_paid: plan.coupon_paid,
+                money_paid: plan.money_paid,
+                pay_amount: plan.pay_amount,
+            };
+            outbox::enqueue(tx, &self.ids, event).await?;
+        }
+        Ok(n == 1)
     }
 }
