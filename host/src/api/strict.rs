@@ -11,7 +11,12 @@ use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef, Registry},
     types::{ParseFromJSON, Type},
 };
+use regex::Regex;
 use serde_json::Value;
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, RwLock},
+};
 
 /// A JSON body checked field by field against `T`'s schema, then parsed.
 pub struct StrictJson<T>(pub T);
@@ -50,12 +55,49 @@ impl_apirequest_for_payload!(StrictJson<T>, T: ParseFromJSON + Send);
 /// Parses `raw` as a `T`, checking it against `T`'s schema first.
 pub fn parse<T: ParseFromJSON>(raw: &[u8]) -> std::result::Result<T, String> {
     let value: Value = serde_json::from_slice(raw).map_err(|e| format!("the body is not valid JSON ({e})"))?;
-    let mut registry = Registry::new();
-    T::register(&mut registry);
-    if let Some(schema) = registry.schemas.get(T::name().as_ref()) {
-        check_object(&value, schema, &registry)?;
+    if let Some(shape) = shape_of::<T>() {
+        check_object(&value, &shape)?;
     }
     T::parse_from_json(Some(value)).map_err(|e| e.into_message())
+}
+
+/// A body type's schema as the checks use it: each property resolved, its pattern compiled.
+struct Shape {
+    properties: Vec<Property>,
+    required: Vec<&'static str>,
+}
+
+struct Property {
+    name: &'static str,
+    schema: MetaSchema,
+    pattern: Option<Regex>,
+}
+
+/// `T`'s shape, worked out on its first request and kept: the schema does not change while
+/// the server runs, and compiling its patterns (an id's spans the whole i64 range) for
+/// every request cost more than the rest of a payment callback.
+fn shape_of<T: ParseFromJSON>() -> Option<Arc<Shape>> {
+    static SHAPES: LazyLock<RwLock<HashMap<String, Option<Arc<Shape>>>>> = LazyLock::new(Default::default);
+    let name = T::name();
+    if let Some(shape) = SHAPES.read().expect("no panics while held").get(name.as_ref()) {
+        return shape.clone();
+    }
+    let mut registry = Registry::new();
+    T::register(&mut registry);
+    let shape = registry.schemas.get(name.as_ref()).map(|schema| {
+        let properties = schema
+            .properties
+            .iter()
+            .map(|(name, r)| {
+                let schema = resolve(r, &registry);
+                let pattern = schema.pattern.as_deref().map(|p| Regex::new(p).expect("the spec's patterns compile"));
+                Property { name, schema, pattern }
+            })
+            .collect();
+        Arc::new(Shape { properties, required: schema.required.clone() })
+    });
+    SHAPES.write().expect("no panics while held").insert(name.into_owned(), shape.clone());
+    shape
 }
 
 /// A property's schema with what its references and `allOf` parts add, merged.
@@ -83,30 +125,29 @@ fn resolve(r: &MetaSchemaRef, registry: &Registry) -> MetaSchema {
     schema
 }
 
-fn check_object(value: &Value, schema: &MetaSchema, registry: &Registry) -> std::result::Result<(), String> {
+fn check_object(value: &Value, shape: &Shape) -> std::result::Result<(), String> {
     let Value::Object(fields) = value else {
         return Err("the body must be a JSON object".into());
     };
-    if let Some(unknown) = fields.keys().find(|k| !schema.properties.iter().any(|(name, _)| name == k)) {
-        let known: Vec<&str> = schema.properties.iter().map(|(name, _)| *name).collect();
+    if let Some(unknown) = fields.keys().find(|k| !shape.properties.iter().any(|p| p.name == *k)) {
+        let known: Vec<&str> = shape.properties.iter().map(|p| p.name).collect();
         return Err(format!("{unknown}: unknown field (the fields are {})", known.join(", ")));
     }
-    for (name, property) in &schema.properties {
-        let property = resolve(property, registry);
+    for Property { name, schema: property, pattern } in &shape.properties {
         match fields.get(*name) {
-            None | Some(Value::Null) if schema.required.contains(name) => {
-                return Err(format!("{name}: required, {}", describe(&property)));
+            None | Some(Value::Null) if shape.required.contains(name) => {
+                return Err(format!("{name}: required, {}", describe(property)));
             }
             None => {}
             // The schema does not say nullable: an optional field is left out, not null
             // (else the spec and what is accepted would disagree).
             Some(Value::Null) if !property.nullable => {
-                return Err(format!("{name}: must be {}, or left out (not null)", describe(&property)));
+                return Err(format!("{name}: must be {}, or left out (not null)", describe(property)));
             }
             Some(Value::Null) => {}
             Some(v) => {
-                if !fits(v, &property) {
-                    return Err(format!("{name}: must be {}", describe(&property)));
+                if !fits(v, property, pattern.as_ref()) {
+                    return Err(format!("{name}: must be {}", describe(property)));
                 }
             }
         }
@@ -114,8 +155,8 @@ fn check_object(value: &Value, schema: &MetaSchema, registry: &Registry) -> std:
     Ok(())
 }
 
-/// Whether `v` is what `schema` describes (its kind, bounds, length and pattern).
-fn fits(v: &Value, schema: &MetaSchema) -> bool {
+/// Whether `v` is what `schema` describes (its kind, bounds, length and `pattern`).
+fn fits(v: &Value, schema: &MetaSchema, pattern: Option<&Regex>) -> bool {
     match schema.ty {
         "integer" => v.as_i64().is_some_and(|n| {
             schema.minimum.is_none_or(|m| n as f64 >= m) && schema.maximum.is_none_or(|m| n as f64 <= m)
@@ -126,7 +167,7 @@ fn fits(v: &Value, schema: &MetaSchema) -> bool {
             let chars = s.chars().count();
             schema.max_length.is_none_or(|m| chars <= m)
                 && schema.min_length.is_none_or(|m| chars >= m)
-                && schema.pattern.as_deref().is_none_or(|p| regex::Regex::new(p).is_ok_and(|re| re.is_match(s)))
+                && pattern.is_none_or(|re| re.is_match(s))
                 && (schema.enum_items.is_empty() || schema.enum_items.iter().any(|e| e == v))
         }),
         "array" => v.is_array(),

@@ -103,6 +103,15 @@ impl Shop {
 
     /// Applies a payment notice whose signature the API has already verified.
     pub async fn payment_callback(&self, notice: PaymentNotice) -> Result<CallbackOutcome, ShopError> {
+        if notice.is_paid == 2 {
+            // The usual case takes no read: committed with whatever other callbacks arrive
+            // meanwhile (one fsync for all), the job's conditional update checks the
+            // payment's amount and state itself.
+            if let Some(outcome) = self.paid.submit(notice.clone()).await? {
+                return Ok(outcome);
+            }
+        }
+        // Nothing changed, or not paid: read the payment to say why.
         let payment: Payment = self.get(notice.pay_id).await?;
         if notice.pay_amount != payment.pay_amount {
             return Err(ShopError::PaymentAmountInvalid {
@@ -113,58 +122,62 @@ impl Shop {
         if notice.is_paid != 2 {
             return Ok(CallbackOutcome::NotPaid);
         }
-        // Committed with whatever other callbacks arrive meanwhile: one fsync for all.
-        self.paid.submit(payment).await
+        Ok(CallbackOutcome::AlreadyPaid)
     }
 }
 
 /// Marking a payment paid, as one job of the callbacks' group commit: payment and order
-/// paid and the pay-success event written, all or nothing.
+/// paid and the pay-success event written, all or nothing; `None` when the notice changes
+/// nothing (no such unpaid payment of that amount).
 pub(crate) struct MarkPaid {
     pub ids: Arc<Snowflake>,
     pub outbox_wake: Arc<Notify>,
 }
 
 impl Commit for MarkPaid {
-    type Job = Payment;
-    type Done = CallbackOutcome;
+    type Job = PaymentNotice;
+    type Done = Option<CallbackOutcome>;
     type Error = ShopError;
 
-    async fn run(&self, tx: &mut Conn, payment: &Payment) -> Result<CallbackOutcome, ShopError> {
+    async fn run(&self, tx: &mut Conn, notice: &PaymentNotice) -> Result<Option<CallbackOutcome>, ShopError> {
         let now = now_ms();
         // The conditional update is the idempotency check: of two concurrent callbacks,
         // one changes the row and emits, the other finds it paid.
-        let changed = sqlx::query("UPDATE trade_pay SET is_paid = 2, paid_time = $1 WHERE pay_id = $2 AND is_paid = 1")
-            .bind(now)
-            .bind(payment.pay_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed == 0 {
-            return Ok(CallbackOutcome::AlreadyPaid);
-        }
+        let changed = sqlx::query(
+            "UPDATE trade_pay SET is_paid = 2, paid_time = $1 WHERE pay_id = $2 AND is_paid = 1 AND pay_amount = $3
+            RETURNING order_id",
+        )
+        .bind(now)
+        .bind(notice.pay_id)
+        .bind(notice.pay_amount)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(changed) = changed else {
+            return Ok(None);
+        };
+        let order_id: Id = changed.try_get("order_id")?;
         let order = sqlx::query(
             "UPDATE trade_order SET pay_status = 2, pay_time = $1
               WHERE order_id = $2 AND order_status = 1 AND pay_status <> 2
             RETURNING user_id",
         )
         .bind(now)
-        .bind(payment.order_id)
+        .bind(order_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(order) = order else {
-            // The job's savepoint rolls the payment back: an order that is not confirmed
-            // and unpaid cannot be paid.
-            return Err(ShopError::OrderNotConfirmed(payment.order_id));
+            // The job rolls the payment back: an order that is not confirmed and unpaid
+            // cannot be paid.
+            return Err(ShopError::OrderNotConfirmed(order_id));
         };
         let event = PaySucceeded {
-            pay_id: payment.pay_id,
-            order_id: payment.order_id,
+            pay_id: notice.pay_id,
+            order_id,
             user_id: order.try_get("user_id")?,
-            pay_amount: payment.pay_amount,
+            pay_amount: notice.pay_amount,
         };
         outbox::enqueue(tx, &self.ids, event).await?;
-        Ok(CallbackOutcome::Paid)
+        Ok(Some(CallbackOutcome::Paid))
     }
 
     fn committed(&self) {
