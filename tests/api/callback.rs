@@ -54,6 +54,13 @@ async fn bad_signatures_are_refused(backend: Backend) {
     assert_eq!((reply.status, reply.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"));
     let unknown = app.signed_callback("42", "160.00").await;
     assert_eq!((unknown.status, unknown.code()), (404, "SHOP_PAYMENT_NOT_FOUND"));
+    // A paid notice of another amount is refused; a not-paid notice is acknowledged. Neither
+    // changes anything.
+    let wrong = app.signed_callback(&pay_id, "159.99").await;
+    assert_eq!((wrong.status, wrong.code()), (400, "SHOP_PAYMENT_AMOUNT_INVALID"), "{:?}", wrong.body);
+    let unpaid = format!(r#"{{"pay_id":"{pay_id}","pay_amount":"160.00","is_paid":1}}"#);
+    let reply = app.callback_raw(&unpaid, Some(sign(key, now, unpaid.as_bytes()))).await;
+    assert_eq!((reply.status, reply.body["outcome"].as_str()), (200, Some("not_paid")), "{:?}", reply.body);
     assert_eq!(app.snapshot().await, before);
 
     // Within the tolerance it is accepted.
