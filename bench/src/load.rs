@@ -107,10 +107,11 @@ pub async fn run(workspace: &Path, nats_url: &str, events: usize, rate: f64, sec
         async move { http.get(format!("{base}{path}")).send().await?.json::<Value>().await.map_err(anyhow::Error::from) }
     };
 
-    // Everything is in the stream before a single plugin exists.
+    // Everything is in the stream before a single plugin exists: the relay has published
+    // every outbox row (the admin overview counts what is left).
     let goods_id = cancel_order["goods_id"].as_str().unwrap().to_owned();
     let payer = pay_order["user_id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    quiet(&http, &server.base).await?;
     let start = Instant::now();
     for name in ["stock", "coupon", "balance", "points", "log"] {
         let bytes = std::fs::read(workspace.join(format!("target/plugins/{name}.wasm")))?;
@@ -136,6 +137,9 @@ pub async fn run(workspace: &Path, nats_url: &str, events: usize, rate: f64, sec
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain = Drain { events, cancel_secs: cancel_secs.unwrap(), pay_secs: pay_secs.unwrap() };
+    // The requests are timed in steady state, not beside the rest of the drain (the log
+    // plugin's share of it, say).
+    quiet(&http, &server.base).await?;
 
     let callbacks = fixed_rate("payment callback", rate, secs, &unpaid, |p: &Payment| {
         let body = json!({"pay_id": p.pay_id, "pay_amount": p.pay_amount, "is_paid": 2}).to_string();
@@ -150,6 +154,21 @@ pub async fn run(workspace: &Path, nats_url: &str, events: usize, rate: f64, sec
     .await;
     drop(server);
     Ok((drain, vec![callbacks, placed]))
+}
+
+/// Waits until the relay has published every outbox row and no plugin has events pending
+/// (the admin overview counts both).
+async fn quiet(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let overview = http.get(format!("{base}/api/admin/overview")).bearer_auth(TOKEN).send().await?.json::<Value>().await?;
+        let pending = overview["plugins"].as_array().into_iter().flatten().map(|p| p["pending"].as_i64().unwrap_or(0)).sum::<i64>();
+        if overview["outbox_unsent"].as_i64() == Some(0) && pending == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "the host did not settle: {overview}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Sends one request per item at `rate` per second for `secs`, open loop.
