@@ -43,8 +43,9 @@ struct Figures {
     cancel: (f64, f64),
     raw_pay: f64,
     pay: (f64, f64),
-    drain_cancel_secs: f64,
-    drain_pay_secs: f64,
+    /// Backlog drains, events/s: (wasm, native).
+    drain_cancel: (f64, f64),
+    drain_pay: (f64, f64),
     replay: f64,
 }
 
@@ -98,14 +99,16 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(Shop::new(db.clone(), worker, fault.map(|f| f.parse().unwrap()), Arc::new(Notify::new())))
         };
         let (failing, healthy) = (shop(&db, 1, Some("fail:confirm")), shop(&db, 2, None));
-        eprintln!("{backend}: preparing {n} order-cancel and {n} pay-success events per flavour, and {backlog} of each for the backlog…");
-        let cancels = prepare_cancels(&shop(&prep, 3, Some("fail:confirm")), 2 * n + backlog).await?;
-        let pays = prepare_pays(&shop(&prep, 4, None), 2 * n + backlog).await?;
+        eprintln!("{backend}: preparing {n} order-cancel and {n} pay-success events per flavour, and {backlog} of each per flavour for the backlog…");
+        let cancels = prepare_cancels(&shop(&prep, 3, Some("fail:confirm")), 2 * (n + backlog)).await?;
+        let pays = prepare_pays(&shop(&prep, 4, None), 2 * (n + backlog)).await?;
         prep.pool().close().await;
         let (cancel_wasm, rest) = cancels.split_at(n);
-        let (cancel_native, cancel_backlog) = rest.split_at(n);
+        let (cancel_native, rest) = rest.split_at(n);
+        let (cancel_backlog, cancel_backlog_native) = rest.split_at(backlog);
         let (pay_wasm, rest) = pays.split_at(n);
-        let (pay_native, pay_backlog) = rest.split_at(n);
+        let (pay_native, rest) = rest.split_at(n);
+        let (pay_backlog, pay_backlog_native) = rest.split_at(backlog);
 
         let raw_cancel = raw_jetstream(&client, &stream, cancel_wasm, CANCEL.len()).await?;
         if backend == "SQLite" {
@@ -116,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
         let raw_pay = raw_jetstream(&client, &stream, pay_wasm, PAY.len()).await?;
         let (pw, _) = end_to_end(&healthy, &client, &stream, PAY, wasm(&plugins_dir, PAY), pay_wasm, Arrival::Live).await?;
         let (pn, _) = end_to_end(&healthy, &client, &stream, PAY, native(native::pay_plugins), pay_native, Arrival::Live).await?;
+        // A backlog is where the plugins alone set the pace (live, the broker does): the
+        // cleanest wasm-vs-native figure. Native first, so the stream ends with wasm's.
+        let (dcn, _) = end_to_end(&failing, &client, &stream, CANCEL, native(native::cancel_plugins), cancel_backlog_native, Arrival::Backlog).await?;
+        let (dpn, _) = end_to_end(&healthy, &client, &stream, PAY, native(native::pay_plugins), pay_backlog_native, Arrival::Backlog).await?;
         let (dc, _) = end_to_end(&failing, &client, &stream, CANCEL, wasm(&plugins_dir, CANCEL), cancel_backlog, Arrival::Backlog).await?;
         let (dp, host) = end_to_end(&healthy, &client, &stream, PAY, wasm(&plugins_dir, PAY), pay_backlog, Arrival::Backlog).await?;
         // The pay backlog is still in the stream, applied by points with its inputs recorded.
@@ -127,8 +134,8 @@ async fn main() -> anyhow::Result<()> {
             cancel: (cw, cn),
             raw_pay,
             pay: (pw, pn),
-            drain_cancel_secs: backlog as f64 / dc,
-            drain_pay_secs: backlog as f64 / dp,
+            drain_cancel: (dc, dcn),
+            drain_pay: (dp, dpn),
             replay,
         });
         if backend == "SQLite" {
@@ -138,7 +145,11 @@ async fn main() -> anyhow::Result<()> {
     let shop = sqlite_shop.expect("SQLite always runs");
     let per_call = costs::invocation_costs(&shop, &plugins_dir, &prepare_cancels(&shop_with_fault(&shop), 1).await?[0]).await?;
     let swaps = costs::hot_swap_times(&shop, &client, &stream, &plugins_dir).await?;
-    let (drain, rated) = load::run(&workspace, &nats.url(), backlog, 1000.0, 5).await?;
+    // The black box gets a broker of its own: on this one the fleet registry already holds
+    // the hot-swap measurement's points, which the release binary would start running at
+    // once instead of after its uploads.
+    let black_box = NatsServer::start(&bin, &tmp.path().join("js-black-box"), 0, Fsync::Always).await?;
+    let (drain, rated) = load::run(&workspace, &black_box.url(), backlog, 1000.0, 5).await?;
 
     println!();
     println!("| flow ({n} events each) | database | events/s | vs raw JetStream | wasm vs native |");
@@ -153,12 +164,16 @@ async fn main() -> anyhow::Result<()> {
         println!("| pay-success → points, log (native) | {b} | {:.0} | {:.3} | |", f.pay.1, f.pay.1 / f.raw_pay);
     }
     println!();
-    println!("| backlog of {backlog} events per flow, in the stream before the plugins start | database | seconds | events/s |");
-    println!("|---|---|---:|---:|");
+    println!("| backlog of {backlog} events per flow, in the stream before the plugins start | database | seconds | events/s | wasm vs native |");
+    println!("|---|---|---:|---:|---:|");
+    let secs = |rate: f64| backlog as f64 / rate;
     for f in &figures {
-        println!("| drain order-cancel (wasm) | {} | {:.2} | {:.0} |", f.backend, f.drain_cancel_secs, backlog as f64 / f.drain_cancel_secs);
-        println!("| drain pay-success (wasm) | {} | {:.2} | {:.0} |", f.backend, f.drain_pay_secs, backlog as f64 / f.drain_pay_secs);
-        println!("| dry-run replay of points over it | {} | {:.2} | {:.0} |", f.backend, backlog as f64 / f.replay, f.replay);
+        let b = f.backend;
+        println!("| drain order-cancel (wasm) | {b} | {:.2} | {:.0} | {:.2} |", secs(f.drain_cancel.0), f.drain_cancel.0, f.drain_cancel.0 / f.drain_cancel.1);
+        println!("| drain order-cancel (native) | {b} | {:.2} | {:.0} | |", secs(f.drain_cancel.1), f.drain_cancel.1);
+        println!("| drain pay-success (wasm) | {b} | {:.2} | {:.0} | {:.2} |", secs(f.drain_pay.0), f.drain_pay.0, f.drain_pay.0 / f.drain_pay.1);
+        println!("| drain pay-success (native) | {b} | {:.2} | {:.0} | |", secs(f.drain_pay.1), f.drain_pay.1);
+        println!("| dry-run replay of points over it | {b} | {:.2} | {:.0} | |", secs(f.replay), f.replay);
     }
     print_black_box(&drain, &rated);
     println!();
@@ -191,8 +206,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// The black-box rows (ending the backlog table) and the fixed-rate table.
 fn print_black_box(drain: &load::Drain, rated: &[load::Rated]) {
-    println!("| black box: drain order-cancel, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} |", drain.cancel_secs, drain.events as f64 / drain.cancel_secs);
-    println!("| black box: drain pay-success, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} |", drain.pay_secs, drain.events as f64 / drain.pay_secs);
+    println!("| black box: drain order-cancel, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} | |", drain.cancel_secs, drain.events as f64 / drain.cancel_secs);
+    println!("| black box: drain pay-success, plugins uploaded after, seen over HTTP | SQLite | {:.2} | {:.0} | |", drain.pay_secs, drain.events as f64 / drain.pay_secs);
     println!();
     println!("| at a fixed rate, release binary, SQLite | requests/s asked | sent | achieved/s | errors | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
