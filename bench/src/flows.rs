@@ -175,6 +175,20 @@ pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSetting
     Ok(events.len() as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Lets the database catch up with the previous measurement's writes before the next one
+/// (Postgres: checkpoint and fresh statistics; SQLite: the WAL folded back), so no figure
+/// pays for the one before it.
+async fn settle(db: &shopmesh::store::Db) -> anyhow::Result<()> {
+    let statements: &[&str] = match db.backend() {
+        shopmesh::store::Backend::Postgres => &["CHECKPOINT", "VACUUM ANALYZE"],
+        shopmesh::store::Backend::Sqlite => &["PRAGMA wal_checkpoint(TRUNCATE)"],
+    };
+    for sql in statements {
+        sqlx::query(sql).execute(db.pool()).await.with_context(|| sql.to_string())?;
+    }
+    Ok(())
+}
+
 /// Publish the events and run the plugins' consumers until every plugin's inbox row for
 /// every event is committed.
 #[allow(clippy::too_many_arguments)]
@@ -188,6 +202,7 @@ pub async fn end_to_end(
     arrival: Arrival,
 ) -> anyhow::Result<(f64, Arc<PluginHost>)> {
     let js = fresh_stream(client, settings).await?;
+    settle(&shop.db).await?;
     let host = plugin_host(shop)?;
     install(&host.registry)?;
     let inbox = || async {

@@ -347,6 +347,12 @@ pub trait Commit: Send + Sync + 'static {
     fn run<'c>(&'c self, conn: &'c mut Conn, job: &'c Self::Job) -> impl std::future::Future<Output = Result<Self::Done, Self::Error>> + Send + 'c;
     /// Called once the transaction committed with at least one job done.
     fn committed(&self) {}
+    /// Whether jobs share transactions on Postgres too. Postgres commits concurrent
+    /// transactions side by side and groups their WAL flushes itself; a shared transaction
+    /// there only pays off when its jobs cannot hold row locks that other writers take in
+    /// another order (else two such transactions can deadlock). Without it, each job runs
+    /// in a transaction of its own, in the submitter's task.
+    const GROUPED_ON_POSTGRES: bool = true;
 }
 
 type Reply<C> = tokio::sync::oneshot::Sender<Result<<C as Commit>::Done, <C as Commit>::Error>>;
@@ -354,9 +360,15 @@ type Reply<C> = tokio::sync::oneshot::Sender<Result<<C as Commit>::Done, <C as C
 /// runs on the committing task, but belongs to the submitter's trace).
 type Queued<C> = (<C as Commit>::Job, Reply<C>, Option<TraceContext>);
 
-/// The queue in front of a [`Commit`] and the task that drains it.
+/// The queue in front of a [`Commit`] and the task that drains it; or, where jobs are not
+/// grouped (see [`Commit::GROUPED_ON_POSTGRES`]), the work itself.
 pub struct GroupCommit<C: Commit> {
-    jobs: tokio::sync::mpsc::Sender<Queued<C>>,
+    to: Committer<C>,
+}
+
+enum Committer<C: Commit> {
+    Queue(tokio::sync::mpsc::Sender<Queued<C>>),
+    Alone(Db, Arc<C>),
 }
 
 /// The most jobs one transaction takes.
@@ -364,13 +376,20 @@ const GROUP: usize = 256;
 
 impl<C: Commit> Clone for GroupCommit<C> {
     fn clone(&self) -> Self {
-        GroupCommit { jobs: self.jobs.clone() }
+        let to = match &self.to {
+            Committer::Queue(jobs) => Committer::Queue(jobs.clone()),
+            Committer::Alone(db, work) => Committer::Alone(db.clone(), work.clone()),
+        };
+        GroupCommit { to }
     }
 }
 
 impl<C: Commit> GroupCommit<C> {
     /// Starts the committing task (on the current tokio runtime).
     pub fn start(db: Db, work: C) -> GroupCommit<C> {
+        if db.backend() == Backend::Postgres && !C::GROUPED_ON_POSTGRES {
+            return GroupCommit { to: Committer::Alone(db, Arc::new(work)) };
+        }
         let (jobs, mut queue) = tokio::sync::mpsc::channel::<Queued<C>>(GROUP * 4);
         tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
@@ -381,24 +400,33 @@ impl<C: Commit> GroupCommit<C> {
                         Err(_) => break,
                     }
                 }
-                let results = commit_group(&db, &work, &group).await;
+                let jobs: Vec<(&C::Job, Option<TraceContext>)> = group.iter().map(|(job, _, context)| (job, *context)).collect();
+                let results = commit_group(&db, &work, &jobs).await;
                 for ((_, reply, _), result) in group.into_iter().zip(results) {
                     let _ = reply.send(result); // a caller that gave up does not care
                 }
             }
         });
-        GroupCommit { jobs }
+        GroupCommit { to: Committer::Queue(jobs) }
     }
 
     pub async fn submit(&self, job: C::Job) -> Result<C::Done, C::Error> {
+        let jobs = match &self.to {
+            Committer::Queue(jobs) => jobs,
+            Committer::Alone(db, work) => {
+                let mut results = commit_group(db, &**work, &[(&job, None)]).await;
+                return results.pop().expect("one result per job");
+            }
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let gone = || C::Error::from(sqlx::Error::Protocol("the committing task stopped".into()));
-        self.jobs.send((job, reply, trace::current())).await.map_err(|_| gone())?;
+        jobs.send((job, reply, trace::current())).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[Queued<C>]) -> Vec<Result<C::Done, C::Error>> {
+/// Runs `group` (each job with its submitter's trace context) in one transaction.
+async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[(&C::Job, Option<TraceContext>)]) -> Vec<Result<C::Done, C::Error>> {
     let failed = |e: &sqlx::Error| C::Error::from(sqlx::Error::Protocol(e.to_string()));
     // Jobs seldom fail, so the group first runs as one plain transaction. Only when one of
     // several jobs fails does it run again with a savepoint per job (two statements more
@@ -411,7 +439,7 @@ async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[Queued<C>]) -> Vec<
         };
         let mut results = Vec::with_capacity(group.len());
         let mut again = false;
-        for (job, _, context) in group {
+        for (job, context) in group {
             let one = async {
                 if !savepoints {
                     return work.run(&mut tx, job).await;

@@ -5,10 +5,11 @@
 //! 2. save the pre-order (status 0);
 //! 3. take stock, 4. use the coupon, 5. deduct the balance, 6. confirm.
 //!
-//! Each forward step is its own unit of work (as when they were separate services; a
-//! savepoint in the orders' group commit, see [`OrderWrites`]) that
-//! first locks the order row and requires it still be a pre-order, then makes one
-//! conditional change (`… WHERE goods_number >= $n`) and writes its step record. If any
+//! Each forward step is its own unit of work, committed before the next begins (as when
+//! they were separate services; on SQLite concurrent orders share the commit, see
+//! [`OrderWrites`]). It first locks the order row and requires it still be a pre-order,
+//! then makes one conditional change (`… WHERE goods_number >= $n`) and writes its step
+//! record. If any
 //! step fails, the order is cancelled and an order-cancel event written to the outbox in
 //! one transaction; if the process dies instead, the [`super::sweeper`] does the same
 //! later. Because cancelling also needs the order row in status 0, a step and a cancel
@@ -206,9 +207,9 @@ impl From<sqlx::Error> for WriteError {
 }
 
 /// The order flow's writes as jobs of a group commit. Each step stays its own unit, all or
-/// nothing (a savepoint of the group's transaction), and the caller goes on only once it
-/// is durable, exactly as with a transaction per step; what concurrent orders share is the
-/// commit, so SQLite's one writer fsyncs once for many of them.
+/// nothing, and the caller goes on only once it is durable, exactly as with a transaction
+/// per step; what concurrent orders share on SQLite is the commit, so its one writer
+/// fsyncs once for many of them. On Postgres each step keeps a transaction of its own.
 pub(crate) struct OrderWrites {
     pub ids: Arc<Snowflake>,
 }
@@ -217,6 +218,10 @@ impl Commit for OrderWrites {
     type Job = OrderWrite;
     type Done = ();
     type Error = WriteError;
+    /// The steps lock goods, coupon and user rows, which the plugins' give-backs lock too,
+    /// several at a time: in one transaction with other orders' steps they could deadlock
+    /// with a give-back. On SQLite (one writer, no row locks) they cannot.
+    const GROUPED_ON_POSTGRES: bool = false;
 
     async fn run(&self, tx: &mut Conn, job: &OrderWrite) -> Result<(), WriteError> {
         let Placing { order_id, req, plan } = &*job.placing;
