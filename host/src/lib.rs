@@ -15,7 +15,8 @@
 //! - [`replay`]: a range of stream `SHOP` run again through one plugin version, dry-run
 //!   (compared with what was recorded) or applied; in the background, recorded in the database.
 //! - [`bus`]: the NATS side: connect, version check, stream `SHOP`, embedded nats-server.
-//! - [`store`]: the database (sqlx `Any`: SQLite or Postgres) and its migrations.
+//! - [`store`]: the database (sqlx `Any`: SQLite or Postgres), its writer turns and its
+//!   migrations; [`group_commit`]: requests arriving together committed in one transaction.
 //! - [`config`], [`startup`]: configuration layers and the assembled [`startup::Application`];
 //!   [`demo`]: the seeds' demo rows.
 //! - [`cli`]: the `shopmesh` command line (`serve`, and clients of a running host).
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod group_commit;
 pub mod ids;
 pub mod metrics;
 pub mod money;

@@ -4,7 +4,7 @@
 //! the event (the CloudEvents distributed-tracing extension attribute `traceparent`, and a
 //! column the relay reads); the relay publishes it as the `traceparent` NATS header; the
 //! plugin host logs it with every delivery. Work handed to another task (a group commit)
-//! carries the submitter's context along ([`crate::store::GroupCommit`]).
+//! carries the submitter's context along ([`crate::group_commit::GroupCommit`]).
 //!
 //! Spans: with an OTLP endpoint configured ([`export_to`]), the request (server), the relay's
 //! publish (producer), each plugin's processing of an event (consumer, with the OpenTelemetry

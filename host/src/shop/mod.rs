@@ -57,7 +57,8 @@ pub use self::error::{ShopError, StepFailure};
 use crate::{
     ids::{Id, Snowflake},
     money::Money,
-    store::{placeholders, rows_per_statement, Db, GroupCommit},
+    group_commit::GroupCommit,
+    store::{placeholders, rows_per_statement, Db},
 };
 
 pub struct Shop {

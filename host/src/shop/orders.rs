@@ -37,7 +37,8 @@ use crate::{
     ids::{now_ms, Id, Snowflake},
     money::Money,
     outbox,
-    store::{Commit, Conn},
+    group_commit::Commit,
+    store::Conn,
 };
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]

@@ -15,7 +15,8 @@ use crate::{
     ids::{now_ms, Id, Snowflake},
     money::Money,
     outbox,
-    store::{Commit, Conn},
+    group_commit::Commit,
+    store::Conn,
     timestamp::Timestamp,
 };
 
