@@ -70,7 +70,8 @@ struct Shape {
 struct Property {
     name: &'static str,
     schema: MetaSchema,
-    pattern: Option<Regex>,
+    /// The compiled pattern; one that does not compile admits nothing (as before caching).
+    pattern: Option<Result<Regex, regex::Error>>,
 }
 
 /// `T`'s shape, worked out on its first request and kept: the schema does not change while
@@ -90,7 +91,7 @@ fn shape_of<T: ParseFromJSON>() -> Option<Arc<Shape>> {
             .iter()
             .map(|(name, r)| {
                 let schema = resolve(r, &registry);
-                let pattern = schema.pattern.as_deref().map(|p| Regex::new(p).expect("the spec's patterns compile"));
+                let pattern = schema.pattern.as_deref().map(Regex::new);
                 Property { name, schema, pattern }
             })
             .collect();
@@ -156,7 +157,7 @@ fn check_object(value: &Value, shape: &Shape) -> std::result::Result<(), String>
 }
 
 /// Whether `v` is what `schema` describes (its kind, bounds, length and `pattern`).
-fn fits(v: &Value, schema: &MetaSchema, pattern: Option<&Regex>) -> bool {
+fn fits(v: &Value, schema: &MetaSchema, pattern: Option<&Result<Regex, regex::Error>>) -> bool {
     match schema.ty {
         "integer" => v.as_i64().is_some_and(|n| {
             schema.minimum.is_none_or(|m| n as f64 >= m) && schema.maximum.is_none_or(|m| n as f64 <= m)
@@ -167,7 +168,7 @@ fn fits(v: &Value, schema: &MetaSchema, pattern: Option<&Regex>) -> bool {
             let chars = s.chars().count();
             schema.max_length.is_none_or(|m| chars <= m)
                 && schema.min_length.is_none_or(|m| chars >= m)
-                && pattern.is_none_or(|re| re.is_match(s))
+                && pattern.is_none_or(|re| re.as_ref().is_ok_and(|re| re.is_match(s)))
                 && (schema.enum_items.is_empty() || schema.enum_items.iter().any(|e| e == v))
         }),
         "array" => v.is_array(),
