@@ -12,9 +12,9 @@ use crate::{
 };
 
 /// Work that many callers hand in at once and that commits together: one transaction (one
-/// fsync) for whatever arrived while the previous one committed, each job in a savepoint
-/// of its own, so one job's failure rolls back only that job. A caller alone waits for
-/// nothing; callers together share the cost of the commit.
+/// fsync) for whatever arrived while the previous one committed; one job's failure rolls
+/// back only that job (see [`commit_group`]). A caller alone waits for nothing; callers
+/// together share the cost of the commit.
 pub trait Commit: Send + Sync + 'static {
     type Job: Send + Sync + 'static;
     type Done: Send + 'static;

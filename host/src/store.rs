@@ -246,10 +246,7 @@ impl Db {
     async fn begin_as(&self, background: bool) -> Result<Tx, sqlx::Error> {
         let (turn, background) = match &self.writer {
             Some(writer) => {
-                let background = match background {
-                    true => Some(writer.background.clone().lock_owned().await),
-                    false => None,
-                };
+                let background = if background { Some(writer.background.clone().lock_owned().await) } else { None };
                 (Some(writer.turn.clone().lock_owned().await), background)
             }
             None => (None, None),

@@ -9,11 +9,10 @@
 //! they were separate services; on SQLite concurrent orders share the commit, see
 //! [`OrderWrites`]). It first locks the order row and requires it still be a pre-order,
 //! then makes one conditional change (`… WHERE goods_number >= $n`) and writes its step
-//! record. If any
-//! step fails, the order is cancelled and an order-cancel event written to the outbox in
-//! one transaction; if the process dies instead, the [`super::sweeper`] does the same
-//! later. Because cancelling also needs the order row in status 0, a step and a cancel
-//! never interleave: a step that comes after the cancel is refused ("suspension").
+//! record. If any step fails, the order is cancelled and an order-cancel event written to
+//! the outbox in one transaction; if the process dies instead, the [`super::sweeper`] does
+//! the same later. Because cancelling also needs the order row in status 0, a step and a
+//! cancel never interleave: a step that comes after the cancel is refused ("suspension").
 
 use std::sync::Arc;
 
@@ -240,7 +239,7 @@ impl Commit for OrderWrites {
         if locked && self.apply_step(tx, *order_id, step, req, plan).await? {
             Ok(())
         } else {
-            Err(WriteError::Conflict) // the job's savepoint rolls back the lock
+            Err(WriteError::Conflict) // the group commit rolls back this job's lock
         }
     }
 }
@@ -271,6 +270,7 @@ impl OrderWrites {
             Step::Confirm => self.confirm(tx, Id(order_id), req, plan).await,
         }
     }
+
     /// Confirms the pre-order and writes its order-confirmed event.
     async fn confirm(&self, tx: &mut Conn, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<bool, sqlx::Error> {
         let n = sqlx::query(
