@@ -66,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
     let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1 };
 
     // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a
-    // profiler; =load: only the black-box drain and the requests at SHOPMESH_BENCH_RATE
+    // profiler (SHOPMESH_BENCH_NATIVE=1: with the native rules); =invoke: only the
+    // per-invocation costs, repeated; =load: only the black-box drain and the requests at SHOPMESH_BENCH_RATE
     // (default 1000) per second.
     match std::env::var("SHOPMESH_BENCH_PROFILE").as_deref() {
         Ok("load") => {
@@ -225,14 +226,29 @@ async fn profile(flow: &str, backlog: usize, client: &async_nats::Client, stream
     let shop = |db: &Db, worker, fault: Option<&str>| {
         Arc::new(Shop::new(db.clone(), worker, fault.map(|f| f.parse().unwrap()), Arc::new(Notify::new())))
     };
+    if flow == "invoke" {
+        let shop = shop(&db, 1, None);
+        for _ in 0..20 {
+            let per_call = costs::invocation_costs(&shop, plugins_dir, &prepare_cancels(&shop_with_fault(&shop), 1).await?[0]).await?;
+            println!("wasm instantiate + call {:.2} µs, native {:.2} µs", per_call.invoke, per_call.native);
+        }
+        return Ok(());
+    }
     let (names, events, measured) = if flow == "cancel" {
         (CANCEL, prepare_cancels(&shop(&prep, 3, Some("fail:confirm")), backlog).await?, shop(&db, 1, Some("fail:confirm")))
     } else {
         (PAY, prepare_pays(&shop(&prep, 4, None), backlog).await?, shop(&db, 2, None))
     };
-    eprintln!("draining {backlog} {flow} events…");
-    let (rate, _) = end_to_end(&measured, client, stream, names, wasm(plugins_dir, names), &events, Arrival::Backlog).await?;
-    println!("{flow}: {rate:.0} events/s");
+    // SHOPMESH_BENCH_NATIVE=1: the same rules compiled natively, for the wasm-vs-native ratio.
+    let native_rules = std::env::var_os("SHOPMESH_BENCH_NATIVE").is_some();
+    eprintln!("draining {backlog} {flow} events{}…", if native_rules { " (native)" } else { "" });
+    let (rate, _) = if native_rules {
+        let rules = if flow == "cancel" { native::cancel_plugins } else { native::pay_plugins };
+        end_to_end(&measured, client, stream, names, native(rules), &events, Arrival::Backlog).await?
+    } else {
+        end_to_end(&measured, client, stream, names, wasm(plugins_dir, names), &events, Arrival::Backlog).await?
+    };
+    println!("{flow}{}: {rate:.0} events/s", if native_rules { " (native)" } else { "" });
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use std::{
 use sha2::{Digest, Sha256};
 use wasmtime::{
     component::{Component, HasSelf, Linker},
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
 use super::reads::{Parts, Snapshot};
@@ -242,7 +242,10 @@ impl Runtime {
             // them back to the kernel: a plugin's instance touches little memory, and the
             // system call per instance cost more than the plugin itself.
             .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+            .table_keep_resident(KEEP_RESIDENT)
+            // Where the kernel can say which pages an instance wrote (Linux 6.7+), reset only
+            // those instead of the whole resident part.
+            .pagemap_scan(Enabled::Auto);
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_reservation(limits.memory_bytes.next_power_of_two() as u64)

@@ -103,9 +103,13 @@ extern crate alloc;
 
 use alloc::{string::String, vec::Vec};
 
+pub mod arena;
+
+/// 256 KiB of arena: a give-back or a point uses a few KiB; an order of a hundred goods
+/// still fits. The pages an event does not touch cost nothing.
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: arena::Arena<dlmalloc::GlobalDlmalloc, { 256 << 10 }> = arena::Arena::new(dlmalloc::GlobalDlmalloc);
 
 /// The component model's allocation hook (the host calls it to pass strings and lists in).
 /// wit-bindgen's own copy is dropped by the linker in `no_std` builds (wit-bindgen #1680),
