@@ -64,14 +64,14 @@ pub fn plugin_host(shop: &Arc<Shop>) -> anyhow::Result<Arc<PluginHost>> {
 /// Orders whose confirm step fails: each leaves stock, coupon and balance to give back.
 pub async fn prepare_cancels(shop: &Shop, count: usize) -> anyhow::Result<Events> {
     let goods = shop
-        .add_goods(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
+        .add(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
         .await?;
     let user = shop
-        .add_user(NewUser { user_name: "bench".into(), user_money: Money::from_cents(count as i64 * 100), user_score: 0, user_mobile: String::new() })
+        .add(NewUser { user_name: "bench".into(), user_money: Money::from_cents(count as i64 * 100), user_score: 0, user_mobile: String::new() })
         .await?;
     let placed = futures::stream::iter(0..count)
         .map(|_| async {
-            let coupon = shop.add_coupon(NewCoupon { coupon_price: "5.00".parse()?, user_id: user.user_id }).await?;
+            let coupon = shop.add(NewCoupon { coupon_price: "5.00".parse()?, user_id: user.user_id }).await?;
             let order = order_of(user.user_id, goods.goods_id, Some(coupon.coupon_id), "1.00")?;
             let _ = shop.place_order(order).await; // fails at confirm by design
             anyhow::Ok(())
@@ -86,10 +86,10 @@ pub async fn prepare_cancels(shop: &Shop, count: usize) -> anyhow::Result<Events
 /// Confirmed, paid orders: each one a pay-success event.
 pub async fn prepare_pays(shop: &Shop, count: usize) -> anyhow::Result<Events> {
     let goods = shop
-        .add_goods(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
+        .add(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
         .await?;
     let user = shop
-        .add_user(NewUser { user_name: "bench".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() })
+        .add(NewUser { user_name: "bench".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() })
         .await?;
     let paid = futures::stream::iter(0..count)
         .map(|_| async {

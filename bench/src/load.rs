@@ -195,8 +195,8 @@ async fn fixed_rate<T>(what: &'static str, rate: f64, secs: u64, items: &[T], re
 
 /// Confirmed orders with an unpaid payment each, for callbacks.
 async fn unpaid_payments(shop: &Arc<Shop>, count: usize) -> anyhow::Result<Vec<Payment>> {
-    let goods = shop.add_goods(NewGoods { goods_name: "callback".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() }).await?;
-    let user = shop.add_user(NewUser { user_name: "payer".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() }).await?;
+    let goods = shop.add(NewGoods { goods_name: "callback".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() }).await?;
+    let user = shop.add(NewUser { user_name: "payer".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() }).await?;
     let made = stream::iter(0..count)
         .map(|_| async {
             let order = shop.place_order(order_of(user.user_id, goods.goods_id, None, "0")?).await?;
@@ -210,8 +210,8 @@ async fn unpaid_payments(shop: &Arc<Shop>, count: usize) -> anyhow::Result<Vec<P
 
 /// A valid order body for goods with plenty of stock.
 async fn order_fixture(shop: &Arc<Shop>) -> anyhow::Result<Value> {
-    let goods = shop.add_goods(NewGoods { goods_name: "load".into(), goods_number: 1_000_000, goods_price: "150.00".parse()?, goods_desc: String::new() }).await?;
-    let user = shop.add_user(NewUser { user_name: "buyer".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() }).await?;
+    let goods = shop.add(NewGoods { goods_name: "load".into(), goods_number: 1_000_000, goods_price: "150.00".parse()?, goods_desc: String::new() }).await?;
+    let user = shop.add(NewUser { user_name: "buyer".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() }).await?;
     let id = |i: Id| i.to_string();
     Ok(json!({
         "user_id": id(user.user_id), "goods_id": id(goods.goods_id), "goods_number": 1,

@@ -9,12 +9,12 @@ use crate::{
     ids::Id,
     money::Money,
     shop::{
-        coupons::{self, NewCoupon},
+        coupons::NewCoupon,
         orders::{Order, PlaceOrder},
         payments::CreatePayment,
-        stock::{self, NewGoods},
-        users::{self, NewUser},
-        Shop, ShopError,
+        stock::NewGoods,
+        users::NewUser,
+        NewRow, Shop, ShopError,
     },
 };
 
@@ -52,18 +52,18 @@ pub async fn load(shop: &Shop) -> Result<(), ShopError> {
         user_score: 100,
         user_mobile: "18888888888".into(),
     };
-    users::insert(&mut *tx, Id(USER_ID), &user).await?;
+    user.insert(&mut tx, Id(USER_ID)).await?;
     let goods = NewGoods {
         goods_name: "华为P30".into(),
         goods_number: 999,
         goods_price: Money::from_cents(5000_00),
         goods_desc: "夜间拍照更美".into(),
     };
-    stock::insert(&mut *tx, Id(GOODS_ID), &goods).await?;
+    goods.insert(&mut tx, Id(GOODS_ID)).await?;
     let other = NewGoods { goods_name: "荣耀20".into(), goods_number: 100, goods_price: OTHER_PRICE, goods_desc: "四摄".into() };
-    stock::insert(&mut *tx, Id(OTHER_GOODS_ID), &other).await?;
+    other.insert(&mut tx, Id(OTHER_GOODS_ID)).await?;
     let coupon = NewCoupon { coupon_price: Money::from_cents(100_00), user_id: Id(USER_ID) };
-    coupons::insert(&mut *tx, Id(COUPON_ID), &coupon).await?;
+    coupon.insert(&mut tx, Id(COUPON_ID)).await?;
     tx.commit().await?;
     if shop.get::<Order>(Id(ORDER_ID)).await.is_err() {
         let order = shop.place_order_as(Id(ORDER_ID), order(OTHER_GOODS_ID, OTHER_PRICE)).await?;

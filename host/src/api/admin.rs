@@ -76,18 +76,18 @@ impl AdminApi {
     /// Add goods
     #[oai(path = "/goods", method = "post", operation_id = "addGoods", tag = "ApiTags::Admin")]
     async fn add_goods(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewGoods>) -> Result<Created<Goods>, NewEntityError> {
-        Ok(Created::Created(Json(shop.add_goods(body.0).await?)))
+        Ok(Created::Created(Json(shop.add(body.0).await?)))
     }
 
     /// Add a user
     #[oai(path = "/users", method = "post", operation_id = "addUser", tag = "ApiTags::Admin")]
     async fn add_user(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewUser>) -> Result<Created<User>, NewEntityError> {
-        Ok(Created::Created(Json(shop.add_user(body.0).await?)))
+        Ok(Created::Created(Json(shop.add(body.0).await?)))
     }
 
     /// Add a coupon for a user
     #[oai(path = "/coupons", method = "post", operation_id = "addCoupon", tag = "ApiTags::Admin")]
     async fn add_coupon(&self, _auth: AdminAuth, shop: Data<&Arc<Shop>>, body: StrictJson<NewCoupon>) -> Result<Created<Coupon>, CouponAdminError> {
-        Ok(Created::Created(Json(shop.add_coupon(body.0).await?)))
+        Ok(Created::Created(Json(shop.add(body.0).await?)))
     }
 }

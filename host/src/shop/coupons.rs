@@ -4,9 +4,7 @@
 
 use poem_openapi::Object;
 
-use sqlx::{Any, Executor};
-
-use super::{not_negative, steps::{Step, Taken}, users::User, Shop, ShopError};
+use super::{not_negative, steps::{Step, Taken}, NewRow, ShopError};
 use crate::{
     timestamp::Timestamp,
     ids::{now_ms, Id},
@@ -36,24 +34,21 @@ pub struct NewCoupon {
 
 entity!(Coupon, "trade_coupon", coupon_id, CouponNotFound);
 
-impl Shop {
-    pub async fn add_coupon(&self, new: NewCoupon) -> Result<Coupon, ShopError> {
-        self.get::<User>(new.user_id).await?;
-        let coupon_id = Id(self.ids.next());
-        let mut tx = self.db.begin().await?;
-        insert(&mut *tx, coupon_id, &new).await?;
-        tx.commit().await?;
-        self.get(coupon_id).await
-    }
-}
+/// An unused coupon of an existing user.
+impl NewRow for NewCoupon {
+    type Row = Coupon;
 
-/// Writes an unused coupon unless `coupon_id` exists.
-pub(crate) async fn insert(db: impl Executor<'_, Database = Any>, coupon_id: Id, new: &NewCoupon) -> Result<(), ShopError> {
-    not_negative(new.coupon_price, "coupon_price")?;
-    let sql = "INSERT INTO trade_coupon (coupon_id, coupon_price, user_id, is_used) VALUES ($1, $2, $3, 0)
-               ON CONFLICT (coupon_id) DO NOTHING";
-    sqlx::query(sql).bind(coupon_id).bind(new.coupon_price).bind(new.user_id).execute(db).await?;
-    Ok(())
+    async fn insert(&self, tx: &mut Conn, coupon_id: Id) -> Result<(), ShopError> {
+        not_negative(self.coupon_price, "coupon_price")?;
+        let owner = sqlx::query("SELECT 1 FROM trade_user WHERE user_id = $1").bind(self.user_id).fetch_optional(&mut *tx).await?;
+        if owner.is_none() {
+            return Err(ShopError::UserNotFound(self.user_id));
+        }
+        let sql = "INSERT INTO trade_coupon (coupon_id, coupon_price, user_id, is_used) VALUES ($1, $2, $3, 0)
+                   ON CONFLICT (coupon_id) DO NOTHING";
+        sqlx::query(sql).bind(coupon_id).bind(self.coupon_price).bind(self.user_id).execute(tx).await?;
+        Ok(())
+    }
 }
 
 /// A user's coupon, as an order step uses it and a cancellation releases it.

@@ -48,7 +48,7 @@ pub mod stock;
 pub mod sweeper;
 pub mod users;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc};
 
 use sqlx::any::AnyRow;
 use tokio::sync::Notify;
@@ -58,7 +58,7 @@ use crate::{
     ids::{Id, Snowflake},
     money::Money,
     group_commit::GroupCommit,
-    store::{placeholders, rows_per_statement, Db},
+    store::{placeholders, rows_per_statement, Conn, Db},
 };
 
 pub struct Shop {
@@ -105,7 +105,25 @@ pub trait Entity: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin {
     fn not_found(id: Id) -> ShopError;
 }
 
+/// A new goods, user or coupon: what the catalog's `POST` creates under a fresh id and the
+/// demo data loads under fixed ones.
+pub trait NewRow: Sync {
+    type Row: Entity;
+    /// Writes the row under `id` unless a row with that id exists (so the demo data can load
+    /// on every start), after checking what it refers to.
+    fn insert(&self, tx: &mut Conn, id: Id) -> impl Future<Output = Result<(), ShopError>> + Send;
+}
+
 impl Shop {
+    /// Adds a goods, user or coupon under a fresh id; returns it as stored.
+    pub async fn add<N: NewRow>(&self, new: N) -> Result<N::Row, ShopError> {
+        let id = Id(self.ids.next());
+        let mut tx = self.db.begin().await?;
+        new.insert(&mut tx, id).await?;
+        tx.commit().await?;
+        self.get(id).await
+    }
+
     /// The `T` with this id.
     pub async fn get<T: Entity>(&self, id: Id) -> Result<T, ShopError> {
         self.get_many::<T>(&[id]).await?.remove(&id).ok_or_else(|| T::not_found(id))

@@ -5,9 +5,7 @@
 
 use poem_openapi::Object;
 
-use sqlx::{Any, Executor};
-
-use super::{not_negative, steps::{counted_shift, Step, Taken}, Shop, ShopError};
+use super::{not_negative, steps::{counted_shift, Step, Taken}, NewRow, ShopError};
 use crate::{
     timestamp::Timestamp,
     ids::{now_ms, Id},
@@ -42,24 +40,17 @@ pub struct NewGoods {
 
 entity!(Goods, "trade_goods", goods_id, GoodsNotFound);
 
-impl Shop {
-    pub async fn add_goods(&self, new: NewGoods) -> Result<Goods, ShopError> {
-        let goods_id = Id(self.ids.next());
-        let mut tx = self.db.begin().await?;
-        insert(&mut *tx, goods_id, &new).await?;
-        tx.commit().await?;
-        self.get(goods_id).await
-    }
-}
+impl NewRow for NewGoods {
+    type Row = Goods;
 
-/// Writes a goods row unless `goods_id` exists (the demo data loads this way on every start).
-pub(crate) async fn insert(db: impl Executor<'_, Database = Any>, goods_id: Id, new: &NewGoods) -> Result<(), ShopError> {
-    not_negative(new.goods_price, "goods_price")?;
-    let sql = "INSERT INTO trade_goods (goods_id, goods_name, goods_number, goods_price, goods_desc, add_time)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (goods_id) DO NOTHING";
-    let query = sqlx::query(sql).bind(goods_id).bind(&new.goods_name).bind(new.goods_number);
-    query.bind(new.goods_price).bind(&new.goods_desc).bind(now_ms()).execute(db).await?;
-    Ok(())
+    async fn insert(&self, tx: &mut Conn, goods_id: Id) -> Result<(), ShopError> {
+        not_negative(self.goods_price, "goods_price")?;
+        let sql = "INSERT INTO trade_goods (goods_id, goods_name, goods_number, goods_price, goods_desc, add_time)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (goods_id) DO NOTHING";
+        let query = sqlx::query(sql).bind(goods_id).bind(&self.goods_name).bind(self.goods_number);
+        query.bind(self.goods_price).bind(&self.goods_desc).bind(now_ms()).execute(tx).await?;
+        Ok(())
+    }
 }
 
 /// The stock of one goods, as an order step takes it and a cancellation gives it back.

@@ -3,13 +3,12 @@
 
 use poem_openapi::Object;
 
-use sqlx::{Any, Executor};
-
-use super::{not_negative, Shop, ShopError};
+use super::{not_negative, NewRow, ShopError};
 use crate::{
     timestamp::Timestamp,
     ids::{now_ms, Id},
     money::Money,
+    store::Conn,
 };
 
 /// A shop user (the password column is never returned).
@@ -40,22 +39,15 @@ pub struct NewUser {
 
 entity!(User, "trade_user", user_id, UserNotFound);
 
-impl Shop {
-    pub async fn add_user(&self, new: NewUser) -> Result<User, ShopError> {
-        let user_id = Id(self.ids.next());
-        let mut tx = self.db.begin().await?;
-        insert(&mut *tx, user_id, &new).await?;
-        tx.commit().await?;
-        self.get(user_id).await
-    }
-}
+impl NewRow for NewUser {
+    type Row = User;
 
-/// Writes a user unless `user_id` exists.
-pub(crate) async fn insert(db: impl Executor<'_, Database = Any>, user_id: Id, new: &NewUser) -> Result<(), ShopError> {
-    not_negative(new.user_money, "user_money")?;
-    let sql = "INSERT INTO trade_user (user_id, user_name, user_mobile, user_score, user_reg_time, user_money)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING";
-    let query = sqlx::query(sql).bind(user_id).bind(&new.user_name).bind(&new.user_mobile);
-    query.bind(new.user_score).bind(now_ms()).bind(new.user_money).execute(db).await?;
-    Ok(())
+    async fn insert(&self, tx: &mut Conn, user_id: Id) -> Result<(), ShopError> {
+        not_negative(self.user_money, "user_money")?;
+        let sql = "INSERT INTO trade_user (user_id, user_name, user_mobile, user_score, user_reg_time, user_money)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING";
+        let query = sqlx::query(sql).bind(user_id).bind(&self.user_name).bind(&self.user_mobile);
+        query.bind(self.user_score).bind(now_ms()).bind(self.user_money).execute(tx).await?;
+        Ok(())
+    }
 }
