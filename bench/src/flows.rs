@@ -178,7 +178,7 @@ pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSetting
 /// Lets the database catch up with the previous measurement's writes before the next one
 /// (Postgres: checkpoint and fresh statistics; SQLite: the WAL folded back), so no figure
 /// pays for the one before it.
-async fn settle(db: &shopmesh::store::Db) -> anyhow::Result<()> {
+pub async fn settle(db: &shopmesh::store::Db) -> anyhow::Result<()> {
     let statements: &[&str] = match db.backend() {
         shopmesh::store::Backend::Postgres => &["CHECKPOINT", "VACUUM ANALYZE"],
         shopmesh::store::Backend::Sqlite => &["PRAGMA wal_checkpoint(TRUNCATE)"],

@@ -67,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
 
     // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a
     // profiler (SHOPMESH_BENCH_NATIVE=1: with the native rules); =invoke: only the
-    // per-invocation costs, repeated; =load: only the black-box drain and the requests at SHOPMESH_BENCH_RATE
+    // per-invocation costs, repeated; =raw: raw JetStream with 0 to 3 consumers (the
+    // broker's own ceiling: publishing alone, every message fsynced); =load: only the black-box drain and the requests at SHOPMESH_BENCH_RATE
     // (default 1000) per second.
     match std::env::var("SHOPMESH_BENCH_PROFILE").as_deref() {
         Ok("load") => {
@@ -86,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut figures = Vec::new();
     let mut sqlite_shop = None;
+    let mut settled = Vec::new();
     // What the safe default costs: the same raw flow on a server with nats-server's default.
     let lazy = NatsServer::start(&bin, &tmp.path().join("js-lazy"), 0, Fsync::Interval).await?;
     let lazy_client = bus::connect(&lazy.url()).await?;
@@ -142,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         if backend == "SQLite" {
             sqlite_shop = Some(healthy.clone());
         }
+        settled.push(db);
     }
     let shop = sqlite_shop.expect("SQLite always runs");
     let per_call = costs::invocation_costs(&shop, &plugins_dir, &prepare_cancels(&shop_with_fault(&shop), 1).await?[0]).await?;
@@ -150,6 +153,11 @@ async fn main() -> anyhow::Result<()> {
     // the hot-swap measurement's points, which the release binary would start running at
     // once instead of after its uploads.
     let black_box = NatsServer::start(&bin, &tmp.path().join("js-black-box"), 0, Fsync::Always).await?;
+    // Nor should its requests share the disk with what the earlier measurements left to
+    // flush (Postgres's next checkpoint would land in the middle of the fixed-rate part).
+    for db in &settled {
+        flows::settle(db).await?;
+    }
     let (drain, rated) = load::run(&workspace, &black_box.url(), backlog, 1000.0, 5).await?;
 
     println!();
@@ -226,6 +234,14 @@ async fn profile(flow: &str, backlog: usize, client: &async_nats::Client, stream
     let shop = |db: &Db, worker, fault: Option<&str>| {
         Arc::new(Shop::new(db.clone(), worker, fault.map(|f| f.parse().unwrap()), Arc::new(Notify::new())))
     };
+    if flow == "raw" {
+        let shop = shop(&prep, 3, Some("fail:confirm"));
+        let events = prepare_cancels(&shop, 2000).await?;
+        for consumers in [0, 1, 2, 3, 0, 1, 2, 3] {
+            println!("raw, {consumers} consumers: {:.0}/s", flows::raw_jetstream(client, stream, &events, consumers).await?);
+        }
+        return Ok(());
+    }
     if flow == "invoke" {
         let shop = shop(&db, 1, None);
         for _ in 0..20 {
