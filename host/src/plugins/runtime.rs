@@ -239,12 +239,10 @@ impl Runtime {
             .total_tables(POOL_INSTANCES * 2)
             .max_memory_size(limits.memory_bytes)
             // Reset a slot's first pages (and tables) by overwriting them rather than handing
-            // them back to the kernel: a plugin's instance touches little memory, and the
-            // system call per instance cost more than the plugin itself.
+            // them back to the kernel (a system call per instance cost more than the plugin),
+            // and only the pages the instance wrote where the kernel can say (Linux 6.7+).
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
-            // Where the kernel can say which pages an instance wrote (Linux 6.7+), reset only
-            // those instead of the whole resident part.
             .pagemap_scan(Enabled::Auto);
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
