@@ -255,14 +255,16 @@ async fn profile(flow: &str, backlog: usize, client: &async_nats::Client, stream
     } else {
         (PAY, prepare_pays(&shop(&prep, 4, None), backlog).await?, shop(&db, 2, None))
     };
-    // SHOPMESH_BENCH_NATIVE=1: the same rules compiled natively, for the wasm-vs-native ratio.
+    // SHOPMESH_BENCH_NATIVE=1: the same rules compiled natively, for the wasm-vs-native ratio;
+    // SHOPMESH_BENCH_LIVE=1: published while the plugins run instead of beforehand.
     let native_rules = std::env::var_os("SHOPMESH_BENCH_NATIVE").is_some();
+    let arrival = if std::env::var_os("SHOPMESH_BENCH_LIVE").is_some() { Arrival::Live } else { Arrival::Backlog };
     eprintln!("draining {backlog} {flow} events{}…", if native_rules { " (native)" } else { "" });
     let (rate, _) = if native_rules {
         let rules = if flow == "cancel" { native::cancel_plugins } else { native::pay_plugins };
-        end_to_end(&measured, client, stream, names, native(rules), &events, Arrival::Backlog).await?
+        end_to_end(&measured, client, stream, names, native(rules), &events, arrival).await?
     } else {
-        end_to_end(&measured, client, stream, names, wasm(plugins_dir, names), &events, Arrival::Backlog).await?
+        end_to_end(&measured, client, stream, names, wasm(plugins_dir, names), &events, arrival).await?
     };
     println!("{flow}{}: {rate:.0} events/s", if native_rules { " (native)" } else { "" });
     Ok(())
