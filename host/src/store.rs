@@ -152,6 +152,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "plugin grants",
         include_str!("../../migrations/20261127000005_grants.sql"),
     ),
+    (
+        20261127000006,
+        "events found by key: the outbox by order, the inbox by event",
+        include_str!("../../migrations/20261127000006_keys.sql"),
+    ),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them.
