@@ -66,10 +66,10 @@ async fn main() -> anyhow::Result<()> {
     let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1 };
 
     // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a
-    // profiler (SHOPMESH_BENCH_NATIVE=1: with the native rules); =invoke: only the
-    // per-invocation costs, repeated; =raw: raw JetStream with 0 to 3 consumers (the
-    // broker's own ceiling: publishing alone, every message fsynced); =load: only the black-box drain and the requests at SHOPMESH_BENCH_RATE
-    // (default 1000) per second.
+    // profiler (options in `profile`); =invoke: only the per-invocation costs, repeated;
+    // =raw: raw JetStream with 0 to 3 consumers (the broker's own ceiling: publishing
+    // alone, every message fsynced); =load: only the black-box drain and the requests at
+    // SHOPMESH_BENCH_RATE (default 1000) per second.
     match std::env::var("SHOPMESH_BENCH_PROFILE").as_deref() {
         Ok("load") => {
             let rate = std::env::var("SHOPMESH_BENCH_RATE").map_or(Ok(1000.0), |r| r.parse())?;
