@@ -8,12 +8,13 @@ use std::{
 };
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
+use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use shopmesh::{
     bus::{self, StreamSettings},
     ids::Id,
     money::Money,
+    publish::{self, Outgoing},
     plugins::{consumer, durable_name, runtime::{Limits, Runtime}, DeliverySettings, PluginHost},
     shop::{
         coupons::NewCoupon,
@@ -135,17 +136,21 @@ pub async fn fresh_stream(client: &async_nats::Client, settings: &StreamSettings
     Ok(bus::ensure_ready(client, settings).await?)
 }
 
+/// Publishes as the outbox relay does: in batches of the relay's default size, through the
+/// same [`publish`] (one atomic batch each where the server takes them).
 pub async fn publish_all(js: &jetstream::Context, events: &[(String, String)]) -> anyhow::Result<()> {
-    // Pipelined, a window at a time: the client bounds the acks in flight, and a publish
-    // waiting for a slot while its predecessors' acks are not awaited would wait forever.
-    for window in events.chunks(1000) {
-        let mut acks = Vec::with_capacity(window.len());
-        for (subject, body) in window {
-            let id = serde_json::from_str::<serde_json::Value>(body)?["id"].as_str().unwrap_or_default().to_owned();
-            acks.push(js.send_publish(subject.clone(), PublishMessage::build().payload(body.clone().into()).message_id(id)).await?);
-        }
-        for ack in acks {
-            ack.await?;
+    let atomic = bus::atomic_enabled(js).await;
+    let batch = shopmesh::config::Settings::default().relay_batch as usize;
+    for window in events.chunks(batch) {
+        let outgoing = window
+            .iter()
+            .map(|(subject, body)| {
+                let id = serde_json::from_str::<serde_json::Value>(body)?["id"].as_str().unwrap_or_default().to_owned();
+                Ok(Outgoing { subject: subject.clone(), id, body: body.clone().into(), traceparent: None })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for published in publish::publish(js, atomic, &outgoing).await {
+            published.map_err(anyhow::Error::msg)?;
         }
     }
     Ok(())

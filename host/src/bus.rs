@@ -75,9 +75,11 @@ pub async fn ensure_ready(
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(BusError::NotConnected);
     }
-    check_version(&client.server_info().version)?;
+    let version = &client.server_info().version;
+    check_version(version)?;
+    let atomic = takes_atomic_batches(version);
     let js = jetstream::new(client.clone());
-    js.get_or_create_stream(stream::Config {
+    let stream = js.get_or_create_stream(stream::Config {
         name: STREAM.into(),
         subjects: vec!["shop.>".into()],
         storage: stream::StorageType::File,
@@ -86,11 +88,34 @@ pub async fn ensure_ready(
         duplicate_window: settings.duplicate_window,
         max_age: settings.max_age,
         num_replicas: settings.replicas.max(1),
+        // The relay publishes a batch as one (see `publish`): one fsync, not one per event.
+        allow_atomic_publish: atomic,
         ..Default::default()
     })
     .await
     .map_err(|e| BusError::Stream(e.to_string()))?;
+    // A stream made before atomic batches (or on an older server, since upgraded) gets them
+    // turned on; nothing else of its configuration changes. Without them the relay
+    // publishes one event at a time, which works, slower.
+    if atomic && !stream.cached_info().config.allow_atomic_publish {
+        let mut config = stream.cached_info().config.clone();
+        config.allow_atomic_publish = true;
+        if let Err(e) = js.update_stream(&config).await {
+            tracing::warn!(error = %e, "stream {STREAM}: cannot allow atomic batches; events are published one by one");
+        }
+    }
     Ok(js)
+}
+
+/// Whether a server of `version` takes atomic batches (2.12 and newer).
+pub fn takes_atomic_batches(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 12)
+}
+
+/// Whether stream `SHOP` takes atomic batches now.
+pub async fn atomic_enabled(js: &jetstream::Context) -> bool {
+    js.get_stream(STREAM).await.is_ok_and(|s| s.cached_info().config.allow_atomic_publish)
 }
 
 /// Where to find `nats-server`: an explicit path, else the project's `.venv` (where the
@@ -325,5 +350,14 @@ mod tests {
         assert!(check_version("3.0.0").is_ok());
         assert!(check_version("2.9.10").is_err());
         assert!(check_version("garbage").is_err());
+    }
+
+    #[test]
+    fn atomic_batches_from_2_12() {
+        assert!(takes_atomic_batches("2.12.0"));
+        assert!(takes_atomic_batches("v2.15.1"));
+        assert!(!takes_atomic_batches("2.11.9"));
+        assert!(!takes_atomic_batches("2.10.0"));
+        assert!(!takes_atomic_batches("garbage"));
     }
 }

@@ -9,7 +9,8 @@
 //!   of its change ([`shop::stock`], [`shop::coupons`], [`shop::balance`], [`shop::points`],
 //!   [`shop::audit_log`], [`shop::users`]); [`shop::steps`] fences every give-back.
 //! - [`outbox`]: outbox rows written in the caller's transaction, and the relay that
-//!   publishes them to JetStream; [`events`] is the CloudEvents envelope and payloads.
+//!   publishes them to JetStream through [`publish`] (a batch as one atomic batch, else one
+//!   by one); [`events`] is the CloudEvents envelope and payloads.
 //! - [`plugins`]: the plugin host: consumers, the live delivery path, dispatch to wasmtime,
 //!   effects handed to the shop's resources, inbox, dead letters, the version registry.
 //! - [`replay`]: a range of stream `SHOP` run again through one plugin version, dry-run
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod money;
 pub mod outbox;
 pub mod plugins;
+pub mod publish;
 pub mod replay;
 pub mod shop;
 pub mod signature;

@@ -6,11 +6,12 @@
 //! The lease is shorter than JetStream's duplicate window, and every publish carries
 //! `Nats-Msg-Id` = row id, so even a relay that dies after the publish but before marking
 //! the row sent cannot put the event in the stream twice: the next relay's publish is
-//! reported as a duplicate and simply marks the row.
+//! reported as a duplicate and simply marks the row (an atomic batch holding it is refused,
+//! and its events go one by one: see [`crate::publish`]).
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use opentelemetry::KeyValue;
 use sqlx::Row;
 use tokio::sync::{watch, Notify};
@@ -19,6 +20,7 @@ use crate::{
     bus::{self, StreamSettings},
     events::{CloudEvent, Event},
     ids::{now_ms, Snowflake},
+    publish::{self, Outgoing},
     store::{rows_per_statement, Conn, Db},
     trace::{self, Kind, TraceContext},
 };
@@ -114,7 +116,7 @@ impl Relay {
 
     /// Runs until `shutdown` turns true. Errors never end the loop: rows simply wait.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut js: Option<jetstream::Context> = None;
+        let mut js = None;
         let mut backoff = Duration::from_millis(100);
         while !*shutdown.borrow() {
             let idle = match self.step(&mut js).await {
@@ -140,18 +142,19 @@ impl Relay {
     }
 
     /// One round: claim a batch, publish it, record the outcome. Returns rows published.
-    async fn step(&self, js: &mut Option<jetstream::Context>) -> Result<usize, RelayError> {
+    async fn step(&self, js: &mut Option<(jetstream::Context, bool)>) -> Result<usize, RelayError> {
         if js.is_none() {
-            *js = Some(bus::ensure_ready(&self.client, &self.stream).await?);
+            let context = bus::ensure_ready(&self.client, &self.stream).await?;
+            let atomic = bus::atomic_enabled(&context).await;
+            *js = Some((context, atomic));
         }
-        let context = js.as_ref().expect("set above");
+        let (context, atomic) = js.as_ref().expect("set above");
         let rows = self.claim().await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        // Publish the whole batch, then collect the acks: one round trip, not one per row.
-        let mut pending = Vec::with_capacity(rows.len());
         let mut spans = Vec::with_capacity(rows.len());
+        let mut outgoing = Vec::with_capacity(rows.len());
         for row in &rows {
             // The publish is a span of the request's trace; its context travels as the
             // `traceparent` header (the CloudEvent keeps the request's own).
@@ -165,26 +168,23 @@ impl Relay {
                 ];
                 (format!("publish {}", row.subject).into(), attributes)
             });
-            let msg = PublishMessage::build()
-                .payload(row.body.clone().into())
-                .message_id(row.id.to_string())
-                .header("traceparent", span.context.header().as_str());
-            pending.push(context.send_publish(row.subject.clone(), msg).await);
+            outgoing.push(Outgoing {
+                subject: row.subject.clone(),
+                id: row.id.to_string(),
+                body: row.body.clone().into(),
+                traceparent: Some(span.context.header()),
+            });
             spans.push(span);
         }
         let mut sent = Vec::new();
         let mut failed = Vec::new();
-        for ((row, publish), mut span) in rows.iter().zip(pending).zip(spans) {
-            let ack = match publish {
-                Ok(ack_future) => ack_future.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+        for ((row, ack), mut span) in rows.iter().zip(publish::publish(context, *atomic, &outgoing).await).zip(spans) {
             if let Err(e) = &ack {
                 span.fail(e.clone());
             }
             span.end();
             match ack {
-                Ok(ack) => sent.push((row.id, ack.sequence as i64)),
+                Ok(sequence) => sent.push((row.id, sequence as i64)),
                 Err(e) => failed.push((row, e)),
             }
         }

@@ -19,6 +19,7 @@ mod operations;
 mod outage;
 mod plugin_sdk;
 mod plugins;
+mod publishing;
 mod replay;
 mod sandbox;
 mod scenario;
