@@ -171,21 +171,37 @@ async fn quiet(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Sends one request per item at `rate` per second for `secs`, open loop.
+/// Sends one request per item at `rate` per second for `secs`, open loop: a thread of its own
+/// paces the sends (a thread's sleep wakes within microseconds of its deadline; tokio's timer
+/// rounds each sleep up to its next millisecond tick, which alone read as up to a millisecond
+/// of latency), and each request's latency counts from when it was due, so a late send or a
+/// slow answer cannot hide behind the schedule.
 async fn fixed_rate<T>(what: &'static str, rate: f64, secs: u64, items: &[T], request: impl Fn(&T) -> reqwest::RequestBuilder) -> Rated {
     let count = ((rate * secs as f64) as usize).min(items.len());
-    let start = tokio::time::Instant::now();
-    let sends = items[..count].iter().enumerate().map(|(i, item)| {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        let req = request(item);
-        async move {
-            tokio::time::sleep_until(due).await;
-            let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
-            (ok, due.elapsed())
-        }
+    let requests: Vec<reqwest::RequestBuilder> = items[..count].iter().map(request).collect();
+    let runtime = tokio::runtime::Handle::current();
+    let start = Instant::now();
+    let pacer = std::thread::spawn(move || {
+        requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, req)| {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                runtime.spawn(async move {
+                    let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
+                    (ok, due.elapsed())
+                })
+            })
+            .collect::<Vec<_>>()
     });
-    // Unbounded concurrency: the schedule, not the answers, decides when a request goes.
-    let results: Vec<(bool, Duration)> = stream::iter(sends).buffer_unordered(count.max(1)).collect().await;
+    let sends = tokio::task::spawn_blocking(move || pacer.join().expect("the pacer does not panic")).await.expect("joined");
+    let mut results = Vec::with_capacity(sends.len());
+    for send in sends {
+        results.push(send.await.expect("a request task does not panic"));
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let mut latencies: Vec<f64> = results.iter().map(|(_, d)| d.as_secs_f64() * 1e3).collect();
     latencies.sort_by(f64::total_cmp);
