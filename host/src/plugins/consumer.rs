@@ -110,22 +110,26 @@ async fn bind_and_consume<H, F>(
                 .map_err(|e| e.to_string())?;
             let mut batches = messages.ready_chunks(batch_size);
             let mut recheck = tokio::time::interval(SUBJECTS_RECHECK);
+            // What a top-up brought beyond the batch size: the start of the next batch.
+            let mut carried = Vec::new();
             loop {
-                let next = tokio::select! {
-                    // Shutdown first: with a backlog, a message is always ready too.
-                    biased;
-                    _ = shutdown.changed() => return Ok::<Bound, String>(Bound::Shutdown),
-                    _ = recheck.tick() => {
-                        if subjects()? != filter {
-                            return Ok(Bound::Rebind);
+                let mut received = std::mem::take(&mut carried);
+                if received.is_empty() {
+                    let next = tokio::select! {
+                        // Shutdown first: with a backlog, a message is always ready too.
+                        biased;
+                        _ = shutdown.changed() => return Ok::<Bound, String>(Bound::Shutdown),
+                        _ = recheck.tick() => {
+                            if subjects()? != filter {
+                                return Ok(Bound::Rebind);
+                            }
+                            continue;
                         }
-                        continue;
+                        next = batches.next() => next,
+                    };
+                    for msg in next.ok_or("message stream ended")? {
+                        received.push(msg.map_err(|e| e.to_string())?);
                     }
-                    next = batches.next() => next,
-                };
-                let mut received = Vec::new();
-                for msg in next.ok_or("message stream ended")? {
-                    received.push(msg.map_err(|e| e.to_string())?);
                 }
                 // A batch is whatever arrived, topped up with what arrives within a moment:
                 // a backlog comes in a few pieces, and one transaction beats several.
@@ -134,7 +138,8 @@ async fn bind_and_consume<H, F>(
                     match tokio::time::timeout_at(fill_until, batches.next()).await {
                         Ok(Some(more)) => {
                             for msg in more {
-                                received.push(msg.map_err(|e| e.to_string())?);
+                                let msg = msg.map_err(|e| e.to_string())?;
+                                if received.len() < batch_size { received.push(msg) } else { carried.push(msg) }
                             }
                         }
                         Ok(None) => return Err("message stream ended".into()),
