@@ -51,7 +51,7 @@ struct Figures {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(1000);
+    let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(5000);
     let backlog: usize = std::env::args().nth(2).map(|a| a.parse()).transpose()?.unwrap_or(10_000);
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let plugins_dir = workspace.join("target/plugins");
