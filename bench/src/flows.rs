@@ -181,8 +181,8 @@ pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSetting
 }
 
 /// Lets the database catch up with the previous measurement's writes before the next one
-/// (Postgres: checkpoint and fresh statistics; SQLite: the WAL folded back), so no figure
-/// pays for the one before it.
+/// (Postgres: checkpoint and fresh statistics; SQLite: the WAL folded back; then every dirty
+/// page on its way to the disk), so no figure pays for the one before it.
 pub async fn settle(db: &shopmesh::store::Db) -> anyhow::Result<()> {
     let statements: &[&str] = match db.backend() {
         shopmesh::store::Backend::Postgres => &["CHECKPOINT", "VACUUM ANALYZE"],
@@ -191,6 +191,14 @@ pub async fn settle(db: &shopmesh::store::Db) -> anyhow::Result<()> {
     for sql in statements {
         sqlx::query(sql).execute(db.pool()).await.with_context(|| sql.to_string())?;
     }
+    flush_disk()
+}
+
+/// Writes every dirty page to the disk (`sync`): data prepared without fsyncs, or left by
+/// an earlier measurement, is not written back in the middle of the next one.
+pub fn flush_disk() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync").status().context("sync")?;
+    anyhow::ensure!(status.success(), "sync failed: {status}");
     Ok(())
 }
 

@@ -97,6 +97,9 @@ pub async fn run(workspace: &Path, nats_url: &str, events: usize, rate: f64, sec
     let unpaid = unpaid_payments(&healthy, (rate * secs as f64) as usize + 100).await?;
     let order_fixture = order_fixture(&healthy).await?;
     drop(db);
+    // The prepared database was written without fsyncs: flushed now, its write-back cannot
+    // land in the middle of the measurements.
+    crate::flows::flush_disk()?;
 
     let empty = dir.path().join("no-plugins");
     std::fs::create_dir_all(&empty)?;
