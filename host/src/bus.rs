@@ -107,10 +107,13 @@ pub async fn ensure_ready(
     Ok(js)
 }
 
-/// Whether a server of `version` takes atomic batches (2.12 and newer).
+/// Whether the relay may publish to a server of `version` in atomic batches: 2.14 and newer.
+/// Atomic batches came in 2.12.0 without `Nats-Msg-Id` de-duplication (added in a later 2.12
+/// release), and the relay's exactly-once rests on it; 2.14 is the first minor line where every
+/// release has it (2.15 is what the tests run).
 pub fn takes_atomic_batches(version: &str) -> bool {
     let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 12)
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 14)
 }
 
 /// Whether stream `SHOP` takes atomic batches now.
@@ -353,10 +356,11 @@ mod tests {
     }
 
     #[test]
-    fn atomic_batches_from_2_12() {
-        assert!(takes_atomic_batches("2.12.0"));
+    fn atomic_batches_from_2_14() {
+        assert!(takes_atomic_batches("2.14.0"));
         assert!(takes_atomic_batches("v2.15.1"));
-        assert!(!takes_atomic_batches("2.11.9"));
+        assert!(takes_atomic_batches("3.0.0"));
+        assert!(!takes_atomic_batches("2.12.1"));
         assert!(!takes_atomic_batches("2.10.0"));
         assert!(!takes_atomic_batches("garbage"));
     }

@@ -1,7 +1,7 @@
 //! Putting events into stream `SHOP`: how the outbox relay publishes a batch (and the bench,
 //! to publish as the relay does).
 //!
-//! A batch goes as one JetStream *atomic batch* (nats-server 2.12+, stream `allow_atomic`):
+//! A batch goes as one JetStream *atomic batch* (nats-server 2.14+, stream `allow_atomic`):
 //! the server stores the whole batch with one write and, under `sync_interval: always`, one
 //! fsync, instead of one per event. That fsync (~150 µs on our disk) is the broker's whole
 //! budget: events one by one reach ~7,000/s here, a batch of 256 an order of magnitude more.
