@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::tcp::{OwnedReadHalf, OwnedWriteHalf},
+};
 
 use crate::helpers::{spawn_app_with, Backend, HostProcess, TestDb, TestNats};
 
@@ -17,21 +20,19 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Sends a request head announcing a body of `total` bytes (`Content-Length`) and nothing
-/// more: a server that refuses on the head alone answers at once. (A client that went on
-/// sending would have the server close on unread bytes, a reset that can discard the answer
-/// before it is read.) Returns the status line and body the server answered.
-async fn announced_post(address: &str, path: &str, total: usize) -> (String, String) {
+/// Connects to `address` and sends the head of a JSON POST to `path` whose body is framed by
+/// `framing` (a `Content-Length` or `Transfer-Encoding` header).
+async fn post_head(address: &str, path: &str, framing: &str) -> (OwnedReadHalf, OwnedWriteHalf) {
     let host = address.trim_start_matches("http://");
     let stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let (mut read, mut write) = stream.into_split();
-    let head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {total}\r\n\r\n");
+    let (read, mut write) = stream.into_split();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n");
     write.write_all(head.as_bytes()).await.unwrap();
-    answer(&mut read).await
+    (read, write)
 }
 
 /// The status line and body read from `read` until the server closes (or 30 s).
-async fn answer(read: &mut tokio::net::tcp::OwnedReadHalf) -> (String, String) {
+async fn answer(read: &mut OwnedReadHalf) -> (String, String) {
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), read.read_to_end(&mut answer)).await;
     let text = String::from_utf8_lossy(&answer).to_string();
@@ -39,14 +40,18 @@ async fn answer(read: &mut tokio::net::tcp::OwnedReadHalf) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
+/// Sends a request head announcing a body of `total` bytes and nothing more: a server that
+/// refuses on the head alone answers at once. (A client that went on sending would have the
+/// server close on unread bytes, a reset that can discard the answer before it is read.)
+async fn announced_post(address: &str, path: &str, total: usize) -> (String, String) {
+    let (mut read, _write) = post_head(address, path, &format!("Content-Length: {total}")).await;
+    answer(&mut read).await
+}
+
 /// Sends a request head with `Transfer-Encoding: chunked`, then up to `total` bytes of body
 /// in chunks while the server reads; returns the status line and body the server answered.
 async fn chunked_post(address: &str, path: &str, total: usize) -> (String, String) {
-    let host = address.trim_start_matches("http://");
-    let stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let (mut read, mut write) = stream.into_split();
-    let head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
-    write.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = post_head(address, path, "Transfer-Encoding: chunked").await;
     let writer = tokio::spawn(async move {
         let chunk = vec![b' '; 64 * 1024];
         let mut sent = 0;
