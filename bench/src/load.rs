@@ -46,6 +46,10 @@ pub struct Rated {
     pub achieved: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The share of these requests the server itself answered within 5 ms (its own
+    /// histogram, `http_server_request_duration_seconds`): what the latency above owes to
+    /// the server rather than to the machine it shares with the load generator.
+    pub server_within_5ms: f64,
 }
 
 struct Server {
@@ -144,19 +148,37 @@ pub async fn run(workspace: &Path, nats_url: &str, events: usize, rate: f64, sec
     // plugin's share of it, say).
     quiet(&http, &server.base).await?;
 
-    let callbacks = fixed_rate("payment callback", rate, secs, &unpaid, |p: &Payment| {
+    let mut callbacks = fixed_rate("payment callback", rate, secs, &unpaid, |p: &Payment| {
         let body = json!({"pay_id": p.pay_id, "pay_amount": p.pay_amount, "is_paid": 2}).to_string();
         let sig = shopmesh::signature::sign(SECRET.as_bytes(), shopmesh::ids::now_ms() / 1000, body.as_bytes());
         http.post(format!("{}/api/payments/callback", server.base)).header("content-type", "application/json").header("X-Shop-Signature", sig).body(body)
     })
     .await;
+    callbacks.server_within_5ms = server_within(&http, &server.base, "paymentCallback", "0.005").await?;
     let orders: Vec<Value> = (0..(rate * secs as f64) as usize).map(|_| order_fixture.clone()).collect();
-    let placed = fixed_rate("order placement", rate, secs, &orders, |o: &Value| {
+    let mut placed = fixed_rate("order placement", rate, secs, &orders, |o: &Value| {
         http.post(format!("{}/api/orders", server.base)).header("content-type", "application/json").body(o.to_string())
     })
     .await;
+    placed.server_within_5ms = server_within(&http, &server.base, "placeOrder", "0.005").await?;
     drop(server);
     Ok((drain, vec![callbacks, placed]))
+}
+
+/// The share of `route`'s requests so far that the server answered within `le` seconds (one
+/// of its histogram's bounds), read from its `/metrics`.
+async fn server_within(http: &reqwest::Client, base: &str, route: &str, le: &str) -> anyhow::Result<f64> {
+    let text = http.get(format!("{base}/metrics")).bearer_auth(TOKEN).send().await?.text().await?;
+    let route = format!("route=\"{route}\"");
+    let value = |prefix: &str, extra: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(&route) && l.contains(extra))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .with_context(|| format!("{prefix} {route} {extra} in /metrics"))
+    };
+    let within = value("http_server_request_duration_seconds_bucket{", &format!("le=\"{le}\""))?;
+    let all = value("http_server_request_duration_seconds_count{", "")?;
+    Ok(within / all.max(1.0))
 }
 
 /// Waits until the relay has published every outbox row and no plugin has events pending
@@ -209,7 +231,7 @@ async fn fixed_rate<T>(what: &'static str, rate: f64, secs: u64, items: &[T], re
     let mut latencies: Vec<f64> = results.iter().map(|(_, d)| d.as_secs_f64() * 1e3).collect();
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0.0);
-    Rated { what, rate, sent: count, errors: results.iter().filter(|(ok, _)| !ok).count(), achieved: count as f64 / elapsed, p50_ms: pick(0.50), p99_ms: pick(0.99) }
+    Rated { what, rate, sent: count, errors: results.iter().filter(|(ok, _)| !ok).count(), achieved: count as f64 / elapsed, p50_ms: pick(0.50), p99_ms: pick(0.99), server_within_5ms: 0.0 }
 }
 
 /// Confirmed orders with an unpaid payment each, for callbacks.

@@ -61,8 +61,7 @@ async fn publish_atomic(js: &jetstream::Context, events: &[Outgoing]) -> Result<
     // abandoned by the server after a while, and must not be continued by a new one.
     let batch = format!("{}-{}-{}", std::process::id(), crate::ids::now_ms(), BATCHES.fetch_add(1, Ordering::Relaxed));
     let client = js.client();
-    let last = events.len() - 1;
-    for (k, e) in events.iter().enumerate() {
+    let headers = |k: usize, e: &Outgoing| {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", e.id.as_str());
         headers.insert("Nats-Batch-Id", batch.as_str());
@@ -70,31 +69,40 @@ async fn publish_atomic(js: &jetstream::Context, events: &[Outgoing]) -> Result<
         if let Some(tp) = &e.traceparent {
             headers.insert("traceparent", tp.as_str());
         }
-        if k == last {
-            headers.insert("Nats-Batch-Commit", "1");
-        }
-        if k == 0 || k == last {
-            let reply = client.request_with_headers(e.subject.clone(), headers, e.body.clone()).await.map_err(|e| e.to_string())?;
+        headers
+    };
+    let ask = |e: &Outgoing, headers: HeaderMap| {
+        let client = client.clone();
+        let (subject, body) = (e.subject.clone(), e.body.clone());
+        async move {
+            let reply = client.request_with_headers(subject, headers, body).await.map_err(|e| e.to_string())?;
             let answer: Answer = if reply.payload.is_empty() {
                 Answer::default()
             } else {
                 serde_json::from_slice(&reply.payload).map_err(|e| format!("unreadable answer: {e}"))?
             };
-            if let Some(error) = answer.error {
-                return Err(format!("{} (code {})", error.description, error.err_code));
+            match answer.error {
+                Some(error) => Err(format!("{} (code {})", error.description, error.err_code)),
+                None => Ok(answer),
             }
-            if k == last {
-                let (seq, count) = answer.seq.zip(answer.count).ok_or("a commit answered without its sequence")?;
-                if count != events.len() as u64 || seq < count {
-                    return Err(format!("the commit stored {count} of {} events", events.len()));
-                }
-                return Ok(seq + 1 - count);
-            }
+        }
+    };
+    let (last, rest) = events.split_last().ok_or("an empty batch")?;
+    for (k, e) in rest.iter().enumerate() {
+        if k == 0 {
+            ask(e, headers(k, e)).await?;
         } else {
-            client.publish_with_headers(e.subject.clone(), headers, e.body.clone()).await.map_err(|e| e.to_string())?;
+            client.publish_with_headers(e.subject.clone(), headers(k, e), e.body.clone()).await.map_err(|e| e.to_string())?;
         }
     }
-    unreachable!("the last event commits")
+    let mut commit = headers(rest.len(), last);
+    commit.insert("Nats-Batch-Commit", "1");
+    let answer = ask(last, commit).await?;
+    let (seq, count) = answer.seq.zip(answer.count).ok_or("a commit answered without its sequence")?;
+    if count != events.len() as u64 || seq < count {
+        return Err(format!("the commit stored {count} of {} events", events.len()));
+    }
+    Ok(seq + 1 - count)
 }
 
 /// The server's answer to a batch's first event or its commit.
