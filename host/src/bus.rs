@@ -59,12 +59,16 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
 }
 
 pub fn check_version(version: &str) -> Result<(), BusError> {
-    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().ok());
-    let major_minor = (parts.next().flatten(), parts.next().flatten());
-    match major_minor {
-        (Some(major), Some(minor)) if (major, minor) >= MIN_SERVER => Ok(()),
+    match major_minor(version) {
+        Some(v) if v >= MIN_SERVER => Ok(()),
         _ => Err(BusError::ServerTooOld { found: version.to_owned() }),
     }
+}
+
+/// A server version's major and minor number (`v2.15.1` → `(2, 15)`); `None` if unreadable.
+fn major_minor(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 /// Checks the connected server and makes sure stream `SHOP` exists.
@@ -112,13 +116,15 @@ pub async fn ensure_ready(
 /// release), and the relay's exactly-once rests on it; 2.14 is the first minor line where every
 /// release has it (2.15 is what the tests run).
 pub fn takes_atomic_batches(version: &str) -> bool {
-    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 14)
+    major_minor(version).is_some_and(|v| v >= (2, 14))
 }
 
-/// Whether stream `SHOP` takes atomic batches now.
+/// Whether the relay may publish to stream `SHOP` in atomic batches now: the server is new
+/// enough (a stream another host made with them on does not vouch for this server's
+/// de-duplication) and the stream allows them.
 pub async fn atomic_enabled(js: &jetstream::Context) -> bool {
-    js.get_stream(STREAM).await.is_ok_and(|s| s.cached_info().config.allow_atomic_publish)
+    takes_atomic_batches(&js.client().server_info().version)
+        && js.get_stream(STREAM).await.is_ok_and(|s| s.cached_info().config.allow_atomic_publish)
 }
 
 /// Where to find `nats-server`: an explicit path, else the project's `.venv` (where the
