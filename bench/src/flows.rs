@@ -64,46 +64,43 @@ pub fn plugin_host(shop: &Arc<Shop>) -> anyhow::Result<Arc<PluginHost>> {
 
 /// Orders whose confirm step fails: each leaves stock, coupon and balance to give back.
 pub async fn prepare_cancels(shop: &Shop, count: usize) -> anyhow::Result<Events> {
-    let goods = shop
-        .add(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
-        .await?;
-    let user = shop
-        .add(NewUser { user_name: "bench".into(), user_money: Money::from_cents(count as i64 * 100), user_score: 0, user_mobile: String::new() })
-        .await?;
-    let placed = futures::stream::iter(0..count)
-        .map(|_| async {
-            let coupon = shop.add(NewCoupon { coupon_price: "5.00".parse()?, user_id: user.user_id }).await?;
-            let order = order_of(user.user_id, goods.goods_id, Some(coupon.coupon_id), "1.00")?;
-            let _ = shop.place_order(order).await; // fails at confirm by design
-            anyhow::Ok(())
-        })
-        .buffer_unordered(preparers(shop))
-        .collect::<Vec<_>>()
-        .await;
-    placed.into_iter().collect::<anyhow::Result<()>>()?;
-    outbox_events(shop, "shop.order.cancel").await
+    let (goods, user) = customer(shop, count, Money::from_cents(count as i64 * 100)).await?;
+    prepare(shop, count, "shop.order.cancel", || async {
+        let coupon = shop.add(NewCoupon { coupon_price: "5.00".parse()?, user_id: user }).await?;
+        let _ = shop.place_order(order_of(user, goods, Some(coupon.coupon_id), "1.00")?).await; // fails at confirm by design
+        Ok(())
+    })
+    .await
 }
 
 /// Confirmed, paid orders: each one a pay-success event.
 pub async fn prepare_pays(shop: &Shop, count: usize) -> anyhow::Result<Events> {
-    let goods = shop
-        .add(NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() })
-        .await?;
-    let user = shop
-        .add(NewUser { user_name: "bench".into(), user_money: Money::ZERO, user_score: 0, user_mobile: String::new() })
-        .await?;
-    let paid = futures::stream::iter(0..count)
-        .map(|_| async {
-            let order = shop.place_order(order_of(user.user_id, goods.goods_id, None, "0")?).await?;
-            let pay = shop.create_payment(CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?;
-            shop.payment_callback(PaymentNotice { pay_id: pay.pay_id, pay_amount: pay.pay_amount, is_paid: 2 }).await?;
-            anyhow::Ok(())
-        })
-        .buffer_unordered(preparers(shop))
-        .collect::<Vec<_>>()
-        .await;
-    paid.into_iter().collect::<anyhow::Result<()>>()?;
-    outbox_events(shop, "shop.pay.success").await
+    let (goods, user) = customer(shop, count, Money::ZERO).await?;
+    prepare(shop, count, "shop.pay.success", || async {
+        let order = shop.place_order(order_of(user, goods, None, "0")?).await?;
+        let pay = shop.create_payment(CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?;
+        shop.payment_callback(PaymentNotice { pay_id: pay.pay_id, pay_amount: pay.pay_amount, is_paid: 2 }).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Goods enough for `count` orders at 150.00 and a user with `balance`: their ids.
+async fn customer(shop: &Shop, count: usize, balance: Money) -> anyhow::Result<(Id, Id)> {
+    let goods = NewGoods { goods_name: "bench".into(), goods_number: count as i64, goods_price: "150.00".parse()?, goods_desc: String::new() };
+    let user = NewUser { user_name: "bench".into(), user_money: balance, user_score: 0, user_mobile: String::new() };
+    Ok((shop.add(goods).await?.goods_id, shop.add(user).await?.user_id))
+}
+
+/// Runs `order` `count` times through the shop, then reads the outbox's events on `subject`.
+async fn prepare<F, Fut>(shop: &Shop, count: usize, subject: &str, order: F) -> anyhow::Result<Events>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let done = futures::stream::iter(0..count).map(|_| order()).buffer_unordered(preparers(shop)).collect::<Vec<_>>().await;
+    done.into_iter().collect::<anyhow::Result<()>>()?;
+    outbox_events(shop, subject).await
 }
 
 pub fn order_of(user_id: Id, goods_id: Id, coupon_id: Option<Id>, money_paid: &str) -> anyhow::Result<PlaceOrder> {

@@ -34,6 +34,18 @@ pub trait Event: Serialize {
     fn key(&self) -> Id;
 }
 
+/// Every event is filed under its order (`order_id`): `keyed_by_order!(Type, SUBJECT)`.
+macro_rules! keyed_by_order {
+    ($ty:ty, $subject:expr) => {
+        impl Event for $ty {
+            const SUBJECT: &'static str = $subject;
+            fn key(&self) -> Id {
+                self.order_id
+            }
+        }
+    };
+}
+
 /// An order was cancelled after its pre-order was saved: give back what its forward steps
 /// took. Every give-back must be safe to run twice and when its forward step never ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,12 +60,7 @@ pub struct OrderCancelled {
     pub reason: String,
 }
 
-impl Event for OrderCancelled {
-    const SUBJECT: &'static str = SUBJECT_ORDER_CANCEL;
-    fn key(&self) -> Id {
-        self.order_id
-    }
-}
+keyed_by_order!(OrderCancelled, SUBJECT_ORDER_CANCEL);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderConfirmed {
@@ -69,12 +76,7 @@ pub struct OrderConfirmed {
     pub pay_amount: Money,
 }
 
-impl Event for OrderConfirmed {
-    const SUBJECT: &'static str = SUBJECT_ORDER_CONFIRMED;
-    fn key(&self) -> Id {
-        self.order_id
-    }
-}
+keyed_by_order!(OrderConfirmed, SUBJECT_ORDER_CONFIRMED);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaySucceeded {
@@ -84,13 +86,7 @@ pub struct PaySucceeded {
     pub pay_amount: Money,
 }
 
-impl Event for PaySucceeded {
-    const SUBJECT: &'static str = SUBJECT_PAY_SUCCESS;
-    fn key(&self) -> Id {
-        self.order_id
-    }
-}
-
+keyed_by_order!(PaySucceeded, SUBJECT_PAY_SUCCESS);
 
 impl<T: Event> CloudEvent<T> {
     pub fn new(id: i64, created_ms: i64, data: T) -> CloudEvent<T> {

@@ -49,22 +49,17 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<()> {
 
 api_error!(
     /// Errors of the admin endpoints that only read.
-    AdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-    }
+    AdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin {}
 );
 
 api_error!(
     /// Errors of adding goods or a user.
-    NewEntityError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-    }
+    NewEntityError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin body {}
 );
 
 api_error!(
     /// Errors of adding a coupon.
-    CouponAdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    CouponAdminError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin body {
         404 => NotFound("SHOP_USER_NO_EXIST"): "The user does not exist.",
     }
 );

@@ -24,18 +24,30 @@ pub struct ErrorBody {
 
 /// An error as the API answers it.
 pub trait ApiFailure: std::fmt::Display {
-    fn status(&self) -> u16;
-    fn code(&self) -> &'static str;
+    /// Its HTTP status and stable `SHOP_*` code, from one match per error type, so a code
+    /// and its status cannot drift apart.
+    fn failure(&self) -> (u16, &'static str);
+    fn status(&self) -> u16 {
+        self.failure().0
+    }
+    fn code(&self) -> &'static str {
+        self.failure().1
+    }
     /// What the caller is told; an internal error's text may carry SQL or paths, so it is
     /// logged instead.
     fn message(&self) -> String {
-        if self.status() >= 500 && self.code() == "SHOP_INTERNAL_ERROR" {
+        if self.failure() == INTERNAL {
             "internal error; nothing in this request can fix it".into()
         } else {
             self.to_string()
         }
     }
 }
+
+/// The failures many error types share.
+const INTERNAL: (u16, &str) = (500, "SHOP_INTERNAL_ERROR");
+const INVALID: (u16, &str) = (400, "SHOP_REQUEST_PARAMETER_INVALID");
+const UNAUTHORIZED: (u16, &str) = (401, "SHOP_UNAUTHORIZED");
 
 /// Errors that belong to the API itself rather than to a domain.
 #[derive(Debug, thiserror::Error)]
@@ -54,88 +66,52 @@ pub enum ApiError {
 pub struct TokenWrong;
 
 impl ApiFailure for ApiError {
-    fn status(&self) -> u16 {
+    fn failure(&self) -> (u16, &'static str) {
         match self {
-            ApiError::TokenMissing | ApiError::TokenWrong => 401,
-            ApiError::BadRequest(_) => 400,
-        }
-    }
-    fn code(&self) -> &'static str {
-        match self {
-            ApiError::TokenMissing | ApiError::TokenWrong => "SHOP_UNAUTHORIZED",
-            ApiError::BadRequest(_) => "SHOP_REQUEST_PARAMETER_INVALID",
+            ApiError::TokenMissing | ApiError::TokenWrong => UNAUTHORIZED,
+            ApiError::BadRequest(_) => INVALID,
         }
     }
 }
 
 impl ApiFailure for ShopError {
-    fn code(&self) -> &'static str {
+    fn failure(&self) -> (u16, &'static str) {
         use ShopError::*;
         match self {
-            RequestParameterInvalid(_) => "SHOP_REQUEST_PARAMETER_INVALID",
-            OrderNotFound(_) => "SHOP_ORDER_INVALID",
-            GoodsNotFound(_) => "SHOP_GOODS_NO_EXIST",
-            UserNotFound(_) => "SHOP_USER_NO_EXIST",
-            CouponNotFound(_) => "SHOP_COUPON_NO_EXIST",
-            PaymentNotFound(_) => "SHOP_PAYMENT_NOT_FOUND",
-            GoodsPriceInvalid { .. } => "SHOP_GOODS_PRICE_INVALID",
-            GoodsNumInvalid(_) => "SHOP_GOODS_NUM_INVALID",
-            GoodsNumNotEnough { .. } => "SHOP_GOODS_NUM_NOT_ENOUGH",
-            ShippingFeeInvalid { .. } => "SHOP_ORDER_SHIPPINGFEE_INVALID",
-            OrderAmountInvalid { .. } => "SHOP_ORDERAMOUNT_INVALID",
-            CouponNotOwned(_) => "SHOP_COUPON_NOT_OWNED",
-            CouponIsUsed(_) => "SHOP_COUPON_ISUSED",
-            MoneyPaidLessZero => "SHOP_MONEY_PAID_LESS_ZERO",
-            MoneyPaidInvalid { .. } => "SHOP_MONEY_PAID_INVALID",
-            DiscountExceedsAmount { .. } => "SHOP_DISCOUNT_EXCEEDS_ORDER_AMOUNT",
-            StepFailed { step, .. } => step.failure_code(),
-            OrderNotConfirmed(_) => "SHOP_ORDER_STATUS_NOT_CONFIRMED",
-            OrderPayStatusIsPay(_) => "SHOP_ORDER_PAY_STATUS_IS_PAY",
-            PaymentAmountInvalid { .. } => "SHOP_PAYMENT_AMOUNT_INVALID",
-            SignatureInvalid(_) => "SHOP_CALLBACK_SIGNATURE_INVALID",
-            Storage(_) => "SHOP_INTERNAL_ERROR",
-        }
-    }
-
-    fn status(&self) -> u16 {
-        use ShopError::*;
-        match self {
-            RequestParameterInvalid(_)
-            | GoodsPriceInvalid { .. }
-            | GoodsNumInvalid(_)
-            | ShippingFeeInvalid { .. }
-            | OrderAmountInvalid { .. }
-            | CouponNotOwned(_)
-            | MoneyPaidLessZero
-            | MoneyPaidInvalid { .. }
-            | DiscountExceedsAmount { .. }
-            | PaymentAmountInvalid { .. } => 400,
-            SignatureInvalid(_) => 401,
-            OrderNotFound(_) | GoodsNotFound(_) | UserNotFound(_) | CouponNotFound(_) | PaymentNotFound(_) => 404,
-            GoodsNumNotEnough { .. } | CouponIsUsed(_) | OrderNotConfirmed(_) | OrderPayStatusIsPay(_) => 409,
-            StepFailed { reason: StepFailure::Conflict, .. } => 409,
-            StepFailed { reason: StepFailure::Unavailable, .. } => 503,
-            Storage(_) => 500,
+            RequestParameterInvalid(_) => INVALID,
+            OrderNotFound(_) => (404, "SHOP_ORDER_INVALID"),
+            GoodsNotFound(_) => (404, "SHOP_GOODS_NO_EXIST"),
+            UserNotFound(_) => (404, "SHOP_USER_NO_EXIST"),
+            CouponNotFound(_) => (404, "SHOP_COUPON_NO_EXIST"),
+            PaymentNotFound(_) => (404, "SHOP_PAYMENT_NOT_FOUND"),
+            GoodsPriceInvalid { .. } => (400, "SHOP_GOODS_PRICE_INVALID"),
+            GoodsNumInvalid(_) => (400, "SHOP_GOODS_NUM_INVALID"),
+            GoodsNumNotEnough { .. } => (409, "SHOP_GOODS_NUM_NOT_ENOUGH"),
+            ShippingFeeInvalid { .. } => (400, "SHOP_ORDER_SHIPPINGFEE_INVALID"),
+            OrderAmountInvalid { .. } => (400, "SHOP_ORDERAMOUNT_INVALID"),
+            CouponNotOwned(_) => (400, "SHOP_COUPON_NOT_OWNED"),
+            CouponIsUsed(_) => (409, "SHOP_COUPON_ISUSED"),
+            MoneyPaidLessZero => (400, "SHOP_MONEY_PAID_LESS_ZERO"),
+            MoneyPaidInvalid { .. } => (400, "SHOP_MONEY_PAID_INVALID"),
+            DiscountExceedsAmount { .. } => (400, "SHOP_DISCOUNT_EXCEEDS_ORDER_AMOUNT"),
+            StepFailed { step, reason: StepFailure::Conflict, .. } => (409, step.failure_code()),
+            StepFailed { step, reason: StepFailure::Unavailable, .. } => (503, step.failure_code()),
+            OrderNotConfirmed(_) => (409, "SHOP_ORDER_STATUS_NOT_CONFIRMED"),
+            OrderPayStatusIsPay(_) => (409, "SHOP_ORDER_PAY_STATUS_IS_PAY"),
+            PaymentAmountInvalid { .. } => (400, "SHOP_PAYMENT_AMOUNT_INVALID"),
+            SignatureInvalid(_) => (401, "SHOP_CALLBACK_SIGNATURE_INVALID"),
+            Storage(_) => INTERNAL,
         }
     }
 }
 
 impl ApiFailure for InstallError {
-    fn code(&self) -> &'static str {
+    fn failure(&self) -> (u16, &'static str) {
         match self {
-            InstallError::Load(_) => "SHOP_PLUGIN_REJECTED",
-            InstallError::VersionExists { .. } | InstallError::UseActivate { .. } => "SHOP_PLUGIN_VERSION_EXISTS",
-            InstallError::UnknownVersion { .. } | InstallError::UnknownPlugin(_) => "SHOP_PLUGIN_NOT_FOUND",
-            InstallError::Registry(_) => "SHOP_PLUGIN_NOT_DISTRIBUTED",
-        }
-    }
-
-    fn status(&self) -> u16 {
-        match self {
-            InstallError::Load(_) => 400,
-            InstallError::VersionExists { .. } | InstallError::UseActivate { .. } => 409,
-            InstallError::UnknownVersion { .. } | InstallError::UnknownPlugin(_) => 404,
-            InstallError::Registry(_) => 503,
+            InstallError::Load(_) => (400, "SHOP_PLUGIN_REJECTED"),
+            InstallError::VersionExists { .. } | InstallError::UseActivate { .. } => (409, "SHOP_PLUGIN_VERSION_EXISTS"),
+            InstallError::UnknownVersion { .. } | InstallError::UnknownPlugin(_) => (404, "SHOP_PLUGIN_NOT_FOUND"),
+            InstallError::Registry(_) => (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"),
         }
     }
 
@@ -148,54 +124,31 @@ impl ApiFailure for InstallError {
 }
 
 impl ApiFailure for GrantError {
-    fn code(&self) -> &'static str {
+    fn failure(&self) -> (u16, &'static str) {
         match self {
-            GrantError::BadName(_) => "SHOP_REQUEST_PARAMETER_INVALID",
-            GrantError::Db(_) => "SHOP_INTERNAL_ERROR",
-        }
-    }
-
-    fn status(&self) -> u16 {
-        match self {
-            GrantError::BadName(_) => 400,
-            GrantError::Db(_) => 500,
+            GrantError::BadName(_) => INVALID,
+            GrantError::Db(_) => INTERNAL,
         }
     }
 }
 
 impl ApiFailure for DeadLetterError {
-    fn code(&self) -> &'static str {
+    fn failure(&self) -> (u16, &'static str) {
         match self {
-            DeadLetterError::NotFound(_) => "SHOP_DEAD_LETTER_NOT_FOUND",
-            DeadLetterError::Db(_) => "SHOP_INTERNAL_ERROR",
-        }
-    }
-
-    fn status(&self) -> u16 {
-        match self {
-            DeadLetterError::NotFound(_) => 404,
-            DeadLetterError::Db(_) => 500,
+            DeadLetterError::NotFound(_) => (404, "SHOP_DEAD_LETTER_NOT_FOUND"),
+            DeadLetterError::Db(_) => INTERNAL,
         }
     }
 }
 
 impl ApiFailure for ReplayError {
-    fn code(&self) -> &'static str {
+    fn failure(&self) -> (u16, &'static str) {
         match self {
-            ReplayError::UnknownPlugin(_) | ReplayError::UnknownVersion { .. } | ReplayError::NotFound(_) => "SHOP_NOT_FOUND",
-            ReplayError::Range(_) => "SHOP_REPLAY_RANGE_INVALID",
-            ReplayError::Invalid(_) => "SHOP_REQUEST_PARAMETER_INVALID",
-            ReplayError::Stream(_) => "SHOP_STREAM_UNAVAILABLE",
-            ReplayError::Db(_) => "SHOP_INTERNAL_ERROR",
-        }
-    }
-
-    fn status(&self) -> u16 {
-        match self {
-            ReplayError::UnknownPlugin(_) | ReplayError::UnknownVersion { .. } | ReplayError::NotFound(_) => 404,
-            ReplayError::Range(_) | ReplayError::Invalid(_) => 400,
-            ReplayError::Stream(_) => 503,
-            ReplayError::Db(_) => 500,
+            ReplayError::UnknownPlugin(_) | ReplayError::UnknownVersion { .. } | ReplayError::NotFound(_) => (404, "SHOP_NOT_FOUND"),
+            ReplayError::Range(_) => (400, "SHOP_REPLAY_RANGE_INVALID"),
+            ReplayError::Invalid(_) => INVALID,
+            ReplayError::Stream(_) => (503, "SHOP_STREAM_UNAVAILABLE"),
+            ReplayError::Db(_) => INTERNAL,
         }
     }
 }
@@ -291,6 +244,24 @@ impl<E: ErrorExamples + Send + Sync, const S: u16> poem_openapi::types::ToJSON f
 /// a code it really answers as the spec's example. Any [`ApiFailure`] converts into it, with
 /// `?`.
 macro_rules! api_error {
+    // Operations that only look one thing up: 400 for a malformed request, 404 when it is not
+    // there (with the admin's 401 where marked `admin`). Several to one call, each a line.
+    (lookups { $(#[$meta:meta])* $name:ident : admin 404 $code:literal : $doc:literal ; $($rest:tt)* }) => {
+        $crate::api::errors::api_error!($(#[$meta])* $name (400 "SHOP_REQUEST_PARAMETER_INVALID") admin { 404 => NotFound($code): $doc });
+        $crate::api::errors::api_error!(lookups { $($rest)* });
+    };
+    (lookups { $(#[$meta:meta])* $name:ident : 404 $code:literal : $doc:literal ; $($rest:tt)* }) => {
+        $crate::api::errors::api_error!($(#[$meta])* $name (400 "SHOP_REQUEST_PARAMETER_INVALID") { 404 => NotFound($code): $doc });
+        $crate::api::errors::api_error!(lookups { $($rest)* });
+    };
+    (lookups {}) => {};
+    // An admin operation can also be answered 401 (no or a wrong admin token), listed first.
+    ($(#[$meta:meta])* $name:ident (400 $bad:literal) admin body { $($variants:tt)* }) => {
+        $crate::api::errors::api_error!($(#[$meta])* $name (400 $bad) body { 401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.", $($variants)* });
+    };
+    ($(#[$meta:meta])* $name:ident (400 $bad:literal) admin { $($variants:tt)* }) => {
+        $crate::api::errors::api_error!($(#[$meta])* $name (400 $bad) { 401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.", $($variants)* });
+    };
     // An operation that reads a body can also be answered 413 and 415 (by the edge, before
     // the operation runs): the same enum with those two documented.
     (

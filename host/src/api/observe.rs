@@ -62,13 +62,10 @@ pub struct PluginLoad {
     pub recent_rates: Vec<f64>,
 }
 
-api_error!(
+api_error!(lookups {
     /// Errors of reading an order's timeline.
-    TimelineError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-        404 => NotFound("SHOP_ORDER_INVALID"): "No such order.",
-    }
-);
+    TimelineError: admin 404 "SHOP_ORDER_INVALID": "No such order.";
+});
 
 pub struct ObserveApi;
 

@@ -36,12 +36,10 @@ api_error!(
     }
 );
 
-api_error!(
+api_error!(lookups {
     /// Errors of reading a payment.
-    PaymentLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        404 => NotFound("SHOP_PAYMENT_NOT_FOUND"): "No such payment.",
-    }
-);
+    PaymentLookupError: 404 "SHOP_PAYMENT_NOT_FOUND": "No such payment.";
+});
 
 #[derive(Debug, Clone, Object)]
 pub struct CallbackAck {

@@ -50,9 +50,7 @@ impl poem_openapi::types::Example for SetGrants {
 
 api_error!(
     /// Errors of granting capabilities.
-    GrantsError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-    }
+    GrantsError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin body {}
 );
 
 /// Which kept version to make active.
@@ -64,8 +62,7 @@ pub struct Activate {
 
 api_error!(
     /// Errors of uploading a plugin version.
-    UploadError (400 "SHOP_PLUGIN_REJECTED") body {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    UploadError (400 "SHOP_PLUGIN_REJECTED") admin body {
         409 => Conflict("SHOP_PLUGIN_VERSION_EXISTS"): "That version is already known (upload a new version, or activate the kept one).",
         503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
     }
@@ -73,45 +70,28 @@ api_error!(
 
 api_error!(
     /// Errors of activating a kept version.
-    ActivateError (400 "SHOP_REQUEST_PARAMETER_INVALID") body {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    ActivateError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin body {
         404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin or kept version.",
         503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
     }
 );
 
 api_error!(
-    /// Errors of redriving a plugin's dead letters.
-    PluginError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-        404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin.",
-    }
-);
-
-api_error!(
     /// Errors of pausing or resuming a plugin.
-    SwitchError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    SwitchError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin {
         404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin.",
         503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet's switches could not be reached (nothing changed), or this host did not follow in time.",
     }
 );
 
-api_error!(
+api_error!(lookups {
+    /// Errors of redriving a plugin's dead letters.
+    PluginError: admin 404 "SHOP_PLUGIN_NOT_FOUND": "No such plugin.";
     /// Errors of redriving one dead letter.
-    RedriveError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-        404 => NotFound("SHOP_DEAD_LETTER_NOT_FOUND"): "No such dead letter, or it was redriven already.",
-    }
-);
-
-api_error!(
+    RedriveError: admin 404 "SHOP_DEAD_LETTER_NOT_FOUND": "No such dead letter, or it was redriven already.";
     /// Errors of reading one dead letter.
-    DeadLetterLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-        404 => NotFound("SHOP_DEAD_LETTER_NOT_FOUND"): "No such dead letter.",
-    }
-);
+    DeadLetterLookupError: admin 404 "SHOP_DEAD_LETTER_NOT_FOUND": "No such dead letter.";
+});
 
 /// Who asked, for the log: the admin, and from where.
 pub fn who(req: &Request) -> String {

@@ -15,20 +15,16 @@ use crate::{
 
 api_error!(
     /// Errors of starting a replay.
-    StartError (400 "SHOP_REPLAY_RANGE_INVALID") body {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
+    StartError (400 "SHOP_REPLAY_RANGE_INVALID") admin body {
         404 => NotFound("SHOP_NOT_FOUND"): "No such plugin, or no such kept or staged version.",
         503 => Unavailable("SHOP_STREAM_UNAVAILABLE"): "Stream SHOP cannot be read right now; nothing was started.",
     }
 );
 
-api_error!(
+api_error!(lookups {
     /// Errors of reading or cancelling a replay.
-    ReplayLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.",
-        404 => NotFound("SHOP_NOT_FOUND"): "No such replay.",
-    }
-);
+    ReplayLookupError: admin 404 "SHOP_NOT_FOUND": "No such replay.";
+});
 
 /// 202 with the replay's record: it runs in the background.
 #[derive(Debug, ApiResponse)]

@@ -24,33 +24,16 @@ api_error!(
     }
 );
 
-api_error!(
+api_error!(lookups {
     /// Errors of reading an order.
-    OrderLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        404 => NotFound("SHOP_ORDER_INVALID"): "No such order.",
-    }
-);
-
-api_error!(
+    OrderLookupError: 404 "SHOP_ORDER_INVALID": "No such order.";
     /// Errors of reading goods.
-    GoodsLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        404 => NotFound("SHOP_GOODS_NO_EXIST"): "No such goods.",
-    }
-);
-
-api_error!(
+    GoodsLookupError: 404 "SHOP_GOODS_NO_EXIST": "No such goods.";
     /// Errors of reading a user.
-    UserLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        404 => NotFound("SHOP_USER_NO_EXIST"): "No such user.",
-    }
-);
-
-api_error!(
+    UserLookupError: 404 "SHOP_USER_NO_EXIST": "No such user.";
     /// Errors of reading a coupon.
-    CouponLookupError (400 "SHOP_REQUEST_PARAMETER_INVALID") {
-        404 => NotFound("SHOP_COUPON_NO_EXIST"): "No such coupon.",
-    }
-);
+    CouponLookupError: 404 "SHOP_COUPON_NO_EXIST": "No such coupon.";
+});
 
 pub struct ShopApi;
 
