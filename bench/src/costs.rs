@@ -61,7 +61,7 @@ pub async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, setti
     const SWAPS: usize = 6;
     let events = prepare_pays(shop, SWAPS + 1).await?;
     let events = &events[events.len() - (SWAPS + 1)..];
-    let js = fresh_stream(client, settings).await?;
+    let (js, atomic) = fresh_stream(client, settings).await?;
     let v1 = std::fs::read(plugins_dir.join("points.wasm"))?;
     let v2 = std::fs::read(plugins_dir.join("../plugins-testing/points_v2.wasm")).context("points_v2.wasm: run scripts/build-plugins")?;
     let (stop, signal) = watch::channel(false);
@@ -102,7 +102,7 @@ pub async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, setti
     let id_of = |body: &str| -> anyhow::Result<String> {
         Ok(serde_json::from_str::<serde_json::Value>(body)?["id"].as_str().unwrap_or_default().to_owned())
     };
-    publish_all(&js, &events[..1]).await?;
+    publish_all(&js, atomic, &events[..1]).await?;
     handled(id_of(&events[0].1)?, "1.0.0").await?;
 
     let mut times = Vec::new();
@@ -116,7 +116,7 @@ pub async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, setti
         let here = start.elapsed();
         anyhow::ensure!(hosts[1].registry.await_active("points", &sha, Duration::from_secs(10)).await, "second host never switched");
         let there = start.elapsed();
-        publish_all(&js, std::slice::from_ref(event)).await?;
+        publish_all(&js, atomic, std::slice::from_ref(event)).await?;
         handled(id_of(&event.1)?, version).await?;
         times.push([here, there, start.elapsed()]);
     }

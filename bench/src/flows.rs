@@ -126,17 +126,17 @@ pub async fn outbox_events(shop: &Shop, subject: &str) -> anyhow::Result<Events>
     rows.iter().map(|r| Ok((subject.to_owned(), r.try_get(0)?))).collect()
 }
 
-/// A clean stream SHOP for each measurement, so no run sees another's messages.
-pub async fn fresh_stream(client: &async_nats::Client, settings: &StreamSettings) -> anyhow::Result<jetstream::Context> {
+/// A clean stream SHOP for each measurement, so no run sees another's messages; and whether
+/// it takes atomic batches, as the relay asks.
+pub async fn fresh_stream(client: &async_nats::Client, settings: &StreamSettings) -> anyhow::Result<(jetstream::Context, bool)> {
     let js = jetstream::new(client.clone());
     let _ = js.delete_stream(bus::STREAM).await;
-    Ok(bus::ensure_ready(client, settings).await?)
+    Ok(bus::ensure_ready_to_publish(client, settings).await?)
 }
 
 /// Publishes as the outbox relay does: in batches of the relay's default size, through the
 /// same [`publish`] (one atomic batch each where the server takes them).
-pub async fn publish_all(js: &jetstream::Context, events: &[(String, String)]) -> anyhow::Result<()> {
-    let atomic = bus::atomic_enabled(js).await;
+pub async fn publish_all(js: &jetstream::Context, atomic: bool, events: &[(String, String)]) -> anyhow::Result<()> {
     let batch = shopmesh::config::Settings::default().relay_batch as usize;
     for window in events.chunks(batch) {
         let outgoing = window
@@ -156,7 +156,7 @@ pub async fn publish_all(js: &jetstream::Context, events: &[(String, String)]) -
 /// Publish, consume and ack the same messages with `consumers` durable consumers (one per
 /// plugin of the flow, as the flows have), doing nothing else: the ceiling.
 pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSettings, events: &[(String, String)], consumers: usize) -> anyhow::Result<f64> {
-    let js = fresh_stream(client, settings).await?;
+    let (js, atomic) = fresh_stream(client, settings).await?;
     let stream = js.get_stream(bus::STREAM).await?;
     let mut bound = Vec::with_capacity(consumers);
     for i in 0..consumers {
@@ -171,7 +171,7 @@ pub async fn raw_jetstream(client: &async_nats::Client, settings: &StreamSetting
         }
         anyhow::Ok(())
     });
-    let (published, consumed) = tokio::join!(publish_all(&js, events), futures::future::try_join_all(consume));
+    let (published, consumed) = tokio::join!(publish_all(&js, atomic, events), futures::future::try_join_all(consume));
     published?;
     consumed?;
     Ok(events.len() as f64 / start.elapsed().as_secs_f64())
@@ -211,7 +211,7 @@ pub async fn end_to_end(
     events: &[(String, String)],
     arrival: Arrival,
 ) -> anyhow::Result<(f64, Arc<PluginHost>)> {
-    let js = fresh_stream(client, settings).await?;
+    let (js, atomic) = fresh_stream(client, settings).await?;
     settle(&shop.db).await?;
     let host = plugin_host(shop)?;
     install(&host.registry)?;
@@ -223,7 +223,7 @@ pub async fn end_to_end(
     let target = inbox().await? + (names.len() * events.len()) as i64;
     let (stop, signal) = watch::channel(false);
     if arrival == Arrival::Backlog {
-        publish_all(&js, events).await?;
+        publish_all(&js, atomic, events).await?;
     }
     let mut start = Instant::now();
     let tasks: Vec<_> = names
@@ -242,7 +242,7 @@ pub async fn end_to_end(
             }
         }
         start = Instant::now();
-        publish_all(&js, events).await?;
+        publish_all(&js, atomic, events).await?;
     }
     // Done when every plugin's consumer has acked everything: a delivery is acked after its
     // effects committed. Asking JetStream costs the database nothing (counting the inbox

@@ -72,10 +72,14 @@ fn major_minor(version: &str) -> Option<(u64, u64)> {
 }
 
 /// Checks the connected server and makes sure stream `SHOP` exists.
-pub async fn ensure_ready(
-    client: &async_nats::Client,
-    settings: &StreamSettings,
-) -> Result<jetstream::Context, BusError> {
+pub async fn ensure_ready(client: &async_nats::Client, settings: &StreamSettings) -> Result<jetstream::Context, BusError> {
+    Ok(ensure_ready_to_publish(client, settings).await?.0)
+}
+
+/// [`ensure_ready`], and whether the relay may publish to stream `SHOP` in atomic batches
+/// now: the server is new enough ([`takes_atomic_batches`]; a stream another host made with
+/// them on does not vouch for this server's de-duplication) and the stream allows them.
+pub async fn ensure_ready_to_publish(client: &async_nats::Client, settings: &StreamSettings) -> Result<(jetstream::Context, bool), BusError> {
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(BusError::NotConnected);
     }
@@ -101,14 +105,16 @@ pub async fn ensure_ready(
     // A stream made before atomic batches (or on an older server, since upgraded) gets them
     // turned on; nothing else of its configuration changes. Without them the relay
     // publishes one event at a time, which works, slower.
-    if atomic && !stream.cached_info().config.allow_atomic_publish {
+    let mut allowed = stream.cached_info().config.allow_atomic_publish;
+    if atomic && !allowed {
         let mut config = stream.cached_info().config.clone();
         config.allow_atomic_publish = true;
-        if let Err(e) = js.update_stream(&config).await {
-            tracing::warn!(error = %e, "stream {STREAM}: cannot allow atomic batches; events are published one by one");
+        match js.update_stream(&config).await {
+            Ok(info) => allowed = info.config.allow_atomic_publish,
+            Err(e) => tracing::warn!(error = %e, "stream {STREAM}: cannot allow atomic batches; events are published one by one"),
         }
     }
-    Ok(js)
+    Ok((js, atomic && allowed))
 }
 
 /// Whether the relay may publish to a server of `version` in atomic batches: 2.14 and newer.
@@ -117,14 +123,6 @@ pub async fn ensure_ready(
 /// release has it (2.15 is what the tests run).
 pub fn takes_atomic_batches(version: &str) -> bool {
     major_minor(version).is_some_and(|v| v >= (2, 14))
-}
-
-/// Whether the relay may publish to stream `SHOP` in atomic batches now: the server is new
-/// enough (a stream another host made with them on does not vouch for this server's
-/// de-duplication) and the stream allows them.
-pub async fn atomic_enabled(js: &jetstream::Context) -> bool {
-    takes_atomic_batches(&js.client().server_info().version)
-        && js.get_stream(STREAM).await.is_ok_and(|s| s.cached_info().config.allow_atomic_publish)
 }
 
 /// Where to find `nats-server`: an explicit path, else the project's `.venv` (where the

@@ -144,9 +144,7 @@ impl Relay {
     /// One round: claim a batch, publish it, record the outcome. Returns rows published.
     async fn step(&self, js: &mut Option<(jetstream::Context, bool)>) -> Result<usize, RelayError> {
         if js.is_none() {
-            let context = bus::ensure_ready(&self.client, &self.stream).await?;
-            let atomic = bus::atomic_enabled(&context).await;
-            *js = Some((context, atomic));
+            *js = Some(bus::ensure_ready_to_publish(&self.client, &self.stream).await?);
         }
         let (context, atomic) = js.as_ref().expect("set above");
         let rows = self.claim().await?;

@@ -34,7 +34,7 @@ pub struct Outgoing {
 
 /// Publishes `events` in order; returns each one's stream sequence (a duplicate's is the
 /// sequence it was first stored at) or why it was not stored. `atomic`: the stream takes
-/// atomic batches ([`crate::bus::atomic_enabled`]).
+/// atomic batches ([`crate::bus::ensure_ready_to_publish`]).
 pub async fn publish(js: &jetstream::Context, atomic: bool, events: &[Outgoing]) -> Vec<Result<u64, String>> {
     let mut out = Vec::with_capacity(events.len());
     for chunk in events.chunks(MAX_ATOMIC) {

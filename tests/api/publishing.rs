@@ -76,11 +76,13 @@ async fn a_stream_made_without_atomic_batches_is_given_them() {
     let window = Duration::from_secs(300);
     let made = stream::Config { name: bus::STREAM.into(), subjects: vec!["shop.>".into()], duplicate_window: window, ..Default::default() };
     wait_for("the stream to be made", Duration::from_secs(10), || async { js.create_stream(&made).await.ok() }).await;
-    assert!(!bus::atomic_enabled(&js).await);
+    let stored = || async { js.get_stream(bus::STREAM).await.unwrap().info().await.unwrap().config.clone() };
+    assert!(!stored().await.allow_atomic_publish);
 
     let settings = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1 };
-    bus::ensure_ready(&client, &settings).await.expect("ready");
-    assert!(bus::atomic_enabled(&js).await, "atomic batches turned on");
-    let config = js.get_stream(bus::STREAM).await.unwrap().info().await.unwrap().config.clone();
+    let (_, atomic) = bus::ensure_ready_to_publish(&client, &settings).await.expect("ready");
+    assert!(atomic, "the relay is told to publish atomic batches");
+    let config = stored().await;
+    assert!(config.allow_atomic_publish, "atomic batches turned on in the stream");
     assert_eq!(config.duplicate_window, window, "nothing else changed");
 }
