@@ -28,6 +28,10 @@ class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
+// A value as one segment of an API path: a name or id from the page's URL must not add
+// segments or a query (`points/disable?` would call another operation).
+const seg = encodeURIComponent;
+
 // Calls the admin API. 401 means the session is gone: back to the login page. Any other
 // failure is thrown with the API's own code and message.
 async function api(method, path, body, contentType) {
@@ -192,8 +196,8 @@ async function plugin(name) {
     const p = all.find((x) => x.name === name);
     if (!p) throw new ApiError(404, "SHOP_PLUGIN_NOT_FOUND", `no plugin ${name}`);
     const switchButton = p.enabled
-      ? h("button", { id: "disable", class: "danger", onclick: () => act(`Disable ${name} on every host? Its events wait in JetStream.`, async () => { await api("POST", `/api/admin/plugins/${name}/disable`); await draw(); notice(`${name} disabled`); }) }, "Disable")
-      : h("button", { id: "enable", class: "primary", onclick: () => act(`Enable ${name} on every host?`, async () => { await api("POST", `/api/admin/plugins/${name}/enable`); await draw(); notice(`${name} enabled`); }) }, "Enable");
+      ? h("button", { id: "disable", class: "danger", onclick: () => act(`Disable ${name} on every host? Its events wait in JetStream.`, async () => { await api("POST", `/api/admin/plugins/${seg(name)}/disable`); await draw(); notice(`${name} disabled`); }) }, "Disable")
+      : h("button", { id: "enable", class: "primary", onclick: () => act(`Enable ${name} on every host?`, async () => { await api("POST", `/api/admin/plugins/${seg(name)}/enable`); await draw(); notice(`${name} enabled`); }) }, "Enable");
     // Kept before the active one (the list is oldest first): going there is a rollback.
     const activeAt = (p.versions || []).findIndex((v) => v.state === "active");
     const verb = (v, i) => (i < activeAt ? "Roll back to this" : "Activate");
@@ -206,7 +210,7 @@ async function plugin(name) {
       h("td", {}, v.state === "active" ? "" : h("button", {
         class: "activate", dataset: { version: v.version },
         onclick: () => act(`${verb(v, i) === "Activate" ? "Activate" : "Roll back"} ${name} ${v.version} on every host?`, async () => {
-          await api("POST", `/api/admin/plugins/${name}/activate`, { version: v.version });
+          await api("POST", `/api/admin/plugins/${seg(name)}/activate`, { version: v.version });
           await draw();
           notice(`${name} ${v.version} is active`);
         }),
@@ -223,7 +227,7 @@ async function plugin(name) {
         " · granted: ", (p.grants || []).join(", ") || "—"),
       h("p", {}, switchButton, " ",
         h("button", { id: "redrive-all", onclick: () => act(`Redrive every open dead letter of ${name}?`, async () => {
-          const results = await api("POST", `/api/admin/plugins/${name}/redrive`);
+          const results = await api("POST", `/api/admin/plugins/${seg(name)}/redrive`);
           notice(`redriven: ${results.length} (${results.map((r) => r.result).join(", ") || "none open"})`);
         }) }, "Redrive its dead letters"), " ",
         h("a", { href: `/console/replay?plugin=${encodeURIComponent(name)}` }, "Replay…")),
@@ -246,7 +250,7 @@ async function upload(name, form, redraw) {
   const activate = form.activate.value === "true";
   await act(`${activate ? "Upload and activate" : "Stage"} ${file.name} as ${name} on every host?`, async () => {
     const bytes = await file.arrayBuffer();
-    const p = await api("PUT", `/api/admin/plugins/${name}?activate=${activate}`, bytes, "application/octet-stream");
+    const p = await api("PUT", `/api/admin/plugins/${seg(name)}?activate=${activate}`, bytes, "application/octet-stream");
     await redraw();
     notice(activate ? `${name} ${p.active_version} uploaded and active` : `${file.name} staged`);
   });
@@ -274,7 +278,7 @@ async function deadLetters() {
         h("td", {},
           h("button", { class: "view", onclick: () => view(d.id) }, "Event"), " ",
           d.redriven_at ? "" : h("button", { class: "redrive primary", onclick: () => act(`Redrive dead letter ${d.id} through ${d.plugin}'s active version?`, async () => {
-            const r = await api("POST", `/api/admin/dead-letters/${d.id}/redrive`);
+            const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/redrive`);
             await draw();
             notice(`dead letter ${d.id}: ${r.result}`);
           }) }, "Redrive")))), { id: "letter-table" }));
@@ -282,7 +286,7 @@ async function deadLetters() {
   const view = async (id) => {
     showError(null);
     try {
-      const d = await api("GET", `/api/admin/dead-letters/${id}`);
+      const d = await api("GET", `/api/admin/dead-letters/${seg(id)}`);
       let shown = d.event, order = null;
       try {
         const event = JSON.parse(d.event);
@@ -300,7 +304,7 @@ async function deadLetters() {
         h("option", { value: "" }, "all plugins"),
         names.map((n) => h("option", { value: n, selected: n === only }, n)))),
       only ? h("button", { type: "button", id: "redrive-plugin", onclick: () => act(`Redrive every open dead letter of ${only}?`, async () => {
-        const results = await api("POST", `/api/admin/plugins/${only}/redrive`);
+        const results = await api("POST", `/api/admin/plugins/${seg(only)}/redrive`);
         await draw();
         notice(`redriven: ${results.length}`);
       }) }, `Redrive all of ${only}`) : ""),
@@ -366,7 +370,7 @@ async function replay(id) {
       ["", "changed", "new", "failed", "same", "applied", "skipped"].map((o) => h("option", { value: o, selected: o === outcome }, o || "all"))))),
     h("div", { id: "diff" }));
   const diff = async () => {
-    const events = await api("GET", `/api/admin/replays/${id}/events?limit=500` + (outcome ? `&outcome=${outcome}` : ""));
+    const events = await api("GET", `/api/admin/replays/${seg(id)}/events?limit=500` + (outcome ? `&outcome=${seg(outcome)}` : ""));
     set("diff", table(["Seq#", "Event", "Subject", "Outcome", "Recorded", "Candidate", "Reason"],
       events.map((e) => h("tr", { dataset: { outcome: e.outcome } },
         h("td", { class: "num" }, e.seq), h("td", {}, h("code", {}, e.event_id)), h("td", {}, e.subject),
@@ -377,14 +381,14 @@ async function replay(id) {
   };
   let drawnDone = false;
   const draw = async () => {
-    const r = await api("GET", `/api/admin/replays/${id}`);
+    const r = await api("GET", `/api/admin/replays/${seg(id)}`);
     const pct = r.total ? Math.round(100 * r.processed / r.total) : (r.state === "running" ? 0 : 100);
     document.getElementById("bar").style.width = pct + "%";
     set("progress-text", h("span", { id: "replay-state", dataset: { state: r.state } }, r.state), ` · ${r.processed} of ${r.total} events (${pct}%)`,
       r.error ? h("span", { class: "error" }, ` · ${r.error}`) : "");
     set("replay-head", h("p", {}, `${r.mode} of `, h("a", { href: `/console/plugins/${r.plugin}` }, r.plugin), ` version ${r.version}, sequences ${r.from_seq}–${r.to_seq}`,
       r.subjects.length ? `, subjects ${r.subjects.join(", ")}` : "", r.max_rate ? `, at most ${r.max_rate} ev/s` : "", ` · by ${r.requested_by}`, " ",
-      r.state === "running" ? h("button", { id: "cancel", class: "danger", onclick: () => act(`Cancel replay ${id}?`, async () => { await api("DELETE", `/api/admin/replays/${id}`); await draw(); }) }, "Cancel") : ""));
+      r.state === "running" ? h("button", { id: "cancel", class: "danger", onclick: () => act(`Cancel replay ${id}?`, async () => { await api("DELETE", `/api/admin/replays/${seg(id)}`); await draw(); }) }, "Cancel") : ""));
     set("summary", Object.entries(r.summary).map(([k, v]) => h("div", { class: "card", dataset: { outcome: k } }, h("div", { class: "muted" }, k), h("div", { class: "big" }, v))));
     if (r.state !== "running" && !drawnDone) { drawnDone = true; await diff(); }
     else if (r.state === "running") await diff();

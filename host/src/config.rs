@@ -47,6 +47,10 @@ pub struct Settings {
     pub plugin_upload_limit: usize,
     /// Requests in flight at most; more are answered 503 at once.
     pub http_max_in_flight: usize,
+    /// How long a request's body may take to arrive; a slower one is answered 408, so a
+    /// client that announces a body and sends nothing holds its slot no longer.
+    #[serde(deserialize_with = "duration")]
+    pub http_body_timeout: Duration,
     /// How long a SIGTERM/SIGINT waits for in-flight work before the process exits anyway.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -117,6 +121,7 @@ impl Default for Settings {
             http_body_limit: 64 * 1024,
             plugin_upload_limit: 8 * 1024 * 1024,
             http_max_in_flight: 1024,
+            http_body_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             callback_secret: DEV_CALLBACK_SECRET.into(),
             admin_token: DEV_ADMIN_TOKEN.into(),
@@ -231,7 +236,7 @@ impl Settings {
     const KEYS: &'static [&'static str] = &[
         "http_addr", "data_dir", "database_url", "db_max_connections", "sqlite_synchronous", "nats_url", "nats_server_bin",
         "nats_monitor_url", "require_sync_always", "shutdown_grace", "otlp_endpoint",
-        "http_body_limit", "plugin_upload_limit", "http_max_in_flight",
+        "http_body_limit", "plugin_upload_limit", "http_max_in_flight", "http_body_timeout",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
         "sweep_interval", "duplicate_window", "stream_max_age", "stream_replicas", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",

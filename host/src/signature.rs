@@ -52,7 +52,8 @@ pub fn verify(
         }
     }
     let (t, v1) = t.zip(v1).ok_or(SignatureError::Malformed)?;
-    if (now_secs - t).abs() > TOLERANCE_SECS {
+    // Saturating: `t` is the sender's, and i64::MIN must read as stale, not overflow.
+    if now_secs.saturating_sub(t).saturating_abs() > TOLERANCE_SECS {
         return Err(SignatureError::Stale);
     }
     mac(secret, t, body).verify_slice(&v1).map_err(|_| SignatureError::Mismatch)
@@ -73,5 +74,8 @@ mod tests {
         assert_eq!(verify(b"k", Some(&h), b"{}", 1000), Err(SignatureError::Mismatch));
         assert_eq!(verify(b"k", None, body, 1000), Err(SignatureError::Missing));
         assert_eq!(verify(b"k", Some("v1=00"), body, 1000), Err(SignatureError::Malformed));
+        // Times at the ends of i64: stale, not an overflow (a panic in a debug build).
+        assert_eq!(verify(b"k", Some(&format!("t={},v1=00", i64::MIN)), body, 1000), Err(SignatureError::Stale));
+        assert_eq!(verify(b"k", Some(&format!("t={},v1=00", i64::MAX)), body, -1000), Err(SignatureError::Stale));
     }
 }

@@ -216,7 +216,7 @@ impl Application {
             replays,
             probes: Probes { db: shop.db.clone(), nats: client.clone() },
             metrics,
-            limits: RequestLimits::new(settings.http_body_limit, settings.plugin_upload_limit, settings.http_max_in_flight),
+            limits: RequestLimits::new(settings.http_body_limit, settings.plugin_upload_limit, settings.http_max_in_flight, settings.http_body_timeout),
             admin_token: AdminToken(settings.admin_token.clone()),
             callback_secret: CallbackSecret(settings.callback_secret.clone()),
         });

@@ -118,7 +118,8 @@ async fn a_large_body_is_refused_before_it_is_read() {
 }
 
 /// With one request allowed in flight, a second one while the first is still sending its
-/// body is answered 503 at once, with Retry-After; once the first is done, requests pass.
+/// body is answered 503 at once, with Retry-After; the liveness probe still answers (busy
+/// is not dead); once the first is done, requests pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_in_flight_bound_the_answer_is_503_at_once() {
     let app = spawn_app_with(Backend::Sqlite, |s| s.http_max_in_flight = 1).await;
@@ -129,19 +130,40 @@ async fn past_the_in_flight_bound_the_answer_is_503_at_once() {
     slow_write.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await; // the first request holds its slot
 
-    let busy = app.http.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    let busy = app.http.get(format!("{}/readyz", app.address)).send().await.unwrap();
     assert_eq!(busy.status(), 503);
     assert_eq!(busy.headers()["retry-after"], "1");
     assert_eq!(busy.json::<serde_json::Value>().await.unwrap()["code"], "SHOP_OVERLOADED");
+    assert_eq!(app.get("/healthz").await.status, 200, "alive while busy");
 
     slow_write.write_all(b"0\r\n\r\n").await.unwrap();
     let mut answer = vec![0u8; 512];
     let n = slow_read.read(&mut answer).await.unwrap();
     assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 400"), "the slow request was answered");
     crate::helpers::wait_for("a free slot", Duration::from_secs(5), || async {
-        (app.get("/healthz").await.status == 200).then_some(())
+        (app.get("/readyz").await.status == 200).then_some(())
     })
     .await;
+}
+
+/// A body that does not arrive by the deadline is answered 408 in the API's shape and
+/// changes nothing; its slot is free again, so a client that announces a body and sends
+/// nothing cannot hold the host's slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.http_max_in_flight = 1;
+        s.http_body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let orders = app.count("trade_order", "").await;
+    let (mut read, _write) = post_head(&app.address, "/api/orders", "Content-Length: 400").await;
+    let (status, body) = answer(&mut read).await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status} {body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(body["code"], "SHOP_REQUEST_TIMEOUT", "{body}");
+    assert_eq!(app.count("trade_order", "").await, orders, "nothing changed");
+    assert_eq!(app.get("/readyz").await.status, 200, "the slot is free again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,21 @@ fn rule(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> 
     )
 }
 
+/// A name the crate, its rule's type or the API's path could not carry is refused before
+/// anything is written.
+#[test]
+fn plugin_new_refuses_a_name_a_crate_cannot_carry() {
+    let folder = tempfile::tempdir().unwrap();
+    for name in ["vip-", "vip--bonus", "1vip", "Vip", "vip_bonus"] {
+        let out = shopmesh(&["plugin", "new", name, "--on", "shop.pay.success"], folder.path());
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("a plugin name is words of lowercase letters"), "{name}: {out:?}");
+        assert!(!folder.path().join(name).exists(), "{name}: nothing written");
+    }
+    ok(&shopmesh(&["plugin", "new", "vip2-bonus", "--on", "shop.pay.success"], folder.path()));
+    assert!(folder.path().join("vip2-bonus/src/lib.rs").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_plugin_from_the_template_runs_without_a_host_release() {
     let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
@@ -97,4 +112,14 @@ async fn a_new_plugin_from_the_template_runs_without_a_host_release() {
     assert!(tried.contains("same 0  changed 1"), "{tried}");
     assert!(tried.contains("points 7 → add-points points 9"), "{tried}");
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 157, "a dry-run changes nothing");
+
+    // The same build tried again dry-runs the kept one; another build under the same
+    // version is refused, not passed off as the kept one's diff.
+    let again = ok(&shopmesh(&[&["plugin", "try", wasm.to_str().unwrap()][..], &host].concat(), &crate_dir));
+    assert!(again.contains("points 7 → add-points points 9"), "{again}");
+    std::fs::write(crate_dir.join("src/lib.rs"), rule("1.0.1", 11)).unwrap();
+    ok(&shopmesh(&["plugin", "build", ".", "--grant", "add-points"], &crate_dir));
+    let other = shopmesh(&[&["plugin", "try", wasm.to_str().unwrap()][..], &host].concat(), &crate_dir);
+    assert_eq!(other.status.code(), Some(1), "{other:?}");
+    assert!(String::from_utf8_lossy(&other.stderr).contains("gold-points 1.0.1 is kept with other bytes"), "{other:?}");
 }

@@ -117,6 +117,9 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
         "not json at all".to_string(),
         json!({"specversion": "1.0", "id": "p-2", "type": "shop.order.cancel", "data": {"order_id": 1}}).to_string(),
         json!({"specversion": "1.0", "id": "p-3", "type": "shop.pay.success", "data": {}}).to_string(),
+        // U+0000, which a Postgres text column refuses: escaped in a valid envelope, and raw.
+        json!({"specversion": "1.0", "id": "p-5\u{0}", "type": "shop.order.cancel", "data": {"order_id": "1", "reason": "\u{0}"}}).to_string(),
+        "{\"specversion\": \"1.0\", \"id\": \"p-6\0\"}".to_string(),
     ] {
         js.publish("shop.order.cancel", body.into()).await.unwrap().await.unwrap();
     }
@@ -137,14 +140,16 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     let guard = wait_for("the guard's dead letters", std::time::Duration::from_secs(20), || async {
         let r = app.request(reqwest::Method::GET, "/api/admin/dead-letters?plugin=shopmesh-guard", None, &auth).await;
         let list = r.body.as_array().cloned().unwrap_or_default();
-        (list.len() >= 4).then_some(list)
+        (list.len() >= 6).then_some(list)
     })
     .await;
-    assert_eq!(guard.len(), 4, "{guard:?}");
+    assert_eq!(guard.len(), 6, "{guard:?}");
+    assert!(guard.iter().any(|l| l["reason"].as_str().unwrap().contains("holds a NUL character")), "{guard:?}");
+    assert!(guard.iter().any(|l| l["event_id"] == "p-5\u{FFFD}"), "{guard:?}");
     assert!(guard.iter().any(|l| l["subject"] == "shop.typo" && l["reason"].as_str().unwrap().contains("unknown event type")));
     let letters = app.request(reqwest::Method::GET, "/api/admin/dead-letters", None, &auth).await;
     let letters: Vec<Value> = letters.body.as_array().unwrap().iter().filter(|l| l["plugin"] != "shopmesh-guard").cloned().collect();
-    assert_eq!(letters.len(), 12, "{letters:?}");
+    assert_eq!(letters.len(), 20, "{letters:?}");
     let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
     assert!(reasons.iter().all(|r| r.starts_with("malformed event")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("not a CloudEvents JSON envelope")));

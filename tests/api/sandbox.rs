@@ -68,6 +68,8 @@ async fn violated(mode: &str, reason: &str, tweak: impl FnOnce(&mut Settings)) {
     assert_eq!(score(&app, &user).await, 150, "{mode}: applied after the fix");
     let again = app.request(reqwest::Method::POST, "/api/admin/plugins/points/redrive", None, &auth).await;
     assert_eq!(again.body, json!([]), "{mode}");
+    let nobody = app.request(reqwest::Method::POST, "/api/admin/plugins/nosuch/redrive", None, &auth).await;
+    assert_eq!((nobody.status, nobody.code()), (404, "SHOP_PLUGIN_NOT_FOUND"), "{mode}");
     let id = letters[0]["id"].as_str().unwrap();
     let one = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{id}/redrive"), None, &auth).await;
     assert_eq!((one.status, one.code()), (404, "SHOP_DEAD_LETTER_NOT_FOUND"));
@@ -133,6 +135,21 @@ async fn capability_obeyed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_violated() {
     violated("overreach", "points did not declare capability refund-balance", |_| {}).await;
+}
+
+/// The points cap holds for an event's effects together: two awards of the whole cap are
+/// refused as one, though each alone would pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_cap_violated() {
+    violated("points-twice", "points (the event's effects together) 30000 outside 1..=15000", |_| {}).await;
+}
+
+/// A guest whose every read needs the one before (order, then its user, goods, steps) on a
+/// version that has learned nothing yet: its snapshot gains a part a round until it holds
+/// all the guest reads, and the event applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_reads_obeyed() {
+    obeyed("read-chain", |_| {}).await;
 }
 
 /// Components that do not fit are refused at load, and the running version stays.

@@ -233,6 +233,13 @@ def main():
         page.goto(URL + "/console")
         expect(page.locator("#plugin-table tr[data-plugin='points']")).to_contain_text("enabled")
 
+        step("a crafted link's name stays one path segment: it cannot call another operation")
+        page.goto(URL + "/console/dead-letters?plugin=points%2Fdisable%3F")
+        page.click("#redrive-plugin")
+        expect(page.locator("#error")).to_contain_text("SHOP_PLUGIN_NOT_FOUND")
+        page.goto(URL + "/console")
+        expect(page.locator("#plugin-table tr[data-plugin='points']")).to_contain_text("enabled")
+
         step("logout ends the session")
         page.click("#logout")
         expect(page).to_have_url(LOGIN)

@@ -76,8 +76,8 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
                     (framework_error(e), operation)
                 }
             };
-            // Reading the body ran past the cap: whatever the operation made of the cut
-            // body, the answer is 413.
+            // Reading the body ran past the cap or the deadline: whatever the operation made
+            // of the cut body, the answer is 413 or 408.
             match admitted.overran() {
                 Some(refused) => (refusal(refused), answered.1),
                 None => answered,
@@ -141,6 +141,7 @@ pub fn framework_error(err: poem::Error) -> Response {
         401 => "SHOP_UNAUTHORIZED",
         404 => "SHOP_NOT_FOUND",
         405 => "SHOP_METHOD_NOT_ALLOWED",
+        408 => "SHOP_REQUEST_TIMEOUT",
         413 => "SHOP_PAYLOAD_TOO_LARGE",
         415 => "SHOP_UNSUPPORTED_MEDIA_TYPE",
         s if s < 500 => "SHOP_REQUEST_PARAMETER_INVALID",

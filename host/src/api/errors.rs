@@ -262,8 +262,8 @@ macro_rules! api_error {
     ($(#[$meta:meta])* $name:ident (400 $bad:literal) admin { $($variants:tt)* }) => {
         $crate::api::errors::api_error!($(#[$meta])* $name (400 $bad) { 401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.", $($variants)* });
     };
-    // An operation that reads a body can also be answered 413 and 415 (by the edge, before
-    // the operation runs): the same enum with those two documented.
+    // An operation that reads a body can also be answered 408, 413 and 415 (by the edge,
+    // before or while the operation reads it): the same enum with those three documented.
     (
         $(#[$meta:meta])* $name:ident (400 $bad:literal) body {
             $($status:literal => $variant:ident ($code:literal) : $doc:literal),* $(,)?
@@ -272,6 +272,7 @@ macro_rules! api_error {
         $crate::api::errors::api_error!(
             $(#[$meta])* $name (400 $bad) {
                 $($status => $variant ($code) : $doc,)*
+                408 => RequestTimeout("SHOP_REQUEST_TIMEOUT"): "The body did not arrive in time (SHOPMESH_HTTP_BODY_TIMEOUT); nothing was changed.",
                 413 => PayloadTooLarge("SHOP_PAYLOAD_TOO_LARGE"): "The body is larger than this route's limit; it was not read.",
                 415 => UnsupportedMediaType("SHOP_UNSUPPORTED_MEDIA_TYPE"): "The body is not of the media type this operation reads.",
             }

@@ -239,6 +239,11 @@ impl PluginsAdminApi {
     #[oai(path = "/plugins/:name/redrive", method = "post", operation_id = "redrivePlugin", tag = "ApiTags::Admin")]
     async fn redrive_all(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
         let results = host.redrive_all(&name.0).await?;
+        // Nothing to redrive is an empty list for a plugin this host runs; a name it does not
+        // run (and with no letters pending: the guard's are listed) is no plugin at all.
+        if results.is_empty() && host.registry.current(&name.0).is_none() {
+            return Err(InstallError::UnknownPlugin(name.0).into());
+        }
         Ok(Json(results.into_iter().map(|(id, result)| RedriveResult { id, result }).collect()))
     }
 }

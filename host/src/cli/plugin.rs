@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::{client::HostArgs, replay};
 use crate::plugins::{
     grants::Grants,
-    runtime::{capability_name, capability_named, Capability, Limits, LoadedPlugin, Runtime, CAPABILITIES},
+    runtime::{capability_name, capability_named, sha256_hex, Capability, Limits, LoadedPlugin, Runtime, CAPABILITIES},
 };
 
 #[derive(Debug, Subcommand)]
@@ -104,8 +104,19 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let (name, version) = manifest_of(&file)?;
             match upload(&file, &name, false, &host).await {
                 Ok(_) => eprintln!("staged {name} {version}; dry-running it over history…"),
-                // Kept already (tried before, or running): dry-run the kept one.
-                Err(e) if format!("{e:#}").contains("SHOP_PLUGIN_VERSION_EXISTS") => eprintln!("{name} {version} is kept already; dry-running it over history…"),
+                // The host answers this for a version kept with these bytes (tried before, or
+                // running: dry-run the kept one) and for one kept with other bytes, which
+                // must not be dry-run in this build's place.
+                Err(e) if format!("{e:#}").contains("SHOP_PLUGIN_VERSION_EXISTS") => {
+                    let plugins: Vec<Value> = host.client()?.get("/api/admin/plugins").await?;
+                    let ours = sha256_hex(&std::fs::read(&file)?);
+                    let mut versions = plugins.iter().filter(|p| p["name"] == name.as_str()).flat_map(|p| p["versions"].as_array().into_iter().flatten());
+                    let kept = versions.find(|v| v["version"] == version.as_str());
+                    if kept.and_then(|v| v["sha256"].as_str()) != Some(ours.as_str()) {
+                        bail!("{name} {version} is kept with other bytes than {}: give this build a new version to try it", file.display());
+                    }
+                    eprintln!("{name} {version} is kept already; dry-running it over history…")
+                }
                 Err(e) => return Err(e),
             }
             replay::run(replay::ReplayArgs::dry_run(host, name, version, since)).await
@@ -120,8 +131,11 @@ fn pascal(kebab: &str) -> String {
 
 fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     let name = &args.name;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        bail!("a plugin name is lowercase letters, digits and dashes: {name:?}");
+    // It names the crate, the Rust type of its rule (`vip-bonus` → `VipBonus`) and the
+    // admin API's path: a letter first, and no empty word between dashes.
+    let words_ok = name.split('-').all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    if !words_ok || !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.len() > 64 {
+        bail!("a plugin name is words of lowercase letters and digits joined by single dashes, starting with a letter, at most 64 characters: {name:?}");
     }
     for c in &args.capabilities {
         capability_named(c).with_context(|| format!("unknown capability {c:?} (the capabilities are restore-stock, release-coupon, refund-balance, add-points, append-log)"))?;

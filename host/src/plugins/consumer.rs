@@ -4,13 +4,13 @@
 //! durable consumers and share their messages. JetStream delivers at least once; the inbox
 //! row makes a plugin's effects happen once.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     consumer::{pull, AckPolicy, DeliverPolicy},
     AckKind,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use super::{durable_name, host::Message, Disposition, PluginHost, GUARD};
@@ -113,12 +113,20 @@ async fn bind_and_consume<H, F>(
             // What a top-up brought beyond the batch size: the start of the next batch.
             let mut carried = Vec::new();
             loop {
+                // Also between back-to-back batches: under a backlog the wait below is
+                // skipped, and shutdown or a new version's subjects must not wait it out.
+                if *shutdown.borrow() {
+                    return Ok::<Bound, String>(Bound::Shutdown);
+                }
+                if recheck.tick().now_or_never().is_some() && subjects()? != filter {
+                    return Ok(Bound::Rebind);
+                }
                 let mut received = std::mem::take(&mut carried);
                 if received.is_empty() {
                     let next = tokio::select! {
                         // Shutdown first: with a backlog, a message is always ready too.
                         biased;
-                        _ = shutdown.changed() => return Ok::<Bound, String>(Bound::Shutdown),
+                        _ = shutdown.changed() => return Ok(Bound::Shutdown),
                         _ = recheck.tick() => {
                             if subjects()? != filter {
                                 return Ok(Bound::Rebind);
@@ -154,7 +162,15 @@ async fn bind_and_consume<H, F>(
                         (Message { subject: msg.subject.to_string(), body: msg.payload.to_vec(), traceparent }, attempt)
                     })
                     .collect();
-                let dispositions = handler(batch).await;
+                let dispositions = match AssertUnwindSafe(handler(batch)).catch_unwind().await {
+                    Ok(dispositions) => dispositions,
+                    // A bug of the host's, not the event's: the consumer lives on, and the
+                    // batch comes back later instead of this plugin stopping for good.
+                    Err(_) => {
+                        tracing::error!(consumer = durable, "the batch's handler panicked; the batch will be redelivered");
+                        received.iter().map(|_| Disposition::Retry(host.delivery.max_delay)).collect()
+                    }
+                };
                 for (msg, disposition) in received.iter().zip(dispositions) {
                     let acked = match disposition {
                         Disposition::Ack => msg.ack().await,

@@ -46,6 +46,13 @@ pub enum DeadLetterError {
     Db(#[from] sqlx::Error),
 }
 
+/// `text` as Postgres can store it: a malformed event may carry a raw NUL (U+0000), which
+/// a text column refuses, and a letter that cannot be stored would be retried for ever.
+/// It becomes U+FFFD, as a lossy decoding marks any byte it cannot keep.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
 pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx::Error> {
     tracing::error!(plugin = l.plugin, event = l.event_id, reason = l.reason, "dead-lettered");
     db.execute(sqlx::query(
@@ -53,12 +60,12 @@ pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx:
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(ids.next())
-    .bind(l.plugin)
-    .bind(l.version)
-    .bind(l.subject)
-    .bind(l.event_id)
-    .bind(l.body)
-    .bind(l.reason)
+    .bind(storable(l.plugin))
+    .bind(storable(l.version))
+    .bind(storable(l.subject))
+    .bind(storable(l.event_id))
+    .bind(storable(l.body))
+    .bind(storable(l.reason))
     .bind(l.attempts)
     .bind(now_ms()))
     .await?;

@@ -47,6 +47,11 @@ struct Envelope {
 pub fn parse(subject: &str, body: &[u8]) -> Result<Delivery, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
     let env: Envelope = serde_json::from_str(text).map_err(|e| format!("not a CloudEvents JSON envelope: {e}"))?;
+    // Postgres cannot store U+0000 in text, so an event carrying one could be neither
+    // recorded in the inbox nor applied: it is refused here, like any other poison event.
+    if [&env.id, &env.ty, &env.time].into_iter().any(|s| s.contains('\0')) || holds_nul(&env.data) {
+        return Err("a text field holds a NUL character (U+0000)".into());
+    }
     if env.specversion != "1.0" {
         return Err(format!("unsupported CloudEvents specversion {:?}", env.specversion));
     }
@@ -65,6 +70,16 @@ pub fn parse(subject: &str, body: &[u8]) -> Result<Delivery, String> {
     };
     let trace = env.traceparent.as_ref().and_then(|t| t.as_str()).and_then(TraceContext::parse);
     Ok(Delivery { id: env.id, subject: subject.to_owned(), time: env.time, event, body: text.to_owned(), trace })
+}
+
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 impl DomainEvent {
@@ -121,10 +136,11 @@ impl Delivery {
     }
 }
 
-/// The envelope id of a malformed message, if it has one, for the dead-letter record.
+/// The envelope id of a malformed message, if it has one, for the dead-letter and replay
+/// records: at most 64 characters, like a valid id, and none of them NUL (see [`parse`]).
 pub fn event_id_guess(text: &str) -> String {
     serde_json::from_str::<serde_json::Value>(text)
         .ok()
-        .and_then(|v| v.get("id").and_then(|id| id.as_str().map(str::to_owned)))
+        .and_then(|v| v.get("id").and_then(|id| id.as_str().map(|id| id.chars().take(64).map(|c| if c == '\0' { '\u{FFFD}' } else { c }).collect())))
         .unwrap_or_else(|| "unknown".into())
 }

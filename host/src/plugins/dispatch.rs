@@ -91,16 +91,16 @@ where
 {
     let mut done: Vec<Option<Ran>> = events.iter().map(|_| None).collect();
     let mut todo: Vec<(usize, Snapshot, Parts)> = snapshots.into_iter().enumerate().map(|(i, s)| (i, s, Parts::NONE)).collect();
-    // With every part fetched nothing can be missed: two rounds suffice, the third is a guard.
-    for _round in 0..3 {
-        if todo.is_empty() {
-            break;
-        }
+    // A run that reads a part it misses goes again with that part fetched; only then can it
+    // read the next one (a guest reads the user of the order it read), so there may be a
+    // round per part. Every round adds at least one part to each snapshot it reruns, and an
+    // event whose misses are all held already is done: the loop ends within a round per part.
+    while !todo.is_empty() {
         let ran = tokio::task::block_in_place(|| run_on_threads(runtime, plugin, events, todo, &config, threads));
         let mut again = Vec::new();
         for (i, result, seen, snapshot, filled) in ran {
             plugin.learn(seen.used);
-            if seen.missed.is_empty() || snapshot.held == Parts::ALL {
+            if snapshot.held.contains(seen.missed) {
                 done[i] = Some(Ran { result, snapshot, filled, seen });
             } else {
                 again.push((i, snapshot, filled.with(seen.missed), seen));
@@ -118,7 +118,7 @@ where
                 for (i, snapshot, filled, seen) in again {
                     done[i] = Some(Ran { result: Err(Failure::Db(sqlx::Error::Protocol(e.to_string()))), snapshot, filled, seen });
                 }
-                break;
+                todo = Vec::new();
             }
         }
     }
@@ -170,8 +170,6 @@ pub fn run(
         Ok(Err(PluginError::Unavailable(why))) => return Err(Failure::Unavailable(why)),
         Err(e) => return Err(Failure::Invoke(e)),
     };
-    for effect in &effects {
-        effects::validate(plugin, d, effect).map_err(Failure::Rejected)?;
-    }
+    effects::validate(plugin, d, &effects).map_err(Failure::Rejected)?;
     Ok(effects)
 }

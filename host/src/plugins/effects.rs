@@ -26,6 +26,9 @@ use crate::{
 /// The most points per whole 1.00 paid that any points rule may award.
 pub const MAX_POINTS_PER_UNIT: i64 = 100;
 const MAX_NOTE_CHARS: usize = 500;
+/// The most effects one event may produce: the shop's plugins produce one; a list longer
+/// than this is a plugin gone wrong, not a rule (each effect is a row written).
+pub const MAX_EFFECTS_PER_EVENT: usize = 64;
 
 /// Why an effect was refused. The plugin is wrong, not the database: nothing is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub enum Refusal {
     /// A quantity or amount outside what the event allows.
     OutOfRange { what: &'static str, value: i64, least: i64, most: i64 },
     NoteTooLong,
+    /// More effects for one event than [`MAX_EFFECTS_PER_EVENT`].
+    TooMany { count: usize },
     /// A give-back of another amount than its forward step took.
     GiveBackMismatch { step: Step, asked: i64, recorded: i64 },
 }
@@ -60,6 +65,7 @@ impl fmt::Display for Refusal {
             Refusal::Mismatch { what } => write!(f, "{what} does not match the event"),
             Refusal::OutOfRange { what, value, least, most } => write!(f, "{what} {value} outside {least}..={most}"),
             Refusal::NoteTooLong => write!(f, "note longer than {MAX_NOTE_CHARS} characters"),
+            Refusal::TooMany { count } => write!(f, "{count} effects for one event, more than {MAX_EFFECTS_PER_EVENT}"),
             Refusal::GiveBackMismatch { step, asked, recorded } => {
                 write!(f, "{step} give-back of {asked} but the forward step recorded {recorded}")
             }
@@ -125,8 +131,31 @@ fn within(what: &'static str, value: i64, least: i64, most: i64) -> Result<(), R
     ensure((least..=most).contains(&value), || Refusal::OutOfRange { what, value, least, most })
 }
 
-/// Checks one effect against the plugin and the event, without touching the database.
-pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<(), Refusal> {
+/// Checks an event's effects against the plugin and the event, without touching the
+/// database: each one alone, then what they add up to. The points cap holds for the event,
+/// not per effect, or a plugin could multiply it by returning the same award many times
+/// (give-backs need no such sum: their fence allows one per step).
+pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effects: &[Effect]) -> Result<(), Refusal> {
+    ensure(effects.len() <= MAX_EFFECTS_PER_EVENT, || Refusal::TooMany { count: effects.len() })?;
+    let mut points: i64 = 0;
+    for effect in effects {
+        validate_one(plugin, d, effect)?;
+        if let Effect::AddPoints(e) = effect {
+            points = points.saturating_add(e.points);
+        }
+    }
+    match &d.event {
+        DomainEvent::Paid(p) if points > 0 => within("points (the event's effects together)", points, 1, points_cap(p.pay_amount)),
+        _ => Ok(()),
+    }
+}
+
+/// The most points a payment of `paid` may earn.
+fn points_cap(paid: Money) -> i64 {
+    (paid.cents() / 100).saturating_mul(MAX_POINTS_PER_UNIT)
+}
+
+fn validate_one(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<(), Refusal> {
     let cap = capability(effect);
     let name = || plugin.name.clone();
     ensure(plugin.manifest.capabilities.contains(&cap), || Refusal::NotDeclared { plugin: name(), capability: cap })?;
@@ -147,7 +176,7 @@ pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<
         }
         (Effect::AddPoints(e), DomainEvent::Paid(p)) => {
             ensure(e.order_id == p.order_id.0 && e.user_id == p.user_id.0, mismatch("order or user"))?;
-            within("points", e.points, 1, (p.pay_amount.cents() / 100).saturating_mul(MAX_POINTS_PER_UNIT))
+            within("points", e.points, 1, points_cap(p.pay_amount))
         }
         (Effect::AppendLog(e), event) => {
             ensure(e.order_id == event.order_id() && e.user_id == event.user_id(), mismatch("order or user"))?;

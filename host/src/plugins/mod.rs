@@ -12,6 +12,7 @@
 //! | [`reads`] | the snapshot a plugin reads from |
 //! | [`dispatch`] | one event through one plugin version → checked effects (live and replay) |
 //! | [`runtime`] | wasmtime: engine, limits, loading and invoking components |
+//! | [`subjects`] | the subjects a version may ask for: a filter its consumer can bind |
 //! | [`wit`] | the plugin contract as Rust types (wasmtime's bindgen of `wit/`) |
 //! | [`effects`] | checking effects against capabilities and the event; handing them to the shop |
 //! | [`grants`] | which capabilities each plugin name may hold |
@@ -35,6 +36,7 @@ pub mod reads;
 pub mod registry;
 pub mod runtime;
 pub mod status;
+pub mod subjects;
 pub mod wit;
 
 use std::time::Duration;

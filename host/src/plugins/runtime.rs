@@ -4,7 +4,7 @@
 //! memory, nor spin, nor outlive its event. Traps are returned as errors, never panics.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU8, Ordering},
         Arc,
@@ -18,7 +18,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
-use super::reads::{Parts, Snapshot};
+use super::{reads::{Parts, Snapshot}, subjects};
 
 // The contract's types, re-exported: what a plugin returns and reads is part of the runtime's API.
 pub use super::wit::{
@@ -92,8 +92,8 @@ pub enum LoadError {
     NameMismatch { expected: String, found: String },
     #[error("declares capability {}, which is not allowed for this plugin", capability_name(*.0))]
     CapabilityNotAllowed(Capability),
-    #[error("declares no subjects, or a subject outside shop.>: {0:?}")]
-    Subjects(Vec<String>),
+    #[error("subjects {subjects:?}: {why}")]
+    Subjects { subjects: Vec<String>, why: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,9 +298,8 @@ impl Runtime {
         if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {
             return Err(LoadError::CapabilityNotAllowed(*c));
         }
-        let subjects: BTreeSet<_> = manifest.subjects.iter().collect();
-        if subjects.is_empty() || subjects.iter().any(|s| !s.starts_with("shop.")) {
-            return Err(LoadError::Subjects(manifest.subjects));
+        if let Some(why) = subjects::refusal(&manifest.subjects) {
+            return Err(LoadError::Subjects { subjects: manifest.subjects, why });
         }
         Ok(LoadedPlugin {
             name: manifest.name.clone(),

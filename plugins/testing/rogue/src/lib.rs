@@ -4,6 +4,9 @@
 //!   grow          allocates without end     grow-a-little  allocates 2 MiB, then ok
 //!   trap          panics (a trap)           ok             1 point per whole 1.00 paid
 //!   overreach     refunds a balance (a capability it does not have)
+//!   points-twice  awards the payment's whole points cap twice (each alone is allowed)
+//!   read-chain    reads the order, then its user, goods and steps, then ok: each read
+//!                 needs the one before, so a snapshot that starts empty fills in four rounds
 #![no_std]
 extern crate alloc;
 
@@ -49,6 +52,20 @@ plugin! {
                 user_id: paid.user_id,
                 amount: paid.pay_amount,
             })]),
+            "points-twice" => {
+                let cap = || Effect::AddPoints(AddPoints { order_id: paid.order_id, user_id: paid.user_id, points: paid.pay_amount / 100 * 100 });
+                Ok(vec![cap(), cap()])
+            }
+            "read-chain" => {
+                let missing = |what: &str| PluginError::Unavailable(alloc::format!("no {what}"));
+                let order = reads.order(paid.order_id).ok_or_else(|| missing("order"))?;
+                let user = reads.user(order.user_id).ok_or_else(|| missing("user"))?;
+                reads.goods(order.goods_id).ok_or_else(|| missing("goods"))?;
+                if reads.order_steps(order.order_id).is_empty() || user.user_id != paid.user_id {
+                    return Err(missing("steps"));
+                }
+                Ok(ok(paid))
+            }
             _ => Ok(ok(paid)),
         }
     }
