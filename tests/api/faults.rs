@@ -1,6 +1,7 @@
 //! Failures after the pre-order: an injected failure at each forward step, and a process
 //! that dies between two steps. Either way the order ends cancelled with exactly one
-//! order-cancel event carrying what the give-backs need.
+//! order-cancel event carrying what the give-backs need. A confirm that committed but whose
+//! answer was lost is no failure: the order stands.
 
 use crate::helpers::{spawn_app_with, wait_for, Backend, HostProcess, TestApp, TestDb, TestNats};
 
@@ -57,6 +58,22 @@ async fn injected_failure_at_each_step(backend: Backend) {
     }
 }
 
+/// The confirm commits but its answer is lost (a connection dropped after COMMIT): the
+/// order stands, so it is answered as placed (201, confirmed), not as cancelled, and no
+/// cancel event asks for its stock, coupon and balance back.
+async fn a_confirm_whose_answer_is_lost_is_answered_as_placed(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.fault = Some("lost:confirm".into())).await;
+    let fx = app.fixture(5, "200.00", "100.00", Some("30.00")).await;
+    let reply = app.post("/api/orders", &fx.order(2, "200.00", "40.00")).await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(reply.body["order_status"], 1, "{:?}", reply.body);
+    assert_eq!(app.count("trade_order", "order_status = 1").await, 1);
+    assert_eq!(app.count("trade_order", "order_status <> 1").await, 0);
+    assert_eq!(app.wait_events("shop.order.confirmed", 1).await.len(), 1);
+    assert!(app.stream_events("shop.order.cancel").await.is_empty());
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_money"], "60.00");
+}
+
 /// The host is killed right after the stock step commits; restarted, its sweeper cancels
 /// the abandoned pre-order and the cancel event reaches the stream.
 async fn exit_after_stock_is_swept_after_restart(backend: Backend) {
@@ -98,4 +115,4 @@ async fn exit_after_stock_is_swept_after_restart(backend: Backend) {
     assert_eq!(probe.stream_events("shop.order.cancel").await.len(), 1);
 }
 
-crate::on_both_databases!(injected_failure_at_each_step, exit_after_stock_is_swept_after_restart);
+crate::on_both_databases!(injected_failure_at_each_step, exit_after_stock_is_swept_after_restart, a_confirm_whose_answer_is_lost_is_answered_as_placed);

@@ -23,10 +23,15 @@ fn rss_kib(pid: u32) -> u64 {
 /// Connects to `address` and sends the head of a JSON POST to `path` whose body is framed by
 /// `framing` (a `Content-Length` or `Transfer-Encoding` header).
 async fn post_head(address: &str, path: &str, framing: &str) -> (OwnedReadHalf, OwnedWriteHalf) {
+    request_head("POST", address, path, framing).await
+}
+
+/// [`post_head`] with another method.
+async fn request_head(method: &str, address: &str, path: &str, framing: &str) -> (OwnedReadHalf, OwnedWriteHalf) {
     let host = address.trim_start_matches("http://");
     let stream = tokio::net::TcpStream::connect(host).await.unwrap();
     let (read, mut write) = stream.into_split();
-    let head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n");
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n");
     write.write_all(head.as_bytes()).await.unwrap();
     (read, write)
 }
@@ -109,6 +114,10 @@ async fn a_large_body_is_refused_before_it_is_read() {
     assert_eq!(small.status(), 400, "under the cap, the component is read and refused for what it is");
     let body: serde_json::Value = small.json().await.unwrap();
     assert_eq!(body["code"], "SHOP_PLUGIN_REJECTED");
+    // A plugin's grants are JSON under the plugin's path: the JSON cap, not the upload's.
+    let (mut read, _write) = request_head("PUT", &host.address, "/api/admin/plugins/points/grants", "Content-Length: 70000").await;
+    let (status, body) = answer(&mut read).await;
+    assert!(status.contains(" 413 ") && body.contains("65536 bytes"), "{status} {body}");
 
     // A body just under the JSON cap is read and judged on its content.
     let padded = format!("{{\"user_id\": \"1\"{}}}", " ".repeat(60_000));

@@ -177,6 +177,39 @@ async fn only_components_of_the_world_with_only_host_imports_load() {
     assert!(host.install("points", &component("points")).is_ok());
 }
 
+/// A batch that outlasts ack_wait (its events run one after another, each up to the
+/// deadline) is kept in progress with JetStream: every event is delivered once, not handed
+/// out again while it still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_longer_than_ack_wait_is_delivered_once() {
+    const EVENTS: i64 = 24;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.plugin_max_attempts = 1;
+        s.plugin_fuel = u64::MAX / 4;
+        s.plugin_deadline = Duration::from_millis(100); // a spin lasts this long
+        s.plugin_ack_wait = Duration::from_millis(1600); // the batch takes 24 deadlines
+        s.plugin_config.0.insert("points".into(), [("mode".to_string(), "spin".to_string())].into());
+    })
+    .await;
+    for _ in 0..EVENTS {
+        let fx = app.fixture(5, "150.00", "0.00", None).await;
+        app.pay_order(&fx, "150.00").await;
+    }
+    app.wait_events("shop.pay.success", EVENTS as usize).await;
+    // Only now a points plugin: its new consumer finds the whole backlog at once.
+    app.registry().install("points", &component("rogue")).unwrap();
+    crate::helpers::wait_for("every event dead-lettered", Duration::from_secs(60), || async {
+        (app.count("shop_dead_letter", "plugin = 'points'").await >= EVENTS).then_some(())
+    })
+    .await;
+    wait_consumers_idle(&app.nats_url, &["points"]).await;
+    let js = async_nats::jetstream::new(async_nats::connect(&app.nats_url).await.unwrap());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js.get_stream("SHOP").await.unwrap().get_consumer("plugin-points").await.unwrap();
+    let delivered = consumer.info().await.unwrap().delivered.consumer_sequence;
+    assert_eq!(delivered, EVENTS as u64, "each event delivered once");
+    assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND attempts = 1").await, EVENTS);
+}
+
 /// Redeliveries while a plugin is disabled are not failed attempts: once enabled, a failing
 /// plugin still gets all its attempts before the event is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

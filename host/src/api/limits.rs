@@ -94,7 +94,9 @@ impl RequestLimits {
     }
 
     fn body_cap(&self, method: &Method, path: &str) -> usize {
-        if method == Method::PUT && path.starts_with("/api/admin/plugins/") {
+        // Only the upload itself (`PUT /api/admin/plugins/{name}`); its grants are JSON.
+        let upload = path.strip_prefix("/api/admin/plugins/").is_some_and(|name| !name.contains('/'));
+        if method == Method::PUT && upload {
             self.upload_body
         } else {
             self.json_body

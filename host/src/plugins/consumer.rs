@@ -65,6 +65,22 @@ pub async fn run_guard(host: Arc<PluginHost>, client: async_nats::Client, stream
     bind_and_consume(&host, &client, &stream, GUARD, subjects, handler, shutdown).await
 }
 
+/// Tells JetStream every half `ack_wait` that `batch` is still being worked on, until
+/// aborted. A batch runs its events one after another, each for up to the plugin's deadline,
+/// so it may outlast `ack_wait`; the server would then hand its messages to another host (or
+/// this one) while they are still running here. A task of its own: the guests run on this
+/// consumer's thread (`block_in_place`), so nothing else of the consumer runs meanwhile.
+async fn in_progress(batch: Arc<Vec<async_nats::jetstream::Message>>, ack_wait: Duration) {
+    loop {
+        tokio::time::sleep(ack_wait / 2).await;
+        for msg in batch.iter() {
+            if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %e, "in-progress ack failed");
+            }
+        }
+    }
+}
+
 /// Binds `durable` and feeds its messages to `handler` in batches (whatever has arrived, up to
 /// the configured batch size), each with its delivery count; acks each message as the handler
 /// says. Re-binds after any error.
@@ -162,7 +178,11 @@ async fn bind_and_consume<H, F>(
                         (Message { subject: msg.subject.to_string(), body: msg.payload.to_vec(), traceparent }, attempt)
                     })
                     .collect();
-                let dispositions = match AssertUnwindSafe(handler(batch)).catch_unwind().await {
+                let received = Arc::new(received);
+                let working = tokio::spawn(in_progress(received.clone(), host.delivery.ack_wait));
+                let handled = AssertUnwindSafe(handler(batch)).catch_unwind().await;
+                working.abort();
+                let dispositions = match handled {
                     Ok(dispositions) => dispositions,
                     // A bug of the host's, not the event's: the consumer lives on, and the
                     // batch comes back later instead of this plugin stopping for good.

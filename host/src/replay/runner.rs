@@ -30,6 +30,10 @@ use crate::{
 /// write of results per chunk.
 const CHUNK: usize = 500;
 
+/// How long a replay waits for the next event before it looks around: cancelled meanwhile,
+/// or the rest of its range gone (expired past the stream's max age, or deleted).
+const IDLE: Duration = Duration::from_secs(2);
+
 pub struct Replays {
     host: Arc<PluginHost>,
     client: async_nats::Client,
@@ -149,7 +153,16 @@ impl Replays {
         let mut messages = consumer.messages().await.map_err(|e| stream_err(&e))?.ready_chunks(chunk_size);
         let (started, mut done) = (Instant::now(), 0u64);
         while done < range.total {
-            let received = messages.next().await.ok_or_else(|| ReplayError::Stream("the stream ended".into()))?;
+            let received = match tokio::time::timeout(IDLE, messages.next()).await {
+                Ok(received) => received.ok_or_else(|| ReplayError::Stream("the stream ended".into()))?,
+                Err(_) if store::get(&self.host.shop().db, id).await?.state != State::Running => return Ok(false),
+                // The range was counted when the replay started and ends within the stream
+                // as it was then: with nothing more to read, what is left of it is gone.
+                Err(_) => {
+                    tracing::info!(replay = %id, done, total = range.total, "the rest of the range is gone from the stream; replay ends");
+                    break;
+                }
+            };
             let mut chunk = Vec::with_capacity(received.len());
             for m in received {
                 let m = m.map_err(|e| stream_err(&e))?;

@@ -11,6 +11,9 @@ pub enum FaultKind {
     Fail,
     /// The process exits right after the step commits (a crash between two steps).
     Exit,
+    /// The step commits, but its answer is lost (a connection dropped after COMMIT): the
+    /// flow sees a failure of a step that took effect.
+    Lost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +28,12 @@ impl FromStr for Fault {
     fn from_str(s: &str) -> Result<Fault, String> {
         let (kind, step) = s
             .split_once(':')
-            .ok_or_else(|| format!("SHOPMESH_FAULT must be <fail|exit>:<step>, got {s:?}"))?;
+            .ok_or_else(|| format!("SHOPMESH_FAULT must be <fail|exit|lost>:<step>, got {s:?}"))?;
         let kind = match kind {
             "fail" => FaultKind::Fail,
             "exit" => FaultKind::Exit,
-            _ => return Err(format!("unknown fault kind {kind:?} (fail or exit)")),
+            "lost" => FaultKind::Lost,
+            _ => return Err(format!("unknown fault kind {kind:?} (fail, exit or lost)")),
         };
         let step = Step::parse(step).ok_or_else(|| format!("unknown step {step:?} (stock, coupon, balance, confirm)"))?;
         Ok(Fault { kind, step })
@@ -40,8 +44,9 @@ impl FromStr for Fault {
 pub trait FaultPoint {
     /// Before the step: `true` when the step must fail.
     fn fails(&self, step: Step) -> bool;
-    /// After the step committed: exits the process when configured to.
-    fn after_commit(&self, step: Step);
+    /// After the step committed: exits the process when configured to; `true` when the
+    /// commit's answer must be lost.
+    fn after_commit(&self, step: Step) -> bool;
 }
 
 impl FaultPoint for Option<Fault> {
@@ -49,12 +54,14 @@ impl FaultPoint for Option<Fault> {
         matches!(self, Some(Fault { kind: FaultKind::Fail, step: s }) if *s == step)
     }
 
-    fn after_commit(&self, step: Step) {
-        if let Some(Fault { kind: FaultKind::Exit, step: s }) = self {
-            if *s == step {
+    fn after_commit(&self, step: Step) -> bool {
+        match self {
+            Some(Fault { kind: FaultKind::Exit, step: s }) if *s == step => {
                 tracing::error!(%step, "SHOPMESH_FAULT: exiting after the {step} step committed");
                 std::process::exit(86);
             }
+            Some(Fault { kind: FaultKind::Lost, step: s }) => *s == step,
+            _ => false,
         }
     }
 }
@@ -74,5 +81,8 @@ mod tests {
         let f: Option<Fault> = Some("fail:coupon".parse().unwrap());
         assert!(f.fails(Step::Coupon));
         assert!(!f.fails(Step::Stock));
+        let lost: Option<Fault> = Some("lost:confirm".parse().unwrap());
+        assert!(!lost.fails(Step::Confirm), "it commits");
+        assert!(lost.after_commit(Step::Confirm) && !lost.after_commit(Step::Stock));
     }
 }

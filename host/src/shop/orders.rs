@@ -102,9 +102,17 @@ impl Shop {
         for step in steps {
             if let Err(reason) = self.forward(&placing, step).await {
                 let why = format!("{step} step failed: {reason}");
-                if let Err(e) = self.cancel_preorder(order_id, &why).await {
+                match self.cancel_preorder(order_id, &why).await {
+                    Ok(true) => {}
+                    // No pre-order any more. Confirmed: the confirm did commit and only its
+                    // answer was lost, so the order stands and is answered as placed (a client
+                    // told "cancelled" would place it again and pay twice).
+                    Ok(false) => match self.get::<Order>(order_id).await {
+                        Ok(order) if order.order_status == STATUS_CONFIRMED => return Ok(order),
+                        _ => {}
+                    },
                     // The sweeper will cancel it once the database answers again.
-                    tracing::error!(%order_id, error = %e, "cancelling the order failed");
+                    Err(e) => tracing::error!(%order_id, error = %e, "cancelling the order failed"),
                 }
                 return Err(ShopError::StepFailed { order_id, step, reason });
             }
@@ -119,11 +127,11 @@ impl Shop {
         }
         match self.orders.submit(OrderWrite { placing: placing.clone(), step: Some(step) }).await {
             Ok(()) => {
-                self.fault.after_commit(step);
+                let lost = self.fault.after_commit(step);
                 if step == Step::Confirm {
                     self.outbox_wake.notify_one();
                 }
-                Ok(())
+                if lost { Err(StepFailure::Unavailable) } else { Ok(()) }
             }
             Err(WriteError::Conflict) => Err(StepFailure::Conflict),
             Err(WriteError::Db(e)) => {
