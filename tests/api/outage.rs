@@ -7,7 +7,7 @@ use futures::future::join_all;
 
 use std::time::Duration;
 
-use crate::helpers::{spawn_app, wait_for, Backend, TestApp};
+use crate::helpers::{component, spawn_app, spawn_app_with, wait_for, with_plugins, Backend, TestApp};
 
 /// `/readyz`'s report once it answers `want` and says NATS is `nats` (it follows the
 /// connection within seconds; a failed stream read may be noticed first).
@@ -47,6 +47,31 @@ async fn orders_survive_a_nats_outage(backend: Backend) {
     let ids: HashSet<_> = events.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), 9);
     assert_eq!(app.count("trade_mq_producer_temp", "msg_status = 0").await, 0);
+}
+
+/// The versions of points this host keeps, oldest first.
+async fn versions(app: &TestApp) -> Vec<String> {
+    let plugins = app.admin(reqwest::Method::GET, "/api/admin/plugins", None).await.body;
+    let points = plugins.as_array().unwrap().iter().find(|p| p["name"] == "points").cloned().unwrap();
+    points["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap().to_owned()).collect()
+}
+
+/// An upload the fleet's registry cannot take (NATS is down) is refused and keeps nothing,
+/// here either: sent again once NATS is back, it is staged like any first upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_for_want_of_the_registry_keeps_nothing() {
+    let mut app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    app.nats_mut().stop().await;
+    readyz_becomes(&app, 503, false).await;
+    let refused = app.upload("points", component("points_v2"), "?activate=false").await;
+    assert_eq!((refused.status, refused.code()), (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"), "{:?}", refused.body);
+    assert_eq!(versions(&app).await, ["1.0.0"], "nothing kept");
+
+    app.nats_mut().restart().await.expect("nats restarts");
+    readyz_becomes(&app, 200, true).await;
+    let staged = app.upload("points", component("points_v2"), "?activate=false").await;
+    assert_eq!(staged.status, 200, "{:?}", staged.body);
+    assert_eq!(versions(&app).await, ["1.0.0", "2.0.0"]);
 }
 
 crate::on_both_databases!(orders_survive_a_nats_outage);

@@ -159,6 +159,27 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     assert_eq!(unauthorized.status, 401);
 }
 
+/// The consumer's filter is shared by the fleet, so a host may be handed an event of a
+/// subject that a newer version reads and its own does not: it hands the event back,
+/// unapplied, instead of marking it done for the version that never saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_outside_the_versions_subjects_is_handed_back() {
+    let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    app.pay_order(&fx, "150.00").await;
+    let paid = app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+    let (id, body) = &paid[0];
+    // stock 1.0.0 reads shop.order.cancel only.
+    let handed = app.plugin_host().process("stock", "shop.pay.success", body.to_string().as_bytes()).await;
+    assert!(matches!(handed, shopmesh::plugins::Disposition::Retry(_)), "{handed:?}");
+    assert_eq!(app.count("trade_mq_consumer_log", &format!("group_name = 'stock' AND msg_id = '{id}'")).await, 0, "not marked done");
+    // A version that reads it answers as usual (points applied it already: done).
+    let handled = app.plugin_host().process("points", "shop.pay.success", body.to_string().as_bytes()).await;
+    assert!(matches!(handled, shopmesh::plugins::Disposition::Ack), "{handled:?}");
+    assert_eq!(app.count("trade_mq_consumer_log", &format!("group_name = 'points' AND msg_id = '{id}'")).await, 1);
+}
+
 crate::on_both_databases!(
     cancelled_order_gets_everything_back_once,
     give_backs_only_what_was_taken,

@@ -111,7 +111,7 @@ impl ApiFailure for InstallError {
             InstallError::Load(_) => (400, "SHOP_PLUGIN_REJECTED"),
             InstallError::VersionExists { .. } | InstallError::UseActivate { .. } => (409, "SHOP_PLUGIN_VERSION_EXISTS"),
             InstallError::UnknownVersion { .. } | InstallError::UnknownPlugin(_) => (404, "SHOP_PLUGIN_NOT_FOUND"),
-            InstallError::Registry(_) => (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"),
+            InstallError::Registry(_) | InstallError::NotFollowed(_) => (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"),
         }
     }
 

@@ -139,7 +139,12 @@ impl PluginsAdminApi {
     ) -> Result<Json<PluginStatus>, UploadError> {
         let activate = activate.0.unwrap_or(true);
         let staged = host.registry.stage(&name.0, &body.0)?;
-        host.registry.distribute(&name.0, staged.version(), activate).await?;
+        if let Err(e) = host.registry.distribute(&name.0, staged.version(), activate).await {
+            if matches!(e, InstallError::Registry(_)) {
+                host.registry.unstage(&name.0, &staged);
+            }
+            return Err(e.into());
+        }
         let action = if activate { "uploaded and activated" } else { "uploaded (staged)" };
         tracing::info!(plugin = %name.0, version = staged.version(), sha256 = %staged.sha256, by = %who(req), "plugin {action}");
         Ok(Json(status_of(&host.registry, &name.0)?))

@@ -23,7 +23,7 @@ use super::{
     inbox, reads,
     registry::Registry,
     runtime::{Effect, LoadedPlugin, Runtime},
-    DeliverySettings, Disposition,
+    subjects, DeliverySettings, Disposition,
 };
 use crate::{
     metrics::{Metrics, Outcome},
@@ -134,6 +134,13 @@ impl PluginHost {
         let mut parsed = Vec::with_capacity(batch.len());
         let mut spans = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
+            if !subjects::reads(plugin.subjects(), &m.subject) {
+                // The consumer's filter is the fleet's: a host that activated a version
+                // reading more subjects widened it before this host followed. The event is
+                // that version's to handle, not this one's to mark done unseen.
+                out[i] = Disposition::Retry(PAUSED_RETRY.min(self.delivery.max_delay));
+                continue;
+            }
             match delivery::parse(&m.subject, &m.body) {
                 Ok(mut d) => {
                     // The header wins: a foreign publisher may set only that. What the

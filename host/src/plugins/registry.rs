@@ -71,9 +71,12 @@ pub enum InstallError {
     UnknownVersion { name: String, version: String },
     #[error("no plugin {0}")]
     UnknownPlugin(String),
-    /// The fleet's registry could not take the version, or it did not come back in time.
+    /// The fleet's registry could not take the version: it reached no other host.
     #[error("not activated through the fleet registry: {0}")]
     Registry(String),
+    /// The fleet's registry took it, but this host did not follow in time.
+    #[error("{0}")]
+    NotFollowed(String),
 }
 
 /// What an offer did.
@@ -171,6 +174,22 @@ impl Registry {
             Some((true, active)) => Ok(active),
             Some((false, kept)) => Err(InstallError::UseActivate { name: name.into(), version: kept.version().into() }),
             None => self.keep(self.load(name, bytes)?, false),
+        }
+    }
+
+    /// Takes back what [`stage`](Self::stage) kept when it never reached the fleet's
+    /// registry, so that a refused upload changes nothing and may simply be sent again.
+    /// The active version is never taken back.
+    pub fn unstage(&self, name: &str, staged: &LoadedPlugin) {
+        let mut plugins = self.plugins.write().expect("plugins lock");
+        let Some(slot) = plugins.get_mut(name) else { return };
+        if slot.active.as_ref().is_some_and(|a| a.sha256 == staged.sha256) {
+            return;
+        }
+        slot.kept.retain(|k| k.sha256 != staged.sha256);
+        slot.times.remove(staged.version());
+        if slot.active.is_none() && slot.kept.is_empty() {
+            plugins.remove(name); // a name that was only this staged version
         }
     }
 
@@ -288,7 +307,7 @@ impl Registry {
         };
         fleet::publish_switch(client, stream, name, enabled).await.map_err(InstallError::Registry)?;
         if !until(FLEET_PATIENCE, || self.is_enabled(name) == enabled).await {
-            return Err(InstallError::Registry(format!("switched in the fleet, but not followed here after {FLEET_PATIENCE:?}")));
+            return Err(InstallError::NotFollowed(format!("switched in the fleet, but not followed here after {FLEET_PATIENCE:?}")));
         }
         Ok(())
     }
@@ -308,7 +327,7 @@ impl Registry {
         let (client, stream) = self.fleet.get().ok_or_else(|| registry("this host has no fleet registry".into()))?;
         fleet::publish(client, stream, name, version, &bytes, activate).await.map_err(registry)?;
         if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
-            return Err(registry(format!("in the registry, but not active here after {FLEET_PATIENCE:?}")));
+            return Err(InstallError::NotFollowed(format!("in the fleet's registry, but not active here after {FLEET_PATIENCE:?}")));
         }
         Ok(kept)
     }

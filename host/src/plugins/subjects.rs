@@ -19,6 +19,11 @@ pub fn refusal(subjects: &[String]) -> Option<String> {
     None
 }
 
+/// Whether a version that asked for `filters` reads events of `subject`.
+pub fn reads(filters: &[String], subject: &str) -> bool {
+    filters.iter().any(|f| overlap(f, subject))
+}
+
 /// A NATS subject filter under `shop.`: non-empty tokens of printable characters, `*` only
 /// as a whole token, `>` only as the whole last one.
 fn valid(subject: &str) -> bool {
@@ -67,5 +72,8 @@ mod tests {
         }
         assert_eq!(check(&["shop.order.*", "shop.order.cancel.x"]), None, "different depths");
         assert_eq!(check(&[]), Some("no subjects".into()));
+        let filters = ["shop.order.*".to_string(), "shop.pay.success".to_string()];
+        assert!(super::reads(&filters, "shop.order.cancel") && super::reads(&filters, "shop.pay.success"));
+        assert!(!super::reads(&filters, "shop.pay.refund") && !super::reads(&filters, "shop.order.cancel.x"));
     }
 }

@@ -127,6 +127,11 @@ impl TestApp {
         }
     }
 
+    /// The in-process application's plugin host.
+    pub fn plugin_host(&self) -> &std::sync::Arc<shopmesh::plugins::PluginHost> {
+        self._app.as_ref().expect("an in-process app").plugins()
+    }
+
     /// The in-process application's plugin registry.
     pub fn registry(&self) -> &shopmesh::plugins::Registry {
         &self._app.as_ref().expect("an in-process app").plugins().registry
