@@ -157,9 +157,9 @@ async function overview() {
     set("cards",
       h("div", { class: "card" }, h("div", { class: "muted" }, "Plugins"), h("div", { class: "big" }, o.plugins.length)),
       h("div", { class: "card", id: "outbox" }, h("div", { class: "muted" }, "Outbox backlog"),
-        h("div", { class: "big" }, o.outbox_unsent), h("div", { class: "muted" }, `oldest ${fmtNum(o.outbox_oldest_unsent_age_seconds, 1)} s`)),
+        h("div", { class: "big" }, o.outbox_unsent ?? "—"), h("div", { class: "muted" }, `oldest ${fmtNum(o.outbox_oldest_unsent_age_seconds, 1)} s`)),
       h("div", { class: "card" }, h("div", { class: "muted" }, "Open dead letters"),
-        h("div", { class: "big" }, h("a", { href: "/console/dead-letters" }, o.dead_letters_open))));
+        h("div", { class: "big" }, h("a", { href: "/console/dead-letters" }, o.dead_letters_open ?? "—"))));
     set("chart", chart(o.plugins, o.sample_seconds));
     set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Pending#", "Handled#", "Failures#", "Dead letters#"],
       o.plugins.map((p) => h("tr", { dataset: { plugin: p.name } },
@@ -171,7 +171,7 @@ async function overview() {
         h("td", { class: "num" }, p.pending === undefined ? "?" : p.pending),
         h("td", { class: "num" }, p.invocations),
         h("td", { class: "num" }, p.failures),
-        h("td", { class: "num" }, p.dead_letters_open ? h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(p.name)}` }, p.dead_letters_open) : 0))),
+        h("td", { class: "num" }, p.dead_letters_open ? h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(p.name)}` }, p.dead_letters_open) : (p.dead_letters_open ?? "—")))),
       { id: "plugin-table" }));
     const here = Object.fromEntries(o.plugins.map((p) => [p.name, p.active_version]));
     set("hosts", table(["Host", "Machine", "API", "Up since", "Last seen", "Events/s#", "Runs"],

@@ -103,15 +103,23 @@ pub async fn ensure_ready_to_publish(client: &async_nats::Client, settings: &Str
     .await
     .map_err(|e| BusError::Stream(e.to_string()))?;
     // A stream made before atomic batches (or on an older server, since upgraded) gets them
-    // turned on; nothing else of its configuration changes. Without them the relay
-    // publishes one event at a time, which works, slower.
-    let mut allowed = stream.cached_info().config.allow_atomic_publish;
-    if atomic && !allowed {
-        let mut config = stream.cached_info().config.clone();
-        config.allow_atomic_publish = true;
+    // turned on; without them the relay publishes one event at a time, which works, slower.
+    // A stream made with a shorter de-duplication window than configured gets the configured
+    // one: the relay's exactly-once rests on it outlasting two leases (see `config`), and an
+    // existing stream is otherwise taken as it is. Nothing else of its configuration changes.
+    let current = &stream.cached_info().config;
+    let mut allowed = current.allow_atomic_publish;
+    let (widen, allow) = (current.duplicate_window < settings.duplicate_window, atomic && !allowed);
+    if widen || allow {
+        let mut config = current.clone();
+        config.allow_atomic_publish |= atomic;
+        config.duplicate_window = config.duplicate_window.max(settings.duplicate_window);
         match js.update_stream(&config).await {
             Ok(info) => allowed = info.config.allow_atomic_publish,
-            Err(e) => tracing::warn!(error = %e, "stream {STREAM}: cannot allow atomic batches; events are published one by one"),
+            Err(e) => tracing::warn!(
+                error = %e, widen, allow,
+                "stream {STREAM}: cannot widen its de-duplication window or allow atomic batches (one by one, then)"
+            ),
         }
     }
     Ok((js, atomic && allowed))

@@ -21,7 +21,7 @@ use crate::{
     events::{CloudEvent, Event},
     ids::{now_ms, Snowflake},
     publish::{self, Outgoing},
-    store::{rows_per_statement, Conn, Db},
+    store::{rows_per_statement, Backend, Conn, Db},
     trace::{self, Kind, TraceContext},
 };
 
@@ -114,31 +114,37 @@ impl Relay {
         Relay { db, client, stream, settings, wake }
     }
 
-    /// Runs until `shutdown` turns true. Errors never end the loop: rows simply wait.
+    /// Runs until `shutdown` turns true, then publishes what is left (the host stops taking
+    /// requests first). Errors never end the loop: rows simply wait.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut js = None;
         let mut backoff = Duration::from_millis(100);
         while !*shutdown.borrow() {
-            let idle = match self.step(&mut js).await {
-                Ok(0) => Some(self.settings.poll),
+            let (idle, failing) = match self.step(&mut js).await {
+                Ok(0) => (Some(self.settings.poll), false),
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
-                    None
+                    (None, false)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay: will retry");
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    Some(backoff)
+                    (Some(backoff), true)
                 }
             };
             if let Some(wait) = idle {
                 tokio::select! {
-                    _ = self.wake.notified() => {}
+                    // After a failure, new rows do not cut the backoff short: during an
+                    // outage every write would otherwise be a retry (and a warning).
+                    _ = self.wake.notified(), if !failing => {}
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
             }
         }
+        // What the last requests wrote, while the stop's grace period lasts; a failure leaves
+        // the rest to the next relay, as always.
+        while let Ok(1..) = self.step(&mut js).await {}
     }
 
     /// One round: claim a batch, publish it, record the outcome. Returns rows published.
@@ -203,15 +209,22 @@ impl Relay {
         // relay just leased instead of leasing them again. A claim is a write: it takes a
         // (background) writer turn like every other, not SQLite's busy handler.
         let mut tx = self.db.begin_background().await?;
-        let rows = sqlx::query(
+        // On Postgres, rows another relay is leasing right now are skipped rather than
+        // waited for, so relays on several hosts lease side by side instead of in turn.
+        let skip_locked = match self.db.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
             "UPDATE trade_mq_producer_temp
                 SET lease_until = $1, attempts = attempts + 1
               WHERE id IN (SELECT id FROM trade_mq_producer_temp
                             WHERE msg_status = 0 AND lease_until < $2
-                            ORDER BY id LIMIT $3)
+                            ORDER BY id LIMIT $3 {skip_locked})
                 AND msg_status = 0 AND lease_until < $2
-            RETURNING id, msg_topic, msg_body, attempts, traceparent",
-        )
+            RETURNING id, msg_topic, msg_body, attempts, traceparent"
+        );
+        let rows = sqlx::query(&sql)
         .bind(until)
         .bind(now)
         .bind(self.settings.batch)

@@ -58,8 +58,14 @@ pub async fn publish(js: &jetstream::Context, atomic: bool, events: &[Outgoing])
 async fn publish_atomic(js: &jetstream::Context, events: &[Outgoing]) -> Result<u64, String> {
     static BATCHES: AtomicU64 = AtomicU64::new(0);
     // Unique among this server's open batches: a batch left open by a dead relay is
-    // abandoned by the server after a while, and must not be continued by a new one.
-    let batch = format!("{}-{}-{}", std::process::id(), crate::ids::now_ms(), BATCHES.fetch_add(1, Ordering::Relaxed));
+    // abandoned by the server after a while, and must not be continued by a new one. The
+    // process id alone does not tell hosts apart (in containers each is pid 1): a random
+    // number drawn once per process does.
+    static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new().build_hasher().finish()
+    });
+    let batch = format!("{:x}-{}-{}", *PROCESS, crate::ids::now_ms(), BATCHES.fetch_add(1, Ordering::Relaxed));
     let client = js.client();
     let headers = |k: usize, e: &Outgoing| {
         let mut headers = HeaderMap::new();
@@ -131,12 +137,14 @@ async fn publish_each(js: &jetstream::Context, events: &[Outgoing]) -> Vec<Resul
         }
         pending.push(js.send_publish(e.subject.clone(), msg).await);
     }
-    let mut out = Vec::with_capacity(events.len());
-    for publish in pending {
-        out.push(match publish {
+    // Awaited together: each ack's timeout starts when it is awaited, so one after another,
+    // acks lost to a server restart would cost a timeout each (256 × 5 s) before the relay
+    // moved on.
+    futures::future::join_all(pending.into_iter().map(|publish| async move {
+        match publish {
             Ok(ack) => ack.await.map(|a| a.sequence).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
-        });
-    }
-    out
+        }
+    }))
+    .await
 }

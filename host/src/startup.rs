@@ -285,18 +285,18 @@ impl Application {
         Ok(())
     }
 
-    /// Stops: the HTTP server takes no new requests and finishes those in flight, while the
-    /// relay finishes its current batch, each consumer finishes and acks its batch (what it had
-    /// not started comes back after the ack wait), and the sweeper and watchers end; then the
-    /// embedded nats-server stops, last. (Rows an in-flight request writes after the relay
-    /// stopped wait in the outbox for the next relay.) Bounded by the grace period; `false`
-    /// when it ran out, in which case the rest is abandoned as a crash would abandon it:
-    /// every step is safe to redo.
+    /// Stops: the HTTP server takes no new requests and finishes those in flight; then the
+    /// relay publishes what is left in the outbox (the last requests' events too), each
+    /// consumer finishes and acks its batch (what it had not started comes back after the
+    /// ack wait), and the sweeper and watchers end; then the embedded nats-server stops,
+    /// last. Bounded by the grace period; `false` when it ran out, in which case the rest is
+    /// abandoned as a crash would abandon it: every step is safe to redo.
     pub async fn stop(mut self) -> bool {
         let work = async {
             let _ = self.http_stop.send(true);
-            let _ = self.shutdown.send(true);
             let _ = (&mut self.server).await;
+            // Only now: the relay's last pass must come after the last request's commit.
+            let _ = self.shutdown.send(true);
             self.tasks.close();
             self.tasks.wait().await;
         };

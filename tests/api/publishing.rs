@@ -84,5 +84,13 @@ async fn a_stream_made_without_atomic_batches_is_given_them() {
     assert!(atomic, "the relay is told to publish atomic batches");
     let config = stored().await;
     assert!(config.allow_atomic_publish, "atomic batches turned on in the stream");
-    assert_eq!(config.duplicate_window, window, "nothing else changed");
+    assert_eq!(config.duplicate_window, window, "nothing else changed (a longer window is kept)");
+
+    // A shorter de-duplication window than configured is widened to the configured one.
+    js.update_stream(&stream::Config { duplicate_window: Duration::from_secs(30), ..config.clone() }).await.unwrap();
+    bus::ensure_ready_to_publish(&client, &settings).await.expect("ready");
+    let widened = stored().await;
+    assert_eq!(widened.duplicate_window, settings.duplicate_window);
+    let kept = |c: &stream::Config| (c.subjects.clone(), c.max_age, c.num_replicas, c.allow_atomic_publish, c.max_messages);
+    assert_eq!(kept(&widened), kept(&config), "nothing else changed");
 }

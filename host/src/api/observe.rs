@@ -20,16 +20,18 @@ use crate::{
     timeline::{self, OrderTimeline},
 };
 
-/// The mesh at a glance.
+/// The mesh at a glance. A figure the database could not give in time is absent, not 0:
+/// an overloaded database must not read as an empty backlog.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Overview {
     pub plugins: Vec<PluginLoad>,
     /// Outbox rows not yet acknowledged by JetStream.
-    pub outbox_unsent: i64,
+    pub outbox_unsent: Option<i64>,
     /// Age of the oldest of them (0 when none).
-    pub outbox_oldest_unsent_age_seconds: f64,
+    pub outbox_oldest_unsent_age_seconds: Option<f64>,
     /// Dead letters not yet redriven, all plugins.
-    pub dead_letters_open: i64,
+    pub dead_letters_open: Option<i64>,
     /// Seconds between two points of `recent_rates`.
     pub sample_seconds: i64,
     /// Every live host of the fleet and the versions it runs (from the fleet's roll call,
@@ -57,7 +59,7 @@ pub struct PluginLoad {
     pub pending: Option<i64>,
     /// Delivered and not yet acknowledged.
     pub ack_pending: Option<i64>,
-    pub dead_letters_open: i64,
+    pub dead_letters_open: Option<i64>,
     /// Events per second over the last minutes, oldest first, one point per `sample_seconds`.
     pub recent_rates: Vec<f64>,
 }
@@ -82,8 +84,8 @@ impl ObserveApi {
         let db = &host.shop().db;
         let status = host.registry.status();
         let lag = consumer_lag(&probes.nats, status.iter().map(|s| s.name.as_str())).await;
-        let open = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await.ok().and_then(Result::ok).unwrap_or_default();
-        let (unsent, oldest) = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await.ok().and_then(Result::ok).unwrap_or((0, None));
+        let open = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await.ok().and_then(Result::ok);
+        let backlog = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await.ok().and_then(Result::ok);
         let hosts = tokio::time::timeout(READ_TIMEOUT, host.registry.roll_call()).await.ok().and_then(Result::ok).unwrap_or_default();
         let mut rates = host.metrics.rates.rates();
         let plugins = status
@@ -98,7 +100,7 @@ impl ObserveApi {
                     fleet_events_per_second: if hosts.is_empty() { here } else { fleet },
                     pending: lag.map(|l| l.pending as i64),
                     ack_pending: lag.map(|l| l.ack_pending as i64),
-                    dead_letters_open: open.iter().find(|(p, _)| *p == s.name).map_or(0, |(_, n)| *n),
+                    dead_letters_open: open.as_ref().map(|open| open.iter().find(|(p, _)| *p == s.name).map_or(0, |(_, n)| *n)),
                     recent_rates,
                     name: s.name,
                     active_version: s.active_version,
@@ -110,9 +112,9 @@ impl ObserveApi {
             .collect();
         Ok(Json(Overview {
             plugins,
-            outbox_unsent: unsent,
-            outbox_oldest_unsent_age_seconds: oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1e3),
-            dead_letters_open: open.iter().map(|(_, n)| n).sum(),
+            outbox_unsent: backlog.map(|(unsent, _)| unsent),
+            outbox_oldest_unsent_age_seconds: backlog.map(|(_, oldest)| oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1e3)),
+            dead_letters_open: open.map(|open| open.iter().map(|(_, n)| n).sum()),
             sample_seconds: crate::plugins::status::RATE_SAMPLE.as_secs() as i64,
             hosts,
         }))
