@@ -66,7 +66,7 @@ pub async fn load(shop: &Shop) -> Result<(), ShopError> {
     coupon.insert(&mut tx, Id(COUPON_ID)).await?;
     tx.commit().await?;
     if shop.get::<Order>(Id(ORDER_ID)).await.is_err() {
-        let order = shop.place_order_as(Id(ORDER_ID), order(OTHER_GOODS_ID, OTHER_PRICE)).await?;
+        let order = shop.place_order_as(Id(ORDER_ID), order(OTHER_GOODS_ID, OTHER_PRICE), None).await?;
         shop.create_payment_as(Id(PAY_ID), CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?;
     }
     Ok(())

@@ -157,6 +157,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events found by key: the outbox by order, the inbox by event",
         include_str!("../../migrations/20261127000006_keys.sql"),
     ),
+    (
+        20261127000007,
+        "idempotency keys of order requests",
+        include_str!("../../migrations/20261127000007_order_requests.sql"),
+    ),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them.

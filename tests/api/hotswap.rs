@@ -228,6 +228,7 @@ async fn admin_plugin_endpoints_need_the_token(backend: Backend) {
     let app = spawn_app_with(backend, with_plugins).await;
     for (method, path) in [
         (reqwest::Method::GET, "/api/admin/plugins"),
+        (reqwest::Method::GET, "/api/admin/plugins/points"),
         (reqwest::Method::PUT, "/api/admin/plugins/points"),
         (reqwest::Method::POST, "/api/admin/plugins/points/activate"),
         (reqwest::Method::POST, "/api/admin/plugins/points/disable"),
@@ -239,6 +240,13 @@ async fn admin_plugin_endpoints_need_the_token(backend: Backend) {
         assert_eq!(r.status, 401, "{method} {path}: {:?}", r.body);
     }
     assert_eq!(plugin_status(&app, &app.address, "points").await["enabled"], true);
+    // With the token: one plugin's status, as the list has it; an unknown name is 404.
+    let one = app.admin(reqwest::Method::GET, "/api/admin/plugins/points", None).await;
+    let list = app.admin(reqwest::Method::GET, "/api/admin/plugins", None).await.body;
+    let listed = list.as_array().unwrap().iter().find(|p| p["name"] == "points").unwrap();
+    assert_eq!((one.status, &one.body["sha256"], &one.body["versions"]), (200, &listed["sha256"], &listed["versions"]));
+    let none = app.admin(reqwest::Method::GET, "/api/admin/plugins/nosuch", None).await;
+    assert_eq!((none.status, none.code()), (404, "SHOP_PLUGIN_NOT_FOUND"));
 }
 
 crate::on_both_databases!(

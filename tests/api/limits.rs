@@ -185,4 +185,9 @@ async fn a_wrong_method_says_which_are_allowed() {
     let resp = app.http.post(format!("{}/api/orders/345963634385633280", app.address)).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET");
+    // A route outside the spec says so too.
+    let resp = app.http.post(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "SHOP_METHOD_NOT_ALLOWED");
 }

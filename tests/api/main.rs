@@ -14,6 +14,7 @@ mod faults;
 mod first_hour;
 mod grants;
 mod hotswap;
+mod idempotency;
 mod limits;
 mod operations;
 mod outage;

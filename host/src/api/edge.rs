@@ -41,6 +41,9 @@ impl Edge {
             let methods: Vec<String> = ops.as_object().into_iter().flatten().map(|(m, _)| m.to_ascii_uppercase()).collect();
             allowed.push((Regex::new(&pattern).expect("a path template makes a regex"), methods.join(", ")));
         }
+        // The one method-bound route the spec does not list (the docs and the spec itself
+        // answer any method).
+        allowed.push((Regex::new("^/metrics$").expect("a regex"), "GET".to_owned()));
         Edge { metrics, limits, allowed }
     }
 

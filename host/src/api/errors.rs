@@ -97,6 +97,7 @@ impl ApiFailure for ShopError {
             StepFailed { step, reason: StepFailure::Conflict, .. } => (409, step.failure_code()),
             StepFailed { step, reason: StepFailure::Unavailable, .. } => (503, step.failure_code()),
             OrderNotConfirmed(_) => (409, "SHOP_ORDER_STATUS_NOT_CONFIRMED"),
+            RequestKeyReused(_) => (422, "SHOP_IDEMPOTENCY_KEY_REUSED"),
             OrderPayStatusIsPay(_) => (409, "SHOP_ORDER_PAY_STATUS_IS_PAY"),
             PaymentAmountInvalid { .. } => (400, "SHOP_PAYMENT_AMOUNT_INVALID"),
             SignatureInvalid(_) => (401, "SHOP_CALLBACK_SIGNATURE_INVALID"),

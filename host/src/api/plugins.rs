@@ -85,7 +85,7 @@ api_error!(
 );
 
 api_error!(lookups {
-    /// Errors of redriving a plugin's dead letters.
+    /// Errors of reading a plugin, or redriving its dead letters.
     PluginError: admin 404 "SHOP_PLUGIN_NOT_FOUND": "No such plugin.";
     /// Errors of redriving one dead letter.
     RedriveError: admin 404 "SHOP_DEAD_LETTER_NOT_FOUND": "No such dead letter, or it was redriven already.";
@@ -116,6 +116,14 @@ impl PluginsAdminApi {
     #[oai(path = "/plugins", method = "get", operation_id = "listPlugins", tag = "ApiTags::Admin")]
     async fn list_plugins(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>) -> Result<Json<Vec<PluginStatus>>, AdminError> {
         Ok(Json(host.registry.status()))
+    }
+
+    /// Get a plugin
+    ///
+    /// One plugin's status, as the list gives it.
+    #[oai(path = "/plugins/:name", method = "get", operation_id = "getPlugin", tag = "ApiTags::Admin")]
+    async fn get_plugin(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginError> {
+        Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
     /// Upload a new plugin version

@@ -1,14 +1,14 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{OpenApi, param::Path, payload::Json};
+use poem_openapi::{ApiResponse, OpenApi, param::{Header, Path}, payload::Json};
 
-use super::{ApiTags, Created, errors::api_error, strict::StrictJson};
+use super::{ApiTags, errors::api_error, strict::StrictJson};
 use crate::{
     ids::Id,
     shop::{
         coupons::Coupon,
-        orders::{Order, PlaceOrder},
+        orders::{Order, PlaceOrder, Placed},
         stock::Goods,
         users::User,
         Shop,
@@ -20,6 +20,7 @@ api_error!(
     OrderError (400 "SHOP_GOODS_PRICE_INVALID") body {
         404 => NotFound("SHOP_GOODS_NO_EXIST"): "The goods, user or coupon does not exist.",
         409 => Conflict("SHOP_GOODS_NUM_NOT_ENOUGH"): "Stock, coupon or balance no longer allow it; a cancelled order is left behind when a step already ran.",
+        422 => KeyReused("SHOP_IDEMPOTENCY_KEY_REUSED"): "The Idempotency-Key was sent before with another order of this user; nothing was done.",
         503 => Unavailable("SHOP_REDUCE_GOODS_NUM_FAIL"): "A step's service failed; the order was cancelled and its give-backs announced.",
     }
 );
@@ -35,6 +36,18 @@ api_error!(lookups {
     CouponLookupError: 404 "SHOP_COUPON_NO_EXIST": "No such coupon.";
 });
 
+/// What placing an order answers.
+#[derive(Debug, ApiResponse)]
+pub enum OrderPlaced {
+    /// Placed and confirmed.
+    #[oai(status = 201)]
+    Created(Json<Order>),
+    /// Placed before, by a request with the same `Idempotency-Key` and body: that order as it
+    /// stands now (cancelled, if a step of that request failed; see `cancel_reason`).
+    #[oai(status = 200)]
+    PlacedBefore(Json<Order>),
+}
+
 pub struct ShopApi;
 
 #[OpenApi(prefix_path = "/api")]
@@ -45,9 +58,24 @@ impl ShopApi {
     /// stock, uses the coupon, deducts the balance and confirms. If a step fails after the
     /// pre-order is saved, the order is cancelled and an order-cancel event gives back what
     /// was taken.
+    ///
+    /// With an `Idempotency-Key` (1 to 64 letters, digits, `-` or `_`; one per order the
+    /// client means to place), sending the request again, after a timeout say, answers 200
+    /// with the order the first one placed instead of placing another.
     #[oai(path = "/orders", method = "post", operation_id = "placeOrder", tag = "ApiTags::Orders")]
-    async fn place_order(&self, shop: Data<&Arc<Shop>>, body: StrictJson<PlaceOrder>) -> Result<Created<Order>, OrderError> {
-        Ok(Created::Created(Json(shop.place_order(body.0).await?)))
+    async fn place_order(
+        &self,
+        shop: Data<&Arc<Shop>>,
+        body: StrictJson<PlaceOrder>,
+        #[oai(name = "Idempotency-Key", validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] key: Header<Option<String>>,
+    ) -> Result<OrderPlaced, OrderError> {
+        let Some(key) = key.0 else {
+            return Ok(OrderPlaced::Created(Json(shop.place_order(body.0).await?)));
+        };
+        Ok(match shop.place_order_once(body.0, &key).await? {
+            Placed::New(order) => OrderPlaced::Created(Json(order)),
+            Placed::Before(order) => OrderPlaced::PlacedBefore(Json(order)),
+        })
     }
 
     /// Get an order

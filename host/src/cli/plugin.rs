@@ -108,10 +108,9 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 // running: dry-run the kept one) and for one kept with other bytes, which
                 // must not be dry-run in this build's place.
                 Err(e) if format!("{e:#}").contains("SHOP_PLUGIN_VERSION_EXISTS") => {
-                    let plugins: Vec<Value> = host.client()?.get("/api/admin/plugins").await?;
+                    let status: Value = host.client()?.get(&format!("/api/admin/plugins/{name}")).await?;
                     let ours = sha256_hex(&std::fs::read(&file)?);
-                    let mut versions = plugins.iter().filter(|p| p["name"] == name.as_str()).flat_map(|p| p["versions"].as_array().into_iter().flatten());
-                    let kept = versions.find(|v| v["version"] == version.as_str());
+                    let kept = status["versions"].as_array().into_iter().flatten().find(|v| v["version"] == version.as_str());
                     if kept.and_then(|v| v["sha256"].as_str()) != Some(ours.as_str()) {
                         bail!("{name} {version} is kept with other bytes than {}: give this build a new version to try it", file.display());
                     }

@@ -72,7 +72,7 @@ pub async fn run_guard(host: Arc<PluginHost>, client: async_nats::Client, stream
 /// consumer's thread (`block_in_place`), so nothing else of the consumer runs meanwhile.
 async fn in_progress(batch: Arc<Vec<async_nats::jetstream::Message>>, ack_wait: Duration) {
     loop {
-        tokio::time::sleep(ack_wait / 2).await;
+        tokio::time::sleep((ack_wait / 2).max(Duration::from_millis(100))).await;
         for msg in batch.iter() {
             if let Err(e) = msg.ack_with(AckKind::Progress).await {
                 tracing::debug!(error = %e, "in-progress ack failed");

@@ -50,6 +50,8 @@ pub enum ShopError {
     PaymentAmountInvalid { expected: String, given: String },
     #[error("callback signature rejected: {0}")]
     SignatureInvalid(crate::signature::SignatureError),
+    #[error("Idempotency-Key {0:?} was used for another order of this user")]
+    RequestKeyReused(String),
     #[error("storage error: {0}")]
     Storage(#[from] sqlx::Error),
 }

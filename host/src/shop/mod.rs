@@ -12,6 +12,7 @@
 //! | [`audit_log`] | `shop_audit_log` | append-log effect |
 //! | [`steps`] | `shop_order_step` | every take writes its forward record; every give-back is fenced by it |
 //! | [`orders`] | `trade_order` | the order flow, its cancellation, the [`sweeper`] |
+//! | [`requests`] | `shop_order_request` | the order flow, with the pre-order of a request sent with an `Idempotency-Key` |
 //! | [`payments`] | `trade_pay` | payment creation and the signed callback |
 //!
 //! Takes and give-backs share one piece per resource ([`steps::Taken::shift`]); the fence
@@ -43,6 +44,7 @@ pub mod fault;
 pub mod orders;
 pub mod payments;
 pub mod points;
+pub mod requests;
 pub mod steps;
 pub mod stock;
 pub mod sweeper;

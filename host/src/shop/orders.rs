@@ -26,6 +26,7 @@ use super::{
     coupons::CouponUse,
     fault::FaultPoint,
     checkout::Plan,
+    requests::{self, RequestKey},
     steps::{self, Step},
     stock::Stock,
     Shop, ShopError, StepFailure,
@@ -76,16 +77,50 @@ pub const STATUS_CANCELLED: i64 = 2;
 
 entity!(Order, "trade_order", order_id, OrderNotFound);
 
+/// What a keyed request got.
+pub enum Placed {
+    /// Placed by this request.
+    New(Order),
+    /// Placed by an earlier request with the same key, as it stands now (confirmed, paid,
+    /// or cancelled when a step of that request failed).
+    Before(Order),
+}
+
 impl Shop {
+    /// Places an order once per user and request `key` ([`super::requests`]): a request
+    /// sent again gets the order the first one placed.
+    pub async fn place_order_once(&self, req: PlaceOrder, key: &str) -> Result<Placed, ShopError> {
+        let (user_id, key) = (req.user_id, RequestKey::of(key, &req));
+        if let Some(order) = self.placed_before(user_id, &key).await? {
+            return Ok(Placed::Before(order));
+        }
+        match self.place_order_as(Id(self.ids.next()), req, Some(key.clone())).await {
+            // The same key raced in and saved its pre-order first: that is the order.
+            Err(ShopError::Storage(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                self.placed_before(user_id, &key).await?.map(Placed::Before).ok_or(ShopError::Storage(sqlx::Error::Database(e)))
+            }
+            placed => placed.map(Placed::New),
+        }
+    }
+
+    async fn placed_before(&self, user_id: Id, key: &RequestKey) -> Result<Option<Order>, ShopError> {
+        match requests::find(&self.db, user_id, key).await? {
+            None => Ok(None),
+            Some((_, digest)) if digest != key.digest => Err(ShopError::RequestKeyReused(key.key.clone())),
+            Some((order_id, _)) => Ok(Some(self.get(Id(order_id)).await?)),
+        }
+    }
+
     /// Places and confirms an order; see the module documentation for the steps.
     pub async fn place_order(&self, req: PlaceOrder) -> Result<Order, ShopError> {
-        self.place_order_as(Id(self.ids.next()), req).await
+        self.place_order_as(Id(self.ids.next()), req, None).await
     }
 
     /// [`place_order`](Self::place_order) under a given id (the demo order has a fixed one).
-    pub(crate) async fn place_order_as(&self, order_id: Id, req: PlaceOrder) -> Result<Order, ShopError> {
+    /// With a request `key`, it is saved with the pre-order ([`super::requests`]).
+    pub(crate) async fn place_order_as(&self, order_id: Id, req: PlaceOrder, key: Option<RequestKey>) -> Result<Order, ShopError> {
         let plan = self.check_out(&req).await?;
-        let placing = Arc::new(Placing { order_id, req, plan });
+        let placing = Arc::new(Placing { order_id, req, plan, key });
         self.orders.submit(OrderWrite { placing: placing.clone(), step: None }).await.map_err(|e| match e {
             WriteError::Db(e) => ShopError::Storage(e),
             WriteError::Conflict => ShopError::Storage(sqlx::Error::Protocol("the pre-order was not saved".into())),
@@ -193,6 +228,7 @@ pub(crate) struct Placing {
     order_id: Id,
     req: PlaceOrder,
     plan: Plan,
+    key: Option<RequestKey>,
 }
 
 /// One write of the order flow: saving the pre-order (`step: None`) or a forward step.
@@ -232,9 +268,13 @@ impl Commit for OrderWrites {
     const GROUPED_ON_POSTGRES: bool = false;
 
     async fn run(&self, tx: &mut Conn, job: &OrderWrite) -> Result<(), WriteError> {
-        let Placing { order_id, req, plan } = &*job.placing;
+        let Placing { order_id, req, plan, key } = &*job.placing;
         let Some(step) = job.step else {
-            return save_preorder(tx, *order_id, req, plan).await;
+            save_preorder(tx, *order_id, req, plan).await?;
+            if let Some(key) = key {
+                requests::record(tx, req.user_id, key, *order_id).await?;
+            }
+            return Ok(());
         };
         // Lock the order row (Postgres: row lock; SQLite: the write lock) and require a
         // pre-order, so a concurrent cancel is either wholly before or wholly after us.
