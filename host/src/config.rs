@@ -268,6 +268,23 @@ impl Settings {
         if self.worker_id > 1023 {
             return invalid("worker_id must be 0..=1023");
         }
+        // Zero would be a loop that never waits, a guest that can never finish, or a pool
+        // that never lends: refused here rather than found out at run time.
+        let zero = [
+            ("sweep_interval", self.sweep_interval.is_zero()),
+            ("relay_poll", self.relay_poll.is_zero()),
+            ("relay_lease", self.relay_lease.is_zero()),
+            ("plugin_watch", self.plugin_watch.is_zero()),
+            ("plugin_deadline", self.plugin_deadline.is_zero()),
+            ("plugin_retry_base", self.plugin_retry_base.is_zero()),
+            ("plugin_fuel", self.plugin_fuel == 0),
+            ("plugin_memory_mib", self.plugin_memory_mib == 0),
+            ("db_max_connections", self.db_max_connections == 0),
+            ("stream_replicas", self.stream_replicas == 0),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(ConfigError::Invalid(format!("{name} must be more than 0")));
+        }
         if self.relay_lease * 2 > self.duplicate_window {
             // A lease that can run out inside the duplicate window is what makes a second
             // relay's re-publish a harmless duplicate (see outbox.rs).
@@ -347,6 +364,15 @@ mod tests {
         assert!(with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "nope")]).is_err());
         let s = with_env(Some("[plugin_config.points]\npoints_per_unit = \"3\""), &[]).unwrap();
         assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "3");
+    }
+
+    #[test]
+    fn zero_where_it_would_spin_or_starve_is_refused() {
+        assert!(Settings::default().validate().is_ok());
+        for (var, name) in [("SHOPMESH_RELAY_POLL", "relay_poll"), ("SHOPMESH_SWEEP_INTERVAL", "sweep_interval"), ("SHOPMESH_PLUGIN_DEADLINE", "plugin_deadline"), ("SHOPMESH_PLUGIN_FUEL", "plugin_fuel"), ("SHOPMESH_DB_MAX_CONNECTIONS", "db_max_connections")] {
+            let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(&format!("{name} must be more than 0")), "{var}: {err}");
+        }
     }
 
     #[test]

@@ -124,6 +124,12 @@ impl Metrics {
     }
 
     pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        // The client names the method, and any token is one: an unknown one is one label,
+        // not a series per name (as unmatched paths are one route).
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
+            _ => "OTHER",
+        };
         self.http_requests.with_label_values(&[method, route, &status.to_string()]).inc();
         self.http_duration.with_label_values(&[method, route]).observe(took.as_secs_f64());
     }

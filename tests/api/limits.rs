@@ -185,6 +185,11 @@ async fn a_wrong_method_says_which_are_allowed() {
     let resp = app.http.post(format!("{}/api/orders/345963634385633280", app.address)).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET");
+    // A method nobody routes is one metrics label, whatever its name.
+    let made_up = reqwest::Method::from_bytes(b"BREW").unwrap();
+    assert_eq!(app.http.request(made_up, format!("{}/api/orders", app.address)).send().await.unwrap().status(), 405);
+    let metrics = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"method="OTHER""#) && !metrics.contains("BREW"), "{metrics}");
     // A route outside the spec says so too.
     let resp = app.http.post(format!("{}/metrics", app.address)).send().await.unwrap();
     assert_eq!(resp.status(), 405);

@@ -68,6 +68,13 @@ async fn dry_run_of_the_active_version_is_all_same(backend: Backend) {
     assert!(events.iter().all(|e| e["outcome"] == "same" && e["recorded"] == e["candidate"]), "{events:?}");
     assert_eq!(events[0]["candidate"][0]["kind"], "add-points");
     assert_eq!(events[0]["candidate"][0]["points"], 150);
+
+    // The edges of a range are answered, not failed: a subject named twice is read once, and
+    // a to_time at the end of the calendar means up to the last event.
+    let edges = json!({"plugin": "points", "mode": "dry-run", "subjects": ["shop.pay.success", "shop.pay.success"], "to_time": "9999-12-31T23:59:59.999Z"});
+    let edged = replay(&app, edges).await;
+    assert_eq!((&edged["state"], &edged["total"], &edged["processed"]), (&json!("done"), &json!(3), &json!(3)), "{edged}");
+    assert_eq!(edged["subjects"], json!(["shop.pay.success"]), "{edged}");
 }
 
 async fn a_staged_version_with_another_rate_changes_every_event(backend: Backend) {

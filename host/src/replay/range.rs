@@ -33,7 +33,13 @@ pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: 
                     "subjects: {other:?} is not one of the plugin's subjects {plugin_subjects:?}"
                 )));
             }
-            asked.clone()
+            // Once each: the server refuses a consumer whose filters overlap.
+            asked.iter().fold(Vec::new(), |mut once, s| {
+                if !once.contains(s) {
+                    once.push(s.clone());
+                }
+                once
+            })
         }
     };
     if req.from_seq.is_some() && req.from_time.is_some() || req.to_seq.is_some() && req.to_time.is_some() {
@@ -69,6 +75,8 @@ pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: 
     let to_seq = match (req.to_seq, req.to_time) {
         (Some(seq), _) => seq as u64,
         (None, Some(t)) if t < Timestamp::from(state.first_timestamp) => return out_of_range(format!("to_time {t} is before the first event")),
+        // At or after the last event: all of it (and no date arithmetic near year 9999).
+        (None, Some(t)) if t >= Timestamp::from(state.last_timestamp) => last,
         // The last event at or before `t`: one before the first after it.
         (None, Some(t)) => last - pending(stream, DeliverPolicy::ByStartTime { start_time: OffsetDateTime::from(t) + time::Duration::milliseconds(1) }, &[]).await?,
         (None, None) => last,
@@ -79,13 +87,16 @@ pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: 
     if from_seq < first || to_seq > last {
         return out_of_range(format!("sequences {from_seq}..={to_seq} are not all there"));
     }
-    let from_on = pending(stream, DeliverPolicy::ByStartSequence { start_sequence: from_seq }, &subjects).await?;
+    // Counted after the range first: events published between the two counts then make the
+    // total too large, which the runner notices as events past the range, never too small,
+    // which would end the replay before its last events.
     let after = if to_seq < last {
         pending(stream, DeliverPolicy::ByStartSequence { start_sequence: to_seq + 1 }, &subjects).await?
     } else {
         0
     };
-    Ok(Resolved { from_seq, to_seq, subjects, total: from_on - after })
+    let from_on = pending(stream, DeliverPolicy::ByStartSequence { start_sequence: from_seq }, &subjects).await?;
+    Ok(Resolved { from_seq, to_seq, subjects, total: from_on.saturating_sub(after) })
 }
 
 /// How many events on `subjects` (all, when empty) a consumer starting at `policy` would

@@ -163,13 +163,14 @@ impl Replays {
                     break;
                 }
             };
-            let mut chunk = Vec::with_capacity(received.len());
+            let (mut chunk, mut past_end) = (Vec::with_capacity(received.len()), false);
             for m in received {
                 let m = m.map_err(|e| stream_err(&e))?;
                 let seq = m.info().map_err(|e| stream_err(&e))?.stream_sequence;
                 if seq <= range.to_seq {
                     chunk.push(Event { seq, subject: m.subject.to_string(), body: m.payload.to_vec() });
                 }
+                past_end |= seq >= range.to_seq;
             }
             chunk.truncate((range.total - done) as usize);
             if chunk.is_empty() {
@@ -182,6 +183,9 @@ impl Replays {
             };
             if !store::record(&self.host.shop().db, id, &rows).await? {
                 return Ok(false);
+            }
+            if past_end {
+                break; // the range's end is read (a total counted high has nothing more)
             }
             if let Some(rate) = max_rate {
                 let due = Duration::from_secs_f64(done as f64 / rate as f64);
