@@ -23,6 +23,8 @@
 //! - [`cli`]: the `shopmesh` command line (`serve`, and clients of a running host).
 //! - [`metrics`]: the Prometheus counters and histograms counted as things happen (served,
 //!   with what is read at scrape time, by `GET /metrics` in [`api`]).
+//! - [`retention`]: the rows kept only for a while (published outbox rows, inbox rows,
+//!   resolved dead letters, finished replays, idempotency keys), pruned by their owners.
 //! - [`timeline`]: an order's story (states, steps, events, what each plugin did), read
 //!   through the modules that own those tables.
 //! - [`trace`]: W3C trace context from the HTTP request through the outbox, NATS headers and
@@ -44,6 +46,7 @@ pub mod outbox;
 pub mod plugins;
 pub mod publish;
 pub mod replay;
+pub mod retention;
 pub mod shop;
 pub mod signature;
 pub mod startup;

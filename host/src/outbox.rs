@@ -301,3 +301,9 @@ pub async fn backlog(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
         .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
+
+/// Deletes the rows published before `cutoff` (see `retention`): the stream has them, and
+/// JetStream's de-duplication window is long past. A row not yet published is never old.
+pub async fn prune(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    db.prune("trade_mq_producer_temp", "id", "msg_status = 1 AND sent_time < $1", cutoff).await
+}

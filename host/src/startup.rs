@@ -18,6 +18,7 @@ use crate::{
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::HostCard, DeliverySettings, PluginHost},
     replay::runner::Replays,
+    retention,
     shop::{sweeper::{self, SweeperSettings}, Shop},
     store::{Backend, Db},
     timestamp::Timestamp,
@@ -142,7 +143,14 @@ impl Application {
             }
         });
         plugins.registry.join_fleet(client.clone(), stream.clone());
-        plugins.registry.install_dir(&settings.plugins_dir);
+        if let Err(why) = folder::install_all(&plugins.registry, &settings.plugins_dir) {
+            // The consumers of the plugins installed before it stop with the start (a
+            // dropped signal is not a stop to them: they would rebind until the process ends).
+            let _ = shutdown.send(true);
+            tasks.close();
+            let _ = tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await;
+            anyhow::bail!(why);
+        }
         let (from_folder, from_fleet, switched) = (plugins.clone(), plugins.clone(), plugins.clone());
         tasks.spawn(fleet::follow_switches(
             move |name: &str, enabled: bool| switched.registry.set_enabled(name, enabled),
@@ -190,6 +198,7 @@ impl Application {
         };
         tasks.spawn(relay.run(signal.clone()));
         tasks.spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone()));
+        tasks.spawn(retention::run(shop.db.clone(), client.clone(), settings.retention, settings.retention_interval, signal.clone()));
 
         let acceptor = TcpListener::bind(settings.http_addr.to_string())
             .into_acceptor()

@@ -162,19 +162,34 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "idempotency keys of order requests",
         include_str!("../../migrations/20261127000007_order_requests.sql"),
     ),
+    (20261207000008, "inbox rows by time", include_str!("../../migrations/20261207000008_inbox_by_time.sql")),
+    (20261207000009, "outbox rows by time sent", include_str!("../../migrations/20261207000009_outbox_by_time.sql")),
+    (
+        20261207000010,
+        "idempotency keys by time",
+        include_str!("../../migrations/20261207000010_order_requests_by_time.sql"),
+    ),
 ];
 
-/// [`MIGRATIONS`] as sqlx's migrator reads them.
+/// [`MIGRATIONS`] as sqlx's migrator reads them for one backend. A migration whose text
+/// starts with `-- no-transaction` (sqlx's own marker) runs outside a transaction, so that
+/// Postgres can build an index `CONCURRENTLY`, without holding off writes to a table that
+/// may be large by then; SQLite has no such index build and gets the text without the word.
 #[derive(Debug)]
-struct Embedded;
+struct Embedded(Backend);
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async {
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
                 .map(|(version, description, sql)| {
-                    Migration::new(*version, (*description).into(), MigrationType::Simple, (*sql).into(), false)
+                    let no_tx = sql.starts_with("-- no-transaction");
+                    let sql = match self.0 {
+                        Backend::Sqlite if no_tx => sql.replace(" CONCURRENTLY ", " "),
+                        _ => (*sql).to_owned(),
+                    };
+                    Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into(), no_tx)
                 })
                 .collect())
         })
@@ -274,7 +289,7 @@ impl Db {
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.adopt_legacy_history().await?;
-        Migrator::new(Embedded).await?.run(&self.pool).await?;
+        Migrator::new(Embedded(self.backend)).await?.run(&self.pool).await?;
         Ok(())
     }
 
@@ -288,7 +303,7 @@ impl Db {
             Err(_) => return Ok(()), // no legacy table: nothing to adopt
         };
         conn.ensure_migrations_table().await?;
-        let known = Migrator::new(Embedded).await?;
+        let known = Migrator::new(Embedded(self.backend)).await?;
         let mut tx = conn.begin().await?;
         for m in known.iter().filter(|m| legacy.contains(&m.version)) {
             sqlx::query(
@@ -305,6 +320,31 @@ impl Db {
         tx.commit().await?;
         tracing::info!(versions = ?legacy, "adopted the migration history of an older shopmesh");
         Ok(())
+    }
+}
+
+/// What [`Db::prune`] deletes at most per transaction: a background write of bounded size,
+/// so a large backlog of old rows never holds the writer's turn (or Postgres' locks) long.
+pub const PRUNE_BATCH: i64 = 1000;
+
+impl Db {
+    /// Deletes the rows of `table` for which `old` holds, `$1` bound to `cutoff` (a moment in
+    /// ms), [`PRUNE_BATCH`] at a time, each batch its own background transaction; returns how
+    /// many it deleted. `key` is the table's primary key, its columns comma-separated (a
+    /// row value, which both databases compare). The owner of the table says which rows are
+    /// old enough (see `retention`).
+    pub async fn prune(&self, table: &str, key: &str, old: &str, cutoff: i64) -> Result<u64, sqlx::Error> {
+        let sql = format!("DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {old} LIMIT {PRUNE_BATCH})");
+        let mut deleted = 0;
+        loop {
+            let mut tx = self.begin_background().await?;
+            let n = sqlx::query(&sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            deleted += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 }
 

@@ -141,7 +141,7 @@ async fn capability_violated() {
 /// refused as one, though each alone would pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_cap_violated() {
-    violated("points-twice", "points (the event's effects together) 30000 outside 1..=15000", |_| {}).await;
+    violated("points-twice", "points (the event's effects together) 300000 outside 1..=150000", |_| {}).await;
 }
 
 /// A guest whose every read needs the one before (order, then its user, goods, steps) on a

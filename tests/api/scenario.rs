@@ -74,8 +74,13 @@ async fn seeds_scenario(backend: Backend) {
         json!({ "pay_id": pay_id, "order_id": order_id, "user_id": USER, "pay_amount": "4800.00" })
     );
     assert!(app.stream_events("shop.order.cancel").await.is_empty());
-    // The relay marked both rows sent.
-    assert_eq!(app.count("trade_mq_producer_temp", &format!("msg_status = 1 AND msg_key = '{order_id}'")).await, 2);
+    // The relay marks both rows sent (just after the stream acknowledged them: the events
+    // can be seen in the stream a moment before the marks are committed).
+    let sent = format!("msg_status = 1 AND msg_key = '{order_id}'");
+    crate::helpers::wait_for("the relay's marks", std::time::Duration::from_secs(10), || async {
+        (app.count("trade_mq_producer_temp", &sent).await == 2).then_some(())
+    })
+    .await;
 }
 
 async fn payment_rules(backend: Backend) {

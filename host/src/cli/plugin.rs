@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::{client::HostArgs, replay};
 use crate::plugins::{
+    config::Configs,
     grants::Grants,
     runtime::{capability_name, capability_named, sha256_hex, Capability, Limits, LoadedPlugin, Runtime, CAPABILITIES},
 };
@@ -276,12 +277,18 @@ fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
         Some(list) => Some(list.iter().map(|c| capability_named(c).with_context(|| format!("unknown capability {c:?}"))).collect::<anyhow::Result<Vec<_>>>()?),
         None => None,
     };
-    let configured = Grants::new(args.config.load()?.plugin_grants()?);
+    let settings = args.config.load()?;
+    let configured = Grants::new(settings.plugin_grants()?);
     let mut granted = (String::new(), Vec::new());
     let loaded = load(file, |name| {
         let caps = explicit.clone().unwrap_or_else(|| configured.granted(name));
         granted = (name.to_owned(), caps.clone());
         caps
+    });
+    // The configured values for its name must fit its config schema, as on the host.
+    let loaded = loaded.and_then(|p| match Configs::new(settings.plugin_config.0).check(&p.name, &p.manifest.config_schema) {
+        Ok(()) => Ok(p),
+        Err(why) => Err(anyhow::anyhow!("{}: refused: {why}", file.display())),
     });
     let plugin = match loaded {
         Ok(p) => p,

@@ -142,3 +142,9 @@ pub async fn record_redrive(db: &Db, id: Id, applied: bool, result: &str) -> Res
         .await?;
     Ok(())
 }
+
+/// Deletes the dead letters resolved before `cutoff` (see `retention`); open ones stay until
+/// an operator redrives them, however old.
+pub async fn prune(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    db.prune("shop_dead_letter", "id", "redriven_at < $1", cutoff).await
+}

@@ -23,8 +23,10 @@ use crate::{
     store::Conn,
 };
 
-/// The most points per whole 1.00 paid that any points rule may award.
-pub const MAX_POINTS_PER_UNIT: i64 = 100;
+/// The most points per whole 1.00 paid that one plugin's effects for a payment may award: a
+/// guard against a rule gone wrong, above what the points plugin's schema lets it be
+/// configured to give (`points_per_unit` up to 999), so that setting never trips it.
+pub const MAX_POINTS_PER_UNIT: i64 = 1000;
 const MAX_NOTE_CHARS: usize = 500;
 /// The most effects one event may produce: the shop's plugins produce one; a list longer
 /// than this is a plugin gone wrong, not a rule (each effect is a row written).

@@ -9,7 +9,35 @@ use std::{collections::HashMap, path::PathBuf, time::{Duration, SystemTime}};
 
 use tokio::sync::watch;
 
+use super::{config::ConfigRefusal, registry::Registry, runtime::LoadError, InstallError};
+
 type Seen = (u64, SystemTime);
+
+/// Installs every `<name>.wasm` in `dir` at start. A bad component is logged and skipped (the
+/// host runs without it until a good version arrives); a component that the configured
+/// values for its name do not fit is an error, so that the operator's mistake stops the
+/// start where it was made rather than leaving the plugin out unnoticed.
+pub fn install_all(registry: &Registry, dir: &std::path::Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        tracing::warn!(dir = %dir.display(), "plugins folder not found: no plugins loaded");
+        return Ok(());
+    }
+    let mut paths: Vec<PathBuf> = scan(dir).into_keys().collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let installed = std::fs::read(&path).map_err(|e| e.to_string()).map(|bytes| registry.install(&name, &bytes));
+        match installed {
+            Ok(Ok(_)) => {}
+            Ok(Err(InstallError::Load(LoadError::Config(why)))) if !matches!(why, ConfigRefusal::Schema(_)) => {
+                return Err(format!("plugin {name} ({}): {why} (see SHOPMESH_PLUGIN_CONFIG)", path.display()));
+            }
+            Ok(Err(e)) => tracing::error!(plugin = %name, error = %e, "plugin rejected"),
+            Err(e) => tracing::error!(plugin = %name, error = %e, "cannot read plugin file"),
+        }
+    }
+    Ok(())
+}
 
 pub async fn watch(offer: impl Fn(&str, &[u8]), dir: PathBuf, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     // What each file looked like at the previous poll, and what we last offered.

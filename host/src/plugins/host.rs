@@ -16,6 +16,7 @@ use opentelemetry::KeyValue;
 use sqlx::Connection;
 
 use super::{
+    config::Configs,
     delivery::{self, Delivery},
     dispatch::{self, Failure},
     effects,
@@ -36,7 +37,6 @@ pub struct PluginHost {
     pub registry: Registry,
     runtime: Arc<Runtime>,
     pub(super) shop: Arc<Shop>,
-    config: HashMap<String, Arc<HashMap<String, String>>>,
     pub delivery: DeliverySettings,
     pub metrics: Arc<Metrics>,
 }
@@ -82,10 +82,9 @@ impl PluginHost {
     ) -> PluginHost {
         let runtime = Arc::new(runtime);
         PluginHost {
-            registry: Registry::new(runtime.clone(), metrics.clone(), Arc::new(grants)),
+            registry: Registry::new(runtime.clone(), metrics.clone(), Arc::new(grants), Configs::new(config)),
             runtime,
             shop,
-            config: config.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             delivery,
             metrics,
         }
@@ -106,7 +105,7 @@ impl PluginHost {
 
     /// The plugin's configuration values.
     pub fn config_of(&self, plugin: &str) -> Arc<HashMap<String, String>> {
-        self.config.get(plugin).cloned().unwrap_or_default()
+        self.registry.configs.of(plugin)
     }
 
     pub(super) fn backoff(&self, attempt: i64) -> Duration {

@@ -188,3 +188,15 @@ pub async fn record_failure(db: &Db, plugin: &str, d: &Delivery, attempt: i64, e
     .await?;
     Ok(())
 }
+
+/// Deletes the rows last written before `cutoff` (see `retention`, which keeps them at
+/// least as long as the stream keeps the events they fence: an event still in the stream
+/// always finds its row), except those of an event with an open dead letter for the same
+/// plugin: it may have been applied after all (a lost ack, then a redelivery), and its
+/// redrive, whenever it comes, must find that out here.
+pub async fn prune(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    let old = "consumer_timestamp < $1 AND NOT EXISTS (
+        SELECT 1 FROM shop_dead_letter d WHERE d.plugin = trade_mq_consumer_log.group_name
+           AND d.event_id = trade_mq_consumer_log.msg_key AND d.redriven_at IS NULL)";
+    db.prune("trade_mq_consumer_log", "group_name, msg_tag, msg_key", old, cutoff).await
+}

@@ -16,11 +16,13 @@
 //! | [`wit`] | the plugin contract as Rust types (wasmtime's bindgen of `wit/`) |
 //! | [`effects`] | checking effects against capabilities and the event; handing them to the shop |
 //! | [`grants`] | which capabilities each plugin name may hold |
+//! | [`config`] | each plugin's configuration values, checked against a version's config schema |
 //! | [`dead_letters`] | `shop_dead_letter`: what could not be handled, and redrive results |
 //! | [`registry`] | versions: offer, stage, keep, activate, distribute |
 //! | [`status`] | what the registry tells an operator: state, versions, recent rates |
 //! | [`fleet`], [`folder`] | new versions from the fleet's registry and the watched folder |
 
+pub mod config;
 pub mod consumer;
 pub mod dead_letters;
 pub mod delivery;

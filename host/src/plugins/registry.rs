@@ -10,13 +10,13 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
     sync::{Arc, OnceLock, RwLock},
     time::Duration,
 };
 
 use super::{
     fleet,
+    config::Configs,
     grants::Grants,
     runtime::{self, LoadError, LoadedPlugin, Runtime},
 };
@@ -96,6 +96,8 @@ pub struct Registry {
     pub(super) metrics: Arc<Metrics>,
     /// Which capabilities each name may hold.
     pub grants: Arc<Grants>,
+    /// This host's configuration values, which a version's config schema must admit.
+    pub configs: Configs,
     /// Plugin names paused (by the fleet's switches); installed or not.
     disabled: RwLock<HashSet<String>>,
     /// Called with a plugin name the first time it is installed (starts its consumer).
@@ -105,13 +107,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, grants: Arc<Grants>) -> Registry {
-        Registry { runtime, metrics, grants, plugins: RwLock::default(), disabled: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new() }
+    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, grants: Arc<Grants>, configs: Configs) -> Registry {
+        Registry { runtime, metrics, grants, configs, plugins: RwLock::default(), disabled: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new() }
     }
 
-    /// Compiles and checks a candidate for `name` against the capabilities it is granted.
+    /// Compiles and checks a candidate for `name` against the capabilities it is granted
+    /// and the configuration values set for it.
     fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
-        let loaded = self.runtime.load(name, bytes, &self.grants.granted(name));
+        let loaded = self.runtime.load(name, bytes, &self.grants.granted(name)).and_then(|plugin| {
+            self.configs.check(name, &plugin.manifest.config_schema)?;
+            Ok(plugin)
+        });
         if loaded.is_err() {
             self.metrics.swap(name, "rejected");
         }
@@ -343,28 +349,6 @@ impl Registry {
             slot.invocations += 1;
             slot.failures += u64::from(failed);
         }
-    }
-
-    /// Installs every `<name>.wasm` in `dir`; a bad file is reported and skipped.
-    pub fn install_dir(&self, dir: &Path) -> Vec<(String, Result<Arc<LoadedPlugin>, String>)> {
-        let mut results = Vec::new();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            tracing::warn!(dir = %dir.display(), "plugins folder not found: no plugins loaded");
-            return results;
-        };
-        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect();
-        paths.sort();
-        for path in paths {
-            let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-            let result = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| self.install(&name, &bytes).map_err(|e| e.to_string()));
-            if let Err(e) = &result {
-                tracing::error!(plugin = %name, error = %e, "plugin rejected");
-            }
-            results.push((name, result));
-        }
-        results
     }
 
     /// The active version of `name`.

@@ -94,6 +94,8 @@ pub enum LoadError {
     CapabilityNotAllowed(Capability),
     #[error("subjects {subjects:?}: {why}")]
     Subjects { subjects: Vec<String>, why: String },
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigRefusal),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -223,3 +223,11 @@ fn event_from_row(r: &AnyRow) -> Result<ReplayEvent, sqlx::Error> {
         reason: r.try_get("reason")?,
     })
 }
+
+/// Deletes the replays that finished before `cutoff`, with their events (see `retention`);
+/// a running replay is never old. Events first: a pass cut short leaves a replay without
+/// events for the next pass, never events without their replay.
+pub async fn prune(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    let events = db.prune("shop_replay_event", "replay_id, seq", "replay_id IN (SELECT id FROM shop_replay WHERE finished_at < $1)", cutoff).await?;
+    Ok(events + db.prune("shop_replay", "id", "finished_at < $1", cutoff).await?)
+}

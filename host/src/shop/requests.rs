@@ -48,3 +48,9 @@ pub(super) async fn find(db: &Db, user_id: Id, key: &RequestKey) -> Result<Optio
         .fetch_optional(db.pool())
         .await
 }
+
+/// Deletes the keys recorded before `cutoff` (see `retention`): a client retries within
+/// minutes, not after the retention period.
+pub async fn prune(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    db.prune("shop_order_request", "user_id, request_key", "created_at < $1", cutoff).await
+}

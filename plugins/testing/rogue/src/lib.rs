@@ -53,7 +53,7 @@ plugin! {
                 amount: paid.pay_amount,
             })]),
             "points-twice" => {
-                let cap = || Effect::AddPoints(AddPoints { order_id: paid.order_id, user_id: paid.user_id, points: paid.pay_amount / 100 * 100 });
+                let cap = || Effect::AddPoints(AddPoints { order_id: paid.order_id, user_id: paid.user_id, points: paid.pay_amount / 100 * 1000 });
                 Ok(vec![cap(), cap()])
             }
             "read-chain" => {

@@ -70,6 +70,14 @@ pub struct Settings {
     /// How long stream history is kept for replay (0 = forever).
     #[serde(deserialize_with = "duration", alias = "stream_max_age_secs")]
     pub stream_max_age: Duration,
+    /// How long rows kept only for a while (published outbox rows, inbox rows, resolved
+    /// dead letters, finished replays, idempotency keys) are kept (0 = forever); at least
+    /// `stream_max_age` (see [`crate::retention`]).
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// How often each host looks for rows past `retention`.
+    #[serde(deserialize_with = "duration")]
+    pub retention_interval: Duration,
     /// Copies of stream SHOP in a NATS cluster (1 for a single server; 3 survives one loss).
     pub stream_replicas: usize,
     pub relay_batch: i64,
@@ -132,6 +140,8 @@ impl Default for Settings {
             sweep_interval: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
             stream_max_age: Duration::from_secs(7 * 24 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
             stream_replicas: 1,
             relay_batch: 256,
             relay_lease: Duration::from_secs(30),
@@ -238,7 +248,7 @@ impl Settings {
         "nats_monitor_url", "require_sync_always", "shutdown_grace", "otlp_endpoint",
         "http_body_limit", "plugin_upload_limit", "http_max_in_flight", "http_body_timeout",
         "callback_secret", "admin_token", "fault", "worker_id", "demo_data", "preorder_timeout",
-        "sweep_interval", "duplicate_window", "stream_max_age", "stream_replicas", "relay_batch", "relay_lease",
+        "sweep_interval", "duplicate_window", "stream_max_age", "retention", "retention_interval", "stream_replicas", "relay_batch", "relay_lease",
         "relay_poll", "plugins_dir", "plugin_max_attempts", "plugin_batch", "plugin_retry_base", "plugin_retry_max",
         "plugin_memory_mib", "plugin_fuel", "plugin_deadline", "plugin_ack_wait", "plugin_watch",
         "plugin_config", "plugin_grants",
@@ -281,6 +291,7 @@ impl Settings {
             ("plugin_memory_mib", self.plugin_memory_mib == 0),
             ("db_max_connections", self.db_max_connections == 0),
             ("stream_replicas", self.stream_replicas == 0),
+            ("retention_interval", self.retention_interval.is_zero()),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(ConfigError::Invalid(format!("{name} must be more than 0")));
@@ -292,6 +303,12 @@ impl Settings {
         }
         if self.plugin_ack_wait < self.plugin_deadline * 4 {
             return invalid("plugin_ack_wait must be at least 4 × plugin_deadline, or live deliveries get redelivered");
+        }
+        // The inbox is what keeps an event still in the stream from being applied twice (a
+        // consumer reset, a replay applying): its rows must outlive the stream's events.
+        let forever = |d: Duration| d.is_zero();
+        if !forever(self.retention) && (forever(self.stream_max_age) || self.retention < self.stream_max_age) {
+            return invalid("retention must be at least stream_max_age (or 0, keep forever; it must be 0 when stream_max_age is)");
         }
         if self.plugin_max_attempts < 1 {
             return invalid("plugin_max_attempts must be at least 1");
@@ -312,81 +329,4 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The layers with `vars` as the whole environment.
-    fn with_env(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, figment::Error> {
-        let mut out = None;
-        figment::Jail::expect_with(|jail| {
-            jail.clear_env();
-            for (k, v) in vars {
-                jail.set_env(k, v);
-            }
-            if let Some(text) = file {
-                jail.create_file("shopmesh.toml", text)?;
-            }
-            out = Some(Settings::figment(file.map(|_| "shopmesh.toml"), Env::prefixed("SHOPMESH_")).extract::<Settings>());
-            Ok(())
-        });
-        out.expect("the jail ran")
-    }
-
-    #[test]
-    fn env_overrides_and_reports_bad_values() {
-        let s = with_env(
-            None,
-            &[
-                ("SHOPMESH_HTTP_ADDR", "0.0.0.0:9000"),
-                ("SHOPMESH_NATS_URL", "nats://x:4222"),
-                ("SHOPMESH_PREORDER_TIMEOUT", "1500ms"),
-                ("SHOPMESH_SWEEP_INTERVAL_SECS", "0.25"),
-                ("SHOPMESH_TEST_PG_URL", "postgres://not-a-setting"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(s.http_addr.port(), 9000);
-        assert_eq!(s.nats_url.as_deref(), Some("nats://x:4222"));
-        assert_eq!(s.preorder_timeout, Duration::from_millis(1500));
-        assert_eq!(s.sweep_interval, Duration::from_millis(250), "the older _SECS name, in seconds");
-
-        let err = with_env(None, &[("SHOPMESH_WORKER_ID", "many")]).unwrap_err();
-        assert!(err.to_string().contains("WORKER_ID"), "{err}");
-        let err = with_env(None, &[("SHOPMESH_RELAY_POLL", "soon")]).unwrap_err();
-        assert!(err.to_string().contains("not a duration"), "{err}");
-    }
-
-    #[test]
-    fn plugin_config_from_env_or_file() {
-        let s = with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "points.points_per_unit=2, log.x=y")]).unwrap();
-        assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "2");
-        assert_eq!(s.plugin_config.0["log"]["x"], "y");
-        assert!(with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "nope")]).is_err());
-        let s = with_env(Some("[plugin_config.points]\npoints_per_unit = \"3\""), &[]).unwrap();
-        assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "3");
-    }
-
-    #[test]
-    fn zero_where_it_would_spin_or_starve_is_refused() {
-        assert!(Settings::default().validate().is_ok());
-        for (var, name) in [("SHOPMESH_RELAY_POLL", "relay_poll"), ("SHOPMESH_SWEEP_INTERVAL", "sweep_interval"), ("SHOPMESH_PLUGIN_DEADLINE", "plugin_deadline"), ("SHOPMESH_PLUGIN_FUEL", "plugin_fuel"), ("SHOPMESH_DB_MAX_CONNECTIONS", "db_max_connections")] {
-            let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
-            assert!(err.to_string().contains(&format!("{name} must be more than 0")), "{var}: {err}");
-        }
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let s = Settings { admin_token: "hunter2".into(), ..Settings::default() };
-        assert!(!format!("{s:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn file_rejects_unknown_keys_and_takes_durations() {
-        assert!(with_env(Some("htp_addr = '1.2.3.4:5'"), &[]).is_err());
-        let s = with_env(Some("admin_token = 't'\nrelay_batch = 5\nplugin_deadline = '200ms'\nrelay_lease_secs = 2"), &[]).unwrap();
-        assert_eq!(s.relay_batch, 5);
-        assert_eq!(s.plugin_deadline, Duration::from_millis(200));
-        assert_eq!(s.relay_lease, Duration::from_secs(2));
-    }
-}
+mod tests;

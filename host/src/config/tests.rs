@@ -1,0 +1,92 @@
+//! The configuration's layers and checks.
+
+use super::*;
+
+/// The layers with `vars` as the whole environment.
+fn with_env(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, figment::Error> {
+    let mut out = None;
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (k, v) in vars {
+            jail.set_env(k, v);
+        }
+        if let Some(text) = file {
+            jail.create_file("shopmesh.toml", text)?;
+        }
+        out = Some(Settings::figment(file.map(|_| "shopmesh.toml"), Env::prefixed("SHOPMESH_")).extract::<Settings>());
+        Ok(())
+    });
+    out.expect("the jail ran")
+}
+
+#[test]
+fn env_overrides_and_reports_bad_values() {
+    let s = with_env(
+        None,
+        &[
+            ("SHOPMESH_HTTP_ADDR", "0.0.0.0:9000"),
+            ("SHOPMESH_NATS_URL", "nats://x:4222"),
+            ("SHOPMESH_PREORDER_TIMEOUT", "1500ms"),
+            ("SHOPMESH_SWEEP_INTERVAL_SECS", "0.25"),
+            ("SHOPMESH_TEST_PG_URL", "postgres://not-a-setting"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.http_addr.port(), 9000);
+    assert_eq!(s.nats_url.as_deref(), Some("nats://x:4222"));
+    assert_eq!(s.preorder_timeout, Duration::from_millis(1500));
+    assert_eq!(s.sweep_interval, Duration::from_millis(250), "the older _SECS name, in seconds");
+
+    let err = with_env(None, &[("SHOPMESH_WORKER_ID", "many")]).unwrap_err();
+    assert!(err.to_string().contains("WORKER_ID"), "{err}");
+    let err = with_env(None, &[("SHOPMESH_RELAY_POLL", "soon")]).unwrap_err();
+    assert!(err.to_string().contains("not a duration"), "{err}");
+}
+
+#[test]
+fn plugin_config_from_env_or_file() {
+    let s = with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "points.points_per_unit=2, log.x=y")]).unwrap();
+    assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "2");
+    assert_eq!(s.plugin_config.0["log"]["x"], "y");
+    assert!(with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "nope")]).is_err());
+    let s = with_env(Some("[plugin_config.points]\npoints_per_unit = \"3\""), &[]).unwrap();
+    assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "3");
+}
+
+#[test]
+fn zero_where_it_would_spin_or_starve_is_refused() {
+    assert!(Settings::default().validate().is_ok());
+    for (var, name) in [("SHOPMESH_RELAY_POLL", "relay_poll"), ("SHOPMESH_SWEEP_INTERVAL", "sweep_interval"), ("SHOPMESH_PLUGIN_DEADLINE", "plugin_deadline"), ("SHOPMESH_PLUGIN_FUEL", "plugin_fuel"), ("SHOPMESH_DB_MAX_CONNECTIONS", "db_max_connections")] {
+        let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains(&format!("{name} must be more than 0")), "{var}: {err}");
+    }
+}
+
+#[test]
+fn secrets_do_not_print() {
+    let s = Settings { admin_token: "hunter2".into(), ..Settings::default() };
+    assert!(!format!("{s:?}").contains("hunter2"));
+}
+
+#[test]
+fn file_rejects_unknown_keys_and_takes_durations() {
+    assert!(with_env(Some("htp_addr = '1.2.3.4:5'"), &[]).is_err());
+    let s = with_env(Some("admin_token = 't'\nrelay_batch = 5\nplugin_deadline = '200ms'\nrelay_lease_secs = 2"), &[]).unwrap();
+    assert_eq!(s.relay_batch, 5);
+    assert_eq!(s.plugin_deadline, Duration::from_millis(200));
+    assert_eq!(s.relay_lease, Duration::from_secs(2));
+}
+
+#[test]
+fn retention_outlives_the_streams_events() {
+    let check = |vars: &[(&str, &str)]| with_env(None, vars).unwrap().validate();
+    assert!(check(&[("SHOPMESH_RETENTION", "7days")]).is_ok(), "as long as the stream (default 7 days)");
+    assert!(check(&[("SHOPMESH_RETENTION", "0")]).is_ok(), "forever");
+    assert!(check(&[("SHOPMESH_STREAM_MAX_AGE", "0"), ("SHOPMESH_RETENTION", "0")]).is_ok());
+    for vars in [&[("SHOPMESH_RETENTION", "6days")][..], &[("SHOPMESH_STREAM_MAX_AGE", "0")][..]] {
+        let err = check(vars).unwrap_err();
+        assert!(err.to_string().contains("retention must be at least stream_max_age"), "{vars:?}: {err}");
+    }
+    let err = check(&[("SHOPMESH_RETENTION_INTERVAL", "0")]).unwrap_err();
+    assert!(err.to_string().contains("retention_interval must be more than 0"), "{err}");
+}

@@ -1,0 +1,68 @@
+//! A plugin's configuration values must fit the config schema its manifest declares. A value
+//! that does not fit stops the start (for the folder's version), refuses an upload and fails
+//! `shopmesh plugin check`, each naming the key and the rule; nothing of that version is
+//! loaded, kept or staged. Values that fit load as before.
+
+use serde_json::json;
+
+use crate::helpers::{component, plugins_dir, spawn_app_with, test_settings, with_plugins, Backend, TestDb, TestNats};
+
+fn config(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_the_schema_refuses_stops_the_start() {
+    let (db, nats, data) = (TestDb::new(Backend::Sqlite).await, TestNats::start().await, tempfile::tempdir().unwrap());
+    let mut settings = test_settings(&db.url, &nats.url(), data.path());
+    with_plugins(&mut settings);
+    settings.plugin_config.0.insert("points".into(), config(&[("points_per_unit", "1.5")]));
+    let refused = shopmesh::startup::Application::build(settings).await.err().expect("the start is refused");
+    let text = format!("{refused:#}");
+    assert!(text.contains("plugin points"), "names the plugin: {text}");
+    assert!(text.contains(r#"points_per_unit = "1.5""#) && text.contains("must match ^[0-9]{1,3}$"), "names the key and the rule: {text}");
+
+    // The same value, offline: `plugin check` refuses the component the way the host does.
+    let check = |value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+            .args(["plugin", "check"])
+            .arg(plugins_dir().join("points.wasm"))
+            .env("SHOPMESH_PLUGIN_CONFIG", format!("points.points_per_unit={value}"))
+            .output()
+            .expect("run shopmesh")
+    };
+    let offline = check("1.5");
+    let stderr = String::from_utf8_lossy(&offline.stderr);
+    assert_eq!(offline.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(r#"points_per_unit = "1.5""#), "{stderr}");
+    let fits = check("7");
+    assert!(fits.status.success(), "{}", String::from_utf8_lossy(&fits.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_values_do_not_fit_is_refused_and_nothing_is_staged() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        with_plugins(s);
+        s.plugin_config.0.insert("points".into(), config(&[("points_per_unit", "3")]));
+        s.plugin_config.0.insert("vip-bonus".into(), config(&[("bonus", "lots")]));
+    })
+    .await;
+    // Values that fit: points loaded at start as usual.
+    let points = app.admin(reqwest::Method::GET, "/api/admin/plugins/points", None).await;
+    assert_eq!(points.status, 200, "{:?}", points.body);
+    assert_eq!(points.body["active_version"], "1.0.0");
+
+    // vip-bonus is granted, so its capability passes and only its configuration is left.
+    let grant = json!({"capabilities": ["add-points"]});
+    let granted = app.admin(reqwest::Method::PUT, "/api/admin/plugins/vip-bonus/grants", Some(&grant)).await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    for query in ["", "?activate=true"] {
+        let refused = app.upload("vip-bonus", component("vip-bonus"), query).await;
+        assert_eq!(refused.status, 400, "{:?}", refused.body);
+        assert_eq!(refused.code(), "SHOP_PLUGIN_REJECTED");
+        let message = refused.body["message"].as_str().unwrap();
+        assert!(message.contains(r#"bonus = "lots""#) && message.contains("must match ^[0-9]{1,6}$"), "{message}");
+    }
+    let status = app.admin(reqwest::Method::GET, "/api/admin/plugins/vip-bonus", None).await;
+    assert_eq!(status.status, 404, "nothing kept or staged: {:?}", status.body);
+}
