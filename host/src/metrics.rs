@@ -1,5 +1,5 @@
 //! The host's Prometheus metrics that are counted as things happen: plugin invocations by
-//! outcome, handler time and fuel, hot swaps, HTTP requests. One [`Metrics`] per
+//! outcome, handler time and fuel, hot swaps, rows pruned, HTTP requests. One [`Metrics`] per
 //! application (not the crate's global registry), so two hosts in one test process count
 //! apart. What is better read at scrape time (consumer lag, outbox backlog, dead letters,
 //! replays) is gathered by `GET /metrics` itself ([`crate::api`]) and encoded with these.
@@ -50,6 +50,7 @@ pub struct Metrics {
     handler: HistogramVec,
     fuel: IntCounterVec,
     swaps: IntCounterVec,
+    pruned: IntCounterVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     /// Recent per-plugin event rates, for the console's chart.
@@ -85,6 +86,11 @@ impl Metrics {
             &["plugin", "result"],
         )
         .expect("valid metric");
+        let pruned = IntCounterVec::new(
+            Opts::new("shopmesh_retention_deleted_rows_total", "Rows deleted past the retention, by table."),
+            &["table"],
+        )
+        .expect("valid metric");
         let http_requests = IntCounterVec::new(
             Opts::new("http_server_requests_total", "HTTP requests answered, by operation and status."),
             &["method", "route", "status"],
@@ -95,18 +101,19 @@ impl Metrics {
             &["method", "route"],
         )
         .expect("valid metric");
-        let collectors: [Box<dyn Collector>; 6] = [
+        let collectors: [Box<dyn Collector>; 7] = [
             Box::new(invocations.clone()),
             Box::new(handler.clone()),
             Box::new(fuel.clone()),
             Box::new(swaps.clone()),
+            Box::new(pruned.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, invocations, handler, fuel, swaps, http_requests, http_duration, rates: RateHistory::default() }
+        Metrics { registry, invocations, handler, fuel, swaps, pruned, http_requests, http_duration, rates: RateHistory::default() }
     }
 
     pub fn invocation(&self, plugin: &str, version: &str, outcome: Outcome) {
@@ -121,6 +128,10 @@ impl Metrics {
 
     pub fn swap(&self, plugin: &str, result: &str) {
         self.swaps.with_label_values(&[plugin, result]).inc();
+    }
+
+    pub fn pruned(&self, table: &str, rows: u64) {
+        self.pruned.with_label_values(&[table]).inc_by(rows);
     }
 
     pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {

@@ -17,13 +17,14 @@
 //! letter keeps its row too (see [`inbox::prune`]). Every host runs the job; deleting what
 //! another host deleted already is a no-op, so they need no coordination.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
 use crate::{
     bus,
     ids::now_ms,
+    metrics::Metrics,
     outbox,
     plugins::{dead_letters, inbox},
     replay,
@@ -56,7 +57,7 @@ async fn stream_keeps(client: &async_nats::Client) -> Option<Duration> {
 }
 
 /// Prunes every `interval` until shutdown (nothing when `keep` is 0: forever).
-pub async fn run(db: Db, client: async_nats::Client, keep: Duration, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(db: Db, client: async_nats::Client, metrics: Arc<Metrics>, keep: Duration, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     if keep.is_zero() {
         return;
     }
@@ -67,6 +68,7 @@ pub async fn run(db: Db, client: async_nats::Client, keep: Duration, interval: D
         }
         match prune_once(&db, keep, stream_keeps).await {
             Ok(pruned) if pruned.iter().any(|(_, n)| *n > 0) => {
+                pruned.iter().for_each(|(table, n)| metrics.pruned(table, *n));
                 let pruned: Vec<String> = pruned.iter().filter(|(_, n)| *n > 0).map(|(t, n)| format!("{t}: {n}")).collect();
                 tracing::info!(rows = %pruned.join(", "), "pruned rows past retention");
             }

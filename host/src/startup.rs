@@ -198,7 +198,7 @@ impl Application {
         };
         tasks.spawn(relay.run(signal.clone()));
         tasks.spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone()));
-        tasks.spawn(retention::run(shop.db.clone(), client.clone(), settings.retention, settings.retention_interval, signal.clone()));
+        tasks.spawn(retention::run(shop.db.clone(), client.clone(), metrics.clone(), settings.retention, settings.retention_interval, signal.clone()));
 
         let acceptor = TcpListener::bind(settings.http_addr.to_string())
             .into_acceptor()

@@ -111,6 +111,18 @@ async fn rows_past_retention_go_and_nothing_else(backend: Backend) {
     assert_eq!(app.count("trade_mq_consumer_log", "").await, inbox - first_inbox + 1, "the aged inbox rows but the dead-lettered event's");
     assert_eq!(app.count("trade_mq_consumer_log", &format!("group_name = 'points' AND msg_key = '{paid_event}'")).await, 1);
     assert_eq!(app.count("shop_replay_event", "").await, app.count("shop_replay_event", &format!("replay_id = {new_replay}")).await);
+    // Counted for operators, per table (once the pass that deleted them has ended).
+    let deleted = |scrape: &str, table: &str| {
+        let series = format!("shopmesh_retention_deleted_rows_total{{table=\"{table}\"}} ");
+        scrape.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse::<i64>().ok())
+    };
+    let scrape = wait_for("the pass's counts", Duration::from_secs(10), || async {
+        let scrape = app.http.get(format!("{}/metrics", app.address)).send().await.ok()?.text().await.ok()?;
+        (deleted(&scrape, "shop_order_request") == Some(1)).then_some(scrape)
+    })
+    .await;
+    assert_eq!(deleted(&scrape, "trade_mq_producer_temp"), Some(first_outbox), "{scrape}");
+    assert_eq!(deleted(&scrape, "shop_order_request"), Some(1), "{scrape}");
     assert_eq!(app.admin(Method::GET, &format!("/api/admin/replays/{old_replay}"), None).await.status, 404);
     assert_eq!(app.admin(Method::GET, &format!("/api/admin/replays/{new_replay}"), None).await.status, 200);
     let letters = app.admin(Method::GET, "/api/admin/dead-letters?plugin=shopmesh-guard", None).await.body;

@@ -11,7 +11,7 @@
 //! | [`points`] | `trade_user.user_score` | add-points effect |
 //! | [`audit_log`] | `shop_audit_log` | append-log effect |
 //! | [`steps`] | `shop_order_step` | every take writes its forward record; every give-back is fenced by it |
-//! | [`orders`] | `trade_order` | the order flow, its cancellation, the [`sweeper`] |
+//! | [`orders`] | `trade_order` | the order flow, its cancellation, the [`sweeper`], the callback's mark paid |
 //! | [`requests`] | `shop_order_request` | the order flow, with the pre-order of a request sent with an `Idempotency-Key` |
 //! | [`payments`] | `trade_pay` | payment creation and the signed callback |
 //!

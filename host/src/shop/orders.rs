@@ -292,6 +292,22 @@ impl Commit for OrderWrites {
     }
 }
 
+/// Marks a confirmed, unpaid order paid, in the payment callback's transaction (see
+/// [`super::payments`]); the user who placed it, or `None` when the order is not confirmed
+/// and unpaid, so cannot be paid.
+pub(super) async fn mark_paid(tx: &mut Conn, order_id: Id, at: i64) -> Result<Option<Id>, sqlx::Error> {
+    let order = sqlx::query(
+        "UPDATE trade_order SET pay_status = 2, pay_time = $1
+          WHERE order_id = $2 AND order_status = 1 AND pay_status <> 2
+        RETURNING user_id",
+    )
+    .bind(at)
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    order.map(|r| r.try_get("user_id")).transpose()
+}
+
 async fn save_preorder(tx: &mut Conn, order_id: Id, req: &PlaceOrder, plan: &Plan) -> Result<(), WriteError> {
     let sql = "INSERT INTO trade_order (order_id, user_id, order_status, pay_status, shipping_status,
             address, consignee, goods_id, goods_number, goods_price, goods_amount, shipping_fee,

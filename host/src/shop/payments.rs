@@ -5,7 +5,7 @@
 use poem_openapi::{Enum, Object};
 use sqlx::Row;
 
-use super::{orders::{Order, STATUS_CONFIRMED}, Shop, ShopError};
+use super::{orders::{self, Order, STATUS_CONFIRMED}, Shop, ShopError};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -157,16 +157,7 @@ impl Commit for MarkPaid {
             return Ok(None);
         };
         let order_id: Id = changed.try_get("order_id")?;
-        let order = sqlx::query(
-            "UPDATE trade_order SET pay_status = 2, pay_time = $1
-              WHERE order_id = $2 AND order_status = 1 AND pay_status <> 2
-            RETURNING user_id",
-        )
-        .bind(now)
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(order) = order else {
+        let Some(user_id) = orders::mark_paid(tx, order_id, now).await? else {
             // The job rolls the payment back: an order that is not confirmed and unpaid
             // cannot be paid.
             return Err(ShopError::OrderNotConfirmed(order_id));
@@ -174,7 +165,7 @@ impl Commit for MarkPaid {
         let event = PaySucceeded {
             pay_id: notice.pay_id,
             order_id,
-            user_id: order.try_get("user_id")?,
+            user_id,
             pay_amount: notice.pay_amount,
         };
         outbox::enqueue(tx, &self.ids, event).await?;
