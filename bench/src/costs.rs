@@ -81,7 +81,8 @@ pub async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, setti
             let follower = follower.clone();
             async move { follower.registry.receive("the fleet registry", &name, &bytes, run) }
         };
-        tokio::spawn(shopmesh::plugins::fleet::follow(offer, client.clone(), settings.clone(), signal.clone()));
+        let caught_up = shopmesh::plugins::fleet::CaughtUp::default();
+        tokio::spawn(shopmesh::plugins::fleet::follow(offer, client.clone(), settings.clone(), caught_up, signal.clone()));
         hosts.push(host);
     }
     let handled = |event_id: String, version: &'static str| async move {

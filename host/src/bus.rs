@@ -290,6 +290,11 @@ impl NatsServer {
         }
     }
 
+    /// How it ended, if it has (a crash, a kill from outside); `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Starts it again on the same ports and store.
     pub async fn restart(&mut self) -> Result<(), BusError> {
         self.stop().await;

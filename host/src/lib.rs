@@ -15,7 +15,8 @@
 //!   effects handed to the shop's resources, inbox, dead letters, the version registry.
 //! - [`replay`]: a range of stream `SHOP` run again through one plugin version, dry-run
 //!   (compared with what was recorded) or applied; in the background, recorded in the database.
-//! - [`bus`]: the NATS side: connect, version check, stream `SHOP`, embedded nats-server.
+//! - [`bus`]: the NATS side: connect, version check, stream `SHOP`, embedded nats-server;
+//!   [`embedded`]: that server kept running (started again when it exits).
 //! - [`store`]: the database (sqlx `Any`: SQLite or Postgres), its writer turns and its
 //!   migrations; [`group_commit`]: requests arriving together committed in one transaction.
 //! - [`config`], [`startup`]: configuration layers and the assembled [`startup::Application`];
@@ -37,6 +38,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod embedded;
 pub mod events;
 pub mod group_commit;
 pub mod ids;

@@ -102,7 +102,7 @@ crate::text_type::impl_text_type!(
     "decimal",
     // At most 11 integer digits: MAX_CENTS, so what matches also fits.
     r"^-?[0-9]{1,11}(\.[0-9]{1,2})?$",
-    "An exact amount as a decimal string, at most 2 decimal places.",
+    "An exact amount as a decimal string: at most 11 digits before the point and 2 after.",
     "5000.00"
 );
 crate::text_type::impl_bigint_column!(Money, Money::from_cents, |m: &Money| m.cents());

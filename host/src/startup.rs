@@ -6,14 +6,14 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use poem::{listener::{Acceptor, Listener, TcpListener}, Server};
-use tokio::{sync::{watch, Notify}, task::JoinHandle};
+use tokio::{sync::{watch, Mutex, Notify}, task::JoinHandle};
 use tokio_util::task::TaskTracker;
 
 use crate::{
     api::{self, limits::RequestLimits, AdminToken, CallbackSecret, Probes},
     bus::{self, BusError, Fsync, NatsServer, StreamSettings},
     config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
-    demo,
+    demo, embedded,
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::HostCard, DeliverySettings, PluginHost},
@@ -38,12 +38,23 @@ pub struct Application {
     server: JoinHandle<std::io::Result<()>>,
     grace: Duration,
     // Stopped last: the child nats-server outlives the tasks that use it.
-    nats: Option<NatsServer>,
+    nats: Option<Arc<Mutex<NatsServer>>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         settings.validate()?;
+        // Bound first: a port in use is the commonest reason a start fails, and when it does
+        // nothing should have started (no database file, no nats-server child, no consumer).
+        let acceptor = TcpListener::bind(settings.http_addr.to_string())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {} (another shopmesh there? choose with --http-addr or SHOPMESH_HTTP_ADDR)", settings.http_addr))?;
+        let address = *acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr())
+            .context("listener has no socket address")?;
         if settings.callback_secret.expose_secret() == DEV_CALLBACK_SECRET || settings.admin_token.expose_secret() == DEV_ADMIN_TOKEN {
             tracing::warn!("using the development callback secret or admin token: set SHOPMESH_CALLBACK_SECRET and SHOPMESH_ADMIN_TOKEN for anything but a demo");
         }
@@ -131,15 +142,31 @@ impl Application {
             Grants::new(settings.plugin_grants()?),
         ));
         plugins.refresh_grants().await.context("reading the plugin grants")?;
+        let replays = Arc::new(Replays::new(plugins.clone(), client.clone(), stream.clone(), format!("worker-{}", settings.worker_id)));
+        replays.recover().await.context("recovering replays")?;
+        // From here on tasks run: the only step that may still fail, installing the folder's
+        // plugins, stops them before it returns.
         let (shutdown, signal) = watch::channel(false);
         let tasks = TaskTracker::new();
-        // Every plugin name, at start or arriving later, gets its consumer the same way.
-        // (A weak handle: the host must not keep itself alive through its own hook.)
-        let (weak, hook_client, hook_stream, hook_signal, hook_tasks) =
-            (Arc::downgrade(&plugins), client.clone(), stream.clone(), signal.clone(), tasks.clone());
+        let nats_child = nats_child.map(|child| Arc::new(Mutex::new(child)));
+        if let Some(child) = &nats_child {
+            tasks.spawn(embedded::keep(child.clone(), signal.clone()));
+        }
+        // Every plugin name, at start or arriving later, gets its consumer the same way, once
+        // the fleet's versions and switches are read (a restarted host runs what the fleet
+        // runs now, not what its folder had). (A weak handle: the host must not keep itself
+        // alive through its own hook.)
+        let caught_up = fleet::CaughtUp::default();
+        let (weak, hook_client, hook_stream, hook_signal, hook_tasks, hook_caught_up) =
+            (Arc::downgrade(&plugins), client.clone(), stream.clone(), signal.clone(), tasks.clone(), caught_up.clone());
         plugins.registry.on_new_plugin(move |name| {
             if let Some(host) = weak.upgrade() {
-                hook_tasks.spawn(consumer::run(host, hook_client.clone(), hook_stream.clone(), name, hook_signal.clone()));
+                let (client, stream, signal, caught_up) = (hook_client.clone(), hook_stream.clone(), hook_signal.clone(), hook_caught_up.clone());
+                hook_tasks.spawn(async move {
+                    if caught_up.wait(signal.clone()).await {
+                        consumer::run(host, client, stream, name, signal).await;
+                    }
+                });
             }
         });
         plugins.registry.join_fleet(client.clone(), stream.clone());
@@ -156,6 +183,7 @@ impl Application {
             move |name: &str, enabled: bool| switched.registry.set_enabled(name, enabled),
             client.clone(),
             stream.clone(),
+            caught_up.clone(),
             signal.clone(),
         ));
         tasks.spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone()));
@@ -179,6 +207,7 @@ impl Application {
                 },
                 client.clone(),
                 stream.clone(),
+                caught_up,
                 signal.clone(),
             ));
         let relay = Relay::new(
@@ -200,15 +229,6 @@ impl Application {
         tasks.spawn(sweeper::run(shop.clone(), sweeper_settings, signal.clone()));
         tasks.spawn(retention::run(shop.db.clone(), client.clone(), metrics.clone(), settings.retention, settings.retention_interval, signal.clone()));
 
-        let acceptor = TcpListener::bind(settings.http_addr.to_string())
-            .into_acceptor()
-            .await
-            .with_context(|| format!("binding {}", settings.http_addr))?;
-        let address = *acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr())
-            .context("listener has no socket address")?;
         let me = HostCard {
             host: format!("worker-{}", settings.worker_id),
             hostname: hostname(),
@@ -217,8 +237,6 @@ impl Application {
         };
         let (reporter, report_signal) = (plugins.clone(), signal.clone());
         tasks.spawn(async move { reporter.registry.report(me, report_signal).await });
-        let replays = Arc::new(Replays::new(plugins.clone(), client.clone(), stream.clone(), format!("worker-{}", settings.worker_id)));
-        replays.recover().await.context("recovering replays")?;
         let routes = api::routes(api::Parts {
             shop: shop.clone(),
             plugins: plugins.clone(),
@@ -313,8 +331,8 @@ impl Application {
         if !clean {
             tracing::warn!(grace = %humantime::format_duration(self.grace), "grace period over: exiting with work in flight (it is redone after the restart)");
         }
-        if let Some(nats) = self.nats.as_mut() {
-            nats.shutdown(Duration::from_secs(5)).await;
+        if let Some(nats) = &self.nats {
+            nats.lock().await.shutdown(Duration::from_secs(5)).await;
         }
         let _ = tokio::task::spawn_blocking(crate::trace::flush).await;
         clean

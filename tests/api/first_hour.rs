@@ -1,5 +1,6 @@
 //! The first hour of a new user: the CLI answers --help and --version without starting
-//! anything and refuses a bad flag in one line; a request body with an unknown field or
+//! anything and refuses a bad flag in one line; a port in use stops the start in one line
+//! before anything is started or written; a request body with an unknown field or
 //! without a required one is refused naming it, and changes nothing; the admin API says
 //! whether the token is missing or wrong; every example in the spec works on a fresh host
 //! with the demo data; kept plugin versions survive a restart and a paused plugin resumes
@@ -40,9 +41,36 @@ async fn help_and_version_start_nothing_and_a_bad_flag_is_one_line() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains("--nope") && !err.contains("panicked"), "{err}");
+    let missing = shopmesh(&["replay"], data.path());
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("not provided: --plugin <PLUGIN>"), "names what is missing: {err}");
     let bare = shopmesh(&[], data.path());
     assert_eq!(bare.status.code(), Some(2), "a bare shopmesh starts nothing either");
     assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+}
+
+/// A port in use is said in one line before anything starts: no database file, no JetStream
+/// store (a nats-server child would have made one), so nothing is left to clean up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_stops_the_start_before_anything_starts() {
+    let data = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["serve", "--http-addr", &addr, "--plugins-dir", plugins_dir().to_str().unwrap()])
+        .env("SHOPMESH_DATA_DIR", data.path())
+        .env_remove("SHOPMESH_NATS_URL")
+        .env_remove("SHOPMESH_DATABASE_URL")
+        .output()
+        .expect("run shopmesh");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("an error line: {err}"));
+    assert!(line.contains(&format!("binding {addr}")) && line.contains("--http-addr"), "{line}");
+    let left: Vec<_> = std::fs::read_dir(data.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "nothing was started, nothing written: {left:?}");
 }
 
 async fn bad_bodies_name_the_field_and_change_nothing(backend: Backend) {

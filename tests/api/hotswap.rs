@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{
     component, plugins_dir, spawn_app_with, wait_consumers_idle, wait_for, with_plugins, Backend, HostProcess, Reply,
-    TestApp, ADMIN_TOKEN,
+    TestApp, TestDb, TestNats, ADMIN_TOKEN,
 };
 
 fn auth() -> [(&'static str, String); 1] {
@@ -338,4 +338,50 @@ async fn a_version_with_new_subjects_rebinds_its_consumer() {
     })
     .await;
     assert_eq!(app.count("shop_audit_log", "").await, 0, "it writes nothing for confirmations");
+}
+
+/// A restarted host runs what the fleet runs now. Its folder holds points 1.0.0; the fleet
+/// activated 2.0.0 and paused points before the restart, with a payment's event waiting.
+/// The restarted host must neither handle that event with 1.0.0 nor while points is
+/// paused (its consumer waits until the fleet's versions and switches are read); once
+/// enabled, 2.0.0 handles it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_follows_the_fleet_before_it_handles_anything() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let nats = TestNats::start().await;
+    let dir = plugins_dir().display().to_string();
+    let env = [("SHOPMESH_PLUGINS_DIR", dir.as_str())];
+    let mut host = HostProcess::start(&db.url, &nats.url(), &env).await;
+    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+    let v2 = app.upload("points", component("points_v2"), "").await;
+    assert_eq!(v2.body["active_version"], "2.0.0", "{:?}", v2.body);
+    let paused = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/disable", None).await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    app.pay_order(&fx, "150.00").await;
+    app.wait_events("shop.pay.success", 1).await;
+    host.child.start_kill().unwrap();
+    host.child.wait().await.unwrap();
+
+    let host = HostProcess::start(&db.url, &nats.url(), &env).await;
+    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+    wait_for("the restarted host to read the fleet", Duration::from_secs(10), || async {
+        let status = plugin_status(&app, &host.address, "points").await;
+        (status["active_version"] == "2.0.0" && status["enabled"] == false).then_some(())
+    })
+    .await;
+    // Long enough for a consumer that started blind to fetch and apply the waiting event.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(points_history(&app).await, vec![], "nothing handled while the fleet has points paused");
+
+    let resumed = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/enable", None).await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    let history = wait_for("the waiting event to be handled", Duration::from_secs(10), || async {
+        let history = points_history(&app).await;
+        (!history.is_empty()).then_some(history)
+    })
+    .await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].1, "2.0.0", "the fleet's version handled it: {history:?}");
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 300);
 }

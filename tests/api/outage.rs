@@ -7,7 +7,9 @@ use futures::future::join_all;
 
 use std::time::Duration;
 
-use crate::helpers::{component, spawn_app, spawn_app_with, wait_for, with_plugins, Backend, TestApp};
+use crate::helpers::{
+    component, nats_server_bin, spawn_app, spawn_app_with, test_settings, wait_for, with_plugins, Backend, TestApp, TestDb,
+};
 
 /// `/readyz`'s report once it answers `want` and says NATS is `nats` (it follows the
 /// connection within seconds; a failed stream read may be noticed first).
@@ -72,6 +74,43 @@ async fn an_upload_refused_for_want_of_the_registry_keeps_nothing() {
     let staged = app.upload("points", component("points_v2"), "?activate=false").await;
     assert_eq!(staged.status, 200, "{:?}", staged.body);
     assert_eq!(versions(&app).await, ["1.0.0", "2.0.0"]);
+}
+
+/// The nats-server a host started for itself (no NATS URL configured) is started again when
+/// it dies, here killed from outside: an order placed meanwhile reaches the stream without a
+/// restart of the host, and the server stops with the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_nats_server_is_started_again_when_it_dies() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&db.url, "", data.path());
+    settings.nats_url = None;
+    settings.nats_server_bin = Some(nats_server_bin());
+    let host = shopmesh::startup::Application::build(settings).await.expect("the host starts");
+    let app = TestApp::attach(&db.url, host.nats_url(), &format!("http://{}", host.address())).await;
+    let conf = data.path().join("nats/nats-server.conf");
+    let pid = || {
+        let out = std::process::Command::new("pgrep").arg("-f").arg(&conf).output().unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let first = pid().expect("the host started its nats-server");
+    let fx = app.fixture(10, "101.00", "0.00", None).await;
+    let body = fx.order(1, "101.00", "0");
+    assert_eq!(app.post("/api/orders", &body).await.status, 201);
+    app.wait_events("shop.order.confirmed", 1).await;
+
+    let killed = std::process::Command::new("pkill").args(["-KILL", "-f"]).arg(&conf).status().unwrap();
+    assert!(killed.success(), "killed it");
+    assert_eq!(app.post("/api/orders", &body).await.status, 201);
+    wait_for("the host to start its nats-server again", Duration::from_secs(20), || async {
+        let again = pid().filter(|p| *p != first)?;
+        async_nats::connect(host.nats_url()).await.ok().map(|_| again)
+    })
+    .await;
+    app.wait_events("shop.order.confirmed", 2).await;
+    assert_eq!(readyz_becomes(&app, 200, true).await["stream"], true);
+    assert!(host.stop().await, "stops cleanly");
+    assert_eq!(pid(), None, "its nats-server stopped with it");
 }
 
 crate::on_both_databases!(orders_survive_a_nats_outage);

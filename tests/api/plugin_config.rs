@@ -37,6 +37,21 @@ async fn a_value_the_schema_refuses_stops_the_start() {
     assert!(stderr.contains(r#"points_per_unit = "1.5""#), "{stderr}");
     let fits = check("7");
     assert!(fits.status.success(), "{}", String::from_utf8_lossy(&fits.stderr));
+
+    // Not a component at all, and no file: one line each, the refusal and our own error.
+    let check_file = |file: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh")).args(["plugin", "check"]).arg(file).output().expect("run shopmesh");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end().to_owned())
+    };
+    let text_file = data.path().join("notes.wasm");
+    std::fs::write(&text_file, "# not a component\n").unwrap();
+    let (code, stderr) = check_file(&text_file);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("notes.wasm: refused: not a valid WebAssembly component"), "{stderr}");
+    let (code, stderr) = check_file(&data.path().join("missing.wasm"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: reading ") && stderr.lines().count() == 1, "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

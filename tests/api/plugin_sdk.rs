@@ -55,8 +55,8 @@ fn rule(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> 
     )
 }
 
-/// A name the crate, its rule's type or the API's path could not carry is refused before
-/// anything is written.
+/// A name the crate, its rule's type or the API's path could not carry, or a subject the
+/// host would refuse, is refused before anything is written.
 #[test]
 fn plugin_new_refuses_a_name_a_crate_cannot_carry() {
     let folder = tempfile::tempdir().unwrap();
@@ -66,6 +66,11 @@ fn plugin_new_refuses_a_name_a_crate_cannot_carry() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("a plugin name is words of lowercase letters"), "{name}: {out:?}");
         assert!(!folder.path().join(name).exists(), "{name}: nothing written");
     }
+    // So is a subject the host would refuse the component for.
+    let outside = shopmesh(&["plugin", "new", "vip3-bonus", "--on", "pay.success"], folder.path());
+    assert_eq!(outside.status.code(), Some(1), "{outside:?}");
+    assert!(String::from_utf8_lossy(&outside.stderr).contains(r#"--on: "pay.success" is not a subject of stream SHOP"#), "{outside:?}");
+    assert!(!folder.path().join("vip3-bonus").exists(), "nothing written");
     ok(&shopmesh(&["plugin", "new", "vip2-bonus", "--on", "shop.pay.success"], folder.path()));
     assert!(folder.path().join("vip2-bonus/src/lib.rs").exists());
 }

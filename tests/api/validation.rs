@@ -82,6 +82,16 @@ async fn every_rule_rejects_and_changes_nothing(backend: Backend) {
     assert_eq!(body["code"], "SHOP_REQUEST_PARAMETER_INVALID");
     assert_eq!(app.snapshot().await, before);
 
+    // A field given twice: JSON parsers keep the last one, so the body is refused rather
+    // than read as one of the two.
+    let twice = valid.to_string().replacen('{', r#"{"goods_number":1,"#, 1);
+    let raw = app.http.post(format!("{}/api/orders", app.address)).header("content-type", "application/json").body(twice).send().await.unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["code"], "SHOP_REQUEST_PARAMETER_INVALID");
+    assert!(body["message"].as_str().unwrap().contains(r#""goods_number" is given twice"#), "{body}");
+    assert_eq!(app.snapshot().await, before);
+
     // The untouched order is valid: the rules above rejected only what they should.
     let ok = app.post("/api/orders", &valid).await;
     assert_eq!(ok.status, 201, "{:?}", ok.body);

@@ -54,7 +54,10 @@ impl_apirequest_for_payload!(StrictJson<T>, T: ParseFromJSON + Send);
 
 /// Parses `raw` as a `T`, checking it against `T`'s schema first.
 pub fn parse<T: ParseFromJSON>(raw: &[u8]) -> std::result::Result<T, String> {
-    let value: Value = serde_json::from_slice(raw).map_err(|e| format!("the body is not valid JSON ({e})"))?;
+    let Unique(value) = serde_json::from_slice(raw).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("the body is ambiguous ({e})"),
+        _ => format!("the body is not valid JSON ({e})"),
+    })?;
     if let Some(shape) = shape_of::<T>() {
         check_object(&value, &shape)?;
     }
@@ -187,7 +190,7 @@ pub fn describe(schema: &MetaSchema) -> String {
             (None, Some(hi)) => format!("an integer ≤ {hi}"),
             (None, None) => "an integer".into(),
         },
-        ("string", Some("decimal")) => format!("an amount as a decimal string with at most two decimal places{example}"),
+        ("string", Some("decimal")) => format!("an amount as a decimal string, at most 11 digits before the point and 2 after{example}"),
         ("string", Some("int64")) => format!("an id as a string of 1 to 19 digits{example}"),
         ("string", Some("date-time")) => format!("an RFC 3339 time{example}"),
         ("string", _) if !schema.enum_items.is_empty() => {
@@ -202,5 +205,66 @@ pub fn describe(schema: &MetaSchema) -> String {
         ("boolean", _) => "true or false".into(),
         ("array", _) => "a JSON array".into(),
         (other, _) => format!("a JSON {other}"),
+    }
+}
+
+/// A JSON value whose objects name each key once. JSON parsers keep the last of a repeated
+/// key (serde_json does), so `{"goods_number": 1, "goods_number": 2}` would be read as 2
+/// here and perhaps as 1 by whatever checked it upstream: a body that says two things is
+/// refused instead of read one way.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("{key:?} is given twice")));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }

@@ -141,8 +141,11 @@ pub fn parse() -> Result<Cli, ExitCode> {
             Err(ExitCode::SUCCESS)
         }
         Err(e) => {
+            // The first paragraph, on one line: clap lists missing arguments on the lines
+            // after "error: the following required arguments were not provided:".
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("error: invalid usage").trim_end();
+            let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            let first = if first.is_empty() { "error: invalid usage".to_owned() } else { first.join(" ") };
             eprintln!("{first} (see shopmesh --help)");
             Err(ExitCode::from(2))
         }

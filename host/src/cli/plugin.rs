@@ -137,6 +137,11 @@ fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     if !words_ok || !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.len() > 64 {
         bail!("a plugin name is words of lowercase letters and digits joined by single dashes, starting with a letter, at most 64 characters: {name:?}");
     }
+    // The host would refuse the component these make (see plugins::subjects): say so now,
+    // not after a build.
+    if let Some(why) = crate::plugins::subjects::refusal(&args.subjects) {
+        bail!("--on: {why}");
+    }
     for c in &args.capabilities {
         capability_named(c).with_context(|| format!("unknown capability {c:?} (the capabilities are restore-stock, release-coupon, refund-balance, add-points, append-log)"))?;
     }
@@ -261,15 +266,16 @@ fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The plugin name and version a component declares.
 fn manifest_of(file: &Path) -> anyhow::Result<(String, String)> {
-    let plugin = load(file, |_| CAPABILITIES.iter().map(|(c, _)| *c).collect())?;
+    let plugin = load(file, |_| CAPABILITIES.iter().map(|(c, _)| *c).collect())??;
     Ok((plugin.name.clone(), plugin.version().to_owned()))
 }
 
 /// Loads `file` as the host would, under the name it declares (the folder convention
-/// `<name>.wasm` is the host's, not ours), granted what `grants_of` gives that name.
-fn load(file: &Path, grants_of: impl FnOnce(&str) -> Vec<Capability>) -> anyhow::Result<LoadedPlugin> {
+/// `<name>.wasm` is the host's, not ours), granted what `grants_of` gives that name. The
+/// outer error is ours (the file cannot be read), the inner one the host's refusal.
+fn load(file: &Path, grants_of: impl FnOnce(&str) -> Vec<Capability>) -> anyhow::Result<anyhow::Result<LoadedPlugin>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    Runtime::new(Limits::default())?.load_declared(&bytes, grants_of).map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display()))
+    Ok(Runtime::new(Limits::default())?.load_declared(&bytes, grants_of).map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display())))
 }
 
 fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
@@ -284,7 +290,7 @@ fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
         let caps = explicit.clone().unwrap_or_else(|| configured.granted(name));
         granted = (name.to_owned(), caps.clone());
         caps
-    });
+    })?;
     // The configured values for its name must fit its config schema, as on the host.
     let loaded = loaded.and_then(|p| match Configs::new(settings.plugin_config.0).check(&p.name, &p.manifest.config_schema) {
         Ok(()) => Ok(p),

@@ -10,7 +10,7 @@
 //! other candidate, in the bucket's order; a host that joins or restarts later starts from
 //! the bucket's latest objects, so it keeps every version and runs the active one.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
@@ -62,15 +62,51 @@ pub async fn answer_roll_call(client: &async_nats::Client, settings: &StreamSett
 pub async fn roll_call(client: &async_nats::Client, settings: &StreamSettings) -> Result<Vec<Vec<u8>>, String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let store = roll_call_bucket(&js, settings.replicas).await?;
+    Ok(latest(&store).await?.into_iter().map(|(_, value)| value).collect())
+}
+
+/// What a key-value bucket holds now: each key with its latest value.
+async fn latest(store: &kv::Store) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut keys = store.keys().await.map_err(|e| e.to_string())?;
     let mut entries = Vec::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| e.to_string())?;
         if let Some(value) = store.get(&key).await.map_err(|e| e.to_string())? {
-            entries.push(value.to_vec());
+            entries.push((key, value.to_vec()));
         }
     }
     Ok(entries)
+}
+
+/// Whether this host has applied what the fleet's two buckets held when it started: the
+/// registry's versions and the switches. The plugins' consumers wait for it (wired at
+/// start-up): the events waiting for a restarted host must not run on a version the fleet
+/// has replaced since, nor for a plugin the fleet has paused, before it has read so.
+#[derive(Clone)]
+pub struct CaughtUp(Arc<watch::Sender<[bool; 2]>>);
+
+const REGISTRY_READ: usize = 0;
+const SWITCHES_READ: usize = 1;
+
+impl Default for CaughtUp {
+    fn default() -> CaughtUp {
+        CaughtUp(Arc::new(watch::channel([false; 2]).0))
+    }
+}
+
+impl CaughtUp {
+    fn mark(&self, bucket: usize) {
+        self.0.send_modify(|read| read[bucket] = true);
+    }
+
+    /// Waits until both buckets were read; `false` when the shutdown comes first.
+    pub async fn wait(&self, mut shutdown: watch::Receiver<bool>) -> bool {
+        let mut read = self.0.subscribe();
+        tokio::select! {
+            both = read.wait_for(|read| read.iter().all(|r| *r)) => both.is_ok(),
+            _ = shutdown.wait_for(|stop| *stop) => false,
+        }
+    }
 }
 
 async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<object_store::ObjectStore, String> {
@@ -115,36 +151,54 @@ pub async fn publish(
 }
 
 /// Follows the registry until shutdown, handing each new object to `offer` as (plugin
-/// name, bytes, run it).
+/// name, bytes, run it); what it holds at first is handed over before `caught_up` is told.
 pub async fn follow<F: Future<Output = ()>>(
     offer: impl Fn(String, Vec<u8>, bool) -> F,
     client: async_nats::Client,
     settings: StreamSettings,
+    caught_up: CaughtUp,
     shutdown: watch::Receiver<bool>,
 ) {
-    let (client, settings, offer) = (&client, &settings, &offer);
+    let (client, settings, offer, caught_up) = (&client, &settings, &offer, &caught_up);
     keep_watching("plugin registry", shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
         let store = bucket(&js, settings.replicas).await?;
+        // Watching first, so nothing put while the list is read is missed; the watch hands
+        // the listed objects over again, which changes nothing.
         let mut updates = store.watch_with_history().await.map_err(|e| e.to_string())?;
+        let mut now = store.list().await.map_err(|e| e.to_string())?;
+        while let Some(info) = now.next().await {
+            hand_over(&store, &info.map_err(|e| e.to_string())?, offer).await?;
+        }
+        caught_up.mark(REGISTRY_READ);
         loop {
             let info = tokio::select! {
                 next = updates.next() => next.ok_or("registry watch ended")?.map_err(|e| e.to_string())?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            if info.deleted {
-                continue;
-            }
-            let mut bytes = Vec::with_capacity(info.size);
-            let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
-            object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
-            match info.name.split_once('@') {
-                Some((name, _version)) => offer(name.to_owned(), bytes, false).await,
-                None => offer(info.name.clone(), bytes, true).await,
-            }
+            hand_over(&store, &info, offer).await?;
         }
     })
     .await
+}
+
+/// Fetches the object `info` names and offers it (nothing for a deleted one).
+async fn hand_over<F: Future<Output = ()>>(
+    store: &object_store::ObjectStore,
+    info: &object_store::ObjectInfo,
+    offer: &impl Fn(String, Vec<u8>, bool) -> F,
+) -> Result<(), String> {
+    if info.deleted {
+        return Ok(());
+    }
+    let mut bytes = Vec::with_capacity(info.size);
+    let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
+    object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
+    match info.name.split_once('@') {
+        Some((name, _version)) => offer(name.to_owned(), bytes, false).await,
+        None => offer(info.name.clone(), bytes, true).await,
+    }
+    Ok(())
 }
 
 async fn switches(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
@@ -166,17 +220,24 @@ pub async fn publish_switch(client: &async_nats::Client, settings: &StreamSettin
     Ok(())
 }
 
-/// Follows the switches until shutdown, handing each to `set` as (plugin name, enabled).
+/// Follows the switches until shutdown, handing each to `set` as (plugin name, enabled);
+/// what they are at first is handed over before `caught_up` is told.
 pub async fn follow_switches(
     set: impl Fn(&str, bool),
     client: async_nats::Client,
     settings: StreamSettings,
+    caught_up: CaughtUp,
     shutdown: watch::Receiver<bool>,
 ) {
-    let (client, settings, set) = (&client, &settings, &set);
+    let (client, settings, set, caught_up) = (&client, &settings, &set, &caught_up);
     keep_watching("plugin switches", shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-        let mut updates = switches(&js, settings.replicas).await?.watch_with_history(">").await.map_err(|e| e.to_string())?;
+        let store = switches(&js, settings.replicas).await?;
+        let mut updates = store.watch_with_history(">").await.map_err(|e| e.to_string())?;
+        for (name, value) in latest(&store).await? {
+            set(&name, value != b"disabled");
+        }
+        caught_up.mark(SWITCHES_READ);
         loop {
             let entry = tokio::select! {
                 next = updates.next() => next.ok_or("switch watch ended")?.map_err(|e| e.to_string())?,

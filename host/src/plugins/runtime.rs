@@ -279,7 +279,7 @@ impl Runtime {
     }
 
     fn load_with(&self, expected: Option<&str>, bytes: &[u8], grants_of: impl FnOnce(&str) -> Vec<Capability>) -> Result<LoadedPlugin, LoadError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")))?; // one line: the parser spreads byte arrays over lines
         for (import, _) in component.component_type().imports(&self.engine) {
             if !ALLOWED_IMPORTS.contains(&import) {
                 return Err(LoadError::ForbiddenImport(import.to_owned()));
