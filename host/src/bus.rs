@@ -290,9 +290,13 @@ impl NatsServer {
         }
     }
 
-    /// How it ended, if it has (a crash, a kill from outside); `None` while it runs.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    /// Why it is not running, if it is not: how it ended (a crash, a kill from outside), or
+    /// that it could not be started; `None` while it runs.
+    pub fn not_running(&mut self) -> Option<String> {
+        match self.child.as_mut() {
+            None => Some("not started".into()),
+            Some(child) => child.try_wait().ok().flatten().map(|status| status.to_string()),
+        }
     }
 
     /// Starts it again on the same ports and store.

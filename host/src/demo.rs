@@ -44,7 +44,9 @@ pub fn order(goods_id: i64, price: Money) -> PlaceOrder {
     }
 }
 
-pub async fn load(shop: &Shop) -> Result<(), ShopError> {
+/// Loads what is missing of it; `true` when this was its first load (the demo order is the
+/// last row it writes, so its presence says an earlier start loaded the rest).
+pub async fn load(shop: &Shop) -> Result<bool, ShopError> {
     let mut tx = shop.db.begin().await?;
     let user = NewUser {
         user_name: "刘备".into(),
@@ -65,9 +67,10 @@ pub async fn load(shop: &Shop) -> Result<(), ShopError> {
     let coupon = NewCoupon { coupon_price: Money::from_cents(100_00), user_id: Id(USER_ID) };
     coupon.insert(&mut tx, Id(COUPON_ID)).await?;
     tx.commit().await?;
-    if shop.get::<Order>(Id(ORDER_ID)).await.is_err() {
+    let first = shop.get::<Order>(Id(ORDER_ID)).await.is_err();
+    if first {
         let order = shop.place_order_as(Id(ORDER_ID), order(OTHER_GOODS_ID, OTHER_PRICE), None).await?;
         shop.create_payment_as(Id(PAY_ID), CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?;
     }
-    Ok(())
+    Ok(first)
 }

@@ -114,11 +114,12 @@ impl Application {
         let shop = Arc::new(Shop::new(db.clone(), settings.worker_id, fault, outbox_wake.clone()));
         if settings.demo_data {
             // Through a shop without injected faults: the demo order must go through.
-            demo::load(&shop.with_fault(None)).await.context("loading demo data")?;
-            tracing::info!(
-                user = demo::USER_ID, goods = demo::GOODS_ID, coupon = demo::COUPON_ID, order = demo::ORDER_ID, payment = demo::PAY_ID,
-                "demo data loaded (刘备, 华为P30 and 荣耀20, her coupon, her confirmed 荣耀20 order with an unpaid payment)"
-            );
+            if demo::load(&shop.with_fault(None)).await.context("loading demo data")? {
+                tracing::info!(
+                    user = demo::USER_ID, goods = demo::GOODS_ID, coupon = demo::COUPON_ID, order = demo::ORDER_ID, payment = demo::PAY_ID,
+                    "demo data loaded (刘备, 华为P30 and 荣耀20, her coupon, her confirmed 荣耀20 order with an unpaid payment)"
+                );
+            }
         }
 
         let metrics = Arc::new(Metrics::new());

@@ -43,6 +43,9 @@ async fn bad_signatures_are_refused(backend: Backend) {
     }
     // Even an unparseable body is refused for its signature first.
     assert_eq!(app.callback_raw("{oops", None).await.status, 401);
+    // Its challenge names the signature it needs, not the admin API's bearer token.
+    let raw = app.http.post(format!("{}/api/payments/callback", app.address)).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+    assert_eq!(raw.headers()["www-authenticate"], r#"Shop-Signature header="X-Shop-Signature""#);
 
     assert_eq!(app.get(&format!("/api/orders/{order_id}")).await.body["pay_status"], 0);
     assert_eq!(app.get(&format!("/api/payments/{pay_id}")).await.body["is_paid"], 1);

@@ -179,10 +179,7 @@ async fn every_shop_example_in_the_spec_works_on_the_demo_data(backend: Backend)
 async fn kept_versions_survive_a_restart_and_enable_resumes_at_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let nats = TestNats::start().await;
-    let plugins = plugins_dir().display().to_string();
-    let env = [("SHOPMESH_PLUGINS_DIR", plugins.as_str())];
-    let mut host = HostProcess::start(&db.url, &nats.url(), &env).await;
-    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+    let (mut host, app) = HostProcess::start_with_plugins(&db, &nats).await;
     let v2 = app.upload("points", component("points_v2"), "").await;
     assert_eq!(v2.body["active_version"], "2.0.0", "{:?}", v2.body);
     let back = app.admin(Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"}))).await;
@@ -190,8 +187,7 @@ async fn kept_versions_survive_a_restart_and_enable_resumes_at_once(backend: Bac
     host.child.start_kill().unwrap();
     host.child.wait().await.unwrap();
 
-    let host = HostProcess::start(&db.url, &nats.url(), &env).await;
-    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+    let (_host, app) = HostProcess::start_with_plugins(&db, &nats).await;
     let points = |app: &TestApp| {
         let app = app.address.clone();
         async move {

@@ -349,10 +349,7 @@ async fn a_version_with_new_subjects_rebinds_its_consumer() {
 async fn a_restarted_host_follows_the_fleet_before_it_handles_anything() {
     let db = TestDb::new(Backend::Sqlite).await;
     let nats = TestNats::start().await;
-    let dir = plugins_dir().display().to_string();
-    let env = [("SHOPMESH_PLUGINS_DIR", dir.as_str())];
-    let mut host = HostProcess::start(&db.url, &nats.url(), &env).await;
-    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+    let (mut host, app) = HostProcess::start_with_plugins(&db, &nats).await;
     let v2 = app.upload("points", component("points_v2"), "").await;
     assert_eq!(v2.body["active_version"], "2.0.0", "{:?}", v2.body);
     let paused = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/disable", None).await;
@@ -363,8 +360,7 @@ async fn a_restarted_host_follows_the_fleet_before_it_handles_anything() {
     host.child.start_kill().unwrap();
     host.child.wait().await.unwrap();
 
-    let host = HostProcess::start(&db.url, &nats.url(), &env).await;
-    let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+    let (host, app) = HostProcess::start_with_plugins(&db, &nats).await;
     wait_for("the restarted host to read the fleet", Duration::from_secs(10), || async {
         let status = plugin_status(&app, &host.address, "points").await;
         (status["active_version"] == "2.0.0" && status["enabled"] == false).then_some(())

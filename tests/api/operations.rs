@@ -63,6 +63,7 @@ async fn metrics_after_the_walkthrough(backend: Backend) {
 
     let after = scrape(&app).await;
     assert_eq!(one(&after, "shopmesh_dead_letters_open", &[("plugin", "shopmesh-guard")]), 1.0);
+    assert_eq!(one(&after, "shopmesh_dead_letters_open", &[("plugin", "points")]), 0.0, "a series for every plugin it runs");
     dashboard_reads_only_served_metrics(&after);
     for plugin in ["points", "log"] {
         let applied = one(&after, "shopmesh_plugin_invocations_total", &[("plugin", plugin), ("version", "1.0.0"), ("outcome", "applied")]);

@@ -40,7 +40,8 @@ async fn a_value_the_schema_refuses_stops_the_start() {
 
     // Not a component at all, and no file: one line each, the refusal and our own error.
     let check_file = |file: &std::path::Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh")).args(["plugin", "check"]).arg(file).output().expect("run shopmesh");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"));
+        let out = command.args(["plugin", "check"]).arg(file).env_remove("SHOPMESH_PLUGIN_GRANTS").output().expect("run shopmesh");
         (out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end().to_owned())
     };
     let text_file = data.path().join("notes.wasm");
@@ -52,6 +53,10 @@ async fn a_value_the_schema_refuses_stops_the_start() {
     let (code, stderr) = check_file(&data.path().join("missing.wasm"));
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.starts_with("error: reading ") && stderr.lines().count() == 1, "{stderr}");
+    // A capability its name is not granted: the refusal says what the name has, nothing.
+    let (code, stderr) = check_file(&plugins_dir().join("vip-bonus.wasm"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("add-points") && stderr.ends_with("(granted to vip-bonus: nothing; grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host)"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

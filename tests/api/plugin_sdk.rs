@@ -109,6 +109,11 @@ async fn a_new_plugin_from_the_template_runs_without_a_host_release() {
     app.wait_events("shop.pay.success", 1).await;
     wait_consumers_idle(&app.nats_url, &["points", "gold-points"]).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150 + 7);
+    // Trying the running build says so (it is not staged again), and finds nothing changed.
+    let running = shopmesh(&[&["plugin", "try", wasm.to_str().unwrap()][..], &host].concat(), &crate_dir);
+    let said = String::from_utf8_lossy(&running.stderr);
+    assert!(running.status.success() && said.contains("gold-points 1.0.0 is the active version"), "{running:?}");
+    assert!(String::from_utf8_lossy(&running.stdout).contains("same 1  changed 0"), "{running:?}");
 
     // Version 1.0.1 gives 9: tried over that history, the one payment would change.
     std::fs::write(crate_dir.join("src/lib.rs"), rule("1.0.1", 9)).unwrap();

@@ -113,6 +113,8 @@ async fn lookups_and_admin(backend: Backend) {
     }
     let bad = app.get("/api/goods/not-a-number").await;
     assert_eq!((bad.status, bad.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"));
+    let said = bad.body["message"].as_str().unwrap();
+    assert!(said.contains("in the path: ") && !said.contains("param0"), "not the framework's internal name: {said}");
 
     for path in ["/api/admin/goods", "/api/admin/users", "/api/admin/coupons"] {
         let r = app.post(path, &json!({})).await;

@@ -97,7 +97,10 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
     }
     let status = resp.status().as_u16();
     if status == 401 {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        // The callback is refused for its signature, not for a token (RFC 7235 wants a
+        // challenge on every 401: this one names the header it needs).
+        let challenge = if path.starts_with("/api/admin") || path.starts_with("/console") { "Bearer" } else { r#"Shop-Signature header="X-Shop-Signature""# };
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(challenge));
         if path.starts_with("/api/admin") {
             tracing::warn!(%method, %path, %remote, "admin request refused: token missing or wrong");
         }
@@ -154,6 +157,8 @@ pub fn framework_error(err: poem::Error) -> Response {
         // The bearer scheme refuses a request without the header before any operation runs.
         401 if err.is::<TokenWrong>() => ApiError::TokenWrong.to_string(),
         401 => ApiError::TokenMissing.to_string(),
+        // Said as an operation's own 400 says it.
+        400 => ApiError::BadRequest(errors::rejected(&err)).to_string(),
         _ => err.to_string(),
     };
     errors::respond(err.status(), code, &message)

@@ -176,7 +176,16 @@ pub fn from_request_error<T: From<ApiError>>(err: poem::Error) -> T {
     } else if err.status() == StatusCode::UNAUTHORIZED {
         ApiError::TokenMissing.into()
     } else {
-        ApiError::BadRequest(err.to_string()).into()
+        ApiError::BadRequest(rejected(&err)).into()
+    }
+}
+
+/// What a request the framework could not take says: a path parameter by its place, not by
+/// poem-openapi's internal name for it (`param0`).
+pub fn rejected(err: &poem::Error) -> String {
+    match err.downcast_ref::<poem_openapi::error::ParsePathError>() {
+        Some(path) => format!("in the path: {}", path.reason),
+        None => err.to_string(),
     }
 }
 

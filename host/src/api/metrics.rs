@@ -8,7 +8,7 @@
 //! redelivered counts (the NATS exporter's names), the outbox backlog, open dead letters,
 //! running replays.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use poem::{handler, web::Data, IntoResponse, Response};
@@ -34,8 +34,9 @@ pub async fn scrape(
     host: Data<&Arc<PluginHost>>,
     replays: Data<&Arc<Replays>>,
 ) -> Response {
-    let mut extra = consumers(&probes.nats, &host).await;
-    extra.extend(database(&probes, &replays).await);
+    let plugins: Vec<String> = host.registry.status().into_iter().map(|s| s.name).collect();
+    let mut extra = consumers(&probes.nats, &plugins).await;
+    extra.extend(database(&probes, &replays, &plugins).await);
     metrics.render(extra).with_content_type(metrics::CONTENT_TYPE).into_response()
 }
 
@@ -53,6 +54,10 @@ pub async fn consumer_lag<'a>(nats: &async_nats::Client, plugins: impl IntoItera
     let mut names: Vec<String> = plugins.into_iter().map(durable_name).collect();
     names.push(GUARD.to_owned());
     let mut lag = Vec::new();
+    // Not connected: nothing to ask, and each question would wait out the timeout.
+    if nats.connection_state() != async_nats::connection::State::Connected {
+        return lag;
+    }
     let read = async {
         let stream = jetstream::new(nats.clone()).get_stream(STREAM).await.ok()?;
         for name in names {
@@ -65,10 +70,9 @@ pub async fn consumer_lag<'a>(nats: &async_nats::Client, plugins: impl IntoItera
     lag
 }
 
-async fn consumers(nats: &async_nats::Client, host: &PluginHost) -> Vec<MetricFamily> {
+async fn consumers(nats: &async_nats::Client, plugins: &[String]) -> Vec<MetricFamily> {
     let (mut pending, mut ack_pending, mut redelivered) = (Vec::new(), Vec::new(), Vec::new());
-    let plugins = host.registry.status();
-    for (name, lag) in consumer_lag(nats, plugins.iter().map(|s| s.name.as_str())).await {
+    for (name, lag) in consumer_lag(nats, plugins.iter().map(String::as_str)).await {
         let labels = vec![STREAM.to_owned(), name];
         pending.push((labels.clone(), lag.pending as f64));
         ack_pending.push((labels.clone(), lag.ack_pending as f64));
@@ -83,7 +87,7 @@ async fn consumers(nats: &async_nats::Client, host: &PluginHost) -> Vec<MetricFa
     .concat()
 }
 
-async fn database(probes: &Probes, replays: &Replays) -> Vec<MetricFamily> {
+async fn database(probes: &Probes, replays: &Replays, plugins: &[String]) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     let db = &probes.db;
     if let Ok(Ok((unsent, oldest))) = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await {
@@ -92,6 +96,12 @@ async fn database(probes: &Probes, replays: &Replays) -> Vec<MetricFamily> {
         out.extend(metrics::gauges("shopmesh_outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox row (0 when none).", &[], vec![(vec![], age)]));
     }
     if let Ok(Ok(open)) = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await {
+        // Every plugin this host runs has a series, 0 when it has none open: an alert on
+        // "> 0" needs no "absent()" twin, and a plugin's first dead letter is a change.
+        let mut open: BTreeMap<String, i64> = open.into_iter().collect();
+        for plugin in plugins {
+            open.entry(plugin.clone()).or_insert(0);
+        }
         let series = open.into_iter().map(|(plugin, n)| (vec![plugin], n as f64)).collect();
         out.extend(metrics::gauges("shopmesh_dead_letters_open", "Dead letters not yet redriven or resolved, by plugin.", &["plugin"], series));
     }

@@ -73,6 +73,8 @@ struct Shape {
 struct Property {
     name: &'static str,
     schema: MetaSchema,
+    /// An array's items, resolved (their kind and enum are checked; not their pattern).
+    items: Option<MetaSchema>,
     /// The compiled pattern; one that does not compile admits nothing (as before caching).
     pattern: Option<Result<Regex, regex::Error>>,
 }
@@ -95,7 +97,8 @@ fn shape_of<T: ParseFromJSON>() -> Option<Arc<Shape>> {
             .map(|(name, r)| {
                 let schema = resolve(r, &registry);
                 let pattern = schema.pattern.as_deref().map(Regex::new);
-                Property { name, schema, pattern }
+                let items = schema.items.as_deref().map(|items| resolve(items, &registry));
+                Property { name, schema, items, pattern }
             })
             .collect();
         Arc::new(Shape { properties, required: schema.required.clone() })
@@ -137,21 +140,29 @@ fn check_object(value: &Value, shape: &Shape) -> std::result::Result<(), String>
         let known: Vec<&str> = shape.properties.iter().map(|p| p.name).collect();
         return Err(format!("{unknown}: unknown field (the fields are {})", known.join(", ")));
     }
-    for Property { name, schema: property, pattern } in &shape.properties {
+    for Property { name, schema: property, items, pattern } in &shape.properties {
+        let expected = || match items {
+            Some(items) => format!("a JSON array, each {}", describe(items)),
+            None => describe(property),
+        };
         match fields.get(*name) {
             None | Some(Value::Null) if shape.required.contains(name) => {
-                return Err(format!("{name}: required, {}", describe(property)));
+                return Err(format!("{name}: required, {}", expected()));
             }
             None => {}
             // The schema does not say nullable: an optional field is left out, not null
             // (else the spec and what is accepted would disagree).
             Some(Value::Null) if !property.nullable => {
-                return Err(format!("{name}: must be {}, or left out (not null)", describe(property)));
+                return Err(format!("{name}: must be {}, or left out (not null)", expected()));
             }
             Some(Value::Null) => {}
             Some(v) => {
                 if !fits(v, property, pattern.as_ref()) {
-                    return Err(format!("{name}: must be {}", describe(property)));
+                    return Err(format!("{name}: must be {}", expected()));
+                }
+                let unfit = items.as_ref().and_then(|i| v.as_array()?.iter().find(|x| !fits(x, i, None)).map(|x| (x, i)));
+                if let Some((item, items)) = unfit {
+                    return Err(format!("{name}: {item} is not {}", describe(items)));
                 }
             }
         }
@@ -260,10 +271,10 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let Unique(value) = map.next_value()?;
-            if object.contains_key(&key) {
-                return Err(serde::de::Error::custom(format_args!("{key:?} is given twice")));
-            }
-            object.insert(key, value);
+            match object.entry(key) {
+                serde_json::map::Entry::Occupied(twice) => return Err(serde::de::Error::custom(format_args!("{:?} is given twice", twice.key()))),
+                serde_json::map::Entry::Vacant(first) => first.insert(value),
+            };
         }
         Ok(Value::Object(object))
     }

@@ -19,7 +19,7 @@ use super::{client::HostArgs, replay};
 use crate::plugins::{
     config::Configs,
     grants::Grants,
-    runtime::{capability_name, capability_named, sha256_hex, Capability, Limits, LoadedPlugin, Runtime, CAPABILITIES},
+    runtime::{capability_name, capability_named, sha256_hex, Capability, Limits, LoadError, LoadedPlugin, Runtime, CAPABILITIES},
 };
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +104,8 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Try { file, since, host } => {
             let (name, version) = manifest_of(&file)?;
             match upload(&file, &name, false, &host).await {
+                // Re-sending the active build is a no-op that answers as an upload does.
+                Ok(status) if status["active_version"] == version.as_str() => eprintln!("{name} {version} is the active version; dry-running it over history…"),
                 Ok(_) => eprintln!("staged {name} {version}; dry-running it over history…"),
                 // The host answers this for a version kept with these bytes (tried before, or
                 // running: dry-run the kept one) and for one kept with other bytes, which
@@ -266,16 +268,16 @@ fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The plugin name and version a component declares.
 fn manifest_of(file: &Path) -> anyhow::Result<(String, String)> {
-    let plugin = load(file, |_| CAPABILITIES.iter().map(|(c, _)| *c).collect())??;
+    let plugin = load(file, |_| CAPABILITIES.iter().map(|(c, _)| *c).collect())?.map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display()))?;
     Ok((plugin.name.clone(), plugin.version().to_owned()))
 }
 
 /// Loads `file` as the host would, under the name it declares (the folder convention
 /// `<name>.wasm` is the host's, not ours), granted what `grants_of` gives that name. The
 /// outer error is ours (the file cannot be read), the inner one the host's refusal.
-fn load(file: &Path, grants_of: impl FnOnce(&str) -> Vec<Capability>) -> anyhow::Result<anyhow::Result<LoadedPlugin>> {
+fn load(file: &Path, grants_of: impl FnOnce(&str) -> Vec<Capability>) -> anyhow::Result<Result<LoadedPlugin, LoadError>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(Runtime::new(Limits::default())?.load_declared(&bytes, grants_of).map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display())))
+    Ok(Runtime::new(Limits::default())?.load_declared(&bytes, grants_of))
 }
 
 fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
@@ -292,17 +294,17 @@ fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
         caps
     })?;
     // The configured values for its name must fit its config schema, as on the host.
-    let loaded = loaded.and_then(|p| match Configs::new(settings.plugin_config.0).check(&p.name, &p.manifest.config_schema) {
-        Ok(()) => Ok(p),
-        Err(why) => Err(anyhow::anyhow!("{}: refused: {why}", file.display())),
-    });
+    let loaded = loaded.and_then(|p| Configs::new(settings.plugin_config.0).check(&p.name, &p.manifest.config_schema).map(|()| p).map_err(LoadError::from));
     let plugin = match loaded {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e:#}");
-            let (name, caps) = &granted;
-            if !caps.is_empty() || args.grant.is_some() {
-                eprintln!("(granted to {name}: {})", caps.iter().map(|c| capability_name(*c)).collect::<Vec<_>>().join(", "));
+            eprintln!("{}: refused: {e}", file.display());
+            // A capability refused is most often a grant not given yet: say what the name has.
+            if let LoadError::CapabilityNotAllowed(_) = e {
+                let (name, caps) = &granted;
+                let caps: Vec<&str> = caps.iter().map(|c| capability_name(*c)).collect();
+                let caps = if caps.is_empty() { "nothing; grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host".to_owned() } else { caps.join(", ") };
+                eprintln!("(granted to {name}: {caps})");
             }
             return Ok(ExitCode::FAILURE);
         }

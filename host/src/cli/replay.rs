@@ -180,7 +180,7 @@ fn table(outcome: &str, events: &[Value]) -> String {
         let candidate = if outcome == "failed" { e["reason"].as_str().unwrap_or_default().to_owned() } else { effects(&e["candidate"]) };
         out.push_str(&format!(
             "{:>8}  {:<20}  {:<18}  {} → {}\n",
-            e["seq"],
+            e["seq"].to_string(), // a Value's Display ignores the width
             e["event_id"].as_str().unwrap_or_default(),
             e["subject"].as_str().unwrap_or_default(),
             effects(&e["recorded"]),
@@ -198,4 +198,21 @@ fn short(effect: &Value) -> String {
         .filter_map(|k| effect.get(*k).map(|v| format!("{k} {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))))
         .collect();
     if amounts.is_empty() { kind.to_owned() } else { format!("{kind} {}", amounts.join(" ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_table_lines_up() {
+        let event = |seq: u64| json!({"seq": seq, "event_id": "1049915046840242176", "subject": "shop.pay.success",
+            "recorded": [{"kind": "add-points", "points": 4800}], "candidate": [{"kind": "add-points", "points": 9600}]});
+        let table = super::table("changed", &[event(3), event(12345)]);
+        let lines: Vec<&str> = table.lines().filter(|l| l.contains("event") || l.contains("shop.")).skip(1).collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        let columns: Vec<(usize, usize)> = lines.iter().map(|l| (l.find("event").or(l.find("1049")).unwrap(), l.find("subject").or(l.find("shop.")).unwrap())).collect();
+        assert!(columns.iter().all(|c| *c == columns[0]), "columns line up: {table}");
+        assert!(table.contains("add-points points 4800 → add-points points 9600"), "{table}");
+    }
 }

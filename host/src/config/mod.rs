@@ -214,10 +214,50 @@ impl PluginConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    /// Said in one line (see [`one_line`]); not its source too, or it would print twice.
+    #[error("configuration: {}", one_line(.0))]
+    Load(Box<figment::Error>),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A figment error in one line: its first error (the others follow from it), an unknown key
+/// with the known one it is closest to instead of the list of all of them, the setting (as
+/// the README's table names it: `relay_poll` for `SHOPMESH_RELAY_POLL` too), and the layer.
+fn one_line(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    let what = match &e.kind {
+        Kind::UnknownField(found, known) => match known.iter().min_by_key(|k| edits(found, k)).filter(|k| edits(found, k) <= 2) {
+            Some(near) => format!("unknown setting `{found}` (did you mean `{near}`?)"),
+            None => format!("unknown setting `{found}` (the settings are listed in the README)"),
+        },
+        kind => kind.to_string(),
+    };
+    let key = if e.path.is_empty() || matches!(e.kind, Kind::UnknownField(..)) { String::new() } else { format!(" for {}", e.path.join(".")) };
+    let layer = match &e.metadata {
+        Some(md) => match &md.source {
+            Some(source) => format!(" in {source} ({})", md.name),
+            None => format!(" in {}", md.name),
+        },
+        None => String::new(),
+    };
+    format!("{what}{key}{layer}").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// How many single-character edits turn `a` into `b` (Levenshtein).
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 impl Settings {

@@ -70,7 +70,15 @@ fn secrets_do_not_print() {
 
 #[test]
 fn file_rejects_unknown_keys_and_takes_durations() {
-    assert!(with_env(Some("htp_addr = '1.2.3.4:5'"), &[]).is_err());
+    let unknown = with_env(Some("htp_addr = '1.2.3.4:5'"), &[]).unwrap_err();
+    let said = ConfigError::Load(Box::new(unknown)).to_string();
+    assert!(said.starts_with("configuration: unknown setting `htp_addr` (did you mean `http_addr`?) in "), "{said}");
+    assert!(!said.contains('\n') && !said.contains("relay_poll"), "one line, not every setting: {said}");
+    let far = with_env(Some("colour = 'blue'"), &[]).unwrap_err();
+    assert!(ConfigError::Load(Box::new(far)).to_string().contains("unknown setting `colour` (the settings are listed in the README)"));
+    let bad = with_env(None, &[("SHOPMESH_RELAY_POLL", "soon")]).unwrap_err();
+    let said = ConfigError::Load(Box::new(bad)).to_string();
+    assert!(said.contains("for relay_poll in `SHOPMESH_` environment"), "names the setting and the layer: {said}");
     let s = with_env(Some("admin_token = 't'\nrelay_batch = 5\nplugin_deadline = '200ms'\nrelay_lease_secs = 2"), &[]).unwrap();
     assert_eq!(s.relay_batch, 5);
     assert_eq!(s.plugin_deadline, Duration::from_millis(200));

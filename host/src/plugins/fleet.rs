@@ -10,7 +10,7 @@
 //! other candidate, in the bucket's order; a host that joins or restarts later starts from
 //! the bucket's latest objects, so it keeps every version and runs the active one.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
@@ -163,20 +163,32 @@ pub async fn follow<F: Future<Output = ()>>(
     keep_watching("plugin registry", shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
         let store = bucket(&js, settings.replicas).await?;
-        // Watching first, so nothing put while the list is read is missed; the watch hands
-        // the listed objects over again, which changes nothing.
-        let mut updates = store.watch_with_history().await.map_err(|e| e.to_string())?;
+        // What the bucket holds now, then the watch. The watch starts with the latest of
+        // every object again, so nothing put after the list is missed, and it hands them over
+        // in the bucket's order (a version the list missed lands before a later activation);
+        // an object already handed over unchanged (same nuid) is not fetched twice. One that
+        // cannot be fetched now is left to the watch rather than holding every consumer back.
+        let mut handed = HashSet::new();
         let mut now = store.list().await.map_err(|e| e.to_string())?;
         while let Some(info) = now.next().await {
-            hand_over(&store, &info.map_err(|e| e.to_string())?, offer).await?;
+            let info = info.map_err(|e| e.to_string())?;
+            match hand_over(&store, &info, offer).await {
+                Ok(()) => {
+                    handed.insert(info.nuid);
+                }
+                Err(e) => tracing::error!(object = %info.name, error = %e, "plugin registry: could not fetch an object; the watch tries again"),
+            }
         }
         caught_up.mark(REGISTRY_READ);
+        let mut updates = store.watch_with_history().await.map_err(|e| e.to_string())?;
         loop {
             let info = tokio::select! {
                 next = updates.next() => next.ok_or("registry watch ended")?.map_err(|e| e.to_string())?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            hand_over(&store, &info, offer).await?;
+            if !handed.remove(&info.nuid) {
+                hand_over(&store, &info, offer).await?;
+            }
         }
     })
     .await
@@ -233,11 +245,13 @@ pub async fn follow_switches(
     keep_watching("plugin switches", shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
         let store = switches(&js, settings.replicas).await?;
-        let mut updates = store.watch_with_history(">").await.map_err(|e| e.to_string())?;
+        // What they are now, then the watch, which starts with the latest of each again (so
+        // nothing set after the read is missed, and setting one twice changes nothing).
         for (name, value) in latest(&store).await? {
             set(&name, value != b"disabled");
         }
         caught_up.mark(SWITCHES_READ);
+        let mut updates = store.watch_with_history(">").await.map_err(|e| e.to_string())?;
         loop {
             let entry = tokio::select! {
                 next = updates.next() => next.ok_or("switch watch ended")?.map_err(|e| e.to_string())?,

@@ -2,7 +2,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use super::{databases::uuid_like, wait_for, ADMIN_TOKEN, CALLBACK_SECRET};
+use super::{databases::uuid_like, plugins_dir, wait_for, TestApp, TestDb, TestNats, ADMIN_TOKEN, CALLBACK_SECRET};
 
 /// The real `shopmesh` binary as a child process (for crash and restart tests).
 pub struct HostProcess {
@@ -13,6 +13,15 @@ pub struct HostProcess {
 impl HostProcess {
     pub async fn start(db_url: &str, nats_url: &str, envs: &[(&str, &str)]) -> HostProcess {
         HostProcess::start_with(db_url, nats_url, envs, &[], None).await
+    }
+
+    /// A host whose plugins folder holds the built plugins, on `db` and `nats`, and a
+    /// [`TestApp`] on it: what the restart tests start, and start again.
+    pub async fn start_with_plugins(db: &TestDb, nats: &TestNats) -> (HostProcess, TestApp) {
+        let dir = plugins_dir().display().to_string();
+        let host = HostProcess::start(&db.url, &nats.url(), &[("SHOPMESH_PLUGINS_DIR", dir.as_str())]).await;
+        let app = TestApp::attach(&db.url, &nats.url(), &host.address).await;
+        (host, app)
     }
 
     /// [`start`](Self::start) with extra `serve` flags and, when given, its stdout (the logs)
