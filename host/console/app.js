@@ -161,14 +161,16 @@ async function overview() {
       h("div", { class: "card" }, h("div", { class: "muted" }, "Open dead letters"),
         h("div", { class: "big" }, h("a", { href: "/console/dead-letters" }, o.dead_letters_open ?? "—"))));
     set("chart", chart(o.plugins, o.sample_seconds));
-    set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Pending#", "Handled#", "Failures#", "Dead letters#"],
+    set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Waiting#", "Handled#", "Failures#", "Dead letters#"],
       o.plugins.map((p) => h("tr", { dataset: { plugin: p.name } },
         h("td", {}, h("a", { href: `/console/plugins/${encodeURIComponent(p.name)}` }, p.name)),
         h("td", {}, p.active_version || badge("staged only", "warn")),
         h("td", {}, p.enabled ? badge("enabled", "good") : badge("disabled", "bad")),
         h("td", { class: "num" }, fmtNum(p.events_per_second, 1)),
         h("td", { class: "num" }, fmtNum(p.fleet_events_per_second, 1)),
-        h("td", { class: "num" }, p.pending === undefined ? "?" : p.pending),
+        // Not received yet, or delivered and not acknowledged: a paused plugin's events wait
+        // in the second kind, handed back every half second.
+        h("td", { class: "num" }, p.pending === undefined ? "?" : p.pending + (p.ack_pending ?? 0)),
         h("td", { class: "num" }, p.invocations),
         h("td", { class: "num" }, p.failures),
         h("td", { class: "num" }, p.dead_letters_open ? h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(p.name)}` }, p.dead_letters_open) : (p.dead_letters_open ?? "—")))),
@@ -274,10 +276,13 @@ async function deadLetters() {
         h("td", {}, d.reason),
         h("td", { class: "num" }, d.attempts),
         h("td", {}, fmtTime(d.created_at)),
-        h("td", { class: "status" }, d.redriven_at ? badge(`redriven: ${d.redrive_result}`, d.redrive_result === "applied" ? "good" : "bad") : badge("open", "warn")),
+        h("td", { class: "status" }, d.redriven_at ? badge(`redriven: ${d.redrive_result}`, d.redrive_result === "applied" ? "good" : "bad")
+          : d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result}`, "bad") : badge("open", "warn")),
         h("td", {},
           h("button", { class: "view", onclick: () => view(d.id) }, "Event"), " ",
-          d.redriven_at ? "" : h("button", { class: "redrive primary", onclick: () => act(`Redrive dead letter ${d.id} through ${d.plugin}'s active version?`, async () => {
+          d.redriven_at ? "" : h("button", { class: "redrive primary", onclick: () => act(d.plugin === "shopmesh-guard"
+            ? `Check dead letter ${d.id}'s event again (the guard refuses it while it is malformed)?`
+            : `Redrive dead letter ${d.id} through ${d.plugin}'s active version?`, async () => {
             const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/redrive`);
             await draw();
             notice(`dead letter ${d.id}: ${r.result}`);
@@ -306,7 +311,7 @@ async function deadLetters() {
       only ? h("button", { type: "button", id: "redrive-plugin", onclick: () => act(`Redrive every open dead letter of ${only}?`, async () => {
         const results = await api("POST", `/api/admin/plugins/${seg(only)}/redrive`);
         await draw();
-        notice(`redriven: ${results.length}`);
+        notice(`redriven: ${results.length} (${results.map((r) => r.result).join(", ") || "none open"})`);
       }) }, `Redrive all of ${only}`) : ""),
     h("div", { id: "letters" }), h("div", { id: "event" }));
   await draw();
