@@ -276,7 +276,7 @@ async function deadLetters() {
         h("td", {}, d.reason),
         h("td", { class: "num" }, d.attempts),
         h("td", {}, fmtTime(d.created_at)),
-        h("td", { class: "status" }, d.redriven_at ? badge(`redriven: ${d.redrive_result}`, d.redrive_result === "applied" ? "good" : "bad")
+        h("td", { class: "status" }, d.redriven_at ? badge(d.redrive_result.startsWith("dismissed") ? d.redrive_result : `redriven: ${d.redrive_result}`, d.redrive_result === "applied" ? "good" : "bad")
           : d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result}`, "bad") : badge("open", "warn")),
         h("td", {},
           h("button", { class: "view", onclick: () => view(d.id) }, "Event"), " ",
@@ -286,7 +286,12 @@ async function deadLetters() {
             const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/redrive`);
             await draw();
             notice(`dead letter ${d.id}: ${r.result}`);
-          }) }, "Redrive")))), { id: "letter-table" }));
+          }) }, "Redrive"), " ",
+          d.redriven_at ? "" : h("button", { class: "dismiss", onclick: () => act(`Dismiss dead letter ${d.id} without running its event?`, async () => {
+            const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/dismiss`);
+            await draw();
+            notice(`dead letter ${d.id}: ${r.redrive_result}`);
+          }) }, "Dismiss")))), { id: "letter-table" }));
   };
   const view = async (id) => {
     showError(null);

@@ -157,6 +157,25 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     assert!(reasons.iter().any(|r| r.contains("arrived on subject")));
     let unauthorized = app.get("/api/admin/dead-letters").await;
     assert_eq!(unauthorized.status, 401);
+
+    // A malformed event stays malformed: its redrive fails again and the letter stays open,
+    // so it is dismissed instead, once; it then counts as resolved. The guard's letters too.
+    let malformed = letters[0]["id"].as_str().unwrap().to_owned();
+    let again = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{malformed}/redrive"), None, &auth).await;
+    assert!(again.body["result"].as_str().unwrap().starts_with("still malformed"), "{:?}", again.body);
+    let stray = guard.iter().find(|l| l["event_id"] == "p-4").unwrap()["id"].as_str().unwrap().to_owned();
+    let before = app.count("shop_dead_letter", "redriven_at IS NULL").await;
+    for id in [&malformed, &stray] {
+        let dismissed = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{id}/dismiss"), None, &auth).await;
+        assert_eq!(dismissed.status, 200, "{:?}", dismissed.body);
+        assert!(dismissed.body["redrive_result"].as_str().unwrap().starts_with("dismissed by admin"), "{:?}", dismissed.body);
+        assert!(dismissed.body["redriven_at"].is_string());
+    }
+    assert_eq!(app.count("shop_dead_letter", "redriven_at IS NULL").await, before - 2);
+    let twice = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{stray}/dismiss"), None, &auth).await;
+    assert_eq!((twice.status, twice.code()), (404, "SHOP_DEAD_LETTER_NOT_FOUND"), "{:?}", twice.body);
+    let anonymous = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{malformed}/dismiss"), None, &[]).await;
+    assert_eq!(anonymous.status, 401);
 }
 
 /// The consumer's filter is shared by the fleet, so a host may be handed an event of a

@@ -248,6 +248,18 @@ impl PluginsAdminApi {
         Ok(Json(RedriveResult { id: id.0, result }))
     }
 
+    /// Dismiss one dead letter
+    ///
+    /// Closes an open dead letter without running its event: for one that can never succeed
+    /// (a malformed event stays malformed) or is no longer wanted. It leaves the open count,
+    /// its result says who dismissed it, and retention prunes it with the resolved ones.
+    #[oai(path = "/dead-letters/:id/dismiss", method = "post", operation_id = "dismissDeadLetter", tag = "ApiTags::Admin")]
+    async fn dismiss(&self, _auth: AdminAuth, req: &Request, shop: Data<&Arc<Shop>>, id: Path<crate::ids::Id>) -> Result<Json<DeadLetter>, RedriveError> {
+        let letter = dead_letters::dismiss(&shop.db, id.0, &who(req)).await?;
+        tracing::info!(dead_letter = %id.0, plugin = %letter.plugin, by = %who(req), "dead letter dismissed");
+        Ok(Json(letter))
+    }
+
     /// Redrive every pending dead letter of a plugin
     #[oai(path = "/plugins/:name/redrive", method = "post", operation_id = "redrivePlugin", tag = "ApiTags::Admin")]
     async fn redrive_all(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {

@@ -143,6 +143,17 @@ pub async fn record_redrive(db: &Db, id: Id, applied: bool, result: &str) -> Res
     Ok(())
 }
 
+/// Closes an open dead letter without running its event: an operator's decision for one
+/// that can never succeed (a malformed event) or is no longer wanted. Its result says who;
+/// it leaves the open count and is pruned like any resolved one.
+pub async fn dismiss(db: &Db, id: Id, by: &str) -> Result<DeadLetter, DeadLetterError> {
+    let sql = "UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2 WHERE id = $3 AND redriven_at IS NULL";
+    if db.execute(sqlx::query(sql).bind(now_ms()).bind(format!("dismissed by {by}")).bind(id.0)).await?.rows_affected() == 0 {
+        return Err(DeadLetterError::NotFound(id));
+    }
+    Ok(get(db, id).await?.0)
+}
+
 /// Deletes the dead letters resolved before `cutoff` (see `retention`); open ones stay until
 /// an operator redrives them, however old.
 pub async fn prune(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
