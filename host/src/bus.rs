@@ -262,7 +262,7 @@ impl NatsServer {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self.not_running() {
                 return Err(BusError::Spawn(format!("{} exited: {status}", self.bin.display())));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
