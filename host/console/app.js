@@ -6,6 +6,8 @@
 
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 let timers = [];
+// The host's check of every event (plugins::GUARD): it has dead letters, not versions.
+const GUARD = "shopmesh-guard";
 
 // ---------- helpers ----------
 
@@ -196,7 +198,18 @@ async function plugin(name) {
   const draw = async () => {
     const all = await api("GET", "/api/admin/plugins");
     const p = all.find((x) => x.name === name);
-    if (!p) throw new ApiError(404, "SHOP_PLUGIN_NOT_FOUND", `no plugin ${name}`);
+    if (!p && name === GUARD) {
+      // Named in the dead letters and the metrics, but no component: the host's own check.
+      page(h("h1", {}, "Plugin ", h("code", {}, name)),
+        h("p", { id: "guard" }, "The host's own check of every event on ", h("code", {}, "shop.>"),
+          ": a malformed event is dead-lettered under this name, also on a subject no plugin reads. It runs no component, so it has no versions to upload or activate. ",
+          h("a", { href: `/console/dead-letters?plugin=${GUARD}` }, "Its dead letters")));
+      return;
+    }
+    if (!p) {
+      page(h("h1", {}, "Plugin ", h("code", {}, name)), h("p", { class: "muted" }, "Not on this host. ", h("a", { href: "/console" }, "Back to the overview")));
+      throw new ApiError(404, "SHOP_PLUGIN_NOT_FOUND", `no plugin ${name}`);
+    }
     const switchButton = p.enabled
       ? h("button", { id: "disable", class: "danger", onclick: () => act(`Disable ${name} on every host? Its events wait in JetStream.`, async () => { await api("POST", `/api/admin/plugins/${seg(name)}/disable`); await draw(); notice(`${name} disabled`); }) }, "Disable")
       : h("button", { id: "enable", class: "primary", onclick: () => act(`Enable ${name} on every host?`, async () => { await api("POST", `/api/admin/plugins/${seg(name)}/enable`); await draw(); notice(`${name} enabled`); }) }, "Enable");
@@ -264,7 +277,7 @@ async function deadLetters() {
   const params = new URLSearchParams(location.search);
   const only = params.get("plugin") || "";
   const plugins = await api("GET", "/api/admin/plugins");
-  const names = [...new Set([...plugins.map((p) => p.name), "shopmesh-guard"])];
+  const names = [...new Set([...plugins.map((p) => p.name), GUARD])];
   const draw = async () => {
     const letters = await api("GET", "/api/admin/dead-letters" + (only ? `?plugin=${encodeURIComponent(only)}` : ""));
     set("letters", table(["Id", "Plugin", "Version", "Subject", "Reason", "Attempts#", "Dead-lettered", "Status", ""],
@@ -280,7 +293,7 @@ async function deadLetters() {
           : d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result}`, "bad") : badge("open", "warn")),
         h("td", {},
           h("button", { class: "view", onclick: () => view(d.id) }, "Event"), " ",
-          d.redriven_at ? "" : h("button", { class: "redrive primary", onclick: () => act(d.plugin === "shopmesh-guard"
+          d.redriven_at ? "" : h("button", { class: "redrive primary", onclick: () => act(d.plugin === GUARD
             ? `Check dead letter ${d.id}'s event again (the guard refuses it while it is malformed)?`
             : `Redrive dead letter ${d.id} through ${d.plugin}'s active version?`, async () => {
             const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/redrive`);

@@ -177,7 +177,7 @@ impl Application {
             let _ = shutdown.send(true);
             tasks.close();
             let _ = tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await;
-            anyhow::bail!(why);
+            anyhow::bail!("{why} (set by {})", settings.origin("plugin_config"));
         }
         let (from_folder, from_fleet, switched) = (plugins.clone(), plugins.clone(), plugins.clone());
         tasks.spawn(fleet::follow_switches(
@@ -189,21 +189,21 @@ impl Application {
         ));
         tasks.spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone()));
         tasks.spawn(folder::watch(
-                move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes, true),
+                move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes, true, Default::default()),
                 settings.plugins_dir.clone(),
                 settings.plugin_watch,
                 signal.clone(),
             ));
         tasks.spawn(grants::follow(plugins.clone(), signal.clone()));
         tasks.spawn(fleet::follow(
-                move |name: String, bytes: Vec<u8>, run: bool| {
+                move |name: String, bytes: Vec<u8>, run: bool, stamps| {
                     let host = from_fleet.clone();
                     async move {
                         // A version granted a moment ago on another host: see that grant first.
                         if let Err(e) = host.refresh_grants().await {
                             tracing::warn!(error = %e, "could not read the plugin grants");
                         }
-                        host.registry.receive("the fleet registry", &name, &bytes, run)
+                        host.registry.receive("the fleet registry", &name, &bytes, run, stamps)
                     }
                 },
                 client.clone(),

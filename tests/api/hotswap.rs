@@ -340,6 +340,17 @@ async fn a_version_with_new_subjects_rebinds_its_consumer() {
     assert_eq!(app.count("shop_audit_log", "").await, 0, "it writes nothing for confirmations");
 }
 
+/// A host process with the plugins folder (points 1.0.0) on which points 2.0.0 was uploaded
+/// and activated, through the fleet's registry; its database and NATS outlive a restart.
+async fn a_host_on_points_v2() -> (TestDb, TestNats, HostProcess, TestApp) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let nats = TestNats::start().await;
+    let (host, app) = HostProcess::start_with_plugins(&db, &nats).await;
+    let v2 = app.upload("points", component("points_v2"), "").await;
+    assert_eq!(v2.body["active_version"], "2.0.0", "{:?}", v2.body);
+    (db, nats, host, app)
+}
+
 /// A restarted host runs what the fleet runs now. Its folder holds points 1.0.0; the fleet
 /// activated 2.0.0 and paused points before the restart, with a payment's event waiting.
 /// The restarted host must neither handle that event with 1.0.0 nor while points is
@@ -347,11 +358,7 @@ async fn a_version_with_new_subjects_rebinds_its_consumer() {
 /// enabled, 2.0.0 handles it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_host_follows_the_fleet_before_it_handles_anything() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let nats = TestNats::start().await;
-    let (mut host, app) = HostProcess::start_with_plugins(&db, &nats).await;
-    let v2 = app.upload("points", component("points_v2"), "").await;
-    assert_eq!(v2.body["active_version"], "2.0.0", "{:?}", v2.body);
+    let (db, nats, mut host, app) = a_host_on_points_v2().await;
     let paused = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/disable", None).await;
     assert_eq!(paused.status, 200, "{:?}", paused.body);
     let fx = app.fixture(5, "150.00", "0.00", None).await;
@@ -380,4 +387,31 @@ async fn a_restarted_host_follows_the_fleet_before_it_handles_anything() {
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].1, "2.0.0", "the fleet's version handled it: {history:?}");
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 300);
+}
+
+/// A plugin's version history is the fleet's, not the host's: after points 2.0.0 was
+/// activated and rolled back from, a restarted host shows it as kept (not staged), and
+/// every version with the times it had before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_shows_the_fleets_version_history() {
+    let (db, nats, mut host, app) = a_host_on_points_v2().await;
+    let back = app.admin_post("/api/admin/plugins/points/activate", &json!({"version": "1.0.0"})).await;
+    assert_eq!(back.body["active_version"], "1.0.0", "{:?}", back.body);
+    let before = back.body["versions"].clone();
+    assert_eq!(before[1]["version"], "2.0.0", "{before}");
+    assert_eq!(before[1]["state"], "kept", "{before}");
+    assert_eq!(plugin_status(&app, &host.address, "points").await["versions"], before, "the status answers as the rollback did");
+    host.child.start_kill().unwrap();
+    host.child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await; // so a time taken anew would differ
+
+    let (host, app) = HostProcess::start_with_plugins(&db, &nats).await;
+    let after = wait_for("the restarted host to keep both versions", Duration::from_secs(10), || async {
+        let status = plugin_status(&app, &host.address, "points").await;
+        (status["versions"].as_array().map_or(0, Vec::len) == 2).then_some(status)
+    })
+    .await;
+    assert_eq!(after["active_version"], "1.0.0", "{after}");
+    assert_eq!(after["versions"], before);
+    assert_eq!(after["activated_at"], before[0]["activated_at"], "{after}");
 }

@@ -164,6 +164,28 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     let again = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{malformed}/redrive"), None, &auth).await;
     assert!(again.body["result"].as_str().unwrap().starts_with("still malformed"), "{:?}", again.body);
     let stray = guard.iter().find(|l| l["event_id"] == "p-4").unwrap()["id"].as_str().unwrap().to_owned();
+    // The guard's letter is checked again, as the guard checks it.
+    let again = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{stray}/redrive"), None, &auth).await;
+    assert_eq!(again.body["result"], "still malformed: unknown event type \"shop.typo\"", "{:?}", again.body);
+    let all = app.request(reqwest::Method::POST, "/api/admin/plugins/shopmesh-guard/redrive", None, &auth).await;
+    let results = all.body.as_array().unwrap_or_else(|| panic!("{:?}", all.body));
+    assert_eq!(results.len(), 6, "{results:?}");
+    assert!(results.iter().all(|r| r["result"].as_str().unwrap().starts_with("still malformed")), "{results:?}");
+    // One that is well-formed now (left by a host that read it worse) is closed.
+    let paid = app.wait_events("shop.pay.success", 1).await;
+    sqlx::query(
+        "INSERT INTO shop_dead_letter (id, plugin, plugin_version, subject, event_id, body, reason, attempts, created_at)
+         VALUES (9, 'shopmesh-guard', '-', 'shop.pay.success', $1, $2, 'malformed event: an older reading', 1, $3)",
+    )
+    .bind(&paid[0].0)
+    .bind(paid[0].1.to_string())
+    .bind(shopmesh::ids::now_ms())
+    .execute(app.db.pool())
+    .await
+    .unwrap();
+    let closed = app.request(reqwest::Method::POST, "/api/admin/dead-letters/9/redrive", None, &auth).await;
+    assert_eq!(closed.body["result"], "applied", "{:?}", closed.body);
+    assert_eq!(app.count("shop_dead_letter", "id = 9 AND redriven_at IS NOT NULL").await, 1);
     let before = app.count("shop_dead_letter", "redriven_at IS NULL").await;
     for id in [&malformed, &stray] {
         let dismissed = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{id}/dismiss"), None, &auth).await;

@@ -215,6 +215,13 @@ def main():
         expect(page.locator("#error")).to_contain_text("SHOP_ORDER_INVALID")
         page.goto(URL + "/console/plugins/nope")
         expect(page.locator("#error")).to_contain_text("no plugin nope")
+        expect(page.locator("#page")).to_contain_text("Not on this host")
+        # The guard has letters but no component: its page says what it is, and no error.
+        page.goto(URL + "/console/plugins/shopmesh-guard")
+        expect(page.locator("#guard")).to_contain_text("dead-lettered under this name")
+        expect(page.locator("#error")).to_be_hidden()
+        page.locator("#guard a").click()
+        expect(page).to_have_url(URL + "/console/dead-letters?plugin=shopmesh-guard")
         shot(page, "09-error-shown")
 
         step("a forged cross-site POST is refused (same site, other origin: cookie sent, no CSRF token)")

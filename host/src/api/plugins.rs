@@ -11,7 +11,7 @@ use crate::{
     plugins::{
         dead_letters::{self, DeadLetter, DeadLetterError},
         grants::{CapabilityName, Grant},
-        InstallError, PluginHost, PluginStatus, Registry,
+        InstallError, PluginHost, PluginStatus, Registry, GUARD,
     },
     shop::Shop,
 };
@@ -266,7 +266,7 @@ impl PluginsAdminApi {
         let results = host.redrive_all(&name.0).await?;
         // Nothing to redrive is an empty list for a plugin this host runs; a name it does not
         // run (and with no letters pending: the guard's are listed) is no plugin at all.
-        if results.is_empty() && host.registry.current(&name.0).is_none() {
+        if results.is_empty() && name.0 != GUARD && host.registry.current(&name.0).is_none() {
             return Err(InstallError::UnknownPlugin(name.0).into());
         }
         Ok(Json(results.into_iter().map(|(id, result)| RedriveResult { id, result }).collect()))

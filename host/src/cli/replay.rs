@@ -107,13 +107,14 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let started: Value = client.post_json("/api/admin/replays", &args.request()).await.context("starting the replay")?;
     let id = started["replay_id"].as_str().context("the host answered without a replay_id")?.to_owned();
     eprintln!(
-        "replay {id}: {} {} of {} (sequences {}..={}, {} events) on {}",
+        "replay {id}: {} {} of {} (sequences {}..={}, {} event{}) on {}",
         started["mode"].as_str().unwrap_or_default(),
         started["plugin"].as_str().unwrap_or_default(),
         started["version"].as_str().unwrap_or_default(),
         started["from_seq"],
         started["to_seq"],
         started["total"],
+        if started["total"] == 1 { "" } else { "s" },
         client.base()
     );
     let replay = follow(&client, &id, started["total"].as_u64().unwrap_or(0)).await?;

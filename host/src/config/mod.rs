@@ -14,6 +14,9 @@ use serde::{de, Deserialize, Deserializer};
 
 use crate::{shop::fault::Fault, store::SqliteSync};
 
+mod errors;
+pub use errors::ConfigError;
+
 /// Development defaults: fine on a laptop, refused nowhere, warned about at start.
 pub const DEV_CALLBACK_SECRET: &str = "dev-callback-secret";
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
@@ -111,7 +114,15 @@ pub struct Settings {
     /// Grants beyond the built-in ones: `vip-bonus=add-points,other=append-log+add-points`
     /// (an operator's grant through the admin API wins over this).
     pub plugin_grants: Option<String>,
+    /// How each setting given was set (`SHOPMESH_RELAY_POLL`, `relay_poll in shopmesh.toml`),
+    /// for messages about its value; a default has none.
+    #[serde(skip)]
+    pub origins: Origins,
 }
+
+/// How each setting given was set, by key (see [`Settings::origin`]).
+#[derive(Debug, Clone, Default)]
+pub struct Origins(HashMap<&'static str, String>);
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -158,6 +169,7 @@ impl Default for Settings {
             plugin_watch: Duration::from_secs(1),
             plugin_config: PluginConfig::default(),
             plugin_grants: None,
+            origins: Origins::default(),
         }
     }
 }
@@ -212,58 +224,27 @@ impl PluginConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Said in one line (see [`one_line`]); not its source too, or it would print twice.
-    #[error("configuration: {}", one_line(.0))]
-    Load(Box<figment::Error>),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// A figment error in one line: its first error (the others follow from it), an unknown key
-/// with the known one it is closest to instead of the list of all of them, the setting (as
-/// the README's table names it: `relay_poll` for `SHOPMESH_RELAY_POLL` too), and the layer.
-fn one_line(e: &figment::Error) -> String {
-    use figment::error::Kind;
-    let what = match &e.kind {
-        Kind::UnknownField(found, known) => match known.iter().min_by_key(|k| edits(found, k)).filter(|k| edits(found, k) <= 2) {
-            Some(near) => format!("unknown setting `{found}` (did you mean `{near}`?)"),
-            None => format!("unknown setting `{found}` (the settings are listed in the README)"),
-        },
-        kind => kind.to_string(),
-    };
-    let key = if e.path.is_empty() || matches!(e.kind, Kind::UnknownField(..)) { String::new() } else { format!(" for {}", e.path.join(".")) };
-    let layer = match &e.metadata {
-        Some(md) => match &md.source {
-            Some(source) => format!(" in {source} ({})", md.name),
-            None => format!(" in {}", md.name),
-        },
-        None => String::new(),
-    };
-    format!("{what}{key}{layer}").split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// How many single-character edits turn `a` into `b` (Levenshtein).
-fn edits(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
 impl Settings {
     /// Defaults, then `file` (if any), then the environment.
     pub fn load(file: Option<&str>) -> Result<Settings, ConfigError> {
-        Settings::figment(file, Env::prefixed("SHOPMESH_")).extract().map_err(|e| ConfigError::Load(Box::new(e)))
+        Settings::read(Settings::figment(file, Env::prefixed("SHOPMESH_"))).map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// The settings the layers give, with how each was set.
+    fn read(figment: Figment) -> Result<Settings, figment::Error> {
+        let mut settings: Settings = figment.extract()?;
+        let origin = |key: &str, md: &figment::Metadata| match &md.source {
+            Some(file) => format!("{key} in {file}"),
+            None => format!("SHOPMESH_{}", key.to_ascii_uppercase()),
+        };
+        settings.origins = Origins(Settings::KEYS.iter().filter_map(|key| Some((*key, origin(key, figment.find_metadata(key)?)))).collect());
+        Ok(settings)
+    }
+
+    /// How `key` was set, to name in a message about its value: `SHOPMESH_PLUGIN_CONFIG`,
+    /// `plugin_config in shopmesh.toml`, or the key alone for a default.
+    pub fn origin(&self, key: &str) -> String {
+        self.origins.0.get(key).cloned().unwrap_or_else(|| key.to_owned())
     }
 
     /// The layers. Only `SHOPMESH_` variables that name a setting are read (other tools and
@@ -312,11 +293,11 @@ impl Settings {
     /// Checks that settings which depend on each other agree.
     pub fn validate(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
-        self.fault()?;
-        self.plugin_grants()?;
-        let invalid = |why: &str| Err(ConfigError::Invalid(why.into()));
+        self.fault().map_err(|e| self.invalid(&["fault"], &e.to_string()))?;
+        self.plugin_grants().map_err(|e| self.invalid(&["plugin_grants"], &e.to_string()))?;
+        let invalid = |keys: &[&str], why: &str| Err(self.invalid(keys, why));
         if self.worker_id > 1023 {
-            return invalid("worker_id must be 0..=1023");
+            return invalid(&["worker_id"], "worker_id must be 0..=1023");
         }
         // Zero would be a loop that never waits, a guest that can never finish, or a pool
         // that never lends: refused here rather than found out at run time.
@@ -334,35 +315,35 @@ impl Settings {
             ("retention_interval", self.retention_interval.is_zero()),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
-            return Err(ConfigError::Invalid(format!("{name} must be more than 0")));
+            return invalid(&[name], &format!("{name} must be more than 0"));
         }
         if self.relay_lease * 2 > self.duplicate_window {
             // A lease that can run out inside the duplicate window is what makes a second
             // relay's re-publish a harmless duplicate (see outbox.rs).
-            return invalid("relay_lease must be at most half of duplicate_window");
+            return invalid(&["relay_lease", "duplicate_window"], "relay_lease must be at most half of duplicate_window");
         }
         if self.plugin_ack_wait < self.plugin_deadline * 4 {
-            return invalid("plugin_ack_wait must be at least 4 × plugin_deadline, or live deliveries get redelivered");
+            return invalid(&["plugin_ack_wait", "plugin_deadline"], "plugin_ack_wait must be at least 4 × plugin_deadline, or live deliveries get redelivered");
         }
         // The inbox is what keeps an event still in the stream from being applied twice (a
         // consumer reset, a replay applying): its rows must outlive the stream's events.
         let forever = |d: Duration| d.is_zero();
         if !forever(self.retention) && (forever(self.stream_max_age) || self.retention < self.stream_max_age) {
-            return invalid("retention must be at least stream_max_age (or 0, keep forever; it must be 0 when stream_max_age is)");
+            return invalid(&["retention", "stream_max_age"], "retention must be at least stream_max_age (or 0, keep forever; it must be 0 when stream_max_age is)");
         }
         if self.plugin_max_attempts < 1 {
-            return invalid("plugin_max_attempts must be at least 1");
+            return invalid(&["plugin_max_attempts"], "plugin_max_attempts must be at least 1");
         }
         if !(1..=1000).contains(&self.relay_batch) {
             // The NATS client bounds the publishes awaiting an ack; a relay batch is one
             // window of them.
-            return invalid("relay_batch must be 1..=1000");
+            return invalid(&["relay_batch"], "relay_batch must be 1..=1000");
         }
         if !(1..=10_000).contains(&self.plugin_batch) {
-            return invalid("plugin_batch must be 1..=10000");
+            return invalid(&["plugin_batch"], "plugin_batch must be 1..=10000");
         }
         if self.callback_secret.expose_secret().is_empty() || self.admin_token.expose_secret().is_empty() {
-            return invalid("callback_secret and admin_token must not be empty");
+            return invalid(&["callback_secret", "admin_token"], "callback_secret and admin_token must not be empty");
         }
         Ok(())
     }

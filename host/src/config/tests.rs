@@ -13,7 +13,7 @@ fn with_env(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, figme
         if let Some(text) = file {
             jail.create_file("shopmesh.toml", text)?;
         }
-        out = Some(Settings::figment(file.map(|_| "shopmesh.toml"), Env::prefixed("SHOPMESH_")).extract::<Settings>());
+        out = Some(Settings::read(Settings::figment(file.map(|_| "shopmesh.toml"), Env::prefixed("SHOPMESH_"))));
         Ok(())
     });
     out.expect("the jail ran")
@@ -58,8 +58,14 @@ fn zero_where_it_would_spin_or_starve_is_refused() {
     assert!(Settings::default().validate().is_ok());
     for (var, name) in [("SHOPMESH_RELAY_POLL", "relay_poll"), ("SHOPMESH_SWEEP_INTERVAL", "sweep_interval"), ("SHOPMESH_PLUGIN_DEADLINE", "plugin_deadline"), ("SHOPMESH_PLUGIN_FUEL", "plugin_fuel"), ("SHOPMESH_DB_MAX_CONNECTIONS", "db_max_connections")] {
         let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
-        assert!(err.to_string().contains(&format!("{name} must be more than 0")), "{var}: {err}");
+        assert_eq!(err.to_string(), format!("{name} must be more than 0 (set by {var})"));
     }
+    // A value from the file is named with the file; one left at its default is not named.
+    let err = with_env(Some("relay_lease = '90s'"), &[]).unwrap().validate().unwrap_err().to_string();
+    assert!(err.starts_with("relay_lease must be at most half of duplicate_window (set by relay_lease in "), "{err}");
+    assert!(err.ends_with("shopmesh.toml)"), "{err}");
+    let err = with_env(Some("relay_lease = '90s'"), &[("SHOPMESH_DUPLICATE_WINDOW", "150s")]).unwrap().validate().unwrap_err().to_string();
+    assert!(err.ends_with("shopmesh.toml; SHOPMESH_DUPLICATE_WINDOW)"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! dead-letter store with its reason; the guard dead-letters malformed events on any subject;
 //! redrive runs a dead letter through the plugin's current version once more.
 
+use std::sync::Arc;
+
 use super::{
     dead_letters::{self, DeadLetterError, Letter},
     delivery::{self, Delivery},
@@ -14,6 +16,10 @@ use super::{
     Disposition, GUARD,
 };
 use crate::{ids::Id, metrics::Outcome};
+
+/// A redrive's result when the letter is closed: its event applied (or, for the guard's,
+/// well-formed now).
+const APPLIED: &str = "applied";
 
 impl PluginHost {
     /// A failed attempt: recorded, then retried later or dead-lettered.
@@ -83,26 +89,33 @@ impl PluginHost {
 
     /// Runs a dead letter through the plugin's current version once more. Applied (or
     /// already applied): marked redriven. Failing again: it stays, with the new reason.
+    /// The guard's letters are checked again, as the guard checks: closed once well-formed
+    /// (after a host that reads the event better), else left open.
     pub async fn redrive(&self, id: Id) -> Result<String, DeadLetterError> {
         let (plugin, subject, body) = dead_letters::pending(&self.shop.db, id).await?;
-        let Some(current) = self.registry.current(&plugin) else {
-            return Ok(format!("plugin {plugin} is not loaded"));
-        };
         let result = match delivery::parse(&subject, body.as_bytes()) {
             Err(reason) => format!("still malformed: {reason}"),
-            Ok(d) => match inbox::state(&self.shop.db, &plugin, &d).await? {
-                inbox::State::Applied => "applied".to_string(), // applied meanwhile: nothing to do
-                state => {
-                    let ready = Ready { delivery: &d, attempt: state.next_attempt() };
-                    match self.run_and_apply(&current, &[&ready]).await.pop().expect("one result") {
-                        Ok(_) => "applied".to_string(),
-                        Err(failure) => format!("failed: {failure}"),
-                    }
-                }
+            Ok(_) if plugin == GUARD => APPLIED.to_string(),
+            Ok(d) => match self.registry.current(&plugin) {
+                None => return Ok(format!("plugin {plugin} is not loaded")),
+                Some(current) => self.redrive_one(&current, &plugin, &d).await?,
             },
         };
-        dead_letters::record_redrive(&self.shop.db, id, result == "applied", &result).await?;
+        dead_letters::record_redrive(&self.shop.db, id, result == APPLIED, &result).await?;
         Ok(result)
+    }
+
+    async fn redrive_one(&self, current: &Arc<LoadedPlugin>, plugin: &str, d: &Delivery) -> Result<String, DeadLetterError> {
+        Ok(match inbox::state(&self.shop.db, plugin, d).await? {
+            inbox::State::Applied => APPLIED.to_string(), // applied meanwhile: nothing to do
+            state => {
+                let ready = Ready { delivery: d, attempt: state.next_attempt() };
+                match self.run_and_apply(current, &[&ready]).await.pop().expect("one result") {
+                    Ok(_) => APPLIED.to_string(),
+                    Err(failure) => format!("failed: {failure}"),
+                }
+            }
+        })
     }
 
     /// Redrives every pending dead letter of `plugin`: (id, result) of each.

@@ -9,8 +9,16 @@
 //! ([`super::Registry::receive`], wired at start-up) through the same validation as any
 //! other candidate, in the bucket's order; a host that joins or restarts later starts from
 //! the bucket's latest objects, so it keeps every version and runs the active one.
+//! Each object carries, as metadata, when the fleet first kept its version and when it last
+//! made it active ([`Stamps`]): a host that starts later shows the fleet's history of its
+//! versions, not its own start as the time of each.
 
-use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
@@ -130,30 +138,59 @@ fn object(name: &str, version: &str, activate: bool) -> String {
     if activate { name.to_owned() } else { format!("{name}@{version}") }
 }
 
+/// When the fleet first kept a version and last made it active (unix ms), as an object's
+/// metadata says; each is absent where the object does not say (a version never made
+/// active, or an object put by a host from before these were recorded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamps {
+    pub kept_at: Option<i64>,
+    pub activated_at: Option<i64>,
+}
+
+const KEPT_AT: &str = "kept-at";
+const ACTIVATED_AT: &str = "activated-at";
+
+impl Stamps {
+    fn to_metadata(self) -> HashMap<String, String> {
+        [(KEPT_AT, self.kept_at), (ACTIVATED_AT, self.activated_at)]
+            .into_iter()
+            .filter_map(|(key, at)| Some((key.to_owned(), at?.to_string())))
+            .collect()
+    }
+
+    fn from_metadata(metadata: &HashMap<String, String>) -> Stamps {
+        let at = |key| metadata.get(key).and_then(|v: &String| v.parse().ok());
+        Stamps { kept_at: at(KEPT_AT), activated_at: at(ACTIVATED_AT) }
+    }
+}
+
 /// Puts version `version` (`bytes`) of plugin `name` into the fleet's registry, to keep
-/// and, with `activate`, to run.
+/// and, when `stamps` has it activated, to run.
 pub async fn publish(
     client: &async_nats::Client,
     settings: &StreamSettings,
     name: &str,
     version: &str,
     bytes: &[u8],
-    activate: bool,
+    stamps: Stamps,
 ) -> Result<(), String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let store = bucket(&js, settings.replicas).await?;
-    let puts = if activate { vec![false, true] } else { vec![false] };
+    // The kept object is put again on an activation, so that it says it was made active.
+    let puts = if stamps.activated_at.is_some() { vec![false, true] } else { vec![false] };
     for run in puts {
         let mut reader = bytes;
-        store.put(object(name, version, run).as_str(), &mut reader).await.map_err(|e| e.to_string())?;
+        let meta = object_store::ObjectMetadata { name: object(name, version, run), metadata: stamps.to_metadata(), ..Default::default() };
+        store.put(meta, &mut reader).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
 /// Follows the registry until shutdown, handing each new object to `offer` as (plugin
-/// name, bytes, run it); what it holds at first is handed over before `caught_up` is told.
+/// name, bytes, run it, its stamps); what it holds at first is handed over before
+/// `caught_up` is told.
 pub async fn follow<F: Future<Output = ()>>(
-    offer: impl Fn(String, Vec<u8>, bool) -> F,
+    offer: impl Fn(String, Vec<u8>, bool, Stamps) -> F,
     client: async_nats::Client,
     settings: StreamSettings,
     caught_up: CaughtUp,
@@ -198,7 +235,7 @@ pub async fn follow<F: Future<Output = ()>>(
 async fn hand_over<F: Future<Output = ()>>(
     store: &object_store::ObjectStore,
     info: &object_store::ObjectInfo,
-    offer: &impl Fn(String, Vec<u8>, bool) -> F,
+    offer: &impl Fn(String, Vec<u8>, bool, Stamps) -> F,
 ) -> Result<(), String> {
     if info.deleted {
         return Ok(());
@@ -206,9 +243,10 @@ async fn hand_over<F: Future<Output = ()>>(
     let mut bytes = Vec::with_capacity(info.size);
     let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
     object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
+    let stamps = Stamps::from_metadata(&info.metadata);
     match info.name.split_once('@') {
-        Some((name, _version)) => offer(name.to_owned(), bytes, false).await,
-        None => offer(info.name.clone(), bytes, true).await,
+        Some((name, _version)) => offer(name.to_owned(), bytes, false, stamps).await,
+        None => offer(info.name.clone(), bytes, true, stamps).await,
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn install_all(registry: &Registry, dir: &std::path::Path) -> Result<(), Str
         match installed {
             Ok(Ok(_)) => {}
             Ok(Err(InstallError::Load(LoadError::Config(why)))) if !matches!(why, ConfigRefusal::Schema(_)) => {
-                return Err(format!("plugin {name} ({}): {why} (see SHOPMESH_PLUGIN_CONFIG)", path.display()));
+                return Err(format!("plugin {name} ({}): {why}", path.display()));
             }
             Ok(Err(e)) => tracing::error!(plugin = %name, error = %e, "plugin rejected"),
             Err(e) => tracing::error!(plugin = %name, error = %e, "cannot read plugin file"),

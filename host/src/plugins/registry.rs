@@ -152,13 +152,16 @@ impl Registry {
 
     /// A version that arrived from `source` (the plugins folder, the fleet's registry) to
     /// run ([`offer`](Self::offer)) or only to keep ([`keep_staged`](Self::keep_staged)),
-    /// with its outcome logged.
-    pub fn receive(&self, source: &str, name: &str, bytes: &[u8], activate: bool) {
+    /// with its outcome logged; the times `stamps` gives replace this host's own.
+    pub fn receive(&self, source: &str, name: &str, bytes: &[u8], activate: bool, stamps: fleet::Stamps) {
         let outcome = if activate { self.offer(name, bytes).map(|(p, i)| (p, i == Installed::Activated)) } else { self.keep_staged(name, bytes) };
         match outcome {
-            Ok((p, true)) if activate => tracing::info!(plugin = name, version = p.version(), "activated from {source}"),
-            Ok((p, true)) => tracing::info!(plugin = name, version = p.version(), "kept (staged) from {source}"),
-            Ok((_, false)) => {}
+            Ok((p, changed)) => {
+                if changed {
+                    tracing::info!(plugin = name, version = p.version(), "{} from {source}", if activate { "activated" } else { "kept (staged)" });
+                }
+                self.stamp(name, p.version(), stamps);
+            }
             Err(e) => tracing::error!(plugin = name, error = %e, "{source}: candidate rejected"),
         }
     }
@@ -331,10 +334,14 @@ impl Registry {
         let registry = |why: String| InstallError::Registry(why);
         let bytes = kept.bytes.clone().ok_or_else(|| registry("a native plugin cannot be distributed".into()))?;
         let (client, stream) = self.fleet.get().ok_or_else(|| registry("this host has no fleet registry".into()))?;
-        fleet::publish(client, stream, name, version, &bytes, activate).await.map_err(registry)?;
+        let stamps = fleet::Stamps { kept_at: self.times(name, version).map(|t| t.kept_at), activated_at: activate.then(now_ms) };
+        fleet::publish(client, stream, name, version, &bytes, stamps).await.map_err(registry)?;
         if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
             return Err(InstallError::NotFollowed(format!("in the fleet's registry, but not active here after {FLEET_PATIENCE:?}")));
         }
+        // As the registry's follower stamps it too, perhaps a moment after it activated it:
+        // the status this host answers with now already shows the fleet's times.
+        self.stamp(name, version, stamps);
         Ok(kept)
     }
 

@@ -7,7 +7,11 @@ use std::time::Duration;
 use poem_openapi::{Enum, Object};
 use tokio::sync::watch;
 
-use super::{registry::Registry, runtime};
+use super::{
+    fleet,
+    registry::{Registry, VersionTimes},
+    runtime,
+};
 use crate::timestamp::Timestamp;
 
 /// A plugin's state, for the admin API.
@@ -40,9 +44,10 @@ pub struct PluginVersion {
     pub version: String,
     pub sha256: String,
     pub state: VersionState,
-    /// When this host kept it (uploaded, staged, or loaded at start).
+    /// When the fleet first kept it (uploaded or staged on any host), as its registry
+    /// records; for a version only this host's folder holds, when this host loaded it.
     pub kept_at: Timestamp,
-    /// When it last became the active version on this host; absent if it never did.
+    /// When it last became the active version, likewise; absent if it never did.
     pub activated_at: Option<Timestamp>,
 }
 
@@ -98,6 +103,20 @@ pub struct HostPlugin {
 pub const RATE_SAMPLE: Duration = Duration::from_secs(5);
 
 impl Registry {
+    /// When `version` of `name` was kept and last made active here.
+    pub(super) fn times(&self, name: &str, version: &str) -> Option<VersionTimes> {
+        self.plugins.read().expect("plugins lock").get(name)?.times.get(version).copied()
+    }
+
+    /// Takes the fleet's times for a kept version over this host's (which start when this
+    /// host first saw it): every host then shows the same history, across restarts.
+    pub(super) fn stamp(&self, name: &str, version: &str, stamps: fleet::Stamps) {
+        let mut plugins = self.plugins.write().expect("plugins lock");
+        let Some(times) = plugins.get_mut(name).and_then(|slot| slot.times.get_mut(version)) else { return };
+        times.kept_at = stamps.kept_at.unwrap_or(times.kept_at);
+        times.activated_at = stamps.activated_at.or(times.activated_at);
+    }
+
     pub fn status(&self) -> Vec<PluginStatus> {
         let plugins = self.plugins.read().expect("plugins lock");
         let mut list: Vec<_> = plugins
