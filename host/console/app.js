@@ -289,7 +289,7 @@ async function deadLetters() {
         h("td", {}, d.reason),
         h("td", { class: "num" }, d.attempts),
         h("td", {}, fmtTime(d.created_at)),
-        h("td", { class: "status" }, d.redriven_at ? badge(d.redrive_result.startsWith("dismissed") ? d.redrive_result : `redriven: ${d.redrive_result}`, d.redrive_result === "applied" ? "good" : "bad")
+        h("td", { class: "status" }, d.redriven_at ? badge(d.redrive_result.startsWith("dismissed") ? d.redrive_result : `redriven: ${d.redrive_result}`, d.redrive_result === "applied" || d.redrive_result === "well-formed now" ? "good" : "bad")
           : d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result}`, "bad") : badge("open", "warn")),
         h("td", {},
           h("button", { class: "view", onclick: () => view(d.id) }, "Event"), " ",

@@ -177,7 +177,7 @@ impl Application {
             let _ = shutdown.send(true);
             tasks.close();
             let _ = tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await;
-            anyhow::bail!("{why} (set by {})", settings.origin("plugin_config"));
+            anyhow::bail!("{why} ({})", settings.plugin_config_hint());
         }
         let (from_folder, from_fleet, switched) = (plugins.clone(), plugins.clone(), plugins.clone());
         tasks.spawn(fleet::follow_switches(

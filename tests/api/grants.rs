@@ -1,11 +1,14 @@
 //! Grants are data: a sixth plugin (vip-bonus, claiming add-points) is refused until an
 //! operator grants its name the capability through the admin API, then runs on the next paid
 //! order with no host release or restart; a revoked grant refuses the next host's load of
-//! it, and the plugin status shows what the name is granted.
+//! it and the running version's next effect that needs it, and the plugin status shows what
+//! the name is granted.
 
 use serde_json::{json, Value};
 
-use crate::helpers::{component, spawn_app_with, test_settings, wait_consumers_idle, with_plugins, Backend, TestApp};
+use std::time::Duration;
+
+use crate::helpers::{component, spawn_app_with, test_settings, wait_consumers_idle, wait_for, with_plugins, Backend, TestApp};
 
 async fn grants(app: &TestApp, name: &str, body: Option<&Value>) -> crate::helpers::Reply {
     let method = if body.is_some() { reqwest::Method::PUT } else { reqwest::Method::GET };
@@ -61,6 +64,23 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     assert_eq!(refused.status, 400, "{:?}", refused.body);
     assert!(refused.body["message"].as_str().unwrap().contains("add-points"), "{:?}", refused.body);
     second.stop().await;
+
+    // And the version already running stops adding points at once: its event is refused
+    // (dead-lettered after its retries, with the reason), while points goes on.
+    app.pay_order(&fx, "1500.00").await;
+    let letter = wait_for("vip-bonus's dead letter", Duration::from_secs(20), || async {
+        let letters = app.admin(reqwest::Method::GET, "/api/admin/dead-letters?plugin=vip-bonus", None).await.body;
+        letters.as_array().and_then(|l| l.first().cloned())
+    })
+    .await;
+    assert!(letter["reason"].as_str().unwrap().contains("capability add-points is not allowed for plugin vip-bonus"), "{letter}");
+    wait_consumers_idle(&app.nats_url, &["points"]).await;
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 2 * 1500 + 500, "no bonus while revoked");
+    // Granted again, the letter is redriven: the bonus lands, once.
+    grants(&app, "vip-bonus", Some(&json!({"capabilities": ["add-points"]}))).await;
+    let redriven = app.admin(reqwest::Method::POST, &format!("/api/admin/dead-letters/{}/redrive", letter["id"].as_str().unwrap()), None).await;
+    assert_eq!(redriven.body["result"], "applied", "{:?}", redriven.body);
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 2 * 1500 + 2 * 500);
 }
 
 crate::on_both_databases!(a_sixth_plugin_runs_once_granted);

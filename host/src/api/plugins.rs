@@ -184,8 +184,9 @@ impl PluginsAdminApi {
     /// Grant capabilities to a plugin name
     ///
     /// Replaces what the name may hold, for the whole fleet (kept in the database); the name
-    /// need not exist yet. Uploads from now on are checked against it; a version already
-    /// loaded keeps what it was granted when it loaded.
+    /// need not exist yet. Uploads from now on are checked against it, and so is every effect
+    /// of the versions already running: a revoked capability stops at once (their events that
+    /// need it are dead-lettered with the reason).
     #[oai(path = "/plugins/:name/grants", method = "put", operation_id = "setPluginGrants", tag = "ApiTags::Admin")]
     async fn set_grants(
         &self,
@@ -241,7 +242,9 @@ impl PluginsAdminApi {
     /// Redrive one dead letter
     ///
     /// Runs the event through the plugin's current version once more (after a fix). It is
-    /// applied at most once: the plugin's inbox still guards it.
+    /// applied at most once: the plugin's inbox still guards it. `applied` closes the letter;
+    /// any other result leaves it open. A letter of `shopmesh-guard` (the host's check of
+    /// every event) is checked again: `well-formed now` closes it, `still malformed: …` not.
     #[oai(path = "/dead-letters/:id/redrive", method = "post", operation_id = "redriveDeadLetter", tag = "ApiTags::Admin")]
     async fn redrive(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, id: Path<crate::ids::Id>) -> Result<Json<RedriveResult>, RedriveError> {
         let result = host.redrive(id.0).await?;
@@ -264,8 +267,8 @@ impl PluginsAdminApi {
     #[oai(path = "/plugins/:name/redrive", method = "post", operation_id = "redrivePlugin", tag = "ApiTags::Admin")]
     async fn redrive_all(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
         let results = host.redrive_all(&name.0).await?;
-        // Nothing to redrive is an empty list for a plugin this host runs; a name it does not
-        // run (and with no letters pending: the guard's are listed) is no plugin at all.
+        // Nothing to redrive is an empty list for a plugin this host runs and for the guard
+        // (the host's own check); any other name it does not run is no plugin at all.
         if results.is_empty() && name.0 != GUARD && host.registry.current(&name.0).is_none() {
             return Err(InstallError::UnknownPlugin(name.0).into());
         }

@@ -54,6 +54,15 @@ fn edits(a: &str, b: &str) -> usize {
 }
 
 impl Settings {
+    /// Where a plugin's configuration values come from, or how to give them, for a message
+    /// about a value its schema refuses or requires.
+    pub fn plugin_config_hint(&self) -> String {
+        match self.origins.0.get("plugin_config") {
+            Some(origin) => format!("the values come from {origin}"),
+            None => "set them with SHOPMESH_PLUGIN_CONFIG, or [plugin_config.<plugin>] in the configuration file".into(),
+        }
+    }
+
     /// A value refused: `why`, then where the `keys` it names were set (those not left at
     /// their defaults).
     pub(super) fn invalid(&self, keys: &[&str], why: &str) -> ConfigError {

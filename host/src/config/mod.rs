@@ -235,7 +235,12 @@ impl Settings {
         let mut settings: Settings = figment.extract()?;
         let origin = |key: &str, md: &figment::Metadata| match &md.source {
             Some(file) => format!("{key} in {file}"),
-            None => format!("SHOPMESH_{}", key.to_ascii_uppercase()),
+            None => {
+                // The variable the operator set: a duration's older `…_SECS` name, if that one.
+                let var = format!("SHOPMESH_{}", key.to_ascii_uppercase());
+                let older = format!("{var}_SECS");
+                if std::env::var_os(&var).is_none() && std::env::var_os(&older).is_some() { older } else { var }
+            }
         };
         settings.origins = Origins(Settings::KEYS.iter().filter_map(|key| Some((*key, origin(key, figment.find_metadata(key)?)))).collect());
         Ok(settings)
@@ -342,8 +347,10 @@ impl Settings {
         if !(1..=10_000).contains(&self.plugin_batch) {
             return invalid(&["plugin_batch"], "plugin_batch must be 1..=10000");
         }
-        if self.callback_secret.expose_secret().is_empty() || self.admin_token.expose_secret().is_empty() {
-            return invalid(&["callback_secret", "admin_token"], "callback_secret and admin_token must not be empty");
+        for (key, secret) in [("callback_secret", &self.callback_secret), ("admin_token", &self.admin_token)] {
+            if secret.expose_secret().is_empty() {
+                return invalid(&[key], &format!("{key} must not be empty"));
+            }
         }
         Ok(())
     }

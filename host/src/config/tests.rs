@@ -60,6 +60,9 @@ fn zero_where_it_would_spin_or_starve_is_refused() {
         let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
         assert_eq!(err.to_string(), format!("{name} must be more than 0 (set by {var})"));
     }
+    // The older `…_SECS` name, when that is the one set.
+    let err = with_env(None, &[("SHOPMESH_SWEEP_INTERVAL_SECS", "0")]).unwrap().validate().unwrap_err();
+    assert_eq!(err.to_string(), "sweep_interval must be more than 0 (set by SHOPMESH_SWEEP_INTERVAL_SECS)");
     // A value from the file is named with the file; one left at its default is not named.
     let err = with_env(Some("relay_lease = '90s'"), &[]).unwrap().validate().unwrap_err().to_string();
     assert!(err.starts_with("relay_lease must be at most half of duplicate_window (set by relay_lease in "), "{err}");

@@ -9,7 +9,7 @@ use super::{
     delivery::Delivery,
     effects::{self, ApplyError, Refusal},
     reads::{Parts, Snapshot},
-    runtime::{Effect, InvokeError, LoadedPlugin, PluginError, Runtime, Seen},
+    runtime::{Capability, Effect, InvokeError, LoadedPlugin, PluginError, Runtime, Seen},
 };
 
 /// Why an event did not produce applicable effects.
@@ -25,6 +25,14 @@ pub enum Failure {
     Rejected(Refusal),
     /// The database failed (the snapshot or the transaction).
     Db(sqlx::Error),
+}
+
+/// What the operator sets for a plugin's name, read once per batch: its configuration values
+/// (handed to the guest) and its grant. Every effect is checked against the grant as it is
+/// now, not as it was when the version loaded, so a revoked capability stops at once.
+pub struct Terms {
+    pub config: Arc<HashMap<String, String>>,
+    pub granted: Vec<Capability>,
 }
 
 impl Failure {
@@ -81,7 +89,7 @@ pub async fn run_all<'a, F, Fut>(
     plugin: &LoadedPlugin,
     events: &[&'a Delivery],
     snapshots: Vec<Snapshot>,
-    config: Arc<HashMap<String, String>>,
+    terms: &Terms,
     threads: usize,
     more: F,
 ) -> Vec<Ran>
@@ -96,7 +104,7 @@ where
     // round per part. Every round adds at least one part to each snapshot it reruns, and an
     // event whose misses are all held already is done: the loop ends within a round per part.
     while !todo.is_empty() {
-        let ran = tokio::task::block_in_place(|| run_on_threads(runtime, plugin, events, todo, &config, threads));
+        let ran = tokio::task::block_in_place(|| run_on_threads(runtime, plugin, events, todo, terms, threads));
         let mut again = Vec::new();
         for (i, result, seen, snapshot, filled) in ran {
             plugin.learn(seen.used);
@@ -127,12 +135,12 @@ where
 
 type Run = (usize, Result<Vec<Effect>, Failure>, Seen, Snapshot, Parts);
 
-fn run_on_threads(runtime: &Runtime, plugin: &LoadedPlugin, events: &[&Delivery], todo: Vec<(usize, Snapshot, Parts)>, config: &Arc<HashMap<String, String>>, threads: usize) -> Vec<Run> {
+fn run_on_threads(runtime: &Runtime, plugin: &LoadedPlugin, events: &[&Delivery], todo: Vec<(usize, Snapshot, Parts)>, terms: &Terms, threads: usize) -> Vec<Run> {
     let run = |part: Vec<(usize, Snapshot, Parts)>| -> Vec<Run> {
         part.into_iter()
             .map(|(i, snapshot, filled)| {
                 let mut seen = Seen::default();
-                let result = run(runtime, plugin, events[i], snapshot.clone(), config.clone(), &mut seen);
+                let result = run(runtime, plugin, events[i], snapshot.clone(), terms, &mut seen);
                 (i, result, seen, snapshot, filled)
             })
             .collect()
@@ -157,11 +165,11 @@ pub fn run(
     plugin: &LoadedPlugin,
     d: &Delivery,
     snapshot: Snapshot,
-    config: Arc<HashMap<String, String>>,
+    terms: &Terms,
     seen: &mut Seen,
 ) -> Result<Vec<Effect>, Failure> {
     let (start, started) = (std::time::Instant::now(), std::time::SystemTime::now());
-    let handled = runtime.invoke(plugin, &d.to_wit(), snapshot, config, seen);
+    let handled = runtime.invoke(plugin, &d.to_wit(), snapshot, terms.config.clone(), seen);
     seen.took = start.elapsed();
     seen.started = Some(started);
     let effects = match handled {
@@ -170,6 +178,6 @@ pub fn run(
         Ok(Err(PluginError::Unavailable(why))) => return Err(Failure::Unavailable(why)),
         Err(e) => return Err(Failure::Invoke(e)),
     };
-    effects::validate(plugin, d, &effects).map_err(Failure::Rejected)?;
+    effects::validate(plugin, &terms.granted, d, &effects).map_err(Failure::Rejected)?;
     Ok(effects)
 }

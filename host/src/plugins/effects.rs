@@ -133,15 +133,16 @@ fn within(what: &'static str, value: i64, least: i64, most: i64) -> Result<(), R
     ensure((least..=most).contains(&value), || Refusal::OutOfRange { what, value, least, most })
 }
 
-/// Checks an event's effects against the plugin and the event, without touching the
-/// database: each one alone, then what they add up to. The points cap holds for the event,
+/// Checks an event's effects against the plugin (what its manifest declares and what its
+/// name is `granted` now) and the event, without touching the database: each one alone,
+/// then what they add up to. The points cap holds for the event,
 /// not per effect, or a plugin could multiply it by returning the same award many times
 /// (give-backs need no such sum: their fence allows one per step).
-pub fn validate(plugin: &LoadedPlugin, d: &Delivery, effects: &[Effect]) -> Result<(), Refusal> {
+pub fn validate(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, effects: &[Effect]) -> Result<(), Refusal> {
     ensure(effects.len() <= MAX_EFFECTS_PER_EVENT, || Refusal::TooMany { count: effects.len() })?;
     let mut points: i64 = 0;
     for effect in effects {
-        validate_one(plugin, d, effect)?;
+        validate_one(plugin, granted, d, effect)?;
         if let Effect::AddPoints(e) = effect {
             points = points.saturating_add(e.points);
         }
@@ -157,11 +158,11 @@ fn points_cap(paid: Money) -> i64 {
     (paid.cents() / 100).saturating_mul(MAX_POINTS_PER_UNIT)
 }
 
-fn validate_one(plugin: &LoadedPlugin, d: &Delivery, effect: &Effect) -> Result<(), Refusal> {
+fn validate_one(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, effect: &Effect) -> Result<(), Refusal> {
     let cap = capability(effect);
     let name = || plugin.name.clone();
     ensure(plugin.manifest.capabilities.contains(&cap), || Refusal::NotDeclared { plugin: name(), capability: cap })?;
-    ensure(plugin.granted.contains(&cap), || Refusal::NotGranted { plugin: name(), capability: cap })?;
+    ensure(granted.contains(&cap), || Refusal::NotGranted { plugin: name(), capability: cap })?;
     let mismatch = |what| move || Refusal::Mismatch { what };
     match (effect, &d.event) {
         (Effect::RestoreStock(e), DomainEvent::Cancel(c)) => {

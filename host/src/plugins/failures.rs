@@ -17,8 +17,7 @@ use super::{
 };
 use crate::{ids::Id, metrics::Outcome};
 
-/// A redrive's result when the letter is closed: its event applied (or, for the guard's,
-/// well-formed now).
+/// A redrive's result when the plugin applied the event (or had meanwhile): the letter closes.
 const APPLIED: &str = "applied";
 
 impl PluginHost {
@@ -93,15 +92,19 @@ impl PluginHost {
     /// (after a host that reads the event better), else left open.
     pub async fn redrive(&self, id: Id) -> Result<String, DeadLetterError> {
         let (plugin, subject, body) = dead_letters::pending(&self.shop.db, id).await?;
-        let result = match delivery::parse(&subject, body.as_bytes()) {
-            Err(reason) => format!("still malformed: {reason}"),
-            Ok(_) if plugin == GUARD => APPLIED.to_string(),
+        let (closed, result) = match delivery::parse(&subject, body.as_bytes()) {
+            Err(reason) => (false, format!("still malformed: {reason}")),
+            // Nothing to run: the plugins reading its subject have letters of their own.
+            Ok(_) if plugin == GUARD => (true, "well-formed now".to_string()),
             Ok(d) => match self.registry.current(&plugin) {
                 None => return Ok(format!("plugin {plugin} is not loaded")),
-                Some(current) => self.redrive_one(&current, &plugin, &d).await?,
+                Some(current) => {
+                    let result = self.redrive_one(&current, &plugin, &d).await?;
+                    (result == APPLIED, result)
+                }
             },
         };
-        dead_letters::record_redrive(&self.shop.db, id, result == APPLIED, &result).await?;
+        dead_letters::record_redrive(&self.shop.db, id, closed, &result).await?;
         Ok(result)
     }
 

@@ -9,9 +9,9 @@
 //! ([`super::Registry::receive`], wired at start-up) through the same validation as any
 //! other candidate, in the bucket's order; a host that joins or restarts later starts from
 //! the bucket's latest objects, so it keeps every version and runs the active one.
-//! Each object carries, as metadata, when the fleet first kept its version and when it last
-//! made it active ([`Stamps`]): a host that starts later shows the fleet's history of its
-//! versions, not its own start as the time of each.
+//! Each object carries, as metadata, when its version was kept and when the fleet last made
+//! it active ([`Stamps`]): a host that starts later shows the fleet's history of the versions
+//! that went through the registry, not its own start as the time of each.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -138,9 +138,10 @@ fn object(name: &str, version: &str, activate: bool) -> String {
     if activate { name.to_owned() } else { format!("{name}@{version}") }
 }
 
-/// When the fleet first kept a version and last made it active (unix ms), as an object's
-/// metadata says; each is absent where the object does not say (a version never made
-/// active, or an object put by a host from before these were recorded).
+/// When a version was kept (by the host that put it into the registry) and last made active
+/// in the fleet (unix ms), as an object's metadata says; each is absent where the object does
+/// not say (a version never made active, or an object put by a host from before these were
+/// recorded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamps {
     pub kept_at: Option<i64>,
@@ -165,20 +166,22 @@ impl Stamps {
 }
 
 /// Puts version `version` (`bytes`) of plugin `name` into the fleet's registry, to keep
-/// and, when `stamps` has it activated, to run.
+/// and, with `activate` (at `stamps.activated_at`), to run. `before` is what the kept object
+/// said until now.
 pub async fn publish(
     client: &async_nats::Client,
     settings: &StreamSettings,
-    name: &str,
-    version: &str,
-    bytes: &[u8],
+    (name, version, bytes): (&str, &str, &[u8]),
+    activate: bool,
     stamps: Stamps,
+    before: Stamps,
 ) -> Result<(), String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let store = bucket(&js, settings.replicas).await?;
-    // The kept object is put again on an activation, so that it says it was made active.
-    let puts = if stamps.activated_at.is_some() { vec![false, true] } else { vec![false] };
-    for run in puts {
+    // Kept first (as it was: if the rest fails, the fleet keeps it and runs what it ran),
+    // then run, then kept again saying it was made active: only once it was.
+    let puts = if activate { vec![(false, before), (true, stamps), (false, stamps)] } else { vec![(false, stamps)] };
+    for (run, stamps) in puts {
         let mut reader = bytes;
         let meta = object_store::ObjectMetadata { name: object(name, version, run), metadata: stamps.to_metadata(), ..Default::default() };
         store.put(meta, &mut reader).await.map_err(|e| e.to_string())?;

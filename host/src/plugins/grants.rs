@@ -1,6 +1,7 @@
 //! Grants: which capabilities each plugin name may hold, whatever its manifest claims. A
 //! component is refused at load when it declares a capability its name is not granted, and
-//! every effect is checked against what the version was granted when it loaded. A plugin
+//! every effect is checked against what its name is granted now (a revoked capability
+//! stops at once, also for a version loaded before). A plugin
 //! named `coupon` can never touch balances.
 //!
 //! Grants are data: the five shop plugins have theirs built in, configuration adds or

@@ -18,7 +18,7 @@ use sqlx::Connection;
 use super::{
     config::Configs,
     delivery::{self, Delivery},
-    dispatch::{self, Failure},
+    dispatch::{self, Failure, Terms},
     effects,
     grants::Grants,
     inbox, reads,
@@ -103,9 +103,10 @@ impl PluginHost {
         &self.runtime
     }
 
-    /// The plugin's configuration values.
-    pub fn config_of(&self, plugin: &str) -> Arc<HashMap<String, String>> {
-        self.registry.configs.of(plugin)
+    /// What the operator sets for plugin name `plugin` now: its configuration values and its
+    /// grant, read once per batch.
+    pub fn terms_of(&self, plugin: &str) -> Terms {
+        Terms { config: self.registry.configs.of(plugin), granted: self.registry.grants.granted(plugin) }
     }
 
     pub(super) fn backoff(&self, attempt: i64) -> Duration {
@@ -217,8 +218,8 @@ impl PluginHost {
             Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
         };
         let shop = &self.shop;
-        let config = self.config_of(&plugin.name);
-        let ran = dispatch::run_all(&self.runtime, plugin, &deliveries, snapshots, config, 1, |events, parts| async move {
+        let terms = self.terms_of(&plugin.name);
+        let ran = dispatch::run_all(&self.runtime, plugin, &deliveries, snapshots, &terms, 1, |events, parts| async move {
             reads::snapshots(shop, &events, parts).await
         })
         .await;

@@ -334,8 +334,12 @@ impl Registry {
         let registry = |why: String| InstallError::Registry(why);
         let bytes = kept.bytes.clone().ok_or_else(|| registry("a native plugin cannot be distributed".into()))?;
         let (client, stream) = self.fleet.get().ok_or_else(|| registry("this host has no fleet registry".into()))?;
-        let stamps = fleet::Stamps { kept_at: self.times(name, version).map(|t| t.kept_at), activated_at: activate.then(now_ms) };
-        fleet::publish(client, stream, name, version, &bytes, stamps).await.map_err(registry)?;
+        // Activating the active version again (a retried request) changes no time.
+        let times = self.times(name, version);
+        let before = fleet::Stamps { kept_at: times.map(|t| t.kept_at), activated_at: times.and_then(|t| t.activated_at) };
+        let again = self.current(name).is_some_and(|active| active.sha256 == kept.sha256);
+        let stamps = if activate && !again { fleet::Stamps { activated_at: Some(now_ms()), ..before } } else { before };
+        fleet::publish(client, stream, (name, version, &bytes), activate, stamps, before).await.map_err(registry)?;
         if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
             return Err(InstallError::NotFollowed(format!("in the fleet's registry, but not active here after {FLEET_PATIENCE:?}")));
         }

@@ -169,8 +169,6 @@ pub struct LoadedPlugin {
     handler: Box<dyn Handler>,
     /// The parts of a snapshot this version has been seen to read (see [`super::reads`]).
     reads: AtomicU8,
-    /// What its name was granted when it was loaded; every effect is checked against it.
-    pub granted: Vec<Capability>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -181,8 +179,7 @@ impl LoadedPlugin {
     /// A plugin version run by `handler` instead of a component (the benchmark's native
     /// baseline); it declares `manifest` and goes through every check a component does.
     pub fn with_handler(manifest: Manifest, handler: Box<dyn Handler>) -> LoadedPlugin {
-        let granted = manifest.capabilities.clone();
-        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, handler, reads: AtomicU8::new(0), granted }
+        LoadedPlugin { name: manifest.name.clone(), manifest, sha256: "native".into(), bytes: None, handler, reads: AtomicU8::new(0) }
     }
 
     pub fn version(&self) -> &str {
@@ -310,7 +307,6 @@ impl Runtime {
             bytes: Some(bytes.into()),
             handler: Box::new(Compiled(pre)),
             reads: AtomicU8::new(0),
-            granted,
         })
     }
 

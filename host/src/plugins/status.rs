@@ -26,8 +26,10 @@ pub struct PluginStatus {
     pub enabled: bool,
     pub subjects: Vec<String>,
     pub capabilities: Vec<String>,
-    /// What the name is granted now (what its next version may claim).
+    /// What the name is granted now: what its next version may claim, and what the running
+    /// one's effects are checked against.
     pub grants: Vec<String>,
+    /// When the active version was last made active (see [`PluginVersion::activated_at`]).
     pub activated_at: Option<Timestamp>,
     pub invocations: i64,
     pub failures: i64,
@@ -44,8 +46,9 @@ pub struct PluginVersion {
     pub version: String,
     pub sha256: String,
     pub state: VersionState,
-    /// When the fleet first kept it (uploaded or staged on any host), as its registry
-    /// records; for a version only this host's folder holds, when this host loaded it.
+    /// When it was kept: for a version that went through the fleet's registry (an upload, a
+    /// rollback), as the registry records it, the same on every host and after a restart;
+    /// for one only this host's plugins folder holds, when this host loaded it.
     pub kept_at: Timestamp,
     /// When it last became the active version, likewise; absent if it never did.
     pub activated_at: Option<Timestamp>,

@@ -236,8 +236,8 @@ impl Replays {
         let shop = self.host.shop();
         // A part the recording does not hold (the candidate reads more than the recorded
         // version did) comes from the current state, and the event says so.
-        let config = self.host.config_of(&plugin.name);
-        let ran = dispatch::run_all(self.host.runtime(), plugin, &deliveries, inputs, config, 2, |events, parts| async move {
+        let terms = self.host.terms_of(&plugin.name);
+        let ran = dispatch::run_all(self.host.runtime(), plugin, &deliveries, inputs, &terms, 2, |events, parts| async move {
             reads::snapshots(shop, &events, parts).await
         })
         .await;
