@@ -79,6 +79,16 @@ function every(ms, fn) {
   timers.push(setInterval(run, ms));
 }
 
+// Whether NATS subject filter `filter` (`*` one token, `>` the rest) takes `subject`.
+function matches(filter, subject) {
+  const f = filter.split("."), s = subject.split(".");
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === ">") return s.length > i;
+    if (i >= s.length || (f[i] !== "*" && f[i] !== s[i])) return false;
+  }
+  return f.length === s.length;
+}
+
 const fmtTime = (t) => t ? new Date(t).toLocaleString() : "—";
 const fmtNum = (n, d = 0) => n === undefined || n === null ? "—" : Number(n).toFixed(d);
 const short = (s) => s ? s.slice(0, 12) + "…" : "—";
@@ -239,7 +249,8 @@ async function plugin(name) {
         h("div", { class: "card" }, h("div", { class: "muted" }, "Handled / failed"), h("div", { class: "big" }, `${p.invocations} / ${p.failures}`)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Activated"), h("div", {}, fmtTime(p.activated_at)))),
       h("p", {}, "Subjects: ", (p.subjects || []).join(", ") || "—", " · capabilities: ", (p.capabilities || []).join(", ") || "—",
-        " · granted: ", (p.grants || []).join(", ") || "—"),
+        " · granted: ", (p.grants || []).join(", ") || "—",
+        (p.revoked || []).length ? [" ", badge(`revoked: ${p.revoked.join(", ")} (its effects that need it are refused)`, "bad")] : ""),
       h("p", {}, switchButton, " ",
         h("button", { id: "redrive-all", onclick: () => act(`Redrive every open dead letter of ${name}?`, async () => {
           const results = await api("POST", `/api/admin/plugins/${seg(name)}/redrive`);
@@ -430,7 +441,8 @@ async function order(id) {
   } }, h("label", {}, "Order id", h("input", { name: "order_id", value: id || "", required: true, size: 22 })), h("button", { type: "submit", class: "primary" }, "Show timeline"));
   page(h("h1", {}, "Order timeline"), form, h("div", { id: "timeline" }));
   if (!id) return;
-  const t = await api("GET", `/api/admin/orders/${encodeURIComponent(id)}/timeline`);
+  const [t, plugins] = await Promise.all([api("GET", `/api/admin/orders/${encodeURIComponent(id)}/timeline`), api("GET", "/api/admin/plugins")]);
+  const read = (subject) => plugins.some((p) => p.active_version && (p.subjects || []).some((f) => matches(f, subject)));
   const o = t.order;
   const STATUS = ["pre-order", "confirmed", "cancelled", "invalid", "refunded"], PAY = ["unpaid", "paying", "paid"];
   set("timeline",
@@ -453,7 +465,7 @@ async function order(id) {
           x ? [h("td", {}, x.plugin), h("td", {}, x.state === "applied" ? badge("applied", "good") : badge(`failing (${x.attempts})`, "bad")),
             h("td", {}, x.version ? h("code", {}, x.version) : "—"), h("td", {}, fmtTime(x.at)),
             h("td", {}, x.effects ? effectsText(x.effects) : (x.remark || "—"))]
-            : [h("td", { colspan: 5, class: "muted" }, "no plugin has handled it yet")]));
+            : [h("td", { colspan: 5, class: "muted" }, read(e.subject) ? "no plugin has handled it yet" : "no plugin here reads this subject")]));
       }), { id: "events" }),
     h("h2", {}, "Dead letters"),
     table(["Id", "Plugin", "Version", "Subject", "Reason", "Status"], t.dead_letters.map((d) => h("tr", {},

@@ -128,8 +128,9 @@ async fn every_page_in_a_real_browser() {
     // one run and cancels it).
     const PAID: usize = 8;
     let fx = app.fixture(20, "150.00", "0.00", None).await;
+    let mut paid_order = String::new();
     for _ in 0..PAID {
-        app.pay_order(&fx, "150.00").await;
+        paid_order = app.pay_order(&fx, "150.00").await;
     }
     app.wait_events("shop.pay.success", PAID).await;
     wait_consumers_idle(&app.nats_url, &["points", "log"]).await;
@@ -170,6 +171,7 @@ async fn every_page_in_a_real_browser() {
         .env("CONSOLE_URL", &app.address)
         .env("CONSOLE_TOKEN", ADMIN_TOKEN)
         .env("CONSOLE_ORDER_ID", order_id.to_string())
+        .env("CONSOLE_PAID_ORDER_ID", &paid_order)
         .env("CONSOLE_DEAD_LETTER_ID", &dead_letter)
         .env("CONSOLE_PAY_EVENTS", (PAID + 1).to_string())
         .env("CONSOLE_POINTS_V2", &points_v2)

@@ -55,6 +55,8 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     // NATS, which finds it in the fleet's registry) refuses it.
     let revoked = grants(&app, "vip-bonus", Some(&json!({"capabilities": []}))).await;
     assert_eq!(revoked.body["capabilities"], json!([]));
+    let status = app.admin(reqwest::Method::GET, "/api/admin/plugins/vip-bonus", None).await.body;
+    assert_eq!(status["revoked"], json!(["add-points"]), "the running version shows what it lost: {status}");
     let data = tempfile::tempdir().unwrap();
     let mut settings = test_settings(&app.db_url, &app.nats_url, data.path());
     settings.worker_id = 9;
@@ -78,9 +80,23 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 2 * 1500 + 500, "no bonus while revoked");
     // Granted again, the letter is redriven: the bonus lands, once.
     grants(&app, "vip-bonus", Some(&json!({"capabilities": ["add-points"]}))).await;
+    assert_eq!(app.admin(reqwest::Method::GET, "/api/admin/plugins/vip-bonus", None).await.body["revoked"], json!([]));
     let redriven = app.admin(reqwest::Method::POST, &format!("/api/admin/dead-letters/{}/redrive", letter["id"].as_str().unwrap()), None).await;
     assert_eq!(redriven.body["result"], "applied", "{:?}", redriven.body);
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 2 * 1500 + 2 * 500);
+
+    // Handed back to the configuration: vip-bonus has none, so it holds nothing again; a
+    // built-in grant that an operator replaced comes back.
+    let reset = app.admin(reqwest::Method::DELETE, "/api/admin/plugins/vip-bonus/grants", None).await;
+    assert_eq!((reset.status, &reset.body), (200, &json!({"plugin": "vip-bonus", "capabilities": [], "source": "none"})));
+    assert_eq!(grants(&app, "vip-bonus", None).await.body["source"], "none");
+    grants(&app, "log", Some(&json!({"capabilities": []}))).await;
+    let reset = app.admin(reqwest::Method::DELETE, "/api/admin/plugins/log/grants", None).await;
+    assert_eq!(reset.body, json!({"plugin": "log", "capabilities": ["append-log"], "source": "built_in"}));
+    let again = app.admin(reqwest::Method::DELETE, "/api/admin/plugins/log/grants", None).await;
+    assert_eq!((again.status, &again.body), (200, &reset.body), "nothing to hand back: answered as it is");
+    let bad = app.admin(reqwest::Method::DELETE, "/api/admin/plugins/no%20such/grants", None).await;
+    assert_eq!((bad.status, bad.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"), "{:?}", bad.body);
 }
 
 crate::on_both_databases!(a_sixth_plugin_runs_once_granted);

@@ -10,7 +10,7 @@ use super::{admin::{AdminAuth, AdminError}, errors::api_error, strict::StrictJso
 use crate::{
     plugins::{
         dead_letters::{self, DeadLetter, DeadLetterError},
-        grants::{CapabilityName, Grant},
+        grants::{CapabilityName, Grant, Source},
         InstallError, PluginHost, PluginStatus, Registry, GUARD,
     },
     shop::Shop,
@@ -196,9 +196,31 @@ impl PluginsAdminApi {
         #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
         body: StrictJson<SetGrants>,
     ) -> Result<Json<Grant>, GrantsError> {
-        let before = host.registry.grants.lookup(&name.0).capabilities;
-        let grant = host.registry.grants.set(&host.shop().db, &name.0, &body.0.capabilities, &who(req)).await?;
-        tracing::info!(plugin = %name.0, ?before, after = ?grant.capabilities, by = %who(req), "plugin grants changed");
+        let (before, by) = (host.registry.grants.lookup(&name.0).capabilities, who(req));
+        let grant = host.registry.grants.set(&host.shop().db, &name.0, &body.0.capabilities, &by).await?;
+        tracing::info!(plugin = %name.0, ?before, after = ?grant.capabilities, %by, "plugin grants changed");
+        Ok(Json(grant))
+    }
+
+    /// Hand a plugin name's grant back to the configuration
+    ///
+    /// Removes the grant an operator set through this API, for the whole fleet: the name
+    /// holds again what the host's configuration or the built-in grants give it (`source`
+    /// says which; `none`: nothing). Like a change through PUT, it holds at once, also for the
+    /// version already running. A name without such a grant is answered as it is.
+    #[oai(path = "/plugins/:name/grants", method = "delete", operation_id = "resetPluginGrants", tag = "ApiTags::Admin")]
+    async fn reset_grants(
+        &self,
+        _auth: AdminAuth,
+        req: &Request,
+        host: Data<&Arc<PluginHost>>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
+    ) -> Result<Json<Grant>, GrantsError> {
+        let before = host.registry.grants.lookup(&name.0);
+        let grant = host.registry.grants.reset(&host.shop().db, &name.0).await?;
+        if before.source == Source::Granted {
+            tracing::info!(plugin = %name.0, before = ?before.capabilities, after = ?grant.capabilities, by = %who(req), "plugin grants handed back to the configuration");
+        }
         Ok(Json(grant))
     }
 
@@ -258,8 +280,9 @@ impl PluginsAdminApi {
     /// its result says who dismissed it, and retention prunes it with the resolved ones.
     #[oai(path = "/dead-letters/:id/dismiss", method = "post", operation_id = "dismissDeadLetter", tag = "ApiTags::Admin")]
     async fn dismiss(&self, _auth: AdminAuth, req: &Request, shop: Data<&Arc<Shop>>, id: Path<crate::ids::Id>) -> Result<Json<DeadLetter>, RedriveError> {
-        let letter = dead_letters::dismiss(&shop.db, id.0, &who(req)).await?;
-        tracing::info!(dead_letter = %id.0, plugin = %letter.plugin, by = %who(req), "dead letter dismissed");
+        let by = who(req);
+        let letter = dead_letters::dismiss(&shop.db, id.0, &by).await?;
+        tracing::info!(dead_letter = %id.0, plugin = %letter.plugin, %by, "dead letter dismissed");
         Ok(Json(letter))
     }
 

@@ -268,8 +268,13 @@ fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The plugin name and version a component declares.
 fn manifest_of(file: &Path) -> anyhow::Result<(String, String)> {
-    let plugin = load(file, |_| CAPABILITIES.iter().map(|(c, _)| *c).collect())?.map_err(|e| anyhow::anyhow!("{}: refused: {e}", file.display()))?;
+    let plugin = load(file, |_| CAPABILITIES.iter().map(|(c, _)| *c).collect())?.map_err(|e| anyhow::anyhow!(refused(file, &e)))?;
     Ok((plugin.name.clone(), plugin.version().to_owned()))
+}
+
+/// The host's refusal of `file`, as every command says it.
+fn refused(file: &Path, e: &LoadError) -> String {
+    format!("{}: refused: {e}", file.display())
 }
 
 /// Loads `file` as the host would, under the name it declares (the folder convention
@@ -298,7 +303,7 @@ fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
     let plugin = match loaded {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{}: refused: {e}", file.display());
+            eprintln!("{}", refused(file, &e));
             // A capability refused is most often a grant not given yet: say what the name has.
             if let LoadError::CapabilityNotAllowed(_) = e {
                 let (name, caps) = &granted;

@@ -175,6 +175,11 @@ impl Default for Settings {
 }
 
 /// A duration as a human string (`500ms`, `2s`, `1h`) or a number of seconds (`0.5`).
+/// A duration as a message says it: `1m 30s`, `500ms`.
+fn human(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -325,16 +330,24 @@ impl Settings {
         if self.relay_lease * 2 > self.duplicate_window {
             // A lease that can run out inside the duplicate window is what makes a second
             // relay's re-publish a harmless duplicate (see outbox.rs).
-            return invalid(&["relay_lease", "duplicate_window"], "relay_lease must be at most half of duplicate_window");
+            let why = format!("relay_lease ({}) must be at most half of duplicate_window ({})", human(self.relay_lease), human(self.duplicate_window));
+            return invalid(&["relay_lease", "duplicate_window"], &why);
         }
         if self.plugin_ack_wait < self.plugin_deadline * 4 {
-            return invalid(&["plugin_ack_wait", "plugin_deadline"], "plugin_ack_wait must be at least 4 × plugin_deadline, or live deliveries get redelivered");
+            let (wait, deadline) = (human(self.plugin_ack_wait), human(self.plugin_deadline));
+            let why = format!("plugin_ack_wait ({wait}) must be at least 4 × plugin_deadline ({deadline}), or live deliveries get redelivered");
+            return invalid(&["plugin_ack_wait", "plugin_deadline"], &why);
         }
         // The inbox is what keeps an event still in the stream from being applied twice (a
         // consumer reset, a replay applying): its rows must outlive the stream's events.
         let forever = |d: Duration| d.is_zero();
         if !forever(self.retention) && (forever(self.stream_max_age) || self.retention < self.stream_max_age) {
-            return invalid(&["retention", "stream_max_age"], "retention must be at least stream_max_age (or 0, keep forever; it must be 0 when stream_max_age is)");
+            let why = format!(
+                "retention ({}) must be at least stream_max_age ({}) (or 0, keep forever; it must be 0 when stream_max_age is)",
+                human(self.retention),
+                human(self.stream_max_age)
+            );
+            return invalid(&["retention", "stream_max_age"], &why);
         }
         if self.plugin_max_attempts < 1 {
             return invalid(&["plugin_max_attempts"], "plugin_max_attempts must be at least 1");

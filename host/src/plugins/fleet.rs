@@ -166,22 +166,21 @@ impl Stamps {
 }
 
 /// Puts version `version` (`bytes`) of plugin `name` into the fleet's registry, to keep
-/// and, with `activate` (at `stamps.activated_at`), to run. `before` is what the kept object
-/// said until now.
+/// and, with `activate` (at `stamps.activated_at`), to run.
 pub async fn publish(
     client: &async_nats::Client,
     settings: &StreamSettings,
     (name, version, bytes): (&str, &str, &[u8]),
     activate: bool,
     stamps: Stamps,
-    before: Stamps,
 ) -> Result<(), String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let store = bucket(&js, settings.replicas).await?;
-    // Kept first (as it was: if the rest fails, the fleet keeps it and runs what it ran),
-    // then run, then kept again saying it was made active: only once it was.
-    let puts = if activate { vec![(false, before), (true, stamps), (false, stamps)] } else { vec![(false, stamps)] };
-    for (run, stamps) in puts {
+    // Kept first: if the run object cannot be put, the fleet keeps the version and runs what
+    // it ran. Each object once: a put replaces the object's chunks, and a host that is still
+    // reading the one it replaced would wait for them (see `FETCH_PATIENCE`).
+    let puts = if activate { vec![false, true] } else { vec![false] };
+    for run in puts {
         let mut reader = bytes;
         let meta = object_store::ObjectMetadata { name: object(name, version, run), metadata: stamps.to_metadata(), ..Default::default() };
         store.put(meta, &mut reader).await.map_err(|e| e.to_string())?;
@@ -227,12 +226,24 @@ pub async fn follow<F: Future<Output = ()>>(
                 _ = shutdown.changed() => return Ok(()),
             };
             if !handed.remove(&info.nuid) {
-                hand_over(&store, &info, offer).await?;
+                if let Err(e) = hand_over(&store, &info, offer).await {
+                    // Put again meanwhile (its chunks gone with it): the newer one follows.
+                    if store.info(&info.name).await.is_ok_and(|now| now.nuid != info.nuid) {
+                        tracing::warn!(object = %info.name, error = %e, "plugin registry: an object replaced while it was fetched; taking the newer one");
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         }
     })
     .await
 }
+
+/// How long fetching one object may take. An object put again while a host reads it loses
+/// the chunks that host is reading, and the read would wait for them for ever (and with it
+/// every later change of the registry): given up, the watch starts again from the latest.
+const FETCH_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Fetches the object `info` names and offers it (nothing for a deleted one).
 async fn hand_over<F: Future<Output = ()>>(
@@ -244,8 +255,11 @@ async fn hand_over<F: Future<Output = ()>>(
         return Ok(());
     }
     let mut bytes = Vec::with_capacity(info.size);
-    let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
-    object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
+    let fetch = async {
+        let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
+        object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(FETCH_PATIENCE, fetch).await.map_err(|_| format!("{} not fetched within {FETCH_PATIENCE:?}", info.name))??;
     let stamps = Stamps::from_metadata(&info.metadata);
     match info.name.split_once('@') {
         Some((name, _version)) => offer(name.to_owned(), bytes, false, stamps).await,

@@ -164,6 +164,14 @@ impl Grants {
         self.refresh(db).await?;
         Ok(self.lookup(name))
     }
+
+    /// Removes the operator's grant of `name`, for the fleet: the configured or built-in one
+    /// holds again.
+    pub async fn reset(&self, db: &Db, name: &str) -> Result<Grant, GrantError> {
+        db.execute(sqlx::query("DELETE FROM shop_plugin_grant WHERE plugin = $1").bind(name)).await?;
+        self.refresh(db).await?;
+        Ok(self.lookup(name))
+    }
 }
 
 /// How often a host reads the grants again by itself.

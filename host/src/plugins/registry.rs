@@ -158,7 +158,7 @@ impl Registry {
         match outcome {
             Ok((p, changed)) => {
                 if changed {
-                    tracing::info!(plugin = name, version = p.version(), "{} from {source}", if activate { "activated" } else { "kept (staged)" });
+                    tracing::info!(plugin = name, version = p.version(), "{} from {source}", if activate { "activated" } else { "kept" });
                 }
                 self.stamp(name, p.version(), stamps);
             }
@@ -339,7 +339,7 @@ impl Registry {
         let before = fleet::Stamps { kept_at: times.map(|t| t.kept_at), activated_at: times.and_then(|t| t.activated_at) };
         let again = self.current(name).is_some_and(|active| active.sha256 == kept.sha256);
         let stamps = if activate && !again { fleet::Stamps { activated_at: Some(now_ms()), ..before } } else { before };
-        fleet::publish(client, stream, (name, version, &bytes), activate, stamps, before).await.map_err(registry)?;
+        fleet::publish(client, stream, (name, version, &bytes), activate, stamps).await.map_err(registry)?;
         if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
             return Err(InstallError::NotFollowed(format!("in the fleet's registry, but not active here after {FLEET_PATIENCE:?}")));
         }

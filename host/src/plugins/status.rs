@@ -2,15 +2,15 @@
 //! API's plugin status), the recent event rates the console charts, and which versions each
 //! host of the fleet runs (the roll call, [`super::fleet::roll_call`]).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use poem_openapi::{Enum, Object};
 use tokio::sync::watch;
 
 use super::{
     fleet,
-    registry::{Registry, VersionTimes},
-    runtime,
+    registry::{Registry, Slot, VersionTimes},
+    runtime::{self, LoadedPlugin},
 };
 use crate::timestamp::Timestamp;
 
@@ -29,6 +29,9 @@ pub struct PluginStatus {
     /// What the name is granted now: what its next version may claim, and what the running
     /// one's effects are checked against.
     pub grants: Vec<String>,
+    /// Capabilities the active version declares that its name is no longer granted: its
+    /// effects that need them are refused (and their events dead-lettered) until granted.
+    pub revoked: Vec<String>,
     /// When the active version was last made active (see [`PluginVersion::activated_at`]).
     pub activated_at: Option<Timestamp>,
     pub invocations: i64,
@@ -122,47 +125,49 @@ impl Registry {
 
     pub fn status(&self) -> Vec<PluginStatus> {
         let plugins = self.plugins.read().expect("plugins lock");
-        let mut list: Vec<_> = plugins
-            .iter()
-            .map(|(name, slot)| PluginStatus {
-                name: name.clone(),
-                active_version: slot.active.as_ref().map(|a| a.version().into()),
-                sha256: slot.active.as_ref().map(|a| a.sha256.clone()),
-                enabled: self.is_enabled(name),
-                subjects: slot.active.as_ref().map(|a| a.subjects().to_vec()).unwrap_or_default(),
-                capabilities: slot
-                    .active
-                    .as_ref()
-                    .map(|a| a.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect())
-                    .unwrap_or_default(),
-                grants: self.grants.lookup(name).capabilities,
-                activated_at: slot.active.as_ref().and_then(|a| slot.times.get(a.version())).and_then(|t| t.activated_at).map(Timestamp),
-                invocations: slot.invocations as i64,
-                failures: slot.failures as i64,
-                kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),
-                versions: slot
-                    .kept
-                    .iter()
-                    .map(|k| {
-                        let times = slot.times.get(k.version());
-                        let activated_at = times.and_then(|t| t.activated_at);
-                        PluginVersion {
-                            version: k.version().to_owned(),
-                            sha256: k.sha256.clone(),
-                            state: match (slot.is_active(k), activated_at) {
-                                (true, _) => VersionState::Active,
-                                (false, Some(_)) => VersionState::Kept,
-                                (false, None) => VersionState::Staged,
-                            },
-                            kept_at: Timestamp(times.map_or(0, |t| t.kept_at)),
-                            activated_at: activated_at.map(Timestamp),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+        let mut list: Vec<_> = plugins.iter().map(|(name, slot)| self.status_of(name, slot)).collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
+    }
+
+    fn status_of(&self, name: &str, slot: &Slot) -> PluginStatus {
+        let capabilities: Vec<String> = slot
+            .active
+            .as_ref()
+            .map(|a| a.manifest.capabilities.iter().map(|c| runtime::capability_name(*c).into()).collect())
+            .unwrap_or_default();
+        let grants = self.grants.lookup(name).capabilities;
+        let revoked = capabilities.iter().filter(|c| !grants.contains(c)).cloned().collect();
+        let version = |k: &Arc<LoadedPlugin>| {
+            let times = slot.times.get(k.version());
+            let activated_at = times.and_then(|t| t.activated_at);
+            PluginVersion {
+                version: k.version().to_owned(),
+                sha256: k.sha256.clone(),
+                state: match (slot.is_active(k), activated_at) {
+                    (true, _) => VersionState::Active,
+                    (false, Some(_)) => VersionState::Kept,
+                    (false, None) => VersionState::Staged,
+                },
+                kept_at: Timestamp(times.map_or(0, |t| t.kept_at)),
+                activated_at: activated_at.map(Timestamp),
+            }
+        };
+        PluginStatus {
+            name: name.to_owned(),
+            active_version: slot.active.as_ref().map(|a| a.version().into()),
+            sha256: slot.active.as_ref().map(|a| a.sha256.clone()),
+            enabled: self.is_enabled(name),
+            subjects: slot.active.as_ref().map(|a| a.subjects().to_vec()).unwrap_or_default(),
+            capabilities,
+            grants,
+            revoked,
+            activated_at: slot.active.as_ref().and_then(|a| slot.times.get(a.version())).and_then(|t| t.activated_at).map(Timestamp),
+            invocations: slot.invocations as i64,
+            failures: slot.failures as i64,
+            kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),
+            versions: slot.kept.iter().map(version).collect(),
+        }
     }
 
     /// Every [`RATE_SAMPLE`] until shutdown: samples this host's invocation counters into
