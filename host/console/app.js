@@ -291,11 +291,12 @@ async function deadLetters() {
   const names = [...new Set([...plugins.map((p) => p.name), GUARD])];
   const draw = async () => {
     const letters = await api("GET", "/api/admin/dead-letters" + (only ? `?plugin=${encodeURIComponent(only)}` : ""));
-    set("letters", table(["Id", "Plugin", "Version", "Subject", "Reason", "Attempts#", "Dead-lettered", "Status", ""],
+    set("letters", table(["Id", "Plugin", "Version", "Seq#", "Subject", "Reason", "Attempts#", "Dead-lettered", "Status", ""],
       letters.slice().reverse().map((d) => h("tr", { dataset: { id: d.id, plugin: d.plugin } },
         h("td", {}, h("code", {}, d.id)),
         h("td", {}, d.plugin),
         h("td", {}, h("code", {}, d.plugin_version)),
+        h("td", { class: "num" }, d.stream_seq ?? "—"),
         h("td", {}, d.subject),
         h("td", {}, d.reason),
         h("td", { class: "num" }, d.attempts),

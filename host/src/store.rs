@@ -169,6 +169,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "idempotency keys by time",
         include_str!("../../migrations/20261207000010_order_requests_by_time.sql"),
     ),
+    (20261207000011, "dead letters' stream sequence", include_str!("../../migrations/20261207000011_dead_letter_seq.sql")),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them for one backend. A migration whose text

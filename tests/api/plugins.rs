@@ -113,6 +113,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
         async move { js.get_stream("SHOP").await.ok().map(|_| ()) }
     })
     .await;
+    let mut published = Vec::new();
     for body in [
         "not json at all".to_string(),
         json!({"specversion": "1.0", "id": "p-2", "type": "shop.order.cancel", "data": {"order_id": 1}}).to_string(),
@@ -121,7 +122,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
         json!({"specversion": "1.0", "id": "p-5\u{0}", "type": "shop.order.cancel", "data": {"order_id": "1", "reason": "\u{0}"}}).to_string(),
         "{\"specversion\": \"1.0\", \"id\": \"p-6\0\"}".to_string(),
     ] {
-        js.publish("shop.order.cancel", body.into()).await.unwrap().await.unwrap();
+        published.push(js.publish("shop.order.cancel", body.into()).await.unwrap().await.unwrap().sequence as i64);
     }
     // And one on a subject no plugin consumes: only the guard sees it.
     let stray = json!({"specversion": "1.0", "id": "p-4", "type": "shop.typo", "data": {}}).to_string();
@@ -155,6 +156,16 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     assert!(reasons.iter().any(|r| r.contains("not a CloudEvents JSON envelope")));
     assert!(reasons.iter().any(|r| r.contains("payload invalid")));
     assert!(reasons.iter().any(|r| r.contains("arrived on subject")));
+    // Each letter says where its event stands in the stream, also one whose body names no
+    // event (the first and the last: not JSON).
+    for l in letters.iter().chain(&guard) {
+        let seq = l["stream_seq"].as_i64().unwrap_or_else(|| panic!("no stream_seq: {l}"));
+        assert!(published.contains(&seq) || l["subject"] == "shop.typo", "{l}");
+    }
+    let mut unknown: Vec<i64> = letters.iter().filter(|l| l["event_id"] == "unknown").map(|l| l["stream_seq"].as_i64().unwrap()).collect();
+    unknown.sort();
+    unknown.dedup();
+    assert_eq!(unknown, vec![published[0], published[4]], "{letters:?}");
     let unauthorized = app.get("/api/admin/dead-letters").await;
     assert_eq!(unauthorized.status, 401);
 

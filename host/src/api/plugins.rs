@@ -10,7 +10,7 @@ use super::{admin::{AdminAuth, AdminError}, errors::api_error, strict::StrictJso
 use crate::{
     plugins::{
         dead_letters::{self, DeadLetter, DeadLetterError},
-        grants::{CapabilityName, Grant, Source},
+        grants::{CapabilityName, Grant},
         InstallError, PluginHost, PluginStatus, Registry, GUARD,
     },
     shop::Shop,
@@ -28,7 +28,8 @@ pub struct DeadLetterDetail {
 #[derive(Debug, Clone, poem_openapi::Object)]
 pub struct RedriveResult {
     pub id: crate::ids::Id,
-    /// "applied", or why it failed again.
+    /// `applied` (the letter is closed; for one of `shopmesh-guard`'s, `well-formed now`), or
+    /// why it failed again (the letter stays open).
     pub result: String,
 }
 
@@ -185,8 +186,8 @@ impl PluginsAdminApi {
     ///
     /// Replaces what the name may hold, for the whole fleet (kept in the database); the name
     /// need not exist yet. Uploads from now on are checked against it, and so is every effect
-    /// of the versions already running: a revoked capability stops at once (their events that
-    /// need it are dead-lettered with the reason).
+    /// of the versions already running: a revoked capability stops with the next batch (on
+    /// the other hosts within 2 s; their events that need it are dead-lettered with the reason).
     #[oai(path = "/plugins/:name/grants", method = "put", operation_id = "setPluginGrants", tag = "ApiTags::Admin")]
     async fn set_grants(
         &self,
@@ -205,9 +206,10 @@ impl PluginsAdminApi {
     /// Hand a plugin name's grant back to the configuration
     ///
     /// Removes the grant an operator set through this API, for the whole fleet: the name
-    /// holds again what the host's configuration or the built-in grants give it (`source`
-    /// says which; `none`: nothing). Like a change through PUT, it holds at once, also for the
-    /// version already running. A name without such a grant is answered as it is.
+    /// holds again what each host's configuration or the built-in grants give it (`source`
+    /// says which, on the host that answers; `none`: nothing). Like a change through PUT, it
+    /// holds for the version already running too. A name without such a grant is answered as
+    /// it is.
     #[oai(path = "/plugins/:name/grants", method = "delete", operation_id = "resetPluginGrants", tag = "ApiTags::Admin")]
     async fn reset_grants(
         &self,
@@ -216,10 +218,9 @@ impl PluginsAdminApi {
         host: Data<&Arc<PluginHost>>,
         #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
     ) -> Result<Json<Grant>, GrantsError> {
-        let before = host.registry.grants.lookup(&name.0);
-        let grant = host.registry.grants.reset(&host.shop().db, &name.0).await?;
-        if before.source == Source::Granted {
-            tracing::info!(plugin = %name.0, before = ?before.capabilities, after = ?grant.capabilities, by = %who(req), "plugin grants handed back to the configuration");
+        let (grant, removed) = host.registry.grants.reset(&host.shop().db, &name.0).await?;
+        if removed {
+            tracing::info!(plugin = %name.0, after = ?grant.capabilities, source = ?grant.source, by = %who(req), "plugin grants handed back to the configuration");
         }
         Ok(Json(grant))
     }

@@ -174,12 +174,12 @@ impl Default for Settings {
     }
 }
 
-/// A duration as a human string (`500ms`, `2s`, `1h`) or a number of seconds (`0.5`).
 /// A duration as a message says it: `1m 30s`, `500ms`.
 fn human(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
 }
 
+/// A duration as a human string (`500ms`, `2s`, `1h`) or a number of seconds (`0.5`).
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

@@ -51,6 +51,12 @@ fn plugin_config_from_env_or_file() {
     assert!(with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "nope")]).is_err());
     let s = with_env(Some("[plugin_config.points]\npoints_per_unit = \"3\""), &[]).unwrap();
     assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "3");
+    // A refusal of a value says where the values come from, or how to give them.
+    let hint = s.plugin_config_hint();
+    assert!(hint.starts_with("the values come from plugin_config in ") && hint.ends_with("shopmesh.toml"), "{hint}");
+    let from_env = with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "points.points_per_unit=2")]).unwrap();
+    assert_eq!(from_env.plugin_config_hint(), "the values come from SHOPMESH_PLUGIN_CONFIG");
+    assert!(Settings::default().plugin_config_hint().starts_with("set them with SHOPMESH_PLUGIN_CONFIG"));
 }
 
 #[test]
@@ -60,6 +66,9 @@ fn zero_where_it_would_spin_or_starve_is_refused() {
         let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
         assert_eq!(err.to_string(), format!("{name} must be more than 0 (set by {var})"));
     }
+    // One empty secret is named alone.
+    let err = with_env(None, &[("SHOPMESH_ADMIN_TOKEN", "")]).unwrap().validate().unwrap_err();
+    assert_eq!(err.to_string(), "admin_token must not be empty (set by SHOPMESH_ADMIN_TOKEN)");
     // The older `…_SECS` name, when that is the one set.
     let err = with_env(None, &[("SHOPMESH_SWEEP_INTERVAL_SECS", "0")]).unwrap().validate().unwrap_err();
     assert_eq!(err.to_string(), "sweep_interval must be more than 0 (set by SHOPMESH_SWEEP_INTERVAL_SECS)");

@@ -56,7 +56,7 @@ pub async fn run_guard(host: Arc<PluginHost>, client: async_nats::Client, stream
         async move {
             let mut out = Vec::with_capacity(batch.len());
             for (m, attempt) in batch {
-                out.push(host.guard(&m.subject, &m.body, attempt).await);
+                out.push(host.guard(&m, attempt).await);
             }
             out
         }
@@ -175,7 +175,8 @@ async fn bind_and_consume<H, F>(
                     .map(|msg| {
                         let attempt = msg.info().map(|i| i.delivered).unwrap_or(1);
                         let traceparent = msg.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_owned());
-                        (Message { subject: msg.subject.to_string(), body: msg.payload.to_vec(), traceparent }, attempt)
+                        let stream_seq = msg.info().ok().map(|i| i.stream_sequence);
+                        (Message { subject: msg.subject.to_string(), body: msg.payload.to_vec(), stream_seq, traceparent }, attempt)
                     })
                     .collect();
                 let received = Arc::new(received);

@@ -20,6 +20,9 @@ pub struct DeadLetter {
     pub plugin_version: String,
     pub subject: String,
     pub event_id: String,
+    /// Its sequence in stream SHOP (`shopmesh replay --from-seq`); absent for a letter
+    /// stored before this was recorded.
+    pub stream_seq: Option<i64>,
     pub reason: String,
     pub attempts: i64,
     pub created_at: Option<Timestamp>,
@@ -33,6 +36,7 @@ pub struct Letter<'a> {
     pub version: &'a str,
     pub subject: &'a str,
     pub event_id: &'a str,
+    pub stream_seq: Option<u64>,
     pub body: &'a str,
     pub reason: &'a str,
     pub attempts: i64,
@@ -56,8 +60,8 @@ fn storable(text: &str) -> String {
 pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx::Error> {
     tracing::error!(plugin = l.plugin, event = l.event_id, reason = l.reason, "dead-lettered");
     db.execute(sqlx::query(
-        "INSERT INTO shop_dead_letter (id, plugin, plugin_version, subject, event_id, body, reason, attempts, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO shop_dead_letter (id, plugin, plugin_version, subject, event_id, body, reason, attempts, created_at, stream_seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(ids.next())
     .bind(storable(l.plugin))
@@ -67,12 +71,13 @@ pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx:
     .bind(storable(l.body))
     .bind(storable(l.reason))
     .bind(l.attempts)
-    .bind(now_ms()))
+    .bind(now_ms())
+    .bind(l.stream_seq.map(|seq| seq as i64)))
     .await?;
     Ok(())
 }
 
-const COLUMNS: &str = "id, plugin, plugin_version, subject, event_id, reason, attempts, created_at, redriven_at, redrive_result";
+const COLUMNS: &str = "id, plugin, plugin_version, subject, event_id, stream_seq, reason, attempts, created_at, redriven_at, redrive_result";
 
 /// Every dead letter, or those of one plugin, oldest first.
 pub async fn list(db: &Db, plugin: Option<&str>) -> Result<Vec<DeadLetter>, sqlx::Error> {

@@ -27,6 +27,8 @@ pub struct Delivery {
     pub body: String,
     /// The trace it belongs to: the `traceparent` header, else the CloudEvent's attribute.
     pub trace: Option<TraceContext>,
+    /// Its sequence in stream SHOP, where it came from the stream (a consumer, a replay).
+    pub seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -69,7 +71,7 @@ pub fn parse(subject: &str, body: &[u8]) -> Result<Delivery, String> {
         other => return Err(format!("unknown event type {other:?}")),
     };
     let trace = env.traceparent.as_ref().and_then(|t| t.as_str()).and_then(TraceContext::parse);
-    Ok(Delivery { id: env.id, subject: subject.to_owned(), time: env.time, event, body: text.to_owned(), trace })
+    Ok(Delivery { id: env.id, subject: subject.to_owned(), time: env.time, event, body: text.to_owned(), trace, seq: None })
 }
 
 fn holds_nul(value: &serde_json::Value) -> bool {

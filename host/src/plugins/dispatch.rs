@@ -29,7 +29,8 @@ pub enum Failure {
 
 /// What the operator sets for a plugin's name, read once per batch: its configuration values
 /// (handed to the guest) and its grant. Every effect is checked against the grant as it is
-/// now, not as it was when the version loaded, so a revoked capability stops at once.
+/// when its batch runs, not as it was when the version loaded, so a revoked capability stops
+/// with the next batch.
 pub struct Terms {
     pub config: Arc<HashMap<String, String>>,
     pub granted: Vec<Capability>,

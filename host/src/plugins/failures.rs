@@ -10,7 +10,7 @@ use super::{
     dead_letters::{self, DeadLetterError, Letter},
     delivery::{self, Delivery},
     dispatch::Failure,
-    host::{trace_id, PluginHost, Ready},
+    host::{trace_id, Message, PluginHost, Ready},
     inbox,
     runtime::LoadedPlugin,
     Disposition, GUARD,
@@ -45,19 +45,19 @@ impl PluginHost {
 
     /// The guard's check of any event on `shop.>`: a malformed one is dead-lettered under
     /// the guard's name, so nothing malformed sits unread on a subject no plugin consumes.
-    pub async fn guard(&self, subject: &str, body: &[u8], attempt: i64) -> Disposition {
-        match delivery::parse(subject, body) {
+    pub async fn guard(&self, m: &Message, attempt: i64) -> Disposition {
+        match delivery::parse(&m.subject, &m.body) {
             Ok(_) => Disposition::Ack,
-            Err(reason) => self.malformed(GUARD, "-", subject, body, &reason, attempt).await,
+            Err(reason) => self.malformed(GUARD, "-", m, &reason, attempt).await,
         }
     }
 
-    pub(super) async fn malformed(&self, plugin: &str, version: &str, subject: &str, body: &[u8], reason: &str, attempts: i64) -> Disposition {
-        let text = String::from_utf8_lossy(body);
+    pub(super) async fn malformed(&self, plugin: &str, version: &str, m: &Message, reason: &str, attempts: i64) -> Disposition {
+        let text = String::from_utf8_lossy(&m.body);
         let event_id = delivery::event_id_guess(&text);
         let reason = format!("malformed event: {reason}");
         self.metrics.invocation(plugin, version, Outcome::DeadLettered);
-        let letter = Letter { plugin, version, subject, event_id: &event_id, body: &text, reason: &reason, attempts };
+        let letter = Letter { plugin, version, subject: &m.subject, event_id: &event_id, stream_seq: m.stream_seq, body: &text, reason: &reason, attempts };
         self.store_dead_letter(&letter).await
     }
 
@@ -68,6 +68,7 @@ impl PluginHost {
             version: plugin.version(),
             subject: &d.subject,
             event_id: &d.id,
+            stream_seq: d.seq,
             body: &d.body,
             reason,
             attempts,

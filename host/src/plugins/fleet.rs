@@ -177,8 +177,9 @@ pub async fn publish(
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let store = bucket(&js, settings.replicas).await?;
     // Kept first: if the run object cannot be put, the fleet keeps the version and runs what
-    // it ran. Each object once: a put replaces the object's chunks, and a host that is still
-    // reading the one it replaced would wait for them (see `FETCH_PATIENCE`).
+    // it ran (its kept object then says it was made active, though it never ran: the price of
+    // one put per object). Each object once: a put replaces the object's chunks, which a host
+    // may still be reading (see `FETCH_STALL`).
     let puts = if activate { vec![false, true] } else { vec![false] };
     for run in puts {
         let mut reader = bytes;
@@ -205,8 +206,9 @@ pub async fn follow<F: Future<Output = ()>>(
         // What the bucket holds now, then the watch. The watch starts with the latest of
         // every object again, so nothing put after the list is missed, and it hands them over
         // in the bucket's order (a version the list missed lands before a later activation);
-        // an object already handed over unchanged (same nuid) is not fetched twice. One that
-        // cannot be fetched now is left to the watch rather than holding every consumer back.
+        // an object already handed over unchanged (same nuid) is not fetched twice. A kept
+        // version that cannot be fetched now is left to the watch rather than holding every
+        // consumer back; the version to run is what they wait for, so the read starts again.
         let mut handed = HashSet::new();
         let mut now = store.list().await.map_err(|e| e.to_string())?;
         while let Some(info) = now.next().await {
@@ -215,6 +217,7 @@ pub async fn follow<F: Future<Output = ()>>(
                 Ok(()) => {
                     handed.insert(info.nuid);
                 }
+                Err(e) if !info.name.contains('@') => return Err(e),
                 Err(e) => tracing::error!(object = %info.name, error = %e, "plugin registry: could not fetch an object; the watch tries again"),
             }
         }
@@ -227,12 +230,12 @@ pub async fn follow<F: Future<Output = ()>>(
             };
             if !handed.remove(&info.nuid) {
                 if let Err(e) = hand_over(&store, &info, offer).await {
-                    // Put again meanwhile (its chunks gone with it): the newer one follows.
-                    if store.info(&info.name).await.is_ok_and(|now| now.nuid != info.nuid) {
-                        tracing::warn!(object = %info.name, error = %e, "plugin registry: an object replaced while it was fetched; taking the newer one");
-                        continue;
+                    if !replaced(&store, &info).await {
+                        return Err(e);
                     }
-                    return Err(e);
+                    // Put again (or deleted) meanwhile, its chunks gone with it: what replaced
+                    // it is the watch's next.
+                    tracing::warn!(object = %info.name, error = %e, "plugin registry: an object replaced while it was fetched");
                 }
             }
         }
@@ -240,12 +243,13 @@ pub async fn follow<F: Future<Output = ()>>(
     .await
 }
 
-/// How long fetching one object may take. An object put again while a host reads it loses
-/// the chunks that host is reading, and the read would wait for them for ever (and with it
-/// every later change of the registry): given up, the watch starts again from the latest.
-const FETCH_PATIENCE: Duration = Duration::from_secs(2);
+/// How long a fetch may wait for the next piece of an object. An object put again while a
+/// host reads it loses the chunks that host is reading, and the read would wait for them
+/// for ever (and with it every later change of the registry).
+const FETCH_STALL: Duration = Duration::from_secs(2);
 
-/// Fetches the object `info` names and offers it (nothing for a deleted one).
+/// Fetches the object `info` names and offers it: nothing for a deleted one, nor for one
+/// replaced since `info` (the watch hands over what replaced it next).
 async fn hand_over<F: Future<Output = ()>>(
     store: &object_store::ObjectStore,
     info: &object_store::ObjectInfo,
@@ -254,12 +258,20 @@ async fn hand_over<F: Future<Output = ()>>(
     if info.deleted {
         return Ok(());
     }
-    let mut bytes = Vec::with_capacity(info.size);
-    let fetch = async {
-        let mut object = store.get(&info.name).await.map_err(|e| e.to_string())?;
-        object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(FETCH_PATIENCE, fetch).await.map_err(|_| format!("{} not fetched within {FETCH_PATIENCE:?}", info.name))??;
+    let stalled = |what| format!("{}: no {what} within {FETCH_STALL:?}", info.name);
+    let got = tokio::time::timeout(FETCH_STALL, store.get(&info.name)).await.map_err(|_| stalled("answer"))?;
+    let mut object = got.map_err(|e| e.to_string())?;
+    if object.info().nuid != info.nuid {
+        return Ok(()); // fetched by name: a newer one
+    }
+    let (mut bytes, mut piece) = (Vec::with_capacity(info.size), vec![0; 128 * 1024]);
+    loop {
+        let read = tokio::time::timeout(FETCH_STALL, object.read(&mut piece)).await.map_err(|_| stalled("chunk"))?;
+        match read.map_err(|e| e.to_string())? {
+            0 => break,
+            n => bytes.extend_from_slice(&piece[..n]),
+        }
+    }
     let stamps = Stamps::from_metadata(&info.metadata);
     match info.name.split_once('@') {
         Some((name, _version)) => offer(name.to_owned(), bytes, false, stamps).await,
@@ -317,6 +329,17 @@ pub async fn follow_switches(
         }
     })
     .await
+}
+
+/// Whether the object `info` describes was put again or deleted since.
+async fn replaced(store: &object_store::ObjectStore, info: &object_store::ObjectInfo) -> bool {
+    match store.info(&info.name).await {
+        Ok(now) => now.nuid != info.nuid || now.deleted,
+        Err(e) => {
+            tracing::warn!(object = %info.name, error = %e, "plugin registry: could not ask whether an object was replaced");
+            false
+        }
+    }
 }
 
 /// Runs `watch` until shutdown, and again a moment after each interruption (NATS away, a

@@ -1,7 +1,7 @@
 //! Grants: which capabilities each plugin name may hold, whatever its manifest claims. A
 //! component is refused at load when it declares a capability its name is not granted, and
-//! every effect is checked against what its name is granted now (a revoked capability
-//! stops at once, also for a version loaded before). A plugin
+//! every effect is checked against what its name is granted when its batch runs (a revoked
+//! capability stops within moments, also for a version loaded before). A plugin
 //! named `coupon` can never touch balances.
 //!
 //! Grants are data: the five shop plugins have theirs built in, configuration adds or
@@ -166,11 +166,11 @@ impl Grants {
     }
 
     /// Removes the operator's grant of `name`, for the fleet: the configured or built-in one
-    /// holds again.
-    pub async fn reset(&self, db: &Db, name: &str) -> Result<Grant, GrantError> {
-        db.execute(sqlx::query("DELETE FROM shop_plugin_grant WHERE plugin = $1").bind(name)).await?;
+    /// holds again. Whether there was one to remove.
+    pub async fn reset(&self, db: &Db, name: &str) -> Result<(Grant, bool), GrantError> {
+        let done = db.execute(sqlx::query("DELETE FROM shop_plugin_grant WHERE plugin = $1").bind(name)).await?;
         self.refresh(db).await?;
-        Ok(self.lookup(name))
+        Ok((self.lookup(name), done.rows_affected() > 0))
     }
 }
 

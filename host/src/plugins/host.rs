@@ -46,6 +46,8 @@ pub struct PluginHost {
 pub struct Message {
     pub subject: String,
     pub body: Vec<u8>,
+    /// Its sequence in stream SHOP (none for an event handed over outside a consumer).
+    pub stream_seq: Option<u64>,
     /// The `traceparent` header, if the publisher set one.
     pub traceparent: Option<String>,
 }
@@ -116,7 +118,7 @@ impl PluginHost {
 
     /// Handles one delivery: [`process_batch`](Self::process_batch) of one.
     pub async fn process(&self, name: &str, subject: &str, body: &[u8]) -> Disposition {
-        let message = Message { subject: subject.to_owned(), body: body.to_vec(), traceparent: None };
+        let message = Message { subject: subject.to_owned(), body: body.to_vec(), stream_seq: None, traceparent: None };
         self.process_batch(name, std::slice::from_ref(&message)).await.pop().expect("one disposition per message")
     }
 
@@ -143,6 +145,7 @@ impl PluginHost {
             }
             match delivery::parse(&m.subject, &m.body) {
                 Ok(mut d) => {
+                    d.seq = m.stream_seq;
                     // The header wins: a foreign publisher may set only that. What the
                     // plugin does for this event is a span of that trace.
                     let parent = m.traceparent.as_deref().and_then(TraceContext::parse).or(d.trace);
@@ -151,7 +154,7 @@ impl PluginHost {
                     spans.push(span);
                     parsed.push((i, d))
                 }
-                Err(reason) => out[i] = self.malformed(&plugin.name, plugin.version(), &m.subject, &m.body, &reason, 1).await,
+                Err(reason) => out[i] = self.malformed(&plugin.name, plugin.version(), m, &reason, 1).await,
             }
         }
         let deliveries: Vec<&Delivery> = parsed.iter().map(|(_, d)| d).collect();

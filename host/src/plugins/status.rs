@@ -32,7 +32,7 @@ pub struct PluginStatus {
     /// Capabilities the active version declares that its name is no longer granted: its
     /// effects that need them are refused (and their events dead-lettered) until granted.
     pub revoked: Vec<String>,
-    /// When the active version was last made active (see [`PluginVersion::activated_at`]).
+    /// When the active version was last made active (as its entry in `versions` says).
     pub activated_at: Option<Timestamp>,
     pub invocations: i64,
     pub failures: i64,

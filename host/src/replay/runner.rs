@@ -202,7 +202,7 @@ impl Replays {
         let (mut parsed, mut malformed) = (Vec::new(), Vec::new());
         for e in chunk {
             match delivery::parse(&e.subject, &e.body) {
-                Ok(d) => parsed.push((e, d)),
+                Ok(d) => parsed.push((e, Delivery { seq: Some(e.seq), ..d })),
                 Err(reason) => malformed.push(row(e, &delivery::event_id_guess(&String::from_utf8_lossy(&e.body)), Outcome::Failed, None, None, Some(format!("malformed event: {reason}")))),
             }
         }
