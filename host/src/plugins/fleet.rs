@@ -200,6 +200,7 @@ pub async fn follow<F: Future<Output = ()>>(
     shutdown: watch::Receiver<bool>,
 ) {
     let (client, settings, offer, caught_up) = (&client, &settings, &offer, &caught_up);
+    let unread = &std::sync::atomic::AtomicU32::new(0);
     keep_watching("plugin registry", shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
         let store = bucket(&js, settings.replicas).await?;
@@ -208,16 +209,17 @@ pub async fn follow<F: Future<Output = ()>>(
         // in the bucket's order (a version the list missed lands before a later activation);
         // an object already handed over unchanged (same nuid) is not fetched twice. A kept
         // version that cannot be fetched now is left to the watch rather than holding every
-        // consumer back; the version to run is what they wait for, so the read starts again.
+        // consumer back; the version to run is what they wait for, so the read starts again,
+        // a few times: one that never comes must not hold every plugin for ever.
         let mut handed = HashSet::new();
         let mut now = store.list().await.map_err(|e| e.to_string())?;
         while let Some(info) = now.next().await {
             let info = info.map_err(|e| e.to_string())?;
             match hand_over(&store, &info, offer).await {
-                Ok(()) => {
-                    handed.insert(info.nuid);
+                Ok(nuid) => {
+                    handed.insert(nuid);
                 }
-                Err(e) if !info.name.contains('@') => return Err(e),
+                Err(e) if !info.name.contains('@') && unread.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUN_OBJECT_TRIES => return Err(e),
                 Err(e) => tracing::error!(object = %info.name, error = %e, "plugin registry: could not fetch an object; the watch tries again"),
             }
         }
@@ -229,13 +231,18 @@ pub async fn follow<F: Future<Output = ()>>(
                 _ = shutdown.changed() => return Ok(()),
             };
             if !handed.remove(&info.nuid) {
-                if let Err(e) = hand_over(&store, &info, offer).await {
-                    if !replaced(&store, &info).await {
-                        return Err(e);
+                match hand_over(&store, &info, offer).await {
+                    // A newer one than `info` (fetched by name): the watch brings its info next.
+                    Ok(nuid) if nuid != info.nuid => {
+                        handed.insert(nuid);
                     }
+                    Ok(_) => {}
                     // Put again (or deleted) meanwhile, its chunks gone with it: what replaced
                     // it is the watch's next.
-                    tracing::warn!(object = %info.name, error = %e, "plugin registry: an object replaced while it was fetched");
+                    Err(e) if replaced(&store, &info).await => {
+                        tracing::warn!(object = %info.name, error = %e, "plugin registry: an object replaced while it was fetched");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -248,22 +255,24 @@ pub async fn follow<F: Future<Output = ()>>(
 /// for ever (and with it every later change of the registry).
 const FETCH_STALL: Duration = Duration::from_secs(2);
 
-/// Fetches the object `info` names and offers it: nothing for a deleted one, nor for one
-/// replaced since `info` (the watch hands over what replaced it next).
+/// How many times in a row a start's read of the registry begins again for a version to run
+/// that cannot be fetched, before the consumers are let go without it.
+const RUN_OBJECT_TRIES: u32 = 10;
+
+/// Fetches the object `info` names, as it is now (a newer one than `info`, if it was put
+/// again since), and offers it; the nuid of what it offered (nothing for a deleted one).
 async fn hand_over<F: Future<Output = ()>>(
     store: &object_store::ObjectStore,
     info: &object_store::ObjectInfo,
     offer: &impl Fn(String, Vec<u8>, bool, Stamps) -> F,
-) -> Result<(), String> {
+) -> Result<String, String> {
     if info.deleted {
-        return Ok(());
+        return Ok(info.nuid.clone());
     }
     let stalled = |what| format!("{}: no {what} within {FETCH_STALL:?}", info.name);
     let got = tokio::time::timeout(FETCH_STALL, store.get(&info.name)).await.map_err(|_| stalled("answer"))?;
     let mut object = got.map_err(|e| e.to_string())?;
-    if object.info().nuid != info.nuid {
-        return Ok(()); // fetched by name: a newer one
-    }
+    let info = object.info().clone();
     let (mut bytes, mut piece) = (Vec::with_capacity(info.size), vec![0; 128 * 1024]);
     loop {
         let read = tokio::time::timeout(FETCH_STALL, object.read(&mut piece)).await.map_err(|_| stalled("chunk"))?;
@@ -277,7 +286,7 @@ async fn hand_over<F: Future<Output = ()>>(
         Some((name, _version)) => offer(name.to_owned(), bytes, false, stamps).await,
         None => offer(info.name.clone(), bytes, true, stamps).await,
     }
-    Ok(())
+    Ok(info.nuid)
 }
 
 async fn switches(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
