@@ -97,6 +97,11 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     assert_eq!((again.status, &again.body), (200, &reset.body), "nothing to hand back: answered as it is");
     let bad = app.admin(reqwest::Method::DELETE, "/api/admin/plugins/no%20such/grants", None).await;
     assert_eq!((bad.status, bad.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"), "{:?}", bad.body);
+    // The guard's name is no plugin's: nothing is granted to it.
+    let guard = grants(&app, "shopmesh-guard", Some(&json!({"capabilities": ["add-points"]}))).await;
+    assert_eq!((guard.status, guard.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"), "{:?}", guard.body);
+    assert!(guard.body["message"].as_str().unwrap().contains("is the host's own guard"), "{:?}", guard.body);
+    assert_eq!(app.count("shop_plugin_grant", "plugin = 'shopmesh-guard'").await, 0);
 }
 
 crate::on_both_databases!(a_sixth_plugin_runs_once_granted);

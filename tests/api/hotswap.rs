@@ -148,6 +148,13 @@ async fn rejected_uploads_leave_the_running_version(backend: Backend) {
             assert!(r.body["message"].as_str().unwrap().contains(reason), "{what}: {:?}", r.body);
         }
     }
+    // A manifest name no consumer could be bound for (a dot), uploaded under that name:
+    // refused, and nothing of it kept.
+    let dotted = replace_all(&component("vip-bonus"), b"vip-bonus", b"vip.bonus");
+    let r = upload(&app, &app.address, "vip.bonus", dotted).await;
+    assert_eq!((r.status, r.code()), (400, "SHOP_PLUGIN_REJECTED"), "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains(r#"a plugin name is 1 to 64 letters, digits, dashes and underscores: "vip.bonus""#), "{:?}", r.body);
+    assert_eq!(app.admin(reqwest::Method::GET, "/api/admin/plugins/vip.bonus", None).await.status, 404);
     // A rogue build that reuses a released version number.
     let v2 = upload(&app, &app.address, "points", component("points_v2")).await;
     assert_eq!(v2.status, 200);
@@ -417,4 +424,16 @@ async fn a_restarted_host_shows_the_fleets_version_history() {
     // Activating the active version again (a retried request) changes no time.
     let again = app.admin_post("/api/admin/plugins/points/activate", &json!({"version": "1.0.0"})).await;
     assert_eq!(again.body["versions"], before, "{:?}", again.body);
+}
+
+/// `bytes` with every `from` replaced by `to` (of the same length, so nothing moves).
+fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let starts: Vec<usize> = out.windows(from.len()).enumerate().filter(|(_, w)| *w == from).map(|(i, _)| i).collect();
+    assert!(!starts.is_empty(), "{:?} not in the component", String::from_utf8_lossy(from));
+    for i in starts {
+        out[i..i + from.len()].copy_from_slice(to);
+    }
+    out
 }

@@ -66,6 +66,11 @@ fn plugin_new_refuses_a_name_a_crate_cannot_carry() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("a plugin name is words of lowercase letters"), "{name}: {out:?}");
         assert!(!folder.path().join(name).exists(), "{name}: nothing written");
     }
+    // And the guard's name, which the host keeps for itself.
+    let guard = shopmesh(&["plugin", "new", "shopmesh-guard", "--on", "shop.pay.success"], folder.path());
+    assert_eq!(guard.status.code(), Some(1), "{guard:?}");
+    assert!(String::from_utf8_lossy(&guard.stderr).contains("is the host's own guard"), "{guard:?}");
+    assert!(!folder.path().join("shopmesh-guard").exists(), "nothing written");
     // So is a subject the host would refuse the component for.
     let outside = shopmesh(&["plugin", "new", "vip3-bonus", "--on", "pay.success"], folder.path());
     assert_eq!(outside.status.code(), Some(1), "{outside:?}");

@@ -130,7 +130,8 @@ impl PluginsAdminApi {
     /// Upload a new plugin version
     ///
     /// The body is the component (`.wasm`). It is compiled and checked (world, imports,
-    /// manifest name, capabilities allowed for the name, a version not seen before), then
+    /// manifest name: the path's, and 1 to 64 letters, digits, `-` and `_`, not
+    /// `shopmesh-guard`; capabilities allowed for the name, a version not seen before), then
     /// put into the fleet's registry, from which every host, this one included, keeps it
     /// and activates it in the same order. Deliveries in flight finish on the old version.
     /// Answers once it is active here. With `activate=false` the version is only kept
@@ -185,7 +186,7 @@ impl PluginsAdminApi {
     /// Grant capabilities to a plugin name
     ///
     /// Replaces what the name may hold, for the whole fleet (kept in the database); the name
-    /// need not exist yet. Uploads from now on are checked against it, and so is every effect
+    /// need not exist yet (but may not be `shopmesh-guard`). Uploads from now on are checked against it, and so is every effect
     /// of the versions already running: a revoked capability stops with the next batch (on
     /// the other hosts within 2 s; their events that need it are dead-lettered with the reason).
     #[oai(path = "/plugins/:name/grants", method = "put", operation_id = "setPluginGrants", tag = "ApiTags::Admin")]

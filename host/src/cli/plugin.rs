@@ -139,6 +139,9 @@ fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     if !words_ok || !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.len() > 64 {
         bail!("a plugin name is words of lowercase letters and digits joined by single dashes, starting with a letter, at most 64 characters: {name:?}");
     }
+    if let Some(why) = crate::plugins::name_refusal(name) {
+        bail!("{why}");
+    }
     // The host would refuse the component these make (see plugins::subjects): say so now,
     // not after a build.
     if let Some(why) = crate::plugins::subjects::refusal(&args.subjects) {

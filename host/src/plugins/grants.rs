@@ -78,7 +78,8 @@ struct Stored {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    #[error("a plugin name is 1 to 64 letters, digits, dashes and underscores: {0:?}")]
+    /// Why the name cannot name a plugin ([`super::name_refusal`]).
+    #[error("{0}")]
     BadName(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -106,22 +107,28 @@ impl Grants {
         Grants { built_in, configured, stored: RwLock::default() }
     }
 
-    /// What `name` may hold now.
+    /// What `name` may hold now (read for every batch, so kept free of the API's strings).
     pub fn granted(&self, name: &str) -> Vec<Capability> {
-        self.lookup(name).capabilities.iter().filter_map(|c| capability_named(c)).collect()
+        self.held(name).0
     }
 
     /// `name`'s grant and where it comes from.
     pub fn lookup(&self, name: &str) -> Grant {
-        let names = |caps: &[Capability]| caps.iter().map(|c| capability_name(*c).to_owned()).collect();
-        let grant = |capabilities, source| Grant { plugin: name.to_owned(), capabilities, source, updated_at: None, updated_by: None };
+        let (caps, source, set) = self.held(name);
+        let (updated_at, updated_by) = set.map_or((None, None), |(at, by)| (Some(Timestamp(at)), Some(by)));
+        let capabilities = caps.iter().map(|c| capability_name(*c).to_owned()).collect();
+        Grant { plugin: name.to_owned(), capabilities, source, updated_at, updated_by }
+    }
+
+    /// What `name` holds, where that comes from, and when and by whom an operator set it.
+    fn held(&self, name: &str) -> (Vec<Capability>, Source, Option<(i64, String)>) {
         if let Some(s) = self.stored.read().expect("grants lock").get(name) {
-            return Grant { updated_at: Some(Timestamp(s.updated_at)), updated_by: Some(s.updated_by.clone()), ..grant(names(&s.capabilities), Source::Granted) };
+            return (s.capabilities.clone(), Source::Granted, Some((s.updated_at, s.updated_by.clone())));
         }
         match (self.configured.get(name), self.built_in.get(name)) {
-            (Some(caps), _) => grant(names(caps), Source::Configured),
-            (None, Some(caps)) => grant(names(caps), Source::BuiltIn),
-            (None, None) => grant(Vec::new(), Source::None),
+            (Some(caps), _) => (caps.clone(), Source::Configured, None),
+            (None, Some(caps)) => (caps.clone(), Source::BuiltIn, None),
+            (None, None) => (Vec::new(), Source::None, None),
         }
     }
 
@@ -140,8 +147,8 @@ impl Grants {
 
     /// Grants `capabilities` (WIT names) to `name`, replacing its grant, for the fleet.
     pub async fn set(&self, db: &Db, name: &str, capabilities: &[CapabilityName], by: &str) -> Result<Grant, GrantError> {
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(GrantError::BadName(name.to_owned()));
+        if let Some(why) = super::name_refusal(name) {
+            return Err(GrantError::BadName(why));
         }
         let mut caps: Vec<Capability> = Vec::new();
         for c in capabilities.iter().map(|c| Capability::from(*c)) {

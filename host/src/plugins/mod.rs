@@ -13,7 +13,7 @@
 //! | [`dispatch`] | one event through one plugin version → checked effects (live and replay) |
 //! | [`runtime`] | wasmtime: engine, limits, loading and invoking components |
 //! | [`subjects`] | the subjects a version may ask for: a filter its consumer can bind |
-//! | [`wit`] | the plugin contract as Rust types (wasmtime's bindgen of `wit/`) |
+//! | [`wit`] | the plugin contract as Rust types (wasmtime's bindgen of `wit/`), capabilities' names |
 //! | [`effects`] | checking effects against capabilities and the event; handing them to the shop |
 //! | [`grants`] | which capabilities each plugin name may hold |
 //! | [`config`] | each plugin's configuration values, checked against a version's config schema |
@@ -55,6 +55,18 @@ pub const GUARD: &str = "shopmesh-guard";
 /// The durable JetStream consumer of plugin `plugin` (shared by every host).
 pub fn durable_name(plugin: &str) -> String {
     format!("plugin-{plugin}")
+}
+
+/// Why `name` cannot name a plugin, if it cannot. A name becomes a durable consumer's
+/// ([`durable_name`]: no dots, spaces or wildcards), an object of the fleet's registry and a
+/// segment of the admin API's paths, so it keeps to what all three take; and the guard's
+/// name is taken (its consumer and dead letters are filed under it). Checked wherever a name
+/// comes in: a loaded component's manifest, the grants API, `shopmesh plugin new`.
+pub fn name_refusal(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Some(format!("a plugin name is 1 to 64 letters, digits, dashes and underscores: {name:?}"));
+    }
+    (name == GUARD).then(|| format!("{GUARD:?} is the host's own guard, not a plugin name"))
 }
 
 #[derive(Debug, Clone)]

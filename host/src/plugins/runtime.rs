@@ -22,9 +22,9 @@ use super::{reads::{Parts, Snapshot}, subjects};
 
 // The contract's types, re-exported: what a plugin returns and reads is part of the runtime's API.
 pub use super::wit::{
-    shop, AddPoints, AppendLog, Capability, Coupon, Effect, Event, Goods, LogKind, LogLevel, Manifest, Order, OrderCancelled,
+    capability_name, capability_named, shop, AddPoints, AppendLog, Capability, Coupon, Effect, Event, Goods, LogKind, LogLevel, Manifest, Order, OrderCancelled,
     OrderConfirmed, PaySucceeded, Payload, Plugin, PluginError, PluginPre, RefundBalance, ReleaseCoupon, RestoreStock, Step,
-    StepAction, StepRecord, User,
+    StepAction, StepRecord, User, CAPABILITIES,
 };
 use super::wit::shop::plugin::types as wit;
 
@@ -59,25 +59,6 @@ impl Default for Limits {
     }
 }
 
-/// Every capability, as the WIT spells it.
-pub const CAPABILITIES: [(Capability, &str); 5] = [
-    (Capability::RestoreStock, "restore-stock"),
-    (Capability::ReleaseCoupon, "release-coupon"),
-    (Capability::RefundBalance, "refund-balance"),
-    (Capability::AddPoints, "add-points"),
-    (Capability::AppendLog, "append-log"),
-];
-
-/// A capability as the WIT spells it.
-pub fn capability_name(c: Capability) -> &'static str {
-    CAPABILITIES.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).expect("every capability has a name")
-}
-
-/// The capability the WIT spells `name`.
-pub fn capability_named(name: &str) -> Option<Capability> {
-    CAPABILITIES.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
@@ -90,6 +71,8 @@ pub enum LoadError {
     Manifest(String),
     #[error("manifest name {found:?} does not match the plugin name {expected:?}")]
     NameMismatch { expected: String, found: String },
+    #[error("manifest name: {0}")]
+    BadName(String),
     #[error("declares capability {}, which is not allowed for this plugin", capability_name(*.0))]
     CapabilityNotAllowed(Capability),
     #[error("subjects {subjects:?}: {why}")]
@@ -292,6 +275,9 @@ impl Runtime {
             .map_err(|e| LoadError::Manifest(format!("{e:#}")))?;
         if let Some(name) = expected.filter(|name| *name != manifest.name) {
             return Err(LoadError::NameMismatch { expected: name.into(), found: manifest.name });
+        }
+        if let Some(why) = super::name_refusal(&manifest.name) {
+            return Err(LoadError::BadName(why));
         }
         let granted = grants_of(&manifest.name);
         if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {

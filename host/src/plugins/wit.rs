@@ -17,3 +17,22 @@ pub use shop::plugin::types::{
     OrderConfirmed, PaySucceeded, Payload, RefundBalance, ReleaseCoupon, RestoreStock, Step,
     StepAction, StepRecord, User,
 };
+
+/// Every capability, as the WIT spells it.
+pub const CAPABILITIES: [(Capability, &str); 5] = [
+    (Capability::RestoreStock, "restore-stock"),
+    (Capability::ReleaseCoupon, "release-coupon"),
+    (Capability::RefundBalance, "refund-balance"),
+    (Capability::AddPoints, "add-points"),
+    (Capability::AppendLog, "append-log"),
+];
+
+/// A capability as the WIT spells it.
+pub fn capability_name(c: Capability) -> &'static str {
+    CAPABILITIES.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).expect("every capability has a name")
+}
+
+/// The capability the WIT spells `name`.
+pub fn capability_named(name: &str) -> Option<Capability> {
+    CAPABILITIES.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
+}
