@@ -78,7 +78,7 @@ pub async fn prepare_pays(shop: &Shop, count: usize) -> anyhow::Result<Events> {
     let (goods, user) = customer(shop, count, Money::ZERO).await?;
     prepare(shop, count, "shop.pay.success", || async {
         let order = shop.place_order(order_of(user, goods, None, "0")?).await?;
-        let pay = shop.create_payment(CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?;
+        let pay = shop.create_payment(CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?.into_inner();
         shop.payment_callback(PaymentNotice { pay_id: pay.pay_id, pay_amount: pay.pay_amount, is_paid: 2 }).await?;
         Ok(())
     })

@@ -241,7 +241,7 @@ async fn unpaid_payments(shop: &Arc<Shop>, count: usize) -> anyhow::Result<Vec<P
     let made = stream::iter(0..count)
         .map(|_| async {
             let order = shop.place_order(order_of(user.user_id, goods.goods_id, None, "0")?).await?;
-            Ok::<_, anyhow::Error>(shop.create_payment(CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?)
+            Ok::<_, anyhow::Error>(shop.create_payment(CreatePayment { order_id: order.order_id, pay_amount: order.pay_amount }).await?.into_inner())
         })
         .buffer_unordered(1)
         .collect::<Vec<_>>()

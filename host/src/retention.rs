@@ -67,12 +67,15 @@ pub async fn run(db: Db, client: async_nats::Client, metrics: Arc<Metrics>, keep
             tracing::debug!(?stream_keeps, "inbox rows kept as long as stream SHOP keeps events");
         }
         match prune_once(&db, keep, stream_keeps).await {
-            Ok(pruned) if pruned.iter().any(|(_, n)| *n > 0) => {
+            Ok(pruned) => {
+                // Zeros counted too: each table's series is there from the first pass, so a
+                // dashboard shows 0 rather than no data.
                 pruned.iter().for_each(|(table, n)| metrics.pruned(table, *n));
                 let pruned: Vec<String> = pruned.iter().filter(|(_, n)| *n > 0).map(|(t, n)| format!("{t}: {n}")).collect();
-                tracing::info!(rows = %pruned.join(", "), "pruned rows past retention");
+                if !pruned.is_empty() {
+                    tracing::info!(rows = %pruned.join(", "), "pruned rows past retention");
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
         }
         tokio::select! {

@@ -45,7 +45,7 @@ async fn help_and_version_start_nothing_and_a_bad_flag_is_one_line() {
     assert_eq!(missing.status.code(), Some(2));
     let err = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("not provided: --plugin <PLUGIN>"), "names what is missing: {err}");
+    assert!(err.contains("not provided: --plugin <PLUGIN>") && err.contains("(see shopmesh replay --help)"), "names what is missing, and whose help: {err}");
     let bare = shopmesh(&[], data.path());
     assert_eq!(bare.status.code(), Some(2), "a bare shopmesh starts nothing either");
     assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
@@ -82,6 +82,7 @@ async fn bad_bodies_name_the_field_and_change_nothing(backend: Backend) {
         ("no address", Box::new(|o| { o.as_object_mut().unwrap().remove("address"); }), "address: required"),
         ("no quantity", Box::new(|o| { o.as_object_mut().unwrap().remove("goods_number"); }), "goods_number: required, an integer"),
         ("a quantity as text", Box::new(|o| { o["goods_number"] = json!("1"); }), "goods_number: must be an integer"),
+        ("a quantity past 63 bits", Box::new(|o| { o["goods_number"] = json!(u64::MAX); }), "goods_number: must be an integer; the one given is out of range"),
         ("a price as a number", Box::new(|o| { o["goods_price"] = json!(20.0); }), "goods_price: must be an amount as a decimal string"),
         ("a bad id", Box::new(|o| { o["user_id"] = json!("12x"); }), "user_id: must be an id as a string of 1 to 19 digits"),
         ("an optional field as null", Box::new(|o| { o["coupon_id"] = json!(null); }), "or left out (not null)"),

@@ -75,6 +75,10 @@ async fn dry_run_of_the_active_version_is_all_same(backend: Backend) {
     let edged = replay(&app, edges).await;
     assert_eq!((&edged["state"], &edged["total"], &edged["processed"]), (&json!("done"), &json!(3), &json!(3)), "{edged}");
     assert_eq!(edged["subjects"], json!(["shop.pay.success"]), "{edged}");
+    // A while with no events since (a `--since` over an idle hour) is an empty replay.
+    let now = shopmesh::timestamp::Timestamp(shopmesh::ids::now_ms()).to_string();
+    let quiet = replay(&app, json!({"plugin": "points", "mode": "dry-run", "from_time": now})).await;
+    assert_eq!((&quiet["state"], &quiet["total"], &quiet["processed"]), (&json!("done"), &json!(0), &json!(0)), "{quiet}");
 }
 
 async fn a_staged_version_with_another_rate_changes_every_event(backend: Backend) {
@@ -198,6 +202,30 @@ async fn live_processing_goes_on_during_a_replay(backend: Backend) {
     assert!(ended["processed"].as_i64().unwrap() < 15, "{ended}");
     let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
     assert_eq!(list[0]["replay_id"], slow_id.as_str(), "newest first");
+
+    // Ctrl-C on the CLI cancels its replay on the host, which would otherwise run on.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["replay", "--plugin", "points", "--max-rate", "1", "--host", &app.address])
+        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    let cli_id = wait_for("the CLI's replay", Duration::from_secs(10), || async {
+        let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
+        list[0]["replay_id"].as_str().filter(|id| *id != slow_id).map(str::to_owned)
+    })
+    .await;
+    let pid = cli.id().expect("the CLI runs").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    let out = cli.wait_with_output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "cancelled: {err}");
+    assert!(err.contains(&format!("Ctrl-C: cancelling replay {cli_id} on the host")), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("state cancelled"), "{err}");
+    let ended = finished(&app, &cli_id).await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    assert!(ended["processed"].as_i64().unwrap() < 15, "{ended}");
 }
 
 async fn bad_requests_start_nothing(backend: Backend) {
@@ -212,12 +240,15 @@ async fn bad_requests_start_nothing(backend: Backend) {
         (json!({"plugin": "points", "mode": "dry-run", "from_seq": 5, "to_seq": 2}), 400, "SHOP_REPLAY_RANGE_INVALID"),
         (json!({"plugin": "points", "mode": "dry-run", "to_seq": 1_000_000}), 400, "SHOP_REPLAY_RANGE_INVALID"),
         (json!({"plugin": "points", "mode": "dry-run", "from_time": "2001-01-01T00:00:00Z", "to_time": "2001-01-02T00:00:00Z"}), 400, "SHOP_REPLAY_RANGE_INVALID"),
+        (json!({"plugin": "points", "mode": "dry-run", "from_time": "2999-01-01T00:00:00Z"}), 400, "SHOP_REPLAY_RANGE_INVALID"),
         (json!({"plugin": "points", "mode": "rewind"}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
         (json!({"plugin": "points", "mode": "dry-run", "subjects": ["shop.order.cancel"]}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
     ] {
         let reply = app.admin(Method::POST, "/api/admin/replays", Some(&body)).await;
         assert_eq!((reply.status, reply.code()), (status, code), "{body}: {:?}", reply.body);
     }
+    let future = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "from_time": "2999-01-01T00:00:00Z"}))).await;
+    assert!(future.body["message"].as_str().unwrap().contains("from_time 2999-01-01T00:00:00") && future.body["message"].as_str().unwrap().contains("is in the future"), "{:?}", future.body);
     let beyond = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "to_seq": 1_000_000}))).await;
     assert!(beyond.body["message"].as_str().unwrap().contains("stream SHOP holds sequences 1..="), "{:?}", beyond.body);
     assert_eq!(app.admin(Method::GET, "/api/admin/replays", None).await.body, json!([]), "nothing was started");

@@ -39,6 +39,19 @@ async fn rows_past_retention_go_and_nothing_else(backend: Backend) {
         s.retention_interval = Duration::from_millis(200);
     })
     .await;
+    // Counted for operators, per table, from the first pass on (0 until a row goes).
+    let deleted = |scrape: &str, table: &str| {
+        let series = format!("shopmesh_retention_deleted_rows_total{{table=\"{table}\"}} ");
+        scrape.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse::<i64>().ok())
+    };
+    let scrape = wait_for("the first pass's counts", Duration::from_secs(10), || async {
+        let scrape = app.http.get(format!("{}/metrics", app.address)).send().await.ok()?.text().await.ok()?;
+        deleted(&scrape, "shop_order_request").is_some().then_some(scrape)
+    })
+    .await;
+    for table in ["trade_mq_producer_temp", "trade_mq_consumer_log", "shop_dead_letter", "shop_replay", "shop_order_request"] {
+        assert_eq!(deleted(&scrape, table), Some(0), "{table}: {scrape}");
+    }
     // Two paid orders; the first came with an idempotency key.
     let fx = app.fixture(5, "150.00", "0.00", None).await;
     let key = [("idempotency-key", "first-order".to_string())];
@@ -118,11 +131,7 @@ async fn rows_past_retention_go_and_nothing_else(backend: Backend) {
     assert_eq!(app.count("trade_mq_consumer_log", "").await, inbox - first_inbox + 1, "the aged inbox rows but the dead-lettered event's");
     assert_eq!(app.count("trade_mq_consumer_log", &format!("group_name = 'points' AND msg_key = '{paid_event}'")).await, 1);
     assert_eq!(app.count("shop_replay_event", "").await, app.count("shop_replay_event", &format!("replay_id = {new_replay}")).await);
-    // Counted for operators, per table (once the pass that deleted them has ended).
-    let deleted = |scrape: &str, table: &str| {
-        let series = format!("shopmesh_retention_deleted_rows_total{{table=\"{table}\"}} ");
-        scrape.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.parse::<i64>().ok())
-    };
+    // Counted (once the pass that deleted them has ended).
     let scrape = wait_for("the pass's counts", Duration::from_secs(10), || async {
         let scrape = app.http.get(format!("{}/metrics", app.address)).send().await.ok()?.text().await.ok()?;
         (deleted(&scrape, "shop_order_request") == Some(1)).then_some(scrape)

@@ -114,7 +114,21 @@ async fn lookups_and_admin(backend: Backend) {
     let bad = app.get("/api/goods/not-a-number").await;
     assert_eq!((bad.status, bad.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"));
     let said = bad.body["message"].as_str().unwrap();
-    assert!(said.contains("in the path: ") && !said.contains("param0"), "not the framework's internal name: {said}");
+    assert!(said.contains("in the path: not an id") && !said.contains("param0"), "not the framework's internal name: {said}");
+    // Query and header parameters are named with what they expect, not the framework's words.
+    for (path, headers, expected) in [
+        ("/api/admin/replays/1/events?outcome=bogus", vec![], "outcome: must be one of same, changed, new, failed, applied, skipped"),
+        ("/api/admin/replays/1/events?limit=0", vec![], "limit: must be at least 1"),
+        ("/api/admin/replays/1/events?after=abc", vec![], "after: must be an integer"),
+        ("/api/orders", vec![("Idempotency-Key", "bad key!".to_string())], "Idempotency-Key: must match ^[A-Za-z0-9_-]{1,64}$"),
+    ] {
+        let method = if path == "/api/orders" { reqwest::Method::POST } else { reqwest::Method::GET };
+        let mut headers = headers;
+        headers.push(("authorization", format!("Bearer {}", crate::helpers::ADMIN_TOKEN)));
+        let r = app.request(method, path, Some(&json!({})), &headers).await;
+        assert_eq!((r.status, r.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"), "{path}: {:?}", r.body);
+        assert_eq!(r.body["message"], format!("request parameter invalid: {expected}"), "{path}");
+    }
 
     for path in ["/api/admin/goods", "/api/admin/users", "/api/admin/coupons"] {
         let r = app.post(path, &json!({})).await;

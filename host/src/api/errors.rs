@@ -180,12 +180,17 @@ pub fn from_request_error<T: From<ApiError>>(err: poem::Error) -> T {
     }
 }
 
-/// What a request the framework could not take says: a path parameter by its place, not by
-/// poem-openapi's internal name for it (`param0`).
+/// What a request the framework could not take says: a parameter by its name and what it
+/// expects ([`super::params`]); a path parameter by its place, not by poem-openapi's
+/// internal name for it (`param0`).
 pub fn rejected(err: &poem::Error) -> String {
-    match err.downcast_ref::<poem_openapi::error::ParsePathError>() {
-        Some(path) => format!("in the path: {}", path.reason),
-        None => err.to_string(),
+    use poem_openapi::error::{ParseParamError, ParsePathError};
+    if let Some(path) = err.downcast_ref::<ParsePathError>() {
+        super::params::said("in the path", &path.reason)
+    } else if let Some(param) = err.downcast_ref::<ParseParamError>() {
+        super::params::said(param.name, &param.reason)
+    } else {
+        err.to_string()
     }
 }
 

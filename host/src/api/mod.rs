@@ -10,6 +10,7 @@ pub mod limits;
 mod metrics;
 mod observe;
 pub mod errors;
+mod params;
 mod payments;
 mod plugins;
 mod replays;
@@ -26,7 +27,7 @@ pub use admin::AdminToken;
 pub use health::Probes;
 pub use payments::CallbackSecret;
 
-use crate::{metrics::Metrics, plugins::PluginHost, replay::runner::Replays, shop::Shop};
+use crate::{metrics::Metrics, plugins::PluginHost, replay::runner::Replays, shop::{orders::Placed, Shop}};
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -48,6 +49,29 @@ pub enum Created<T: ToJSON + Send> {
     /// Created.
     #[oai(status = 201)]
     Created(Json<T>),
+}
+
+/// What a request that may have been sent before answers: 201 with what it made, or 200 with
+/// what an earlier one made.
+#[derive(Debug, ApiResponse)]
+pub enum Made<T: ToJSON + Send> {
+    /// Made by this request (an order: placed and confirmed).
+    #[oai(status = 201)]
+    New(Json<T>),
+    /// Made before, as it stands now: an order by a request with the same `Idempotency-Key`
+    /// and body (cancelled, if a step of that request failed; see `cancel_reason`); a
+    /// payment, the order's one payment, still unpaid.
+    #[oai(status = 200)]
+    Before(Json<T>),
+}
+
+impl<T: ToJSON + Send> From<Placed<T>> for Made<T> {
+    fn from(placed: Placed<T>) -> Made<T> {
+        match placed {
+            Placed::New(t) => Made::New(Json(t)),
+            Placed::Before(t) => Made::Before(Json(t)),
+        }
+    }
 }
 
 type Apis = (shop::ShopApi, payments::PaymentsApi, admin::AdminApi, plugins::PluginsAdminApi, replays::ReplaysApi, observe::ObserveApi, health::HealthApi);

@@ -5,9 +5,9 @@ use secrecy::{ExposeSecret, SecretString};
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::{Header, Path}, payload::Json};
 
-use super::{ApiTags, Created, errors::api_error, signed::SignedJson, strict::StrictJson};
+use super::{ApiTags, Made, errors::api_error, signed::SignedJson, strict::StrictJson};
 use crate::{
-        ids::{now_ms, Id},
+    ids::{now_ms, Id},
     shop::{
         payments::{CallbackOutcome, CreatePayment, Payment, PaymentNotice},
         Shop, ShopError,
@@ -54,10 +54,10 @@ impl PaymentsApi {
     /// Create a payment
     ///
     /// For a confirmed, unpaid order; the amount must equal the order's pay_amount. An order
-    /// has one payment: asking again returns the same unpaid payment.
+    /// has one payment: asking again answers 200 with the same unpaid payment.
     #[oai(path = "/payments", method = "post", operation_id = "createPayment", tag = "ApiTags::Payments")]
-    async fn create_payment(&self, shop: Data<&Arc<Shop>>, body: StrictJson<CreatePayment>) -> Result<Created<Payment>, PaymentError> {
-        Ok(Created::Created(Json(shop.create_payment(body.0).await?)))
+    async fn create_payment(&self, shop: Data<&Arc<Shop>>, body: StrictJson<CreatePayment>) -> Result<Made<Payment>, PaymentError> {
+        Ok(shop.create_payment(body.0).await?.into())
     }
 
     /// Get a payment

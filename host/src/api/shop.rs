@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, OpenApi, param::{Header, Path}, payload::Json};
+use poem_openapi::{OpenApi, param::{Header, Path}, payload::Json};
 
-use super::{ApiTags, errors::api_error, strict::StrictJson};
+use super::{ApiTags, Made, errors::api_error, strict::StrictJson};
 use crate::{
     ids::Id,
     shop::{
@@ -36,18 +36,6 @@ api_error!(lookups {
     CouponLookupError: 404 "SHOP_COUPON_NO_EXIST": "No such coupon.";
 });
 
-/// What placing an order answers.
-#[derive(Debug, ApiResponse)]
-pub enum OrderPlaced {
-    /// Placed and confirmed.
-    #[oai(status = 201)]
-    Created(Json<Order>),
-    /// Placed before, by a request with the same `Idempotency-Key` and body: that order as it
-    /// stands now (cancelled, if a step of that request failed; see `cancel_reason`).
-    #[oai(status = 200)]
-    PlacedBefore(Json<Order>),
-}
-
 pub struct ShopApi;
 
 #[OpenApi(prefix_path = "/api")]
@@ -66,16 +54,14 @@ impl ShopApi {
     async fn place_order(
         &self,
         shop: Data<&Arc<Shop>>,
-        body: StrictJson<PlaceOrder>,
+        // Before the body: a bad key is said as such, whatever the body.
         #[oai(name = "Idempotency-Key", validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] key: Header<Option<String>>,
-    ) -> Result<OrderPlaced, OrderError> {
+        body: StrictJson<PlaceOrder>,
+    ) -> Result<Made<Order>, OrderError> {
         let Some(key) = key.0 else {
-            return Ok(OrderPlaced::Created(Json(shop.place_order(body.0).await?)));
+            return Ok(Placed::New(shop.place_order(body.0).await?).into());
         };
-        Ok(match shop.place_order_once(body.0, &key).await? {
-            Placed::New(order) => OrderPlaced::Created(Json(order)),
-            Placed::Before(order) => OrderPlaced::PlacedBefore(Json(order)),
-        })
+        Ok(shop.place_order_once(body.0, &key).await?.into())
     }
 
     /// Get an order

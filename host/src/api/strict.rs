@@ -158,7 +158,10 @@ fn check_object(value: &Value, shape: &Shape) -> std::result::Result<(), String>
             Some(Value::Null) => {}
             Some(v) => {
                 if !fits(v, property, pattern.as_ref()) {
-                    return Err(format!("{name}: must be {}", expected()));
+                    // A whole number past 64 bits is an integer too: say why it is not one here.
+                    let huge = property.ty == "integer" && (v.is_u64() && v.as_i64().is_none() || v.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() >= 9.223_372_036_854_775_807e18));
+                    let why = if huge { "; the one given is out of range" } else { "" };
+                    return Err(format!("{name}: must be {}{why}", expected()));
                 }
                 let unfit = items.as_ref().and_then(|i| v.as_array()?.iter().find(|x| !fits(x, i, None)).map(|x| (x, i)));
                 if let Some((item, items)) = unfit {

@@ -146,7 +146,11 @@ pub fn parse() -> Result<Cli, ExitCode> {
             let text = e.to_string();
             let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
             let first = if first.is_empty() { "error: invalid usage".to_owned() } else { first.join(" ") };
-            eprintln!("{first} (see shopmesh --help)");
+            // The help of the (sub)command that was refused: its usage line names it.
+            let command = text.lines().find_map(|l| l.trim().strip_prefix("Usage: ")).map(|usage| {
+                usage.split_whitespace().take_while(|w| !w.starts_with(['[', '<', '-'])).collect::<Vec<_>>().join(" ")
+            });
+            eprintln!("{first} (see {} --help)", command.filter(|c| !c.is_empty()).as_deref().unwrap_or("shopmesh"));
             Err(ExitCode::from(2))
         }
     }

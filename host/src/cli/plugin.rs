@@ -35,12 +35,14 @@ pub enum PluginCommand {
     },
     /// Run the host's load-time checks on a component, offline
     Check {
+        /// The component (.wasm), e.g. what `plugin build` wrote: <name>.wasm
         file: PathBuf,
         #[command(flatten)]
         grants: GrantArgs,
     },
     /// Upload a component to a running host (kept fleet-wide; --activate to run it)
     Upload {
+        /// The component (.wasm), e.g. what `plugin build` wrote: <name>.wasm
         file: PathBuf,
         /// Make it the active version at once (default: only keep it, staged)
         #[arg(long)]
@@ -50,6 +52,7 @@ pub enum PluginCommand {
     },
     /// Stage a component on a running host and dry-run it over history: what would change
     Try {
+        /// The component (.wasm), e.g. what `plugin build` wrote: <name>.wasm
         file: PathBuf,
         /// Events of the last while (default: the whole stream)
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

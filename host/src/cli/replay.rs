@@ -9,6 +9,10 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
 
 use super::client::{Client, HostArgs};
 use crate::timestamp::Timestamp;
@@ -104,10 +108,11 @@ impl ReplayArgs {
 /// Runs `shopmesh replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
+    let interrupted = on_interrupt()?;
     let started: Value = client.post_json("/api/admin/replays", &args.request()).await.context("starting the replay")?;
     let id = started["replay_id"].as_str().context("the host answered without a replay_id")?.to_owned();
     eprintln!(
-        "replay {id}: {} {} of {} (sequences {}..={}, {} event{}) on {}",
+        "replay {id}: {} of {} {} (sequences {}..={}, {} event{}) on {}",
         started["mode"].as_str().unwrap_or_default(),
         started["plugin"].as_str().unwrap_or_default(),
         started["version"].as_str().unwrap_or_default(),
@@ -117,7 +122,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if started["total"] == 1 { "" } else { "s" },
         client.base()
     );
-    let replay = follow(&client, &id, started["total"].as_u64().unwrap_or(0)).await?;
+    let replay = follow(&client, &id, started["total"].as_u64().unwrap_or(0), interrupted).await?;
     let summary = &replay["summary"];
     super::print(&format!(
         "state {}  processed {}/{}\nsame {}  changed {}  new {}  failed {}  applied {}  skipped {}\n",
@@ -149,8 +154,27 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Polls the replay until it ends, drawing its progress.
-async fn follow(client: &Client, id: &str, total: u64) -> anyhow::Result<Value> {
+/// Ctrl-C from before the replay starts: the first, while the replay is followed, is told
+/// to [`follow`], which asks the host to cancel it (a replay outlives the command that started
+/// it, and an `--apply` backfill its user thought stopped would go on); any other, or one once
+/// nothing follows, ends the command at once (exit 130), as Ctrl-C does anywhere.
+fn on_interrupt() -> anyhow::Result<watch::Receiver<bool>> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let (told, interrupted) = watch::channel(false);
+    tokio::spawn(async move {
+        while interrupt.recv().await.is_some() {
+            if *told.borrow() || told.receiver_count() == 0 {
+                std::process::exit(130);
+            }
+            told.send_replace(true);
+        }
+    });
+    Ok(interrupted)
+}
+
+/// Polls the replay until it ends, drawing its progress; after a Ctrl-C, cancels it first.
+async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::Receiver<bool>) -> anyhow::Result<Value> {
+    let mut cancelling = false;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}  {msg}")
@@ -165,7 +189,17 @@ async fn follow(client: &Client, id: &str, total: u64) -> anyhow::Result<Value> 
             bar.finish();
             return Ok(replay);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if *interrupted.borrow_and_update() && !cancelling {
+            cancelling = true;
+            // Not `bar.println`: it prints nothing when stderr is not a terminal.
+            bar.suspend(|| eprintln!("Ctrl-C: cancelling replay {id} on the host (Ctrl-C again to leave at once)"));
+            let _: Value = client.call(reqwest::Method::DELETE, &format!("/api/admin/replays/{id}"), None, false).await.context("cancelling the replay")?;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = interrupted.changed() => {}
+        }
     }
 }
 

@@ -25,15 +25,16 @@ fn one_line(e: &figment::Error) -> String {
         kind => kind.to_string(),
     };
     let key = if e.path.is_empty() || matches!(e.kind, Kind::UnknownField(..)) { String::new() } else { format!(" for {}", e.path.join(".")) };
-    let layer = e.metadata.as_ref().map(layer).unwrap_or_default();
+    let layer = e.metadata.as_ref().map(|md| layer(md, e)).unwrap_or_default();
     format!("{what}{key}{layer}").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Where a value was read: ` in shopmesh.toml (TOML file)`, ` in `SHOPMESH_` environment variable(s)`.
-fn layer(md: &figment::Metadata) -> String {
+/// Where a value was read: ` in shopmesh.toml (TOML file)`, ` (set by SHOPMESH_RELAY_POLL)`.
+fn layer(md: &figment::Metadata, e: &figment::Error) -> String {
     match &md.source {
         Some(source) => format!(" in {source} ({})", md.name),
-        None => format!(" in {}", md.name),
+        None if e.path.is_empty() => format!(" in the {}", md.name),
+        None => format!(" (set by {})", md.interpolate(e.profile.as_ref().unwrap_or(&figment::Profile::Default), &e.path)),
     }
 }
 

@@ -6,15 +6,17 @@
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use figment::{
-    providers::{Env, Format, Toml},
-    Figment,
+    providers::{Format, Toml},
+    Figment, Profile,
 };
 use secrecy::SecretString;
 use serde::{de, Deserialize, Deserializer};
 
 use crate::{shop::fault::Fault, store::SqliteSync};
 
+mod env;
 mod errors;
+use env::EnvVars;
 pub use errors::ConfigError;
 
 /// Development defaults: fine on a laptop, refused nowhere, warned about at start.
@@ -232,20 +234,16 @@ impl PluginConfig {
 impl Settings {
     /// Defaults, then `file` (if any), then the environment.
     pub fn load(file: Option<&str>) -> Result<Settings, ConfigError> {
-        Settings::read(Settings::figment(file, Env::prefixed("SHOPMESH_"))).map_err(|e| ConfigError::Load(Box::new(e)))
+        Settings::read(Settings::figment(file, EnvVars::of_process())).map_err(|e| ConfigError::Load(Box::new(e)))
     }
 
     /// The settings the layers give, with how each was set.
     fn read(figment: Figment) -> Result<Settings, figment::Error> {
         let mut settings: Settings = figment.extract()?;
+        // The file, or the variable the operator set (a duration's older `…_SECS` name, if that one).
         let origin = |key: &str, md: &figment::Metadata| match &md.source {
             Some(file) => format!("{key} in {file}"),
-            None => {
-                // The variable the operator set: a duration's older `…_SECS` name, if that one.
-                let var = format!("SHOPMESH_{}", key.to_ascii_uppercase());
-                let older = format!("{var}_SECS");
-                if std::env::var_os(&var).is_none() && std::env::var_os(&older).is_some() { older } else { var }
-            }
+            None => md.interpolate(&Profile::Default, &[key]),
         };
         settings.origins = Origins(Settings::KEYS.iter().filter_map(|key| Some((*key, origin(key, figment.find_metadata(key)?)))).collect());
         Ok(settings)
@@ -257,19 +255,12 @@ impl Settings {
         self.origins.0.get(key).cloned().unwrap_or_else(|| key.to_owned())
     }
 
-    /// The layers. Only `SHOPMESH_` variables that name a setting are read (other tools and
-    /// the test harness use the prefix too), and `…_SECS` is the older name of a duration.
-    fn figment(file: Option<&str>, env: Env) -> Figment {
+    /// The layers: the file, then the variables that name a setting (see [`EnvVars`]).
+    fn figment(file: Option<&str>, env: EnvVars) -> Figment {
         let mut figment = Figment::new();
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        let env = env
-            .map(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                key.strip_suffix("_secs").unwrap_or(&key).to_owned().into()
-            })
-            .filter(|key| Settings::KEYS.contains(&key.as_str()));
         figment.merge(env)
     }
 

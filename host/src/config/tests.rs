@@ -2,21 +2,15 @@
 
 use super::*;
 
-/// The layers with `vars` as the whole environment.
+/// The layers with `vars` as the whole environment, and `file` (if any) as shopmesh.toml.
 fn with_env(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, figment::Error> {
-    let mut out = None;
-    figment::Jail::expect_with(|jail| {
-        jail.clear_env();
-        for (k, v) in vars {
-            jail.set_env(k, v);
-        }
-        if let Some(text) = file {
-            jail.create_file("shopmesh.toml", text)?;
-        }
-        out = Some(Settings::read(Settings::figment(file.map(|_| "shopmesh.toml"), Env::prefixed("SHOPMESH_"))));
-        Ok(())
-    });
-    out.expect("the jail ran")
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("shopmesh.toml");
+    if let Some(text) = file {
+        std::fs::write(&path, text).unwrap();
+    }
+    let env = EnvVars::new(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::read(Settings::figment(file.map(|_| path.to_str().unwrap()), env))
 }
 
 #[test]
@@ -36,6 +30,10 @@ fn env_overrides_and_reports_bad_values() {
     assert_eq!(s.nats_url.as_deref(), Some("nats://x:4222"));
     assert_eq!(s.preorder_timeout, Duration::from_millis(1500));
     assert_eq!(s.sweep_interval, Duration::from_millis(250), "the older _SECS name, in seconds");
+    // Both names of one setting: the newer one counts, and is the one named.
+    let both = with_env(None, &[("SHOPMESH_SWEEP_INTERVAL", "0"), ("SHOPMESH_SWEEP_INTERVAL_SECS", "2")]).unwrap();
+    assert_eq!(both.sweep_interval, Duration::ZERO);
+    assert_eq!(both.validate().unwrap_err().to_string(), "sweep_interval must be more than 0 (set by SHOPMESH_SWEEP_INTERVAL)");
 
     let err = with_env(None, &[("SHOPMESH_WORKER_ID", "many")]).unwrap_err();
     assert!(err.to_string().contains("WORKER_ID"), "{err}");
@@ -96,7 +94,9 @@ fn file_rejects_unknown_keys_and_takes_durations() {
     assert!(ConfigError::Load(Box::new(far)).to_string().contains("unknown setting `colour` (the settings are listed in the README)"));
     let bad = with_env(None, &[("SHOPMESH_RELAY_POLL", "soon")]).unwrap_err();
     let said = ConfigError::Load(Box::new(bad)).to_string();
-    assert!(said.contains("for relay_poll in `SHOPMESH_` environment"), "names the setting and the layer: {said}");
+    assert!(said.ends_with("for relay_poll (set by SHOPMESH_RELAY_POLL)"), "names the setting and the variable: {said}");
+    let older = with_env(None, &[("SHOPMESH_RELAY_POLL_SECS", "soon")]).unwrap_err();
+    assert!(ConfigError::Load(Box::new(older)).to_string().ends_with("(set by SHOPMESH_RELAY_POLL_SECS)"));
     let s = with_env(Some("admin_token = 't'\nrelay_batch = 5\nplugin_deadline = '200ms'\nrelay_lease_secs = 2"), &[]).unwrap();
     assert_eq!(s.relay_batch, 5);
     assert_eq!(s.plugin_deadline, Duration::from_millis(200));

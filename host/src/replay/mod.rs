@@ -71,7 +71,8 @@ pub struct ReplayRequest {
     /// Last stream sequence (inclusive); default: the last the stream holds.
     #[oai(validator(minimum(value = "1")))]
     pub to_seq: Option<i64>,
-    /// Events published at or after this time (instead of `from_seq`).
+    /// Events published at or after this time (instead of `from_seq`); after the last
+    /// event, an empty replay; in the future, refused.
     pub from_time: Option<Timestamp>,
     /// Events published at or before this time (instead of `to_seq`).
     pub to_time: Option<Timestamp>,

@@ -57,18 +57,28 @@ pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: 
         )
     };
     let out_of_range = |what: String| Err(ReplayError::Range(format!("{what}; {holds}")));
-    let explicit = req.from_seq.is_some() || req.to_seq.is_some() || req.from_time.is_some() || req.to_time.is_some();
-    if state.messages == 0 {
-        return if explicit { out_of_range("nothing to replay in that range".into()) } else { Ok(Resolved { from_seq: first, to_seq: last, subjects, total: 0 }) };
-    }
     if let (Some(from), Some(to)) = (req.from_time, req.to_time) {
         if from > to {
             return out_of_range(format!("from_time {from} is after to_time {to}"));
         }
     }
+    // A time range that starts after the last event (a `--since 1h` over an idle hour) holds
+    // nothing yet: an empty replay, not an error; unless it starts in the future.
+    if let Some(t) = req.from_time.filter(|t| state.messages == 0 || *t > Timestamp::from(state.last_timestamp)) {
+        if t > Timestamp(crate::ids::now_ms()) {
+            return out_of_range(format!("from_time {t} is in the future"));
+        }
+        if req.from_seq.is_none() && req.to_seq.is_none() {
+            return Ok(Resolved { from_seq: last + 1, to_seq: last, subjects, total: 0 });
+        }
+    }
+    let explicit = req.from_seq.is_some() || req.to_seq.is_some() || req.from_time.is_some() || req.to_time.is_some();
+    if state.messages == 0 {
+        return if explicit { out_of_range("nothing to replay in that range".into()) } else { Ok(Resolved { from_seq: first, to_seq: last, subjects, total: 0 }) };
+    }
     let from_seq = match (req.from_seq, req.from_time) {
         (Some(seq), _) => seq as u64,
-        (None, Some(t)) if t > Timestamp::from(state.last_timestamp) => return out_of_range(format!("from_time {t} is after the last event")),
+        (None, Some(t)) if t > Timestamp::from(state.last_timestamp) => last + 1,
         (None, Some(t)) => last + 1 - pending(stream, DeliverPolicy::ByStartTime { start_time: t.into() }, &[]).await?,
         (None, None) => first,
     };

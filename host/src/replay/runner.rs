@@ -92,7 +92,7 @@ impl Replays {
             host: &self.name,
         };
         store::insert(&self.host.shop().db, &new).await?;
-        tracing::info!(replay = %id, plugin = %plugin.name, version = plugin.version(), mode = ?req.mode, from = range.from_seq, to = range.to_seq, total = range.total, %requested_by, "replay started");
+        tracing::info!(replay = %id, plugin = %plugin.name, version = plugin.version(), mode = store::mode_str(req.mode), from = range.from_seq, to = range.to_seq, total = range.total, %requested_by, "replay started");
         let this = self.clone();
         tokio::spawn(async move {
             let (state, error) = match this.run(id, &plugin, req.mode, req.max_rate, &range).await {
@@ -103,7 +103,11 @@ impl Replays {
             if let Err(e) = store::finish(&this.host.shop().db, id, state, error.as_deref()).await {
                 tracing::error!(replay = %id, error = %e, "could not record the end of a replay");
             }
-            tracing::info!(replay = %id, ?state, error = error.as_deref().unwrap_or(""), "replay ended");
+            let state = store::state_str(state);
+            match error {
+                Some(error) => tracing::warn!(replay = %id, state, %error, "replay ended"),
+                None => tracing::info!(replay = %id, state, "replay ended"),
+            }
         });
         self.get(id).await
     }

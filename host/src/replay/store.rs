@@ -37,7 +37,7 @@ pub struct EventRow {
     pub reason: Option<String>,
 }
 
-fn mode_str(mode: Mode) -> &'static str {
+pub fn mode_str(mode: Mode) -> &'static str {
     match mode {
         Mode::DryRun => "dry-run",
         Mode::Apply => "apply",
@@ -55,7 +55,7 @@ const OUTCOMES: [(Outcome, &str); 6] = [
     (Outcome::Skipped, "skipped"),
 ];
 
-fn state_str(state: State) -> &'static str {
+pub fn state_str(state: State) -> &'static str {
     STATES.iter().find(|(s, _)| *s == state).map(|(_, t)| *t).expect("every state has a name")
 }
 

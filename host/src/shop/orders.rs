@@ -77,13 +77,22 @@ pub const STATUS_CANCELLED: i64 = 2;
 
 entity!(Order, "trade_order", order_id, OrderNotFound);
 
-/// What a keyed request got.
-pub enum Placed {
-    /// Placed by this request.
-    New(Order),
-    /// Placed by an earlier request with the same key, as it stands now (confirmed, paid,
-    /// or cancelled when a step of that request failed).
-    Before(Order),
+/// What a request that may have been sent before got: an order (by its key), a payment.
+pub enum Placed<T = Order> {
+    /// Made by this request.
+    New(T),
+    /// Made by an earlier request, as it stands now (an order: confirmed, paid, or
+    /// cancelled when a step of that request failed).
+    Before(T),
+}
+
+impl<T> Placed<T> {
+    /// What was made, by whichever request.
+    pub fn into_inner(self) -> T {
+        match self {
+            Placed::New(t) | Placed::Before(t) => t,
+        }
+    }
 }
 
 impl Shop {

@@ -5,7 +5,7 @@
 use poem_openapi::{Enum, Object};
 use sqlx::Row;
 
-use super::{orders::{self, Order, STATUS_CONFIRMED}, Shop, ShopError};
+use super::{orders::{self, Order, Placed, STATUS_CONFIRMED}, Shop, ShopError};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -68,12 +68,12 @@ entity!(Payment, "trade_pay", pay_id, PaymentNotFound);
 
 impl Shop {
     /// Creates the order's payment, or returns the unpaid one it already has.
-    pub async fn create_payment(&self, req: CreatePayment) -> Result<Payment, ShopError> {
+    pub async fn create_payment(&self, req: CreatePayment) -> Result<Placed<Payment>, ShopError> {
         self.create_payment_as(Id(self.ids.next()), req).await
     }
 
     /// [`create_payment`](Self::create_payment), a new payment taking the id `pay_id`.
-    pub(crate) async fn create_payment_as(&self, pay_id: Id, req: CreatePayment) -> Result<Payment, ShopError> {
+    pub(crate) async fn create_payment_as(&self, pay_id: Id, req: CreatePayment) -> Result<Placed<Payment>, ShopError> {
         let order: Order = self.get(req.order_id).await?;
         if order.pay_status == 2 {
             return Err(ShopError::OrderPayStatusIsPay(order.order_id));
@@ -99,7 +99,7 @@ impl Shop {
         if payment.is_paid == 2 {
             return Err(ShopError::OrderPayStatusIsPay(order.order_id));
         }
-        Ok(payment)
+        Ok(if payment.pay_id == pay_id { Placed::New(payment) } else { Placed::Before(payment) })
     }
 
     /// Applies a payment notice whose signature the API has already verified.
