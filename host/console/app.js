@@ -421,7 +421,7 @@ async function replay(id) {
     document.getElementById("bar").style.width = pct + "%";
     set("progress-text", h("span", { id: "replay-state", dataset: { state: r.state } }, r.state), ` · ${r.processed} of ${r.total} events (${pct}%)`,
       r.error ? h("span", { class: "error" }, ` · ${r.error}`) : "");
-    set("replay-head", h("p", {}, `${r.mode} of `, h("a", { href: `/console/plugins/${r.plugin}` }, r.plugin), ` version ${r.version}, sequences ${r.from_seq}–${r.to_seq}`,
+    set("replay-head", h("p", {}, `${r.mode} of `, h("a", { href: `/console/plugins/${r.plugin}` }, r.plugin), ` version ${r.version}, ` + (r.total ? `sequences ${r.from_seq}–${r.to_seq}` : "no events in that range"),
       r.subjects.length ? `, subjects ${r.subjects.join(", ")}` : "", r.max_rate ? `, at most ${r.max_rate} ev/s` : "", ` · by ${r.requested_by}`, " ",
       r.state === "running" ? h("button", { id: "cancel", class: "danger", onclick: () => act(`Cancel replay ${id}?`, async () => { await api("DELETE", `/api/admin/replays/${seg(id)}`); await draw(); }) }, "Cancel") : ""));
     set("summary", Object.entries(r.summary).map(([k, v]) => h("div", { class: "card", dataset: { outcome: k } }, h("div", { class: "muted" }, k), h("div", { class: "big" }, v))));

@@ -9,6 +9,8 @@ use crate::{ids::Id, money::Money};
 pub const SUBJECT_ORDER_CANCEL: &str = "shop.order.cancel";
 pub const SUBJECT_ORDER_CONFIRMED: &str = "shop.order.confirmed";
 pub const SUBJECT_PAY_SUCCESS: &str = "shop.pay.success";
+/// Every subject the shop publishes an event on.
+pub const SUBJECTS: [&str; 3] = [SUBJECT_ORDER_CANCEL, SUBJECT_ORDER_CONFIRMED, SUBJECT_PAY_SUCCESS];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CloudEvent<T> {

@@ -242,6 +242,9 @@ async fn logs_are_plain_in_a_file_and_json_on_request() {
                 let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 assert!(v["level"].is_string() && v["message"].is_string() || v["fields"].is_object(), "{line}");
             }
+            // A request's duration is a number, for a log shipper to sum and compare.
+            let request = logs.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["path"] == "/api/goods/42").expect("the request's line");
+            assert!(request["ms"].is_f64(), "{request}");
         }
         drop(host);
     }

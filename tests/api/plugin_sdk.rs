@@ -76,6 +76,10 @@ fn plugin_new_refuses_a_name_a_crate_cannot_carry() {
     assert_eq!(outside.status.code(), Some(1), "{outside:?}");
     assert!(String::from_utf8_lossy(&outside.stderr).contains(r#"--on: "pay.success" is not a subject of stream SHOP"#), "{outside:?}");
     assert!(!folder.path().join("vip3-bonus").exists(), "nothing written");
+    // And a subject no event of the shop travels on: a plugin that would never run.
+    let typo = shopmesh(&["plugin", "new", "vip3-bonus", "--on", "shop.pay.sucess"], folder.path());
+    assert_eq!(typo.status.code(), Some(1), "{typo:?}");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains(r#"--on: "shop.pay.sucess" reads none of the shop's events"#), "{typo:?}");
     ok(&shopmesh(&["plugin", "new", "vip2-bonus", "--on", "shop.pay.success"], folder.path()));
     assert!(folder.path().join("vip2-bonus/src/lib.rs").exists());
 }

@@ -55,12 +55,10 @@ pub enum Created<T: ToJSON + Send> {
 /// what an earlier one made.
 #[derive(Debug, ApiResponse)]
 pub enum Made<T: ToJSON + Send> {
-    /// Made by this request (an order: placed and confirmed).
+    /// Made by this request.
     #[oai(status = 201)]
     New(Json<T>),
-    /// Made before, as it stands now: an order by a request with the same `Idempotency-Key`
-    /// and body (cancelled, if a step of that request failed; see `cancel_reason`); a
-    /// payment, the order's one payment, still unpaid.
+    /// Made by an earlier request, as it stands now (see the operation's description).
     #[oai(status = 200)]
     Before(Json<T>),
 }

@@ -18,6 +18,7 @@ pub fn said(name: &str, reason: &str) -> String {
     let plain = match what.strip_prefix("verification failed. ") {
         Some(validator) => rule(validator),
         None if what.ends_with("expects an input value.") => "required".to_owned(),
+        None if ty.starts_with("integer") && what.contains("too large") => "must be an integer; the one given is out of range".to_owned(),
         None if ty.starts_with("integer") => "must be an integer".to_owned(),
         None if ty == "boolean" => "must be true or false".to_owned(),
         None => match values_of(ty) {
@@ -72,6 +73,7 @@ mod tests {
             (r#"failed to parse "Outcome": Expect a valid enumeration value. (occurred while parsing "optional_Outcome")"#, "after: must be one of same, changed, new, failed, applied, skipped"),
             (r#"failed to parse "Id": not an id: "abc""#, r#"after: not an id: "abc""#),
             (r#"Type "integer_int64" expects an input value."#, "after: required"),
+            (r#"failed to parse "integer_int64": number too large to fit in target type (occurred while parsing "optional_integer_int64")"#, "after: must be an integer; the one given is out of range"),
         ];
         for (reason, expected) in cases {
             assert_eq!(said("after", reason), expected, "{reason}");

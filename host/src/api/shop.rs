@@ -49,7 +49,8 @@ impl ShopApi {
     ///
     /// With an `Idempotency-Key` (1 to 64 letters, digits, `-` or `_`; one per order the
     /// client means to place), sending the request again, after a timeout say, answers 200
-    /// with the order the first one placed instead of placing another.
+    /// with the order the first one placed instead of placing another, as it stands now
+    /// (cancelled, if a step of that request failed; see `cancel_reason`).
     #[oai(path = "/orders", method = "post", operation_id = "placeOrder", tag = "ApiTags::Orders")]
     async fn place_order(
         &self,

@@ -111,15 +111,15 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let interrupted = on_interrupt()?;
     let started: Value = client.post_json("/api/admin/replays", &args.request()).await.context("starting the replay")?;
     let id = started["replay_id"].as_str().context("the host answered without a replay_id")?.to_owned();
+    let range = match started["total"].as_u64().unwrap_or(0) {
+        0 => "no events in that range".to_owned(),
+        total => format!("sequences {}..={}, {total} event{}", started["from_seq"], started["to_seq"], if total == 1 { "" } else { "s" }),
+    };
     eprintln!(
-        "replay {id}: {} of {} {} (sequences {}..={}, {} event{}) on {}",
+        "replay {id}: {} of {} {} ({range}) on {}",
         started["mode"].as_str().unwrap_or_default(),
         started["plugin"].as_str().unwrap_or_default(),
         started["version"].as_str().unwrap_or_default(),
-        started["from_seq"],
-        started["to_seq"],
-        started["total"],
-        if started["total"] == 1 { "" } else { "s" },
         client.base()
     );
     let replay = follow(&client, &id, started["total"].as_u64().unwrap_or(0), interrupted).await?;
@@ -163,7 +163,11 @@ fn on_interrupt() -> anyhow::Result<watch::Receiver<bool>> {
     let (told, interrupted) = watch::channel(false);
     tokio::spawn(async move {
         while interrupt.recv().await.is_some() {
-            if *told.borrow() || told.receiver_count() == 0 {
+            if told.receiver_count() == 0 {
+                std::process::exit(130);
+            }
+            if *told.borrow() {
+                eprintln!("\nleft at once: the replay may go on on the host (see GET /api/admin/replays)");
                 std::process::exit(130);
             }
             told.send_replace(true);
@@ -181,24 +185,28 @@ async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::R
             .expect("a valid template")
             .progress_chars("=> "),
     );
+    let path = format!("/api/admin/replays/{id}");
     loop {
-        let replay: Value = client.get(&format!("/api/admin/replays/{id}")).await?;
+        if *interrupted.borrow_and_update() && !cancelling {
+            cancelling = true;
+            // Not `bar.println`: it prints nothing when stderr is not a terminal.
+            bar.suspend(|| eprintln!("Ctrl-C: cancelling replay {id} on the host (Ctrl-C again to leave at once)"));
+            let _: Value = client.call(reqwest::Method::DELETE, &path, None, false).await.context("cancelling the replay")?;
+        }
+        // A Ctrl-C is acted on at once, not after a slow host's answer.
+        let replay: Value = tokio::select! {
+            replay = client.get(&path) => replay?,
+            _ = interrupted.changed(), if !cancelling => continue,
+        };
         bar.set_position(replay["processed"].as_u64().unwrap_or(0));
         bar.set_message(replay["state"].as_str().unwrap_or_default().to_owned());
         if replay["state"] != "running" {
             bar.finish();
             return Ok(replay);
         }
-        if *interrupted.borrow_and_update() && !cancelling {
-            cancelling = true;
-            // Not `bar.println`: it prints nothing when stderr is not a terminal.
-            bar.suspend(|| eprintln!("Ctrl-C: cancelling replay {id} on the host (Ctrl-C again to leave at once)"));
-            let _: Value = client.call(reqwest::Method::DELETE, &format!("/api/admin/replays/{id}"), None, false).await.context("cancelling the replay")?;
-            continue;
-        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = interrupted.changed() => {}
+            _ = interrupted.changed(), if !cancelling => {}
         }
     }
 }

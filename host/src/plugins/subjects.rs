@@ -1,6 +1,9 @@
 //! The subjects a plugin version may ask for. They become its durable consumer's filter
 //! (and a replay's), so they are checked when the version loads: a filter the server would
-//! refuse would otherwise stop the plugin's consumer at its next bind, on every host.
+//! refuse would otherwise stop the plugin's consumer at its next bind, on every host; and
+//! one that no event of the shop travels on would bind and never deliver anything.
+
+use crate::events::SUBJECTS;
 
 /// Why a version's subjects cannot be its consumer's filter.
 pub fn refusal(subjects: &[String]) -> Option<String> {
@@ -9,6 +12,11 @@ pub fn refusal(subjects: &[String]) -> Option<String> {
     }
     if let Some(bad) = subjects.iter().find(|s| !valid(s)) {
         return Some(format!("{bad:?} is not a subject of stream SHOP (shop.<token>…; `*` a whole token, `>` only last)"));
+    }
+    // A typo (`shop.pay.sucess`) would otherwise be a plugin that quietly never runs: the
+    // shop publishes nothing else, and the guard dead-letters any other subject's events.
+    if let Some(idle) = subjects.iter().find(|f| !SUBJECTS.iter().any(|s| overlap(f, s))) {
+        return Some(format!("{idle:?} reads none of the shop's events ({})", SUBJECTS.join(", ")));
     }
     for (i, a) in subjects.iter().enumerate() {
         // nats-server refuses a consumer whose filters overlap (one event, two filters).
@@ -70,7 +78,11 @@ mod tests {
         for (a, b) in [("shop.>", "shop.pay.success"), ("shop.order.*", "shop.order.cancel"), ("shop.pay.success", "shop.pay.success"), ("shop.*.cancel", "shop.order.>")] {
             assert!(check(&[a, b]).is_some_and(|why| why.contains("overlap")), "{a} {b}");
         }
-        assert_eq!(check(&["shop.order.*", "shop.order.cancel.x"]), None, "different depths");
+        assert!(!super::overlap("shop.order.*", "shop.order.cancel.x"), "different depths");
+        for idle in ["shop.pay.sucess", "shop.order.cancel.x", "shop.refund.*"] {
+            let why = check(&["shop.order.cancel", idle]).unwrap_or_default();
+            assert!(why.contains("reads none of the shop's events (shop.order.cancel, shop.order.confirmed, shop.pay.success)"), "{idle}: {why}");
+        }
         assert_eq!(check(&[]), Some("no subjects".into()));
         let filters = ["shop.order.*".to_string(), "shop.pay.success".to_string()];
         assert!(super::reads(&filters, "shop.order.cancel") && super::reads(&filters, "shop.pay.success"));

@@ -122,6 +122,8 @@ pub struct Replay {
     pub total: i64,
     /// Events run so far.
     pub processed: i64,
+    /// The range, inclusive; `from_seq` above `to_seq` when it holds no events (a time range
+    /// after the last event).
     pub from_seq: i64,
     pub to_seq: i64,
     pub subjects: Vec<String>,

@@ -22,6 +22,10 @@ pub struct Resolved {
     pub total: u64,
 }
 
+/// How far ahead of this host's clock a `from_time` may be (the CLI's `--since` is reckoned
+/// on the client's) before it counts as in the future.
+const CLOCKS_DIFFER_MS: i64 = 5_000;
+
 /// Resolves `req` for a plugin version reading `plugin_subjects`.
 pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: &[String]) -> Result<Resolved, ReplayError> {
     let subjects = match &req.subjects {
@@ -62,10 +66,12 @@ pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: 
             return out_of_range(format!("from_time {from} is after to_time {to}"));
         }
     }
-    // A time range that starts after the last event (a `--since 1h` over an idle hour) holds
-    // nothing yet: an empty replay, not an error; unless it starts in the future.
-    if let Some(t) = req.from_time.filter(|t| state.messages == 0 || *t > Timestamp::from(state.last_timestamp)) {
-        if t > Timestamp(crate::ids::now_ms()) {
+    // A time range that starts after the last event (a `--since 1h` over an idle hour, or
+    // over a stream with nothing left) holds nothing yet: an empty replay, not an error;
+    // unless it starts in the future (beyond a few seconds' difference of clocks).
+    let quiet = |t: &Timestamp| if state.messages == 0 { req.to_time.is_none() } else { *t > Timestamp::from(state.last_timestamp) };
+    if let Some(t) = req.from_time.filter(quiet) {
+        if t > Timestamp(crate::ids::now_ms() + CLOCKS_DIFFER_MS) {
             return out_of_range(format!("from_time {t} is in the future"));
         }
         if req.from_seq.is_none() && req.to_seq.is_none() {
