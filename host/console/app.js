@@ -463,7 +463,7 @@ async function order(id) {
           i === 0 ? [h("td", { class: "num", rowspan: handled.length }, e.stream_seq || "—"), h("td", { rowspan: handled.length }, e.subject),
             h("td", { rowspan: handled.length }, h("code", {}, e.event_id)), h("td", { rowspan: handled.length }, fmtTime(e.written_at)),
             h("td", { rowspan: handled.length }, e.published_at ? fmtTime(e.published_at) : badge("in outbox", "warn"))] : [],
-          x ? [h("td", {}, x.plugin), h("td", {}, x.state === "applied" ? badge("applied", "good") : badge(`failing (${x.attempts})`, "bad")),
+          x ? [h("td", {}, x.plugin), h("td", {}, x.state === "applied" ? badge("applied", "good") : x.state === "dismissed" ? badge("dismissed", "warn") : badge(`${x.state} (${x.attempts})`, "bad")),
             h("td", {}, x.version ? h("code", {}, x.version) : "—"), h("td", {}, fmtTime(x.at)),
             h("td", {}, x.effects ? effectsText(x.effects) : (x.remark || "—"))]
             : [h("td", { colspan: 5, class: "muted" }, read(e.subject) ? "no plugin has handled it yet" : "no plugin here reads this subject")]));

@@ -189,7 +189,7 @@ impl Application {
         ));
         tasks.spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone()));
         tasks.spawn(folder::watch(
-                move |name: &str, bytes: &[u8]| from_folder.registry.receive("the plugins folder", name, bytes, true, Default::default()),
+                move |name: &str, bytes: &[u8]| from_folder.registry.receive(crate::plugins::FOLDER, name, bytes, true, Default::default()),
                 settings.plugins_dir.clone(),
                 settings.plugin_watch,
                 signal.clone(),

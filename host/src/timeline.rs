@@ -80,8 +80,13 @@ pub struct TimelineEvent {
 #[oai(rename_all = "lowercase")]
 pub enum HandlingState {
     Applied,
-    /// Failed so far (retrying, or dead-lettered: see the dead letters).
+    /// Failed so far, and being retried.
     Failing,
+    /// Its retries are over: an open dead letter waits for a redrive.
+    #[oai(rename = "dead-lettered")]
+    DeadLettered,
+    /// Its dead letter was dismissed: it will not be applied.
+    Dismissed,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -107,10 +112,20 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
     let records = steps::of_orders(db.pool(), &[order_id.0]).await?;
     let written = outbox::of_order(db, order_id.0).await?;
     let ids: Vec<String> = written.iter().map(|w| w.event_id.to_string()).collect();
+    let dead_letters = dead_letters::of_events(db, &ids).await?;
     let mut handled: HashMap<String, Vec<Handling>> = HashMap::new();
     for h in inbox::of_events(db, &ids).await? {
         let (state, attempts) = match h.state {
-            inbox::State::Failed(n) => (HandlingState::Failing, Some(n)),
+            inbox::State::Failed(n) => {
+                // What became of its dead letter, if its retries are over.
+                let letter = dead_letters.iter().find(|d| d.plugin == h.plugin && d.event_id == h.event_id);
+                let state = match letter {
+                    Some(d) if d.redriven_at.is_none() => HandlingState::DeadLettered,
+                    Some(d) if d.redrive_result.as_deref().is_some_and(|r| r.starts_with("dismissed")) => HandlingState::Dismissed,
+                    _ => HandlingState::Failing,
+                };
+                (state, Some(n))
+            }
             _ => (HandlingState::Applied, None),
         };
         handled.entry(h.event_id).or_default().push(Handling {
@@ -123,7 +138,6 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
             remark: h.remark,
         });
     }
-    let dead_letters = dead_letters::of_events(db, &ids).await?;
     // Which plugin's effect gave each resource back: the applied effect of its kind.
     let giver = |step: Step| {
         let kind = capability_name(match step {

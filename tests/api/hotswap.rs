@@ -133,8 +133,9 @@ async fn swap_under_a_steady_flow(backend: Backend) {
 
 async fn rejected_uploads_leave_the_running_version(backend: Backend) {
     let app = spawn_app_with(backend, with_plugins).await;
-    let cases: [(&str, Vec<u8>, u16, &str, &str); 5] = [
+    let cases: [(&str, Vec<u8>, u16, &str, &str); 6] = [
         ("junk", b"\0asm definitely not".to_vec(), 400, "SHOP_PLUGIN_REJECTED", "not a valid WebAssembly component"),
+        ("nothing", Vec::new(), 400, "SHOP_PLUGIN_REJECTED", "the body is empty"),
         ("capability", component("greedy"), 400, "SHOP_PLUGIN_REJECTED", "refund-balance"),
         ("wrong name", component("stock"), 400, "SHOP_PLUGIN_REJECTED", "does not match"),
         ("imports", component("extra_import"), 400, "SHOP_PLUGIN_REJECTED", "test:extra/clock"),
@@ -148,13 +149,19 @@ async fn rejected_uploads_leave_the_running_version(backend: Backend) {
             assert!(r.body["message"].as_str().unwrap().contains(reason), "{what}: {:?}", r.body);
         }
     }
-    // A manifest name no consumer could be bound for (a dot), uploaded under that name:
-    // refused, and nothing of it kept.
+    // A name no consumer could be bound for (a dot): refused under that name, and nothing
+    // of it kept; and a component whose manifest carries it is refused by the checks.
+    let rule = r#"a plugin name is 1 to 64 letters, digits, dashes and underscores: "vip.bonus""#;
     let dotted = replace_all(&component("vip-bonus"), b"vip-bonus", b"vip.bonus");
-    let r = upload(&app, &app.address, "vip.bonus", dotted).await;
+    let r = upload(&app, &app.address, "vip.bonus", dotted.clone()).await;
     assert_eq!((r.status, r.code()), (400, "SHOP_PLUGIN_REJECTED"), "{:?}", r.body);
-    assert!(r.body["message"].as_str().unwrap().contains(r#"a plugin name is 1 to 64 letters, digits, dashes and underscores: "vip.bonus""#), "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains(rule), "{:?}", r.body);
     assert_eq!(app.admin(reqwest::Method::GET, "/api/admin/plugins/vip.bonus", None).await.status, 404);
+    let file = tempfile::Builder::new().suffix(".wasm").tempfile().unwrap();
+    std::fs::write(file.path(), &dotted).unwrap();
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh")).args(["plugin", "check", "--grant", "add-points"]).arg(file.path()).output().unwrap();
+    assert_eq!(checked.status.code(), Some(1), "{checked:?}");
+    assert!(String::from_utf8_lossy(&checked.stderr).contains(rule), "{checked:?}");
     // A rogue build that reuses a released version number.
     let v2 = upload(&app, &app.address, "points", component("points_v2")).await;
     assert_eq!(v2.status, 200);

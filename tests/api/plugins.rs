@@ -207,6 +207,9 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     assert_eq!(app.count("shop_dead_letter", "redriven_at IS NULL").await, before - 2);
     let twice = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{stray}/dismiss"), None, &auth).await;
     assert_eq!((twice.status, twice.code()), (404, "SHOP_DEAD_LETTER_NOT_FOUND"), "{:?}", twice.body);
+    assert!(twice.body["message"].as_str().unwrap().contains(&format!("dead letter {stray} is closed already (dismissed by admin")), "{:?}", twice.body);
+    let none = app.request(reqwest::Method::GET, "/api/admin/dead-letters/42", None, &auth).await;
+    assert_eq!((none.status, none.body["message"].as_str()), (404, Some("dead letter 42 does not exist")), "{:?}", none.body);
     let anonymous = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{malformed}/dismiss"), None, &[]).await;
     assert_eq!(anonymous.status, 401);
 }

@@ -53,6 +53,14 @@ async fn violated(mode: &str, reason: &str, tweak: impl FnOnce(&mut Settings)) {
     assert_eq!(letters[0]["attempts"], MAX_ATTEMPTS, "{mode}");
     let why = letters[0]["reason"].as_str().unwrap();
     assert!(why.contains(reason), "{mode}: reason {why:?} should mention {reason:?}");
+    assert!(!why.contains("backtrace") && !why.contains('\n'), "{mode}: one line, without wasmtime's backtrace: {why:?}");
+    // The order's timeline says its retries are over, not that it is still failing.
+    let letter = app.request(reqwest::Method::GET, &format!("/api/admin/dead-letters/{}", letters[0]["id"].as_str().unwrap()), None, &auth).await.body;
+    let event: serde_json::Value = serde_json::from_str(letter["event"].as_str().unwrap()).unwrap();
+    let order_id = event["data"]["order_id"].as_str().unwrap();
+    let timeline = app.request(reqwest::Method::GET, &format!("/api/admin/orders/{order_id}/timeline"), None, &auth).await.body;
+    let points = timeline["events"].as_array().unwrap().iter().flat_map(|e| e["handled"].as_array().unwrap()).find(|h| h["plugin"] == "points").cloned();
+    assert_eq!(points.as_ref().map(|p| &p["state"]), Some(&json!("dead-lettered")), "{mode}: {timeline}");
     assert_eq!(app.count("trade_mq_consumer_log", &format!("group_name = 'points' AND consumer_status = 2 AND consumer_times = {MAX_ATTEMPTS}")).await, 1);
     assert_eq!(score(&app, &user).await, 0, "{mode}: nothing applied");
 
@@ -124,7 +132,8 @@ async fn trap_obeyed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trap_violated() {
-    violated("trap", "unreachable", |_| {}).await;
+    // The guest's own panic message, as the SDK's panic handler hands it over.
+    violated("trap", "rogue trap", |_| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,7 +136,8 @@ impl ApiFailure for GrantError {
 impl ApiFailure for DeadLetterError {
     fn failure(&self) -> (u16, &'static str) {
         match self {
-            DeadLetterError::NotFound(_) => (404, "SHOP_DEAD_LETTER_NOT_FOUND"),
+            // Closed keeps the 404 it always had: there is no open letter of that id.
+            DeadLetterError::NotFound(_) | DeadLetterError::Closed(..) => (404, "SHOP_DEAD_LETTER_NOT_FOUND"),
             DeadLetterError::Db(_) => INTERNAL,
         }
     }

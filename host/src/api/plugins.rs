@@ -11,6 +11,8 @@ use crate::{
     plugins::{
         dead_letters::{self, DeadLetter, DeadLetterError},
         grants::{CapabilityName, Grant},
+        name_refusal,
+        runtime::{sha256_hex, LoadError},
         InstallError, PluginHost, PluginStatus, Registry, GUARD,
     },
     shop::Shop,
@@ -148,6 +150,14 @@ impl PluginsAdminApi {
         body: Binary<Vec<u8>>,
     ) -> Result<Json<PluginStatus>, UploadError> {
         let activate = activate.0.unwrap_or(true);
+        // A name no plugin can have is refused before anything (a metric label included) is made of it.
+        if let Some(why) = name_refusal(&name.0) {
+            return Err(InstallError::Load(LoadError::BadName(why)).into());
+        }
+        if body.0.is_empty() {
+            return Err(InstallError::Load(LoadError::Compile("the body is empty: send the component's bytes (.wasm)".into())).into());
+        }
+        let again = host.registry.current(&name.0).is_some_and(|active| active.sha256 == sha256_hex(&body.0));
         let staged = host.registry.stage(&name.0, &body.0)?;
         if let Err(e) = host.registry.distribute(&name.0, staged.version(), activate).await {
             if matches!(e, InstallError::Registry(_)) {
@@ -155,7 +165,11 @@ impl PluginsAdminApi {
             }
             return Err(e.into());
         }
-        let action = if activate { "uploaded and activated" } else { "uploaded (staged)" };
+        let action = match (again, activate) {
+            (true, _) => "uploaded again: the active build, nothing changed",
+            (false, true) => "uploaded and activated",
+            (false, false) => "uploaded (staged)",
+        };
         tracing::info!(plugin = %name.0, version = staged.version(), sha256 = %staged.sha256, by = %who(req), "plugin {action}");
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
@@ -270,8 +284,10 @@ impl PluginsAdminApi {
     /// any other result leaves it open. A letter of `shopmesh-guard` (the host's check of
     /// every event) is checked again: `well-formed now` closes it, `still malformed: …` not.
     #[oai(path = "/dead-letters/:id/redrive", method = "post", operation_id = "redriveDeadLetter", tag = "ApiTags::Admin")]
-    async fn redrive(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, id: Path<crate::ids::Id>) -> Result<Json<RedriveResult>, RedriveError> {
+    async fn redrive(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, id: Path<crate::ids::Id>) -> Result<Json<RedriveResult>, RedriveError> {
         let result = host.redrive(id.0).await?;
+        // Who ran it again, and what came of it: a redrive can move points or money.
+        tracing::info!(dead_letter = %id.0, %result, by = %who(req), "dead letter redriven");
         Ok(Json(RedriveResult { id: id.0, result }))
     }
 
@@ -290,8 +306,12 @@ impl PluginsAdminApi {
 
     /// Redrive every pending dead letter of a plugin
     #[oai(path = "/plugins/:name/redrive", method = "post", operation_id = "redrivePlugin", tag = "ApiTags::Admin")]
-    async fn redrive_all(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
+    async fn redrive_all(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
         let results = host.redrive_all(&name.0).await?;
+        let by = who(req);
+        for (id, result) in &results {
+            tracing::info!(dead_letter = %id.0, plugin = %name.0, %result, %by, "dead letter redriven");
+        }
         // Nothing to redrive is an empty list for a plugin this host runs and for the guard
         // (the host's own check); any other name it does not run is no plugin at all.
         if results.is_empty() && name.0 != GUARD && host.registry.current(&name.0).is_none() {

@@ -57,6 +57,9 @@ pub enum PluginCommand {
         /// Events of the last while (default: the whole stream)
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         since: Option<Duration>,
+        /// Exit 3 when any event's effects changed, or it failed (to gate a release in CI)
+        #[arg(long)]
+        fail_on_change: bool,
         #[command(flatten)]
         host: HostArgs,
     },
@@ -104,7 +107,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             super::print(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Try { file, since, host } => {
+        PluginCommand::Try { file, since, fail_on_change, host } => {
             let (name, version) = manifest_of(&file)?;
             match upload(&file, &name, false, &host).await {
                 // Re-sending the active build is a no-op that answers as an upload does.
@@ -124,7 +127,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => return Err(e),
             }
-            replay::run(replay::ReplayArgs::dry_run(host, name, version, since)).await
+            replay::run(replay::ReplayArgs::dry_run(host, name, version, since, fail_on_change)).await
         }
     }
 }

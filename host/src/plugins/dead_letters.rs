@@ -44,8 +44,11 @@ pub struct Letter<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
-    #[error("dead letter {0} does not exist or was already redriven")]
+    #[error("dead letter {0} does not exist")]
     NotFound(Id),
+    /// Redriven or dismissed already: nothing to do to it.
+    #[error("dead letter {0} is closed already ({1})")]
+    Closed(Id, String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -117,9 +120,19 @@ pub async fn pending(db: &Db, id: Id) -> Result<(String, String, String), DeadLe
     let row = sqlx::query("SELECT plugin, subject, body FROM shop_dead_letter WHERE id = $1 AND redriven_at IS NULL")
         .bind(id.0)
         .fetch_optional(db.pool())
-        .await?
-        .ok_or(DeadLetterError::NotFound(id))?;
+        .await?;
+    let Some(row) = row else { return Err(not_open(db, id).await) };
     Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}
+
+/// Why letter `id` is not open: there is none, or it is closed (and how).
+async fn not_open(db: &Db, id: Id) -> DeadLetterError {
+    let closed = sqlx::query("SELECT redrive_result FROM shop_dead_letter WHERE id = $1").bind(id.0).fetch_optional(db.pool()).await;
+    match closed {
+        Ok(Some(row)) => DeadLetterError::Closed(id, row.try_get::<Option<String>, _>(0).ok().flatten().unwrap_or_default()),
+        Ok(None) => DeadLetterError::NotFound(id),
+        Err(e) => DeadLetterError::Db(e),
+    }
 }
 
 /// Marks the open dead letters of `plugin` for these events resolved with `result` (they
@@ -154,7 +167,7 @@ pub async fn record_redrive(db: &Db, id: Id, applied: bool, result: &str) -> Res
 pub async fn dismiss(db: &Db, id: Id, by: &str) -> Result<DeadLetter, DeadLetterError> {
     let sql = "UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2 WHERE id = $3 AND redriven_at IS NULL";
     if db.execute(sqlx::query(sql).bind(now_ms()).bind(format!("dismissed by {by}")).bind(id.0)).await?.rows_affected() == 0 {
-        return Err(DeadLetterError::NotFound(id));
+        return Err(not_open(db, id).await);
     }
     Ok(get(db, id).await?.0)
 }

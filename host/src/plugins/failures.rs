@@ -131,7 +131,7 @@ impl PluginHost {
             }
             match self.redrive(letter.id).await {
                 Ok(result) => results.push((letter.id, result)),
-                Err(DeadLetterError::NotFound(_)) => {} // redriven meanwhile
+                Err(DeadLetterError::NotFound(_) | DeadLetterError::Closed(..)) => {} // redriven meanwhile
                 Err(e) => return Err(e),
             }
         }

@@ -52,6 +52,9 @@ pub use self::{
 /// The guard consumer's name, also what its dead letters are filed under.
 pub const GUARD: &str = "shopmesh-guard";
 
+/// Where a version from this host's plugins folder came from, as the log says it.
+pub const FOLDER: &str = "the plugins folder";
+
 /// The durable JetStream consumer of plugin `plugin` (shared by every host).
 pub fn durable_name(plugin: &str) -> String {
     format!("plugin-{plugin}")

@@ -150,7 +150,7 @@ impl Registry {
         Some((slot.is_active(&kept), kept))
     }
 
-    /// A version that arrived from `source` (the plugins folder, the fleet's registry) to
+    /// A version that arrived from `source` ([`super::FOLDER`], the fleet's registry) to
     /// run ([`offer`](Self::offer)) or only to keep ([`keep_staged`](Self::keep_staged)),
     /// with its outcome logged; the times `stamps` gives replace this host's own.
     pub fn receive(&self, source: &str, name: &str, bytes: &[u8], activate: bool, stamps: fleet::Stamps) {
@@ -158,7 +158,10 @@ impl Registry {
         match outcome {
             Ok((p, changed)) => {
                 if changed {
-                    tracing::info!(plugin = name, version = p.version(), "{} from {source}", if activate { "activated" } else { "kept" });
+                    // The folder is this host's own: in a fleet, the others keep their version
+                    // and share this plugin's consumer.
+                    let only_here = if source == super::FOLDER { " (on this host only: upload through the API to change every host)" } else { "" };
+                    tracing::info!(plugin = name, version = p.version(), "{} from {source}{only_here}", if activate { "activated" } else { "kept" });
                 }
                 self.stamp(name, p.version(), stamps);
             }

@@ -71,7 +71,8 @@ pub enum LoadError {
     Manifest(String),
     #[error("manifest name {found:?} does not match the plugin name {expected:?}")]
     NameMismatch { expected: String, found: String },
-    #[error("manifest name: {0}")]
+    /// Why the name cannot name a plugin ([`super::name_refusal`]).
+    #[error("{0}")]
     BadName(String),
     #[error("declares capability {}, which is not allowed for this plugin", capability_name(*.0))]
     CapabilityNotAllowed(Capability),
@@ -134,7 +135,8 @@ impl Handler for Compiled {
     fn handle(&self, runtime: &Runtime, plugin: &str, event: &Event, reads: Snapshot, config: Arc<HashMap<String, String>>, seen: &mut Seen) -> Handled {
         let mut store = runtime.store(plugin, reads, config);
         let instance = self.0.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
-        let handled = instance.call_handle(&mut store, event).map_err(|e| InvokeError::Trap(describe_trap(&e)));
+        let handled = instance.call_handle(&mut store, event);
+        let handled = handled.map_err(|e| InvokeError::Trap(describe_trap(&e, store.data().last_error.as_deref())));
         *seen = store.data().seen;
         seen.fuel = runtime.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         handled
@@ -191,6 +193,9 @@ struct Invocation {
     config: Arc<HashMap<String, String>>,
     limits: StoreLimits,
     seen: Seen,
+    /// What the guest last logged at error level: an SDK guest's panic message, said
+    /// before it traps.
+    last_error: Option<String>,
 }
 
 pub struct Runtime {
@@ -317,7 +322,7 @@ impl Runtime {
             .instances(16)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, Invocation { plugin: plugin.to_owned(), reads, config, limits, seen: Seen::default() });
+        let mut store = Store::new(&self.engine, Invocation { plugin: plugin.to_owned(), reads, config, limits, seen: Seen::default(), last_error: None });
         store.limiter(|state| &mut state.limits);
         store.set_fuel(self.limits.fuel).expect("fuel is enabled");
         let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
@@ -327,13 +332,19 @@ impl Runtime {
 }
 
 /// A readable reason: which limit stopped the guest, if one did.
-fn describe_trap(e: &wasmtime::Error) -> String {
+/// Why an invocation trapped, in one line: the limit it hit, the panic message the guest
+/// logged, or the trap (without wasmtime's backtrace of function indices).
+fn describe_trap(e: &wasmtime::Error, last_error: Option<&str>) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "deadline exceeded (epoch interruption)".into(),
         Some(wasmtime::Trap::OutOfFuel) => "fuel exhausted".into(),
-        Some(trap) => format!("{trap} ({e:#})"),
-        None if format!("{e:#}").contains("memory") => format!("memory limit: {e:#}"),
-        None => format!("{e:#}"),
+        Some(wasmtime::Trap::UnreachableCodeReached) if last_error.is_some_and(|m| m.starts_with("panicked")) => {
+            last_error.unwrap_or_default().to_owned()
+        }
+        Some(trap) => trap.to_string(),
+        // The cause alone: the context wasmtime adds is its backtrace of function indices.
+        None if format!("{e:#}").contains("memory") => format!("memory limit: {}", e.root_cause()),
+        None => e.root_cause().to_string(),
     }
 }
 
@@ -377,6 +388,9 @@ impl shop::plugin::host::Host for Invocation {
             LogLevel::Info => tracing::info!(plugin, message),
             LogLevel::Warn => tracing::warn!(plugin, message),
             LogLevel::Error => tracing::error!(plugin, message),
+        }
+        if matches!(level, LogLevel::Error) {
+            self.last_error = Some(message);
         }
     }
 }

@@ -132,10 +132,19 @@ pub unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize
     ptr
 }
 
-/// A panic in a plugin becomes a trap: the host records the failure and retries.
+/// A panic in a plugin becomes a trap: the host records the failure and retries. Its
+/// message goes to the host first (logged at error level), so that the failure says why,
+/// not only that the guest trapped.
 #[cfg(target_arch = "wasm32")]
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    // Once: a panic while saying the first (no memory left to format it, say) traps at once.
+    if !PANICKED.swap(true, Ordering::Relaxed) {
+        let at = info.location().map(|l| alloc::format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        log(LogLevel::Error, &alloc::format!("panicked{at}: {}", info.message()));
+    }
     core::arch::wasm32::unreachable()
 }
 
