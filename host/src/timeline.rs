@@ -113,19 +113,20 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
     let written = outbox::of_order(db, order_id.0).await?;
     let ids: Vec<String> = written.iter().map(|w| w.event_id.to_string()).collect();
     let dead_letters = dead_letters::of_events(db, &ids).await?;
+    // What became of a plugin's dead letter of an event, once its retries are over: the
+    // latest letter (a redelivery after a lost ack can leave two), open or dismissed.
+    let lettered = |plugin: &str, event_id: &str| {
+        let letter = dead_letters.iter().filter(|d| d.plugin == plugin && d.event_id == event_id).max_by_key(|d| (d.redriven_at.is_none(), d.id.0))?;
+        match &letter.redrive_result {
+            _ if letter.redriven_at.is_none() => Some((HandlingState::DeadLettered, letter)),
+            Some(result) if result.starts_with("dismissed") => Some((HandlingState::Dismissed, letter)),
+            _ => None,
+        }
+    };
     let mut handled: HashMap<String, Vec<Handling>> = HashMap::new();
     for h in inbox::of_events(db, &ids).await? {
         let (state, attempts) = match h.state {
-            inbox::State::Failed(n) => {
-                // What became of its dead letter, if its retries are over.
-                let letter = dead_letters.iter().find(|d| d.plugin == h.plugin && d.event_id == h.event_id);
-                let state = match letter {
-                    Some(d) if d.redriven_at.is_none() => HandlingState::DeadLettered,
-                    Some(d) if d.redrive_result.as_deref().is_some_and(|r| r.starts_with("dismissed")) => HandlingState::Dismissed,
-                    _ => HandlingState::Failing,
-                };
-                (state, Some(n))
-            }
+            inbox::State::Failed(n) => (lettered(&h.plugin, &h.event_id).map_or(HandlingState::Failing, |(state, _)| state), Some(n)),
             _ => (HandlingState::Applied, None),
         };
         handled.entry(h.event_id).or_default().push(Handling {
@@ -137,6 +138,25 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
             effects: h.effects.and_then(|e| serde_json::from_str(&e).ok()),
             remark: h.remark,
         });
+    }
+    // An event a plugin refused outright (a permanent failure) is dead-lettered at once,
+    // with no attempt in its inbox: its letter tells what the plugin did.
+    for d in &dead_letters {
+        let rows = handled.entry(d.event_id.clone()).or_default();
+        if rows.iter().any(|h| h.plugin == d.plugin) {
+            continue;
+        }
+        if let Some((state, letter)) = lettered(&d.plugin, &d.event_id).filter(|(_, l)| l.id == d.id) {
+            rows.push(Handling {
+                plugin: letter.plugin.clone(),
+                state,
+                version: Some(letter.plugin_version.clone()),
+                attempts: Some(letter.attempts),
+                at: letter.created_at.unwrap_or(Timestamp(0)),
+                effects: None,
+                remark: Some(letter.reason.clone()),
+            });
+        }
     }
     // Which plugin's effect gave each resource back: the applied effect of its kind.
     let giver = |step: Step| {

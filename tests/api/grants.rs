@@ -69,13 +69,23 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
 
     // And the version already running stops adding points at once: its event is refused
     // (dead-lettered after its retries, with the reason), while points goes on.
-    app.pay_order(&fx, "1500.00").await;
+    let order_id = app.pay_order(&fx, "1500.00").await;
     let letter = wait_for("vip-bonus's dead letter", Duration::from_secs(20), || async {
         let letters = app.admin(reqwest::Method::GET, "/api/admin/dead-letters?plugin=vip-bonus", None).await.body;
         letters.as_array().and_then(|l| l.first().cloned())
     })
     .await;
     assert!(letter["reason"].as_str().unwrap().contains("capability add-points is not allowed for plugin vip-bonus"), "{letter}");
+    // The order's timeline says what became of the event for vip-bonus (there may be no
+    // failed attempt in its inbox: a refused effect is dead-lettered at once).
+    let vip_bonus = || async {
+        let t = app.admin(reqwest::Method::GET, &format!("/api/admin/orders/{order_id}/timeline"), None).await.body;
+        let events = t["events"].as_array().cloned().unwrap_or_default();
+        events.iter().flat_map(|e| e["handled"].as_array().cloned().unwrap_or_default()).find(|h| h["plugin"] == "vip-bonus")
+    };
+    let shown = vip_bonus().await.expect("vip-bonus in the timeline");
+    assert_eq!(shown["state"], "dead-lettered", "{shown}");
+    assert!(shown["remark"].as_str().unwrap_or_default().contains("capability add-points is not allowed"), "{shown}");
     wait_consumers_idle(&app.nats_url, &["points"]).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 2 * 1500 + 500, "no bonus while revoked");
     // Granted again, the letter is redriven: the bonus lands, once.
@@ -83,6 +93,7 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     assert_eq!(app.admin(reqwest::Method::GET, "/api/admin/plugins/vip-bonus", None).await.body["revoked"], json!([]));
     let redriven = app.admin(reqwest::Method::POST, &format!("/api/admin/dead-letters/{}/redrive", letter["id"].as_str().unwrap()), None).await;
     assert_eq!(redriven.body["result"], "applied", "{:?}", redriven.body);
+    assert_eq!(vip_bonus().await.expect("vip-bonus in the timeline")["state"], "applied");
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 2 * 1500 + 2 * 500);
 
     // Handed back to the configuration: vip-bonus has none, so it holds nothing again; a

@@ -149,16 +149,6 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     }
     assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND redriven_at IS NULL").await, 3);
     assert_eq!(score(&app, &fx).await, 0);
-    // A dry-run of the trapping version fails on every event: --fail-on-change gates on that too.
-    let gate = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
-        .args(["replay", "--plugin", "points", "--fail-on-change", "--host", &app.address])
-        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
-        .output()
-        .await
-        .expect("run the CLI");
-    let out = String::from_utf8_lossy(&gate.stdout);
-    assert_eq!(gate.status.code(), Some(3), "{out}\n{}", String::from_utf8_lossy(&gate.stderr));
-    assert!(out.contains("failed 3"), "{out}");
 
     // The log plugin applied everything already: all skipped, nothing changes.
     let logs = app.count("shop_audit_log", "").await;

@@ -287,7 +287,7 @@ impl PluginsAdminApi {
     async fn redrive(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, id: Path<crate::ids::Id>) -> Result<Json<RedriveResult>, RedriveError> {
         let result = host.redrive(id.0).await?;
         // Who ran it again, and what came of it: a redrive can move points or money.
-        tracing::info!(dead_letter = %id.0, %result, by = %who(req), "dead letter redriven");
+        tracing::info!(dead_letter = %id.0, %result, by = %who(req), "dead letter redrive");
         Ok(Json(RedriveResult { id: id.0, result }))
     }
 
@@ -310,7 +310,7 @@ impl PluginsAdminApi {
         let results = host.redrive_all(&name.0).await?;
         let by = who(req);
         for (id, result) in &results {
-            tracing::info!(dead_letter = %id.0, plugin = %name.0, %result, %by, "dead letter redriven");
+            tracing::info!(dead_letter = %id.0, plugin = %name.0, %result, %by, "dead letter redrive");
         }
         // Nothing to redrive is an empty list for a plugin this host runs and for the guard
         // (the host's own check); any other name it does not run is no plugin at all.

@@ -47,7 +47,7 @@ pub enum DeadLetterError {
     #[error("dead letter {0} does not exist")]
     NotFound(Id),
     /// Redriven or dismissed already: nothing to do to it.
-    #[error("dead letter {0} is closed already ({1})")]
+    #[error("dead letter {0} is closed already{how}", how = if .1.is_empty() { String::new() } else { format!(" ({})", .1) })]
     Closed(Id, String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),

@@ -282,7 +282,7 @@ impl Runtime {
             return Err(LoadError::NameMismatch { expected: name.into(), found: manifest.name });
         }
         if let Some(why) = super::name_refusal(&manifest.name) {
-            return Err(LoadError::BadName(why));
+            return Err(LoadError::BadName(format!("manifest name: {why}")));
         }
         let granted = grants_of(&manifest.name);
         if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {
@@ -381,7 +381,7 @@ impl shop::plugin::host::Host for Invocation {
 
     fn log(&mut self, level: LogLevel, message: String) {
         // A guest's text is not trusted: bounded, and logged as a value, not a format.
-        let message: String = message.chars().take(1000).collect();
+        let message: String = message.chars().take(1000).map(|c| if c.is_control() { ' ' } else { c }).collect();
         let plugin = self.plugin.as_str();
         match level {
             LogLevel::Debug => tracing::debug!(plugin, message),
