@@ -119,7 +119,7 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
         let letter = dead_letters.iter().filter(|d| d.plugin == plugin && d.event_id == event_id).max_by_key(|d| (d.redriven_at.is_none(), d.id.0))?;
         match &letter.redrive_result {
             _ if letter.redriven_at.is_none() => Some((HandlingState::DeadLettered, letter)),
-            Some(result) if result.starts_with("dismissed") => Some((HandlingState::Dismissed, letter)),
+            Some(result) if dead_letters::is_dismissal(result) => Some((HandlingState::Dismissed, letter)),
             _ => None,
         }
     };
@@ -146,7 +146,8 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
         if rows.iter().any(|h| h.plugin == d.plugin) {
             continue;
         }
-        if let Some((state, letter)) = lettered(&d.plugin, &d.event_id).filter(|(_, l)| l.id == d.id) {
+        // Once per plugin and event: a second letter of theirs finds the row pushed above.
+        if let Some((state, letter)) = lettered(&d.plugin, &d.event_id) {
             rows.push(Handling {
                 plugin: letter.plugin.clone(),
                 state,

@@ -12,7 +12,7 @@ use crate::{
         dead_letters::{self, DeadLetter, DeadLetterError},
         grants::{CapabilityName, Grant},
         name_refusal,
-        runtime::{sha256_hex, LoadError},
+        runtime::LoadError,
         InstallError, PluginHost, PluginStatus, Registry, GUARD,
     },
     shop::Shop,
@@ -157,8 +157,10 @@ impl PluginsAdminApi {
         if body.0.is_empty() {
             return Err(InstallError::Load(LoadError::Compile("the body is empty: send the component's bytes (.wasm)".into())).into());
         }
-        let again = host.registry.current(&name.0).is_some_and(|active| active.sha256 == sha256_hex(&body.0));
+        let before = host.registry.current(&name.0);
         let staged = host.registry.stage(&name.0, &body.0)?;
+        // The active build again (stage hashed it; no need to hash the body twice).
+        let again = before.is_some_and(|active| active.sha256 == staged.sha256);
         if let Err(e) = host.registry.distribute(&name.0, staged.version(), activate).await {
             if matches!(e, InstallError::Registry(_)) {
                 host.registry.unstage(&name.0, &staged);

@@ -125,6 +125,14 @@ pub async fn pending(db: &Db, id: Id) -> Result<(String, String, String), DeadLe
     Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
 }
 
+/// How a dismissed letter's result begins (then who dismissed it).
+const DISMISSED_BY: &str = "dismissed by ";
+
+/// Whether a letter's `redrive_result` says it was dismissed, not applied.
+pub fn is_dismissal(result: &str) -> bool {
+    result.starts_with(DISMISSED_BY)
+}
+
 /// Why letter `id` is not open: there is none, or it is closed (and how).
 async fn not_open(db: &Db, id: Id) -> DeadLetterError {
     let closed = sqlx::query("SELECT redrive_result FROM shop_dead_letter WHERE id = $1").bind(id.0).fetch_optional(db.pool()).await;
@@ -166,7 +174,7 @@ pub async fn record_redrive(db: &Db, id: Id, applied: bool, result: &str) -> Res
 /// it leaves the open count and is pruned like any resolved one.
 pub async fn dismiss(db: &Db, id: Id, by: &str) -> Result<DeadLetter, DeadLetterError> {
     let sql = "UPDATE shop_dead_letter SET redriven_at = $1, redrive_result = $2 WHERE id = $3 AND redriven_at IS NULL";
-    if db.execute(sqlx::query(sql).bind(now_ms()).bind(format!("dismissed by {by}")).bind(id.0)).await?.rows_affected() == 0 {
+    if db.execute(sqlx::query(sql).bind(now_ms()).bind(format!("{DISMISSED_BY}{by}")).bind(id.0)).await?.rows_affected() == 0 {
         return Err(not_open(db, id).await);
     }
     Ok(get(db, id).await?.0)
