@@ -40,6 +40,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(args) => return cli::replay::run(args).await,
         Command::Plugin { command } => return cli::plugin::run(command).await,
+        Command::DeadLetters { command } => return cli::dead_letters::run(command).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -213,10 +213,18 @@ async fn folder_drop_then_rollback(backend: Backend) {
     })
     .await;
 
-    let back = app
-        .request(reqwest::Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"})), &auth())
-        .await;
-    assert_eq!(back.body["active_version"], "1.0.0", "{:?}", back.body);
+    // The rollback, the pause and the resume as an operator runs them: the CLI.
+    let status = app.cli(&["plugin", "status"]).await;
+    let row = status.stdout.lines().find(|l| l.starts_with("points ")).unwrap_or_else(|| panic!("{status:?}"));
+    assert!(row.contains(" 2.0.0 ") && row.contains("enabled") && row.contains("1.0.0 kept, 2.0.0 active"), "{status:?}");
+    let back = app.cli(&["plugin", "activate", "points", "1.0.0"]).await;
+    assert_eq!(back.code, Some(0), "{back:?}");
+    assert!(back.stderr.contains("points 1.0.0 is the active version on every host"), "{back:?}");
+    assert!(back.stdout.starts_with("points 1.0.0, enabled, active since"), "{back:?}");
+    assert_eq!(plugin_status(&app, &app.address, "points").await["active_version"], "1.0.0");
+    let unknown = app.cli(&["plugin", "activate", "points", "9.9.9"]).await;
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(unknown.stderr.contains("SHOP_PLUGIN_NOT_FOUND"), "{unknown:?}");
     let fx = app.fixture(5, "150.00", "0.00", None).await;
     app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 1).await;
@@ -224,14 +232,16 @@ async fn folder_drop_then_rollback(backend: Backend) {
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150, "handled by 1.0.0 after the rollback");
 
     // Disabled: events wait; enabled: they are handled.
-    let off = app.request(reqwest::Method::POST, "/api/admin/plugins/points/disable", None, &auth()).await;
-    assert_eq!(off.body["enabled"], false);
+    let off = app.cli(&["plugin", "disable", "points"]).await;
+    assert!(off.code == Some(0) && off.stdout.starts_with("points 1.0.0, paused"), "{off:?}");
+    assert_eq!(plugin_status(&app, &app.address, "points").await["enabled"], false);
     app.pay_order(&fx, "150.00").await;
     app.wait_events("shop.pay.success", 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150, "disabled: not handled");
-    let on = app.request(reqwest::Method::POST, "/api/admin/plugins/points/enable", None, &auth()).await;
-    assert_eq!(on.body["enabled"], true);
+    let on = app.cli(&["plugin", "enable", "points"]).await;
+    assert!(on.code == Some(0) && on.stdout.starts_with("points 1.0.0, enabled"), "{on:?}");
+    assert_eq!(plugin_status(&app, &app.address, "points").await["enabled"], true);
     wait_for("the waiting event to be handled", Duration::from_secs(30), || async {
         (app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"] == 300).then_some(())
     })

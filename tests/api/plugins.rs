@@ -148,6 +148,10 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     assert!(guard.iter().any(|l| l["reason"].as_str().unwrap().contains("holds a NUL character")), "{guard:?}");
     assert!(guard.iter().any(|l| l["event_id"] == "p-5\u{FFFD}"), "{guard:?}");
     assert!(guard.iter().any(|l| l["subject"] == "shop.typo" && l["reason"].as_str().unwrap().contains("unknown event type")));
+    // The same through the CLI: the guard's open letters, a line each under a header.
+    let listed = app.cli(&["dead-letters", "list", "--plugin", "shopmesh-guard"]).await;
+    assert_eq!((listed.code, listed.stdout.lines().count()), (Some(0), 1 + 6), "{listed:?}");
+    assert!(listed.stdout.lines().skip(1).all(|l| l.contains("shopmesh-guard") && l.contains(" open ")), "{listed:?}");
     let letters = app.request(reqwest::Method::GET, "/api/admin/dead-letters", None, &auth).await;
     let letters: Vec<Value> = letters.body.as_array().unwrap().iter().filter(|l| l["plugin"] != "shopmesh-guard").cloned().collect();
     assert_eq!(letters.len(), 20, "{letters:?}");
@@ -174,6 +178,11 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     let malformed = letters[0]["id"].as_str().unwrap().to_owned();
     let again = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{malformed}/redrive"), None, &auth).await;
     assert!(again.body["result"].as_str().unwrap().starts_with("still malformed"), "{:?}", again.body);
+    assert_eq!(again.body["closed"], false, "{:?}", again.body);
+    // The CLI says so, and exits 1: the letter stays open.
+    let cli_again = app.cli(&["dead-letters", "redrive", &malformed]).await;
+    assert_eq!(cli_again.code, Some(1), "{cli_again:?}");
+    assert!(cli_again.stdout.starts_with(&format!("{malformed}  open")) && cli_again.stdout.contains("still malformed"), "{cli_again:?}");
     let stray = guard.iter().find(|l| l["event_id"] == "p-4").unwrap()["id"].as_str().unwrap().to_owned();
     // The guard's letter is checked again, as the guard checks it.
     let again = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{stray}/redrive"), None, &auth).await;
@@ -195,7 +204,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     .await
     .unwrap();
     let closed = app.request(reqwest::Method::POST, "/api/admin/dead-letters/9/redrive", None, &auth).await;
-    assert_eq!(closed.body["result"], "well-formed now", "{:?}", closed.body);
+    assert_eq!((&closed.body["result"], &closed.body["closed"]), (&json!("well-formed now"), &json!(true)), "{:?}", closed.body);
     assert_eq!(app.count("shop_dead_letter", "id = 9 AND redriven_at IS NOT NULL").await, 1);
     let before = app.count("shop_dead_letter", "redriven_at IS NULL").await;
     for id in [&malformed, &stray] {
@@ -210,6 +219,21 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     assert!(twice.body["message"].as_str().unwrap().contains(&format!("dead letter {stray} is closed already (dismissed by admin")), "{:?}", twice.body);
     let none = app.request(reqwest::Method::GET, "/api/admin/dead-letters/42", None, &auth).await;
     assert_eq!((none.status, none.body["message"].as_str()), (404, Some("dead letter 42 does not exist")), "{:?}", none.body);
+    // Through the CLI: a closed letter reads as closed; dismissing it again fails (exit 1);
+    // another guard letter is dismissed; the open list has one line fewer, --all has them all.
+    let shown = app.cli(&["dead-letters", "show", &stray]).await;
+    assert!(shown.stdout.starts_with(&format!("dead letter {stray} (closed: dismissed by admin")) && shown.stdout.contains("shop.typo"), "{shown:?}");
+    let cli_twice = app.cli(&["dead-letters", "dismiss", &stray]).await;
+    assert_eq!(cli_twice.code, Some(1), "{cli_twice:?}");
+    assert!(cli_twice.stderr.contains(&format!("dead letter {stray} is closed already")), "{cli_twice:?}");
+    let other = guard.iter().map(|l| l["id"].as_str().unwrap()).find(|id| *id != stray).unwrap();
+    let dismissed = app.cli(&["dead-letters", "dismiss", other]).await;
+    assert_eq!(dismissed.code, Some(0), "{dismissed:?}");
+    assert!(dismissed.stdout.starts_with(&format!("{other}  dismissed by admin")), "{dismissed:?}");
+    let open = app.cli(&["dead-letters", "list", "--plugin", "shopmesh-guard"]).await;
+    assert_eq!(open.stdout.lines().count(), 1 + 4, "six, less the stray and the other dismissed: {open:?}");
+    let all = app.cli(&["dead-letters", "list", "--plugin", "shopmesh-guard", "--all"]).await;
+    assert_eq!(all.stdout.lines().count(), 1 + 7, "the six and letter 9: {all:?}");
     let anonymous = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{malformed}/dismiss"), None, &[]).await;
     assert_eq!(anonymous.status, 401);
 }

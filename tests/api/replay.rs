@@ -203,29 +203,34 @@ async fn live_processing_goes_on_during_a_replay(backend: Backend) {
     let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
     assert_eq!(list[0]["replay_id"], slow_id.as_str(), "newest first");
 
-    // Ctrl-C on the CLI cancels its replay on the host, which would otherwise run on.
-    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
-        .args(["replay", "--plugin", "points", "--max-rate", "1", "--host", &app.address])
-        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the CLI");
-    let cli_id = wait_for("the CLI's replay", Duration::from_secs(10), || async {
-        let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
-        list[0]["replay_id"].as_str().filter(|id| *id != slow_id).map(str::to_owned)
-    })
-    .await;
-    let pid = cli.id().expect("the CLI runs").to_string();
-    assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
-    let out = cli.wait_with_output().await.unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "cancelled: {err}");
-    assert!(err.contains(&format!("Ctrl-C: cancelling replay {cli_id} on the host")), "{err}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("state cancelled"), "{err}");
-    let ended = finished(&app, &cli_id).await;
-    assert_eq!(ended["state"], "cancelled", "{ended}");
-    assert!(ended["processed"].as_i64().unwrap() < 15, "{ended}");
+    // Ctrl-C on the CLI cancels its replay on the host, which would otherwise run on; so
+    // does SIGTERM (how a CI runner cancels a job).
+    let mut before = slow_id.clone();
+    for (signal, said) in [("-INT", "Ctrl-C"), ("-TERM", "SIGTERM")] {
+        let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+            .args(["replay", "--plugin", "points", "--max-rate", "1", "--host", &app.address])
+            .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the CLI");
+        let cli_id = wait_for("the CLI's replay", Duration::from_secs(10), || async {
+            let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
+            list[0]["replay_id"].as_str().filter(|id| *id != before).map(str::to_owned)
+        })
+        .await;
+        let pid = cli.id().expect("the CLI runs").to_string();
+        assert!(tokio::process::Command::new("kill").args([signal, &pid]).status().await.unwrap().success());
+        let out = cli.wait_with_output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "cancelled: {err}");
+        assert!(err.contains(&format!("{said}: cancelling replay {cli_id} on the host")), "{err}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("state cancelled"), "{err}");
+        let ended = finished(&app, &cli_id).await;
+        assert_eq!(ended["state"], "cancelled", "{ended}");
+        assert!(ended["processed"].as_i64().unwrap() < 15, "{ended}");
+        before = cli_id;
+    }
 }
 
 async fn bad_requests_start_nothing(backend: Backend) {

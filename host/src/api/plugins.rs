@@ -10,6 +10,7 @@ use super::{admin::{AdminAuth, AdminError}, errors::api_error, strict::StrictJso
 use crate::{
     plugins::{
         dead_letters::{self, DeadLetter, DeadLetterError},
+        failures::Redriven,
         grants::{CapabilityName, Grant},
         name_refusal,
         runtime::LoadError,
@@ -30,9 +31,16 @@ pub struct DeadLetterDetail {
 #[derive(Debug, Clone, poem_openapi::Object)]
 pub struct RedriveResult {
     pub id: crate::ids::Id,
-    /// `applied` (the letter is closed; for one of `shopmesh-guard`'s, `well-formed now`), or
-    /// why it failed again (the letter stays open).
+    /// `applied` (for one of `shopmesh-guard`'s, `well-formed now`), or why it failed again.
     pub result: String,
+    /// Whether the letter is closed now; `false`: it failed again and stays open.
+    pub closed: bool,
+}
+
+impl RedriveResult {
+    fn of(id: crate::ids::Id, redriven: Redriven) -> RedriveResult {
+        RedriveResult { id, result: redriven.result, closed: redriven.closed }
+    }
 }
 
 /// What a plugin name may hold.
@@ -287,10 +295,10 @@ impl PluginsAdminApi {
     /// every event) is checked again: `well-formed now` closes it, `still malformed: …` not.
     #[oai(path = "/dead-letters/:id/redrive", method = "post", operation_id = "redriveDeadLetter", tag = "ApiTags::Admin")]
     async fn redrive(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, id: Path<crate::ids::Id>) -> Result<Json<RedriveResult>, RedriveError> {
-        let result = host.redrive(id.0).await?;
+        let redriven = host.redrive(id.0).await?;
         // Who ran it again, and what came of it: a redrive can move points or money.
-        tracing::info!(dead_letter = %id.0, %result, by = %who(req), "dead letter redrive");
-        Ok(Json(RedriveResult { id: id.0, result }))
+        tracing::info!(dead_letter = %id.0, result = %redriven.result, closed = redriven.closed, by = %who(req), "dead letter redrive");
+        Ok(Json(RedriveResult::of(id.0, redriven)))
     }
 
     /// Dismiss one dead letter
@@ -311,14 +319,14 @@ impl PluginsAdminApi {
     async fn redrive_all(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
         let results = host.redrive_all(&name.0).await?;
         let by = who(req);
-        for (id, result) in &results {
-            tracing::info!(dead_letter = %id.0, plugin = %name.0, %result, %by, "dead letter redrive");
+        for (id, redriven) in &results {
+            tracing::info!(dead_letter = %id.0, plugin = %name.0, result = %redriven.result, closed = redriven.closed, %by, "dead letter redrive");
         }
         // Nothing to redrive is an empty list for a plugin this host runs and for the guard
         // (the host's own check); any other name it does not run is no plugin at all.
         if results.is_empty() && name.0 != GUARD && host.registry.current(&name.0).is_none() {
             return Err(InstallError::UnknownPlugin(name.0).into());
         }
-        Ok(Json(results.into_iter().map(|(id, result)| RedriveResult { id, result }).collect()))
+        Ok(Json(results.into_iter().map(|(id, redriven)| RedriveResult::of(id, redriven)).collect()))
     }
 }

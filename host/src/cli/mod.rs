@@ -1,9 +1,12 @@
 //! The `shopmesh` command line: `serve` runs the host; `openapi`, `sign-callback`, the
-//! plugin author's tools (`plugin`) and the clients of a running host (`replay`) are small
-//! tools around it. `--help` and `--version`
+//! plugin author's tools (`plugin new|build|check`) and the clients of a running host's admin
+//! API (`replay`, `plugin upload|try|status|activate|disable|enable`, `dead-letters`) are
+//! small tools around it. `--help` and `--version`
 //! never start anything; a usage error is one line on stderr and exit code 2.
 
 pub mod client;
+pub mod dead_letters;
+pub mod fleet;
 pub mod plugin;
 pub mod replay;
 
@@ -38,10 +41,16 @@ pub enum Command {
     },
     /// Run stream history through a plugin on a running host: a dry-run diff, or --apply
     Replay(replay::ReplayArgs),
-    /// Write, build, check and ship a plugin: new, build, check, upload, try
+    /// Write, build, check and ship a plugin (new, build, check, upload, try), and run the
+    /// fleet's plugins (status, activate, disable, enable)
     Plugin {
         #[command(subcommand)]
         command: plugin::PluginCommand,
+    },
+    /// The events a plugin gave up on: list, show, redrive, dismiss
+    DeadLetters {
+        #[command(subcommand)]
+        command: dead_letters::DeadLetterCommand,
     },
 }
 

@@ -3,7 +3,8 @@
 //! compiles it into a component (the same toolchains as `scripts/build-plugins`: rustup's
 //! `wasm32-wasip2` target, else Debian's `rustc-web` with `-Zbuild-std`); `check` runs the
 //! host's load-time checks offline; `upload` and `try` talk to a running host (`try` stages
-//! the component and dry-runs it over history, printing what would change).
+//! the component and dry-runs it over history, printing what would change); `status`,
+//! `activate`, `disable` and `enable` are the operator's (see [`super::fleet`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::{client::HostArgs, replay};
+use super::{client::HostArgs, fleet, replay};
 use crate::plugins::{
     config::Configs,
     grants::Grants,
@@ -60,6 +61,35 @@ pub enum PluginCommand {
         /// Exit 3 when any event's effects changed (to gate a release in CI)
         #[arg(long)]
         fail_on_change: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// A running host's plugins, or one in detail: active version, switch, grants, versions
+    Status {
+        /// One plugin (default: every plugin, a line each)
+        name: Option<String>,
+        /// The API's answer as JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Make a kept (or staged) version the active one on every host: a rollback, a release
+    Activate {
+        name: String,
+        version: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Pause a plugin on every host: its events wait in JetStream
+    Disable {
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Resume a paused plugin on every host
+    Enable {
+        name: String,
         #[command(flatten)]
         host: HostArgs,
     },
@@ -129,6 +159,10 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             }
             replay::run(replay::ReplayArgs::dry_run(host, name, version, since, fail_on_change)).await
         }
+        PluginCommand::Status { name, json, host } => fleet::status(name.as_deref(), json, &host).await,
+        PluginCommand::Activate { name, version, host } => fleet::activate(&name, &version, &host).await,
+        PluginCommand::Disable { name, host } => fleet::switch(&name, false, &host).await,
+        PluginCommand::Enable { name, host } => fleet::switch(&name, true, &host).await,
     }
 }
 

@@ -154,30 +154,38 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Ctrl-C from before the replay starts: the first, while the replay is followed, is told
-/// to [`follow`], which asks the host to cancel it (a replay outlives the command that started
-/// it, and an `--apply` backfill its user thought stopped would go on); any other, or one once
-/// nothing follows, ends the command at once (exit 130), as Ctrl-C does anywhere.
-fn on_interrupt() -> anyhow::Result<watch::Receiver<bool>> {
+/// Ctrl-C (or SIGTERM, as a CI runner cancels a job) from before the replay starts: the
+/// first, while the replay is followed, is told to [`follow`] by its name, which asks the
+/// host to cancel it (a replay outlives the command that started it, and an `--apply`
+/// backfill its user thought stopped would go on); any other, or one once nothing follows,
+/// ends the command at once (exit 130), as Ctrl-C does anywhere.
+fn on_interrupt() -> anyhow::Result<watch::Receiver<Option<&'static str>>> {
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
-    let (told, interrupted) = watch::channel(false);
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let (told, interrupted) = watch::channel(None);
     tokio::spawn(async move {
-        while interrupt.recv().await.is_some() {
+        loop {
+            let name = tokio::select! {
+                Some(()) = interrupt.recv() => "Ctrl-C",
+                Some(()) = terminate.recv() => "SIGTERM",
+                else => break,
+            };
             if told.receiver_count() == 0 {
                 std::process::exit(130);
             }
-            if *told.borrow() {
+            if told.borrow().is_some() {
                 eprintln!("\nleft at once: the replay may go on on the host (see GET /api/admin/replays)");
                 std::process::exit(130);
             }
-            told.send_replace(true);
+            told.send_replace(Some(name));
         }
     });
     Ok(interrupted)
 }
 
-/// Polls the replay until it ends, drawing its progress; after a Ctrl-C, cancels it first.
-async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::Receiver<bool>) -> anyhow::Result<Value> {
+/// Polls the replay until it ends, drawing its progress; after a Ctrl-C or SIGTERM, cancels
+/// it first.
+async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::Receiver<Option<&'static str>>) -> anyhow::Result<Value> {
     let mut cancelling = false;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -187,10 +195,11 @@ async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::R
     );
     let path = format!("/api/admin/replays/{id}");
     loop {
-        if *interrupted.borrow_and_update() && !cancelling {
+        let signal = *interrupted.borrow_and_update();
+        if let Some(signal) = signal.filter(|_| !cancelling) {
             cancelling = true;
             // Not `bar.println`: it prints nothing when stderr is not a terminal.
-            bar.suspend(|| eprintln!("Ctrl-C: cancelling replay {id} on the host (Ctrl-C again to leave at once)"));
+            bar.suspend(|| eprintln!("{signal}: cancelling replay {id} on the host ({signal} again to leave at once)"));
             let _: Value = client.call(reqwest::Method::DELETE, &path, None, false).await.context("cancelling the replay")?;
         }
         // A Ctrl-C is acted on at once, not after a slow host's answer.

@@ -20,6 +20,15 @@ use crate::{ids::Id, metrics::Outcome};
 /// A redrive's result when the plugin applied the event (or had meanwhile): the letter closes.
 const APPLIED: &str = "applied";
 
+/// What came of a redrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redriven {
+    /// The letter is closed: the event is applied now (or had been), or, for one of the
+    /// guard's, it is well-formed now. Otherwise it stays open.
+    pub closed: bool,
+    /// `applied`, `well-formed now`, or why it failed again.
+    pub result: String,
+}
 impl PluginHost {
     /// A failed attempt: recorded, then retried later or dead-lettered.
     pub(super) async fn failed(&self, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, failure: Failure) -> Disposition {
@@ -91,14 +100,14 @@ impl PluginHost {
     /// already applied): marked redriven. Failing again: it stays, with the new reason.
     /// The guard's letters are checked again, as the guard checks: closed once well-formed
     /// (after a host that reads the event better), else left open.
-    pub async fn redrive(&self, id: Id) -> Result<String, DeadLetterError> {
+    pub async fn redrive(&self, id: Id) -> Result<Redriven, DeadLetterError> {
         let (plugin, subject, body) = dead_letters::pending(&self.shop.db, id).await?;
         let (closed, result) = match delivery::parse(&subject, body.as_bytes()) {
             Err(reason) => (false, format!("still malformed: {reason}")),
             // Nothing to run: the plugins reading its subject have letters of their own.
             Ok(_) if plugin == GUARD => (true, "well-formed now".to_string()),
             Ok(d) => match self.registry.current(&plugin) {
-                None => return Ok(format!("plugin {plugin} is not loaded")),
+                None => return Ok(Redriven { closed: false, result: format!("plugin {plugin} is not loaded") }),
                 Some(current) => {
                     let result = self.redrive_one(&current, &plugin, &d).await?;
                     (result == APPLIED, result)
@@ -106,7 +115,7 @@ impl PluginHost {
             },
         };
         dead_letters::record_redrive(&self.shop.db, id, closed, &result).await?;
-        Ok(result)
+        Ok(Redriven { closed, result })
     }
 
     async fn redrive_one(&self, current: &Arc<LoadedPlugin>, plugin: &str, d: &Delivery) -> Result<String, DeadLetterError> {
@@ -123,7 +132,7 @@ impl PluginHost {
     }
 
     /// Redrives every pending dead letter of `plugin`: (id, result) of each.
-    pub async fn redrive_all(&self, plugin: &str) -> Result<Vec<(Id, String)>, DeadLetterError> {
+    pub async fn redrive_all(&self, plugin: &str) -> Result<Vec<(Id, Redriven)>, DeadLetterError> {
         let mut results = Vec::new();
         for letter in dead_letters::list(&self.shop.db, Some(plugin)).await? {
             if letter.redriven_at.is_some() {

@@ -1,4 +1,5 @@
-//! The real `shopmesh` binary as a child process (for crash and restart tests).
+//! The real `shopmesh` binary as a child process: a host (for crash and restart tests), or
+//! the CLI run against a test's host.
 
 use std::{process::Stdio, time::Duration};
 
@@ -70,3 +71,27 @@ impl HostProcess {
     }
 }
 
+
+/// What one run of the `shopmesh` CLI printed, and its exit code.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestApp {
+    /// `shopmesh ARGS --host <this app> --token <the admin token>`: the CLI as an operator
+    /// runs it against this host.
+    pub async fn cli(&self, args: &[&str]) -> CliRun {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+            .args(args)
+            .args(["--host", &self.address, "--token", ADMIN_TOKEN])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run the shopmesh CLI");
+        let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+        CliRun { code: out.status.code(), stdout: text(out.stdout), stderr: text(out.stderr) }
+    }
+}
