@@ -170,6 +170,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/20261207000010_order_requests_by_time.sql"),
     ),
     (20261207000011, "dead letters' stream sequence", include_str!("../../migrations/20261207000011_dead_letter_seq.sql")),
+    (20261207000012, "replays' regressed events", include_str!("../../migrations/20261207000012_replay_regressed.sql")),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them for one backend. A migration whose text

@@ -219,7 +219,7 @@ async fn folder_drop_then_rollback(backend: Backend) {
     assert!(row.contains(" 2.0.0 ") && row.contains("enabled") && row.contains("1.0.0 kept, 2.0.0 active"), "{status:?}");
     let back = app.cli(&["plugin", "activate", "points", "1.0.0"]).await;
     assert_eq!(back.code, Some(0), "{back:?}");
-    assert!(back.stderr.contains("points 1.0.0 is the active version on every host"), "{back:?}");
+    assert!(back.stderr.contains("points 1.0.0 is the active version here, and every host of the fleet follows"), "{back:?}");
     assert!(back.stdout.starts_with("points 1.0.0, enabled, active since"), "{back:?}");
     assert_eq!(plugin_status(&app, &app.address, "points").await["active_version"], "1.0.0");
     let unknown = app.cli(&["plugin", "activate", "points", "9.9.9"]).await;

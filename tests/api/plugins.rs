@@ -206,6 +206,12 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     let closed = app.request(reqwest::Method::POST, "/api/admin/dead-letters/9/redrive", None, &auth).await;
     assert_eq!((&closed.body["result"], &closed.body["closed"]), (&json!("well-formed now"), &json!(true)), "{:?}", closed.body);
     assert_eq!(app.count("shop_dead_letter", "id = 9 AND redriven_at IS NOT NULL").await, 1);
+    // Through the CLI, a letter that closes: exit 0. (It was closed above: reopened for this.)
+    sqlx::query("UPDATE shop_dead_letter SET redriven_at = NULL, redrive_result = NULL WHERE id = 9").execute(app.db.pool()).await.unwrap();
+    let cli_closed = app.cli(&["dead-letters", "redrive", "9"]).await;
+    assert_eq!(cli_closed.code, Some(0), "{cli_closed:?}");
+    assert_eq!(cli_closed.stdout, "9  closed  well-formed now\n", "{cli_closed:?}");
+    assert_eq!(app.count("shop_dead_letter", "id = 9 AND redriven_at IS NOT NULL").await, 1);
     let before = app.count("shop_dead_letter", "redriven_at IS NULL").await;
     for id in [&malformed, &stray] {
         let dismissed = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{id}/dismiss"), None, &auth).await;

@@ -59,7 +59,7 @@ async fn dry_run_of_the_active_version_is_all_same(backend: Backend) {
     assert_eq!(done["version"], "1.0.0");
     assert_eq!(done["total"], 3, "the pay-success events (the stream also holds order-confirmed ones)");
     assert_eq!(done["processed"], 3);
-    assert_eq!(done["summary"], json!({"same": 3, "changed": 0, "new": 0, "failed": 0, "applied": 0, "skipped": 0}));
+    assert_eq!(done["summary"], json!({"same": 3, "changed": 0, "new": 0, "failed": 0, "applied": 0, "skipped": 0, "regressed": 0}));
     assert_eq!(shop_state(&app, &fx.user_id).await, before, "a dry-run changes nothing");
 
     let events = app.admin(Method::GET, &format!("/api/admin/replays/{}/events", done["replay_id"].as_str().unwrap()), None).await.body;
@@ -149,6 +149,19 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     }
     assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND redriven_at IS NULL").await, 3);
     assert_eq!(score(&app, &fx).await, 0);
+    // Dry-run, the trapping version fails on each, but no version had applied them: nothing
+    // regressed, and a release gate does not count them (they may be the stream's).
+    let never = replay(&app, json!({"plugin": "points", "mode": "dry-run"})).await;
+    assert_eq!((&never["summary"]["failed"], &never["summary"]["regressed"]), (&json!(3), &json!(0)), "{never}");
+    let gate = |version: &'static str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+            .args(["replay", "--plugin", "points", "--version", version, "--fail-on-change", "--host", &app.address])
+            .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+            .output()
+            .expect("run the CLI")
+    };
+    let passed = gate("0.0.1-rogue");
+    assert_eq!(passed.status.code(), Some(0), "{}", String::from_utf8_lossy(&passed.stdout));
 
     // The log plugin applied everything already: all skipped, nothing changes.
     let logs = app.count("shop_audit_log", "").await;
@@ -173,6 +186,15 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     assert_eq!(again["summary"]["applied"], 0);
     assert_eq!(score(&app, &fx).await, 450);
     assert_eq!(app.count("trade_mq_consumer_log", "group_name = 'points' AND consumer_status = 1").await, 3);
+
+    // Now that 1.0.0 applied them, the trapping version failing on them has regressed, and
+    // the gate fails (exit 3), saying so.
+    let broken = replay(&app, json!({"plugin": "points", "mode": "dry-run", "version": "0.0.1-rogue"})).await;
+    assert_eq!((&broken["summary"]["failed"], &broken["summary"]["regressed"]), (&json!(3), &json!(3)), "{broken}");
+    let failed = gate("0.0.1-rogue");
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(3), "{out}");
+    assert!(out.contains("regressed 3") && out.contains("rogue trap"), "{out}");
 }
 
 async fn live_processing_goes_on_during_a_replay(backend: Backend) {

@@ -12,7 +12,7 @@ use super::{
     client::{Client, HostArgs},
     fleet::plugin_name,
 };
-use crate::plugins::GUARD;
+use crate::{ids::Id, plugins::GUARD};
 
 #[derive(Debug, Subcommand)]
 pub enum DeadLetterCommand {
@@ -24,7 +24,7 @@ pub enum DeadLetterCommand {
         /// Also the letters closed already (redriven, dismissed)
         #[arg(long)]
         all: bool,
-        /// The API's answer as JSON
+        /// The letters as JSON, as the API gives them (the open ones unless --all)
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -148,9 +148,9 @@ fn letters_of(name: &str) -> anyhow::Result<&str> {
 }
 
 fn letter_id(id: &str) -> anyhow::Result<&str> {
-    match id.parse::<u64>() {
+    match id.parse::<Id>() {
         Ok(_) => Ok(id),
-        Err(_) => anyhow::bail!("{id:?} is not a dead letter's id (a number, as `shopmesh dead-letters list` shows them)"),
+        Err(why) => anyhow::bail!("{why}: a dead letter's id is a number, as `shopmesh dead-letters list` shows them"),
     }
 }
 
@@ -210,6 +210,9 @@ fn detail(l: &Value) -> String {
     line("reason", text(&l["reason"]));
     if !is_open(l) {
         line("closed", format!("{}: {}", text(&l["redriven_at"]), text(&l["redrive_result"])));
+    } else if !l["redrive_result"].is_null() {
+        // A redrive that failed again leaves the letter open with its new reason here.
+        line("redriven", format!("still open: {}", text(&l["redrive_result"])));
     }
     // The event as it arrived: pretty when it is JSON, as it is when not (why it may be here).
     let body = l["event"].as_str().unwrap_or_default();
@@ -242,6 +245,10 @@ mod tests {
         let at = |l: &str, word: &str| l.find(word).unwrap();
         assert_eq!(at(rows[0], "state"), at(rows[1], "open"), "{table}");
         assert_eq!(at(rows[1], "open"), at(rows[2], "closed"), "{table}");
-        assert!(super::letter_id("12a").is_err() && super::letter_id("12").is_ok());
+        assert!(super::letter_id("12a").is_err() && super::letter_id("012").is_err() && super::letter_id("12").is_ok());
+        let mut failed_again = json!({"id": "7", "plugin": "points", "redrive_result": "failed: still no grant"});
+        assert!(super::detail(&failed_again).contains("  redriven  still open: failed: still no grant\n"));
+        failed_again["redriven_at"] = json!("2026-12-07T15:00:00Z");
+        assert!(!super::detail(&failed_again).contains("still open"));
     }
 }

@@ -31,7 +31,8 @@ pub async fn status(name: Option<&str>, json: bool, host: &HostArgs) -> anyhow::
 pub async fn activate(name: &str, version: &str, host: &HostArgs) -> anyhow::Result<ExitCode> {
     let path = format!("/api/admin/plugins/{}/activate", plugin_name(name)?);
     let status: Value = host.client()?.post_json(&path, &json!({ "version": version })).await.with_context(|| format!("activating {name} {version}"))?;
-    eprintln!("{name} {version} is the active version on every host");
+    // The answer comes once this host runs it; the others follow the fleet's registry.
+    eprintln!("{name} {version} is the active version here, and every host of the fleet follows");
     super::print(&detail(&status))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -41,7 +42,8 @@ pub async fn switch(name: &str, enable: bool, host: &HostArgs) -> anyhow::Result
     let action = if enable { "enable" } else { "disable" };
     let path = format!("/api/admin/plugins/{}/{action}", plugin_name(name)?);
     let status: Value = host.client()?.call(reqwest::Method::POST, &path, None, true).await.with_context(|| format!("{action} {name}"))?;
-    eprintln!("{name} {}", if enable { "resumed on every host" } else { "paused on every host: its events wait in JetStream" });
+    let done = if enable { "resumed" } else { "paused (its events wait in JetStream)" };
+    eprintln!("{name} {done} here, and every host of the fleet follows");
     super::print(&detail(&status))?;
     Ok(ExitCode::SUCCESS)
 }

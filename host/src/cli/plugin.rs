@@ -58,7 +58,7 @@ pub enum PluginCommand {
         /// Events of the last while (default: the whole stream)
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         since: Option<Duration>,
-        /// Exit 3 when any event's effects changed (to gate a release in CI)
+        /// Exit 3 when any event's effects changed, or it fails on one applied live (to gate a release in CI)
         #[arg(long)]
         fail_on_change: bool,
         #[command(flatten)]

@@ -1,7 +1,7 @@
 //! `shopmesh replay`: starts a replay on a running host, follows it with a progress bar,
 //! prints the summary and the first changed events, and exits non-zero when it failed, or
-//! (`--fail-on-change`) when anything changed, so a CI job can gate a plugin release on "no
-//! unexpected change on last week's events".
+//! (`--fail-on-change`) when anything changed or regressed, so a CI job can gate a plugin
+//! release on "no unexpected change on last week's events".
 
 use std::{process::ExitCode, time::Duration};
 
@@ -19,7 +19,8 @@ use crate::timestamp::Timestamp;
 
 /// Exit code when the replay failed or was cancelled.
 pub const EXIT_FAILED: u8 = 1;
-/// Exit code, with `--fail-on-change`, when an event's effects changed.
+/// Exit code, with `--fail-on-change`, when an event's effects changed or the version failed
+/// on an event that was applied live (`regressed`).
 pub const EXIT_CHANGED: u8 = 3;
 
 #[derive(Debug, Clone, Args)]
@@ -56,7 +57,7 @@ pub struct ReplayArgs {
     /// At most this many events per second
     #[arg(long, value_name = "EVENTS_PER_SEC")]
     pub max_rate: Option<i64>,
-    /// Exit 3 when any event's effects changed
+    /// Exit 3 when any event's effects changed, or it fails on one that was applied live
     #[arg(long)]
     pub fail_on_change: bool,
     /// How many changed (or failed) events to list at the end
@@ -136,6 +137,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         summary["applied"],
         summary["skipped"],
     ))?;
+    let regressed = summary["regressed"].as_i64().unwrap_or(0);
+    if regressed > 0 {
+        super::print(&format!("regressed {regressed}: failed events that were applied live, on the same inputs\n"))?;
+    }
     if let Some(error) = replay["error"].as_str() {
         eprintln!("error: {error}");
     }
@@ -147,7 +152,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(if replay["state"] != "done" {
         ExitCode::from(EXIT_FAILED)
-    } else if args.fail_on_change && summary["changed"].as_i64().unwrap_or(0) > 0 {
+    } else if args.fail_on_change && summary["changed"].as_i64().unwrap_or(0) + regressed > 0 {
         ExitCode::from(EXIT_CHANGED)
     } else {
         ExitCode::SUCCESS
@@ -158,24 +163,25 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// first, while the replay is followed, is told to [`follow`] by its name, which asks the
 /// host to cancel it (a replay outlives the command that started it, and an `--apply`
 /// backfill its user thought stopped would go on); any other, or one once nothing follows,
-/// ends the command at once (exit 130), as Ctrl-C does anywhere.
+/// ends the command at once, as the signal does anywhere (exit 130, 143 for SIGTERM).
 fn on_interrupt() -> anyhow::Result<watch::Receiver<Option<&'static str>>> {
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let (told, interrupted) = watch::channel(None);
     tokio::spawn(async move {
         loop {
-            let name = tokio::select! {
-                Some(()) = interrupt.recv() => "Ctrl-C",
-                Some(()) = terminate.recv() => "SIGTERM",
-                else => break,
+            let (name, code) = tokio::select! {
+                Some(()) = interrupt.recv() => ("Ctrl-C", 130),
+                Some(()) = terminate.recv() => ("SIGTERM", 143),
+                // Only as the runtime shuts down; `told` must outlive the follower meanwhile.
+                else => std::future::pending().await,
             };
             if told.receiver_count() == 0 {
-                std::process::exit(130);
+                std::process::exit(code);
             }
             if told.borrow().is_some() {
                 eprintln!("\nleft at once: the replay may go on on the host (see GET /api/admin/replays)");
-                std::process::exit(130);
+                std::process::exit(code);
             }
             told.send_replace(Some(name));
         }

@@ -29,6 +29,7 @@ pub struct Redriven {
     /// `applied`, `well-formed now`, or why it failed again.
     pub result: String,
 }
+
 impl PluginHost {
     /// A failed attempt: recorded, then retried later or dead-lettered.
     pub(super) async fn failed(&self, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, failure: Failure) -> Disposition {

@@ -94,10 +94,16 @@ pub struct Summary {
     pub failed: i64,
     pub applied: i64,
     pub skipped: i64,
+    /// Of `failed` (dry-run): events a version had applied live, on the inputs the recording
+    /// holds, that this version fails on. Its own failures, where the others may be the
+    /// stream's (a malformed event, one applied before inputs were recorded): what a release
+    /// gate counts with `changed`.
+    pub regressed: i64,
 }
 
 impl Summary {
-    pub fn add(&mut self, outcome: Outcome) {
+    pub fn add(&mut self, outcome: Outcome, regressed: bool) {
+        self.regressed += i64::from(regressed);
         *match outcome {
             Outcome::Same => &mut self.same,
             Outcome::Changed => &mut self.changed,

@@ -246,11 +246,14 @@ impl Replays {
         })
         .await;
         for ((((e, d), entry), ran), why) in parsed.iter().zip(&entries).zip(ran).zip(unusable) {
+            // The candidate's own failure on an event applied live on these very inputs.
+            let regressed = why.is_none() && ran.result.is_err() && entry.state == inbox::State::Applied;
             let candidate = match why {
                 Some(why) => Err(why),
                 None => ran.result.map(|effects| effects::view(&effects)).map_err(|f| f.to_string()),
             };
             let mut row = compare(e, d, entry, candidate);
+            row.regressed = regressed;
             if !ran.filled.is_empty() && entry.state == inbox::State::Applied && row.reason.is_none() {
                 row.reason = Some(format!("read {} which the recording does not hold: taken from the current state", ran.filled.names().join(", ")));
             }
@@ -318,5 +321,5 @@ fn compare(e: &Event, d: &Delivery, entry: &Entry, candidate: Result<serde_json:
 }
 
 fn row(e: &Event, event_id: &str, outcome: Outcome, recorded: Option<String>, candidate: Option<String>, reason: Option<String>) -> store::EventRow {
-    store::EventRow { seq: e.seq, event_id: event_id.to_owned(), subject: e.subject.clone(), outcome, recorded, candidate, reason }
+    store::EventRow { seq: e.seq, event_id: event_id.to_owned(), subject: e.subject.clone(), outcome, recorded, candidate, reason, regressed: false }
 }

@@ -35,6 +35,8 @@ pub struct EventRow {
     pub recorded: Option<String>,
     pub candidate: Option<String>,
     pub reason: Option<String>,
+    /// A failure of the candidate's own on an event applied live (see [`Summary::regressed`]).
+    pub regressed: bool,
 }
 
 pub fn mode_str(mode: Mode) -> &'static str {
@@ -101,6 +103,7 @@ fn replay_from_row(r: &AnyRow) -> Result<Replay, sqlx::Error> {
             failed: r.try_get("failed_count")?,
             applied: r.try_get("applied_count")?,
             skipped: r.try_get("skipped_count")?,
+            regressed: r.try_get("regressed_count")?,
         },
         requested_by: r.try_get("requested_by")?,
         error: r.try_get("error")?,
@@ -131,17 +134,17 @@ pub async fn running(db: &Db) -> Result<Vec<Replay>, sqlx::Error> {
 pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::Error> {
     let mut summary = Summary::default();
     for e in events {
-        summary.add(e.outcome);
+        summary.add(e.outcome, e.regressed);
     }
     let mut tx = db.begin_background().await?;
     let running = sqlx::query(
         "UPDATE shop_replay SET processed = processed + $1, same_count = same_count + $2,
                 changed_count = changed_count + $3, new_count = new_count + $4, failed_count = failed_count + $5,
-                applied_count = applied_count + $6, skipped_count = skipped_count + $7
-          WHERE id = $8 AND state = 'running'",
+                applied_count = applied_count + $6, skipped_count = skipped_count + $7, regressed_count = regressed_count + $8
+          WHERE id = $9 AND state = 'running'",
     );
     let running = running.bind(events.len() as i64).bind(summary.same).bind(summary.changed).bind(summary.new);
-    let running = running.bind(summary.failed).bind(summary.applied).bind(summary.skipped).bind(id);
+    let running = running.bind(summary.failed).bind(summary.applied).bind(summary.skipped).bind(summary.regressed).bind(id);
     if running.execute(&mut *tx).await?.rows_affected() == 0 {
         return Ok(false);
     }
