@@ -402,14 +402,16 @@ async function replay(id) {
     h("div", { class: "progress" }, h("div", { id: "bar" })), h("p", { id: "progress-text" }),
     h("div", { id: "summary", class: "cards" }), h("h2", {}, "Diff: recorded vs candidate effects"),
     h("form", { class: "inline" }, h("label", {}, "Outcome", h("select", { id: "outcome", onchange: (ev) => { outcome = ev.target.value; diff(); } },
-      ["", "changed", "new", "failed", "same", "applied", "skipped"].map((o) => h("option", { value: o, selected: o === outcome }, o || "all"))))),
+      ["", "changed", "regressed", "new", "failed", "same", "applied", "skipped"].map((o) => h("option", { value: o, selected: o === outcome }, o || "all"))))),
     h("div", { id: "diff" }));
   const diff = async () => {
-    const events = await api("GET", `/api/admin/replays/${seg(id)}/events?limit=500` + (outcome ? `&outcome=${seg(outcome)}` : ""));
+    // "regressed": the failures of the version's own on events applied before.
+    const filter = outcome === "regressed" ? "&outcome=failed&regressed=true" : outcome ? `&outcome=${seg(outcome)}` : "";
+    const events = await api("GET", `/api/admin/replays/${seg(id)}/events?limit=500` + filter);
     set("diff", table(["Seq#", "Event", "Subject", "Outcome", "Recorded", "Candidate", "Reason"],
       events.map((e) => h("tr", { dataset: { outcome: e.outcome } },
         h("td", { class: "num" }, e.seq), h("td", {}, h("code", {}, e.event_id)), h("td", {}, e.subject),
-        h("td", {}, badge(e.outcome, e.outcome === "same" || e.outcome === "applied" ? "good" : e.outcome === "failed" ? "bad" : "warn")),
+        h("td", {}, badge(e.regressed ? "failed (regressed)" : e.outcome, e.outcome === "same" || e.outcome === "applied" ? "good" : e.outcome === "failed" ? "bad" : "warn")),
         h("td", {}, e.recorded ? effectsText(e.recorded) : "—"),
         h("td", {}, e.candidate ? effectsText(e.candidate) : "—"),
         h("td", {}, e.reason || ""))), { id: "diff-table" }));
@@ -424,7 +426,8 @@ async function replay(id) {
     set("replay-head", h("p", {}, `${r.mode} of `, h("a", { href: `/console/plugins/${r.plugin}` }, r.plugin), ` version ${r.version}, ` + (r.total ? `sequences ${r.from_seq}–${r.to_seq}` : "no events in that range"),
       r.subjects.length ? `, subjects ${r.subjects.join(", ")}` : "", r.max_rate ? `, at most ${r.max_rate} ev/s` : "", ` · by ${r.requested_by}`, " ",
       r.state === "running" ? h("button", { id: "cancel", class: "danger", onclick: () => act(`Cancel replay ${id}?`, async () => { await api("DELETE", `/api/admin/replays/${seg(id)}`); await draw(); }) }, "Cancel") : ""));
-    set("summary", Object.entries(r.summary).map(([k, v]) => h("div", { class: "card", dataset: { outcome: k } }, h("div", { class: "muted" }, k), h("div", { class: "big" }, v))));
+    // `regressed` is a dry-run's; an apply's is always 0.
+    set("summary", Object.entries(r.summary).filter(([k]) => k !== "regressed" || r.mode === "dry-run").map(([k, v]) => h("div", { class: "card", dataset: { outcome: k } }, h("div", { class: "muted" }, k), h("div", { class: "big" }, v))));
     if (r.state !== "running" && !drawnDone) { drawnDone = true; await diff(); }
     else if (r.state === "running") await diff();
   };

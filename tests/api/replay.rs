@@ -153,6 +153,8 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     // regressed, and a release gate does not count them (they may be the stream's).
     let never = replay(&app, json!({"plugin": "points", "mode": "dry-run"})).await;
     assert_eq!((&never["summary"]["failed"], &never["summary"]["regressed"]), (&json!(3), &json!(0)), "{never}");
+    let none = app_events(&app, never["replay_id"].as_str().unwrap(), "regressed=true").await;
+    assert_eq!(none.len(), 0, "{none:?}");
     let gate = |version: &'static str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
             .args(["replay", "--plugin", "points", "--version", version, "--fail-on-change", "--host", &app.address])
@@ -194,7 +196,18 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     let failed = gate("0.0.1-rogue");
     let out = String::from_utf8_lossy(&failed.stdout);
     assert_eq!(failed.status.code(), Some(3), "{out}");
-    assert!(out.contains("regressed 3") && out.contains("rogue trap"), "{out}");
+    assert!(out.contains("regressed 3") && out.contains("first regressed events:") && out.contains("rogue trap"), "{out}");
+    assert!(!out.contains("other failed events"), "all three regressed: {out}");
+    let id = broken["replay_id"].as_str().unwrap();
+    let marked = app_events(&app, id, "regressed=true").await;
+    assert!(marked.len() == 3 && marked.iter().all(|e| e["regressed"] == true && e["outcome"] == "failed"), "{marked:?}");
+    assert_eq!(app_events(&app, id, "outcome=failed&regressed=false").await.len(), 0);
+}
+
+async fn app_events(app: &TestApp, id: &str, query: &str) -> Vec<Value> {
+    let events = app.admin(Method::GET, &format!("/api/admin/replays/{id}/events?{query}"), None).await;
+    assert_eq!(events.status, 200, "{:?}", events.body);
+    events.body.as_array().cloned().unwrap_or_default()
 }
 
 async fn live_processing_goes_on_during_a_replay(backend: Backend) {

@@ -66,7 +66,9 @@ impl ReplaysApi {
     /// A replay's events
     ///
     /// In stream order, after sequence `after`, at most `limit` (default 100, at most 1000),
-    /// optionally of one outcome; each with the recorded and the candidate effects.
+    /// optionally of one outcome, and (`regressed`) only the failures of the version's own on
+    /// events applied before, or only the others; each with the recorded and the candidate
+    /// effects.
     #[oai(path = "/replays/:replay_id/events", method = "get", operation_id = "listReplayEvents", tag = "ApiTags::Admin")]
     async fn events(
         &self,
@@ -74,10 +76,11 @@ impl ReplaysApi {
         replays: Data<&Arc<Replays>>,
         replay_id: Path<Id>,
         outcome: Query<Option<Outcome>>,
+        regressed: Query<Option<bool>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
         #[oai(validator(minimum(value = "0")))] after: Query<Option<i64>>,
     ) -> Result<Json<Vec<ReplayEvent>>, ReplayLookupError> {
-        let events = replays.events(replay_id.0, outcome.0, after.0.unwrap_or(0), limit.0.unwrap_or(100)).await?;
+        let events = replays.events(replay_id.0, outcome.0, regressed.0, after.0.unwrap_or(0), limit.0.unwrap_or(100)).await?;
         Ok(Json(events))
     }
 

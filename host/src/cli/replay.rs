@@ -144,10 +144,18 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(error) = replay["error"].as_str() {
         eprintln!("error: {error}");
     }
-    for outcome in ["changed", "failed"] {
-        if summary[outcome].as_i64().unwrap_or(0) > 0 && args.show > 0 {
-            let events: Vec<Value> = client.get(&format!("/api/admin/replays/{id}/events?outcome={outcome}&limit={}", args.show)).await?;
-            super::print(&table(outcome, &events))?;
+    // What a release gate fails on first (changed, regressed), then the other failed events,
+    // which may be the stream's.
+    let failed = summary["failed"].as_i64().unwrap_or(0);
+    let lists = [
+        ("changed", "outcome=changed", summary["changed"].as_i64().unwrap_or(0)),
+        ("regressed", "outcome=failed&regressed=true", regressed),
+        (if regressed > 0 { "other failed" } else { "failed" }, "outcome=failed&regressed=false", failed - regressed),
+    ];
+    for (title, query, count) in lists {
+        if count > 0 && args.show > 0 {
+            let events: Vec<Value> = client.get(&format!("/api/admin/replays/{id}/events?{query}&limit={}", args.show)).await?;
+            super::print(&table(title, &events))?;
         }
     }
     Ok(if replay["state"] != "done" {
@@ -226,16 +234,20 @@ async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::R
     }
 }
 
-/// The first events of one outcome as a table: sequence, event, recorded → candidate.
-fn table(outcome: &str, events: &[Value]) -> String {
+/// The first events of one kind as a table: sequence, event, recorded → candidate (or, for
+/// one that failed, why).
+fn table(title: &str, events: &[Value]) -> String {
     let effects = |v: &Value| match v.as_array() {
         None => "-".to_string(),
         Some(list) if list.is_empty() => "(none)".to_string(),
         Some(list) => list.iter().map(short).collect::<Vec<_>>().join("; "),
     };
-    let mut out = format!("\nfirst {outcome} events:\n{:>8}  {:<20}  {:<18}  recorded → candidate\n", "seq", "event", "subject");
+    let mut out = format!("\nfirst {title} events:\n{:>8}  {:<20}  {:<18}  recorded → candidate\n", "seq", "event", "subject");
     for e in events {
-        let candidate = if outcome == "failed" { e["reason"].as_str().unwrap_or_default().to_owned() } else { effects(&e["candidate"]) };
+        let candidate = match e["reason"].as_str() {
+            Some(reason) if e["outcome"] == "failed" => reason.to_owned(),
+            _ => effects(&e["candidate"]),
+        };
         out.push_str(&format!(
             "{:>8}  {:<20}  {:<18}  {} → {}\n",
             e["seq"].to_string(), // a Value's Display ignores the width

@@ -158,6 +158,9 @@ pub struct ReplayEvent {
     pub candidate: Option<Vec<serde_json::Value>>,
     /// Why it failed.
     pub reason: Option<String>,
+    /// A failure of this version's own on an event applied before (see the summary's
+    /// `regressed`).
+    pub regressed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -124,9 +124,9 @@ impl Replays {
         Ok(store::running(&self.host.shop().db).await?)
     }
 
-    pub async fn events(&self, id: Id, outcome: Option<Outcome>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, ReplayError> {
+    pub async fn events(&self, id: Id, outcome: Option<Outcome>, regressed: Option<bool>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, ReplayError> {
         self.get(id).await?;
-        Ok(store::events(&self.host.shop().db, id, outcome, after, limit).await?)
+        Ok(store::events(&self.host.shop().db, id, outcome, regressed, after, limit).await?)
     }
 
     /// Cancels a running replay (its work so far is kept); a finished one is left as it is.
@@ -246,16 +246,21 @@ impl Replays {
         })
         .await;
         for ((((e, d), entry), ran), why) in parsed.iter().zip(&entries).zip(ran).zip(unusable) {
-            // The candidate's own failure on an event applied live on these very inputs.
-            let regressed = why.is_none() && ran.result.is_err() && entry.state == inbox::State::Applied;
+            // The candidate's own failure on an event applied before, on its recorded inputs
+            // (a database error is the host's, not the candidate's).
+            let regressed = why.is_none() && entry.state == inbox::State::Applied && matches!(&ran.result, Err(f) if !matches!(f, Failure::Db(_)));
             let candidate = match why {
                 Some(why) => Err(why),
                 None => ran.result.map(|effects| effects::view(&effects)).map_err(|f| f.to_string()),
             };
             let mut row = compare(e, d, entry, candidate);
             row.regressed = regressed;
-            if !ran.filled.is_empty() && entry.state == inbox::State::Applied && row.reason.is_none() {
-                row.reason = Some(format!("read {} which the recording does not hold: taken from the current state", ran.filled.names().join(", ")));
+            if !ran.filled.is_empty() && entry.state == inbox::State::Applied {
+                let note = format!("read {} which the recording does not hold: taken from the current state", ran.filled.names().join(", "));
+                row.reason = Some(match row.reason.take() {
+                    Some(reason) => format!("{reason} ({note})"),
+                    None => note,
+                });
             }
             rows.push(row);
         }

@@ -149,16 +149,16 @@ pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::
         return Ok(false);
     }
     // Multi-row inserts, a few hundred parameters at a time.
-    for piece in events.chunks(rows_per_statement(8)) {
-        let rows: Vec<String> = (0..piece.len()).map(|i| format!("({})", placeholders(i * 8 + 1, 8))).collect();
+    for piece in events.chunks(rows_per_statement(9)) {
+        let rows: Vec<String> = (0..piece.len()).map(|i| format!("({})", placeholders(i * 9 + 1, 9))).collect();
         let sql = format!(
-            "INSERT INTO shop_replay_event (replay_id, seq, event_id, subject, outcome, recorded, candidate, reason) VALUES {}",
+            "INSERT INTO shop_replay_event (replay_id, seq, event_id, subject, outcome, recorded, candidate, reason, regressed) VALUES {}",
             rows.join(", ")
         );
         let mut query = sqlx::query(&sql);
         for e in piece {
             query = query.bind(id).bind(e.seq as i64).bind(&e.event_id).bind(&e.subject).bind(outcome_str(e.outcome));
-            query = query.bind(&e.recorded).bind(&e.candidate).bind(&e.reason);
+            query = query.bind(&e.recorded).bind(&e.candidate).bind(&e.reason).bind(i64::from(e.regressed));
         }
         query.execute(&mut *tx).await?;
     }
@@ -191,14 +191,17 @@ pub async fn fail_interrupted(db: &Db, host: &str) -> Result<u64, sqlx::Error> {
 }
 
 /// A replay's events after `after` (a sequence), in order, optionally of one outcome.
-pub async fn events(db: &Db, id: Id, outcome: Option<Outcome>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, sqlx::Error> {
+/// A replay's events after `after`, at most `limit`: of one outcome, and regressed or not,
+/// when asked.
+pub async fn events(db: &Db, id: Id, outcome: Option<Outcome>, regressed: Option<bool>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT seq, event_id, subject, outcome, recorded, candidate, reason FROM shop_replay_event
-          WHERE replay_id = $1 AND seq > $2 AND ($3 = '' OR outcome = $3) ORDER BY seq LIMIT $4",
+        "SELECT seq, event_id, subject, outcome, recorded, candidate, reason, regressed FROM shop_replay_event
+          WHERE replay_id = $1 AND seq > $2 AND ($3 = '' OR outcome = $3) AND ($4 < 0 OR regressed = $4) ORDER BY seq LIMIT $5",
     )
     .bind(id)
     .bind(after)
     .bind(outcome.map(outcome_str).unwrap_or_default())
+    .bind(regressed.map_or(-1, i64::from))
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
@@ -224,6 +227,7 @@ fn event_from_row(r: &AnyRow) -> Result<ReplayEvent, sqlx::Error> {
         recorded,
         candidate,
         reason: r.try_get("reason")?,
+        regressed: r.try_get::<i64, _>("regressed")? != 0,
     })
 }
 
