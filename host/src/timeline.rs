@@ -12,7 +12,7 @@ use crate::{
     money::Money,
     outbox,
     plugins::{
-        dead_letters::{self, DeadLetter},
+        dead_letters::{self, DeadLetter, LetterState},
         inbox,
         runtime::{capability_name, Capability},
     },
@@ -117,10 +117,10 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
     // latest letter (a redelivery after a lost ack can leave two), open or dismissed.
     let lettered = |plugin: &str, event_id: &str| {
         let letter = dead_letters.iter().filter(|d| d.plugin == plugin && d.event_id == event_id).max_by_key(|d| (d.redriven_at.is_none(), d.id.0))?;
-        match &letter.redrive_result {
-            _ if letter.redriven_at.is_none() => Some((HandlingState::DeadLettered, letter)),
-            Some(result) if dead_letters::is_dismissal(result) => Some((HandlingState::Dismissed, letter)),
-            _ => None,
+        match letter.state {
+            LetterState::Open => Some((HandlingState::DeadLettered, letter)),
+            LetterState::Dismissed => Some((HandlingState::Dismissed, letter)),
+            LetterState::Redriven => None,
         }
     };
     let mut handled: HashMap<String, Vec<Handling>> = HashMap::new();

@@ -145,6 +145,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     })
     .await;
     assert_eq!(guard.len(), 6, "{guard:?}");
+    assert!(guard.iter().all(|l| l["state"] == "open"), "{guard:?}");
     assert!(guard.iter().any(|l| l["reason"].as_str().unwrap().contains("holds a NUL character")), "{guard:?}");
     assert!(guard.iter().any(|l| l["event_id"] == "p-5\u{FFFD}"), "{guard:?}");
     assert!(guard.iter().any(|l| l["subject"] == "shop.typo" && l["reason"].as_str().unwrap().contains("unknown event type")));
@@ -206,6 +207,8 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     let closed = app.request(reqwest::Method::POST, "/api/admin/dead-letters/9/redrive", None, &auth).await;
     assert_eq!((&closed.body["result"], &closed.body["closed"]), (&json!("well-formed now"), &json!(true)), "{:?}", closed.body);
     assert_eq!(app.count("shop_dead_letter", "id = 9 AND redriven_at IS NOT NULL").await, 1);
+    let nine = app.request(reqwest::Method::GET, "/api/admin/dead-letters/9", None, &auth).await;
+    assert_eq!(nine.body["state"], "redriven", "{:?}", nine.body);
     // Through the CLI, a letter that closes: exit 0. (It was closed above: reopened for this.)
     sqlx::query("UPDATE shop_dead_letter SET redriven_at = NULL, redrive_result = NULL WHERE id = 9").execute(app.db.pool()).await.unwrap();
     let cli_closed = app.cli(&["dead-letters", "redrive", "9"]).await;
@@ -218,6 +221,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
         assert_eq!(dismissed.status, 200, "{:?}", dismissed.body);
         assert!(dismissed.body["redrive_result"].as_str().unwrap().starts_with("dismissed by admin"), "{:?}", dismissed.body);
         assert!(dismissed.body["redriven_at"].is_string());
+        assert_eq!(dismissed.body["state"], "dismissed", "{:?}", dismissed.body);
     }
     assert_eq!(app.count("shop_dead_letter", "redriven_at IS NULL").await, before - 2);
     let twice = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{stray}/dismiss"), None, &auth).await;
@@ -228,7 +232,7 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     // Through the CLI: a closed letter reads as closed; dismissing it again fails (exit 1);
     // another guard letter is dismissed; the open list has one line fewer, --all has them all.
     let shown = app.cli(&["dead-letters", "show", &stray]).await;
-    assert!(shown.stdout.starts_with(&format!("dead letter {stray} (closed: dismissed by admin")) && shown.stdout.contains("shop.typo"), "{shown:?}");
+    assert!(shown.stdout.starts_with(&format!("dead letter {stray} (dismissed by admin")) && shown.stdout.contains("shop.typo"), "{shown:?}");
     let cli_twice = app.cli(&["dead-letters", "dismiss", &stray]).await;
     assert_eq!(cli_twice.code, Some(1), "{cli_twice:?}");
     assert!(cli_twice.stderr.contains(&format!("dead letter {stray} is closed already")), "{cli_twice:?}");
@@ -240,6 +244,9 @@ async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backen
     assert_eq!(open.stdout.lines().count(), 1 + 4, "six, less the stray and the other dismissed: {open:?}");
     let all = app.cli(&["dead-letters", "list", "--plugin", "shopmesh-guard", "--all"]).await;
     assert_eq!(all.stdout.lines().count(), 1 + 7, "the six and letter 9: {all:?}");
+    // A plugin name that is no plugin's is not "no dead letters".
+    let typo = app.cli(&["dead-letters", "list", "--plugin", "pionts"]).await;
+    assert!(typo.code == Some(1) && typo.stderr.contains("SHOP_PLUGIN_NOT_FOUND"), "{typo:?}");
     let anonymous = app.request(reqwest::Method::POST, &format!("/api/admin/dead-letters/{malformed}/dismiss"), None, &[]).await;
     assert_eq!(anonymous.status, 401);
 }

@@ -46,7 +46,8 @@ pub struct PluginLoad {
     pub name: String,
     pub active_version: Option<String>,
     pub enabled: bool,
-    /// Events handled on this host since it started, and how many of those failed.
+    /// Attempts to handle an event on this host since it started (a retried event counts
+    /// each time), and how many of those failed.
     pub invocations: i64,
     pub failures: i64,
     /// Events handled per second on this host over the last sample.

@@ -32,6 +32,7 @@ pub enum DeadLetterCommand {
     },
     /// One dead letter, with its event as it arrived
     Show {
+        /// The letter's id, as `dead-letters list` shows it
         id: String,
         /// The API's answer as JSON
         #[arg(long)]
@@ -40,8 +41,9 @@ pub enum DeadLetterCommand {
         host: HostArgs,
     },
     /// Run letters' events through their plugin's current version again (after a fix):
-    /// the given letters, or every open one of --plugin
+    /// the given letters, or every open one of --plugin. Exit 1 when one stays open
     Redrive {
+        /// The letters' ids, as `dead-letters list` shows them
         #[arg(required_unless_present = "plugin", conflicts_with = "plugin", value_name = "ID")]
         ids: Vec<String>,
         /// Every open letter of this plugin
@@ -52,6 +54,7 @@ pub enum DeadLetterCommand {
     },
     /// Close letters without running their events (one that can never succeed, or is not wanted)
     Dismiss {
+        /// The letters' ids, as `dead-letters list` shows them
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
         #[command(flatten)]
@@ -66,7 +69,12 @@ pub async fn run(command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
                 Some(name) => format!("/api/admin/dead-letters?plugin={}", letters_of(name)?),
                 None => "/api/admin/dead-letters".to_owned(),
             };
-            let letters: Vec<Value> = host.client()?.get(&path).await?;
+            let client = host.client()?;
+            let letters: Vec<Value> = client.get(&path).await?;
+            if let Some(name) = plugin.as_deref().filter(|name| letters.is_empty() && *name != GUARD) {
+                // None at all: say so if no plugin has that name (a typo is not "all clear").
+                let _: Value = client.get(&format!("/api/admin/plugins/{name}")).await?;
+            }
             let shown: Vec<Value> = letters.into_iter().filter(|l| all || is_open(l)).collect();
             if json {
                 super::print(&format!("{}\n", serde_json::to_string_pretty(&shown)?))?;
@@ -155,7 +163,7 @@ fn letter_id(id: &str) -> anyhow::Result<&str> {
 }
 
 fn is_open(letter: &Value) -> bool {
-    letter["redriven_at"].is_null()
+    letter["state"] == "open"
 }
 
 fn text(v: &Value) -> String {
@@ -168,15 +176,19 @@ fn text(v: &Value) -> String {
 
 /// Where a letter stands: open, or closed and how.
 fn state(letter: &Value) -> String {
-    if is_open(letter) { "open".to_owned() } else { format!("closed: {}", text(&letter["redrive_result"])) }
+    match letter["state"].as_str() {
+        Some("open") => "open".to_owned(),
+        Some("dismissed") => text(&letter["redrive_result"]),
+        state => format!("{}: {}", state.unwrap_or("closed"), text(&letter["redrive_result"])),
+    }
 }
 
 /// Letters, a line each, the reason last (it may be long).
 fn table(letters: &[Value]) -> String {
-    let mut out = format!("{:<20}  {:<16}  {:<8}  {:<18}  {:>6}  {:>5}  {:<24}  {:<8}  reason\n", "id", "plugin", "version", "subject", "seq", "tries", "created", "state");
+    let mut out = format!("{:<20}  {:<16}  {:<8}  {:<18}  {:>6}  {:>5}  {:<24}  {:<9}  reason\n", "id", "plugin", "version", "subject", "seq", "tries", "created", "state");
     for l in letters {
         out.push_str(&format!(
-            "{:<20}  {:<16}  {:<8}  {:<18}  {:>6}  {:>5}  {:<24}  {:<8}  {}\n",
+            "{:<20}  {:<16}  {:<8}  {:<18}  {:>6}  {:>5}  {:<24}  {:<9}  {}\n",
             text(&l["id"]),
             text(&l["plugin"]),
             text(&l["plugin_version"]),
@@ -184,7 +196,7 @@ fn table(letters: &[Value]) -> String {
             text(&l["stream_seq"]),
             text(&l["attempts"]),
             text(&l["created_at"]),
-            if is_open(l) { "open" } else { "closed" },
+            text(&l["state"]),
             text(&l["reason"])
         ));
     }
@@ -227,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_letter_reads_as_a_person_would_say_it() {
-        let letter = json!({"id": "1049915046840242176", "plugin": "points", "plugin_version": "1.0.0", "subject": "shop.pay.success",
+        let letter = json!({"id": "1049915046840242176", "state": "open", "plugin": "points", "plugin_version": "1.0.0", "subject": "shop.pay.success",
             "event_id": "e-1", "stream_seq": 42, "reason": "failed: rogue\ntrap", "attempts": 5, "created_at": "2026-12-07T14:00:00Z",
             "event": "{\"id\":\"e-1\"}"});
         let detail = super::detail(&letter);
@@ -238,17 +250,19 @@ mod tests {
         let mut closed = letter.clone();
         closed["redriven_at"] = json!("2026-12-07T15:00:00Z");
         closed["redrive_result"] = json!("dismissed by admin");
-        assert!(super::detail(&closed).starts_with("dead letter 1049915046840242176 (closed: dismissed by admin)\n"));
+        closed["state"] = json!("dismissed");
+        assert!(super::detail(&closed).starts_with("dead letter 1049915046840242176 (dismissed by admin)\n"));
         let table = super::table(&[letter, closed]);
         let rows: Vec<&str> = table.lines().collect();
         assert_eq!(rows.len(), 3, "{table}");
         let at = |l: &str, word: &str| l.find(word).unwrap();
         assert_eq!(at(rows[0], "state"), at(rows[1], "open"), "{table}");
-        assert_eq!(at(rows[1], "open"), at(rows[2], "closed"), "{table}");
+        assert_eq!(at(rows[1], "open"), at(rows[2], "dismissed"), "{table}");
         assert!(super::letter_id("12a").is_err() && super::letter_id("012").is_err() && super::letter_id("12").is_ok());
-        let mut failed_again = json!({"id": "7", "plugin": "points", "redrive_result": "failed: still no grant"});
+        let mut failed_again = json!({"id": "7", "state": "open", "plugin": "points", "redrive_result": "failed: still no grant"});
         assert!(super::detail(&failed_again).contains("  redriven  still open: failed: still no grant\n"));
         failed_again["redriven_at"] = json!("2026-12-07T15:00:00Z");
+        failed_again["state"] = json!("redriven");
         assert!(!super::detail(&failed_again).contains("still open"));
     }
 }

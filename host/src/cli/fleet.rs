@@ -65,17 +65,23 @@ fn list(v: &Value) -> String {
     if items.is_empty() { "(none)".to_owned() } else { items.join(", ") }
 }
 
+fn has_revoked(status: &Value) -> bool {
+    status["revoked"].as_array().is_some_and(|r| !r.is_empty())
+}
+
 fn switch_word(status: &Value) -> &'static str {
     if status["enabled"] == true { "enabled" } else { "paused" }
 }
 
 /// Every plugin, a line each.
 fn table(plugins: &[Value]) -> String {
-    let mut out = format!("{:<20}  {:<10}  {:<8}  {:>8}  {:>7}  versions\n", "plugin", "active", "switch", "handled", "failed");
+    let mut out = format!("{:<20}  {:<10}  {:<8}  {:>8}  {:>7}  versions\n", "plugin", "active", "switch", "attempts", "failed");
     for p in plugins {
         let versions: Vec<String> = p["versions"].as_array().into_iter().flatten().map(|v| format!("{} {}", text(&v["version"]), text(&v["state"]))).collect();
+        // A revoked capability fails the events that need it: not to be missed in a list.
+        let revoked = if has_revoked(p) { format!("  (revoked: {})", list(&p["revoked"])) } else { String::new() };
         out.push_str(&format!(
-            "{:<20}  {:<10}  {:<8}  {:>8}  {:>7}  {}\n",
+            "{:<20}  {:<10}  {:<8}  {:>8}  {:>7}  {}{revoked}\n",
             text(&p["name"]),
             text(&p["active_version"]),
             switch_word(p),
@@ -84,7 +90,7 @@ fn table(plugins: &[Value]) -> String {
             versions.join(", ")
         ));
     }
-    out.push_str("(handled and failed: events on this host since it started)\n");
+    out.push_str("(attempts and failed: on this host since it started; a retried event counts each time)\n");
     out
 }
 
@@ -100,10 +106,10 @@ pub fn detail(p: &Value) -> String {
     line("subjects", list(&p["subjects"]));
     line("capabilities", list(&p["capabilities"]));
     line("grants", list(&p["grants"]));
-    if p["revoked"].as_array().is_some_and(|r| !r.is_empty()) {
+    if has_revoked(p) {
         line("revoked", format!("{} (its effects that need them are refused until granted again)", list(&p["revoked"])));
     }
-    line("handled", format!("{} on this host since it started, {} failed", p["invocations"].as_i64().unwrap_or(0), p["failures"].as_i64().unwrap_or(0)));
+    line("attempts", format!("{} on this host since it started, {} failed (a retried event counts each time)", p["invocations"].as_i64().unwrap_or(0), p["failures"].as_i64().unwrap_or(0)));
     for (i, v) in p["versions"].as_array().into_iter().flatten().enumerate() {
         let activated = v["activated_at"].as_str().map(|t| format!("  last activated {t}")).unwrap_or_default();
         let label = if i == 0 { "versions" } else { "" };
@@ -128,14 +134,17 @@ mod tests {
     fn a_plugin_reads_as_a_person_would_say_it() {
         let detail = super::detail(&points());
         assert!(detail.starts_with("points 1.0.0, paused, active since 2026-12-07T14:00:00Z\n"), "{detail}");
-        assert!(detail.contains("  handled       12 on this host since it started, 1 failed\n"), "{detail}");
+        assert!(detail.contains("  attempts      12 on this host since it started, 1 failed (a retried event counts each time)\n"), "{detail}");
         assert!(detail.contains("  versions      1.0.0      active  kept 2026-12-07T13:00:00Z  last activated 2026-12-07T14:00:00Z\n"), "{detail}");
         assert!(detail.contains("                2.0.0      staged  kept 2026-12-07T13:30:00Z\n"), "{detail}");
         assert!(!detail.contains("revoked"), "nothing revoked, nothing said: {detail}");
         let table = super::table(&[points()]);
         let row = table.lines().nth(1).unwrap();
         assert!(row.starts_with("points") && row.contains("paused") && row.ends_with("1.0.0 active, 2.0.0 staged"), "{table}");
-        let columns = |l: &str| l.find("handled").or(l.find("12")).unwrap();
-        assert_eq!(columns(table.lines().next().unwrap()) + "handled".len(), columns(row) + "12".len(), "right-aligned: {table}");
+        let columns = |l: &str| l.find("attempts").or(l.find("12")).unwrap();
+        assert_eq!(columns(table.lines().next().unwrap()) + "attempts".len(), columns(row) + "12".len(), "right-aligned: {table}");
+        let mut revoked = points();
+        revoked["revoked"] = json!(["add-points"]);
+        assert!(super::table(&[revoked]).lines().nth(1).unwrap().ends_with("2.0.0 staged  (revoked: add-points)"));
     }
 }

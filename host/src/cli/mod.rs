@@ -40,6 +40,10 @@ pub enum Command {
         body: String,
     },
     /// Run stream history through a plugin on a running host: a dry-run diff, or --apply
+    ///
+    /// Exits 1 if the replay failed or was cancelled (Ctrl-C or SIGTERM cancel it on the
+    /// host; a second one leaves at once), 3 with --fail-on-change if any event changed or
+    /// regressed.
     Replay(replay::ReplayArgs),
     /// Write, build, check and ship a plugin (new, build, check, upload, try), and run the
     /// fleet's plugins (status, activate, disable, enable)

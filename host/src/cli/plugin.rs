@@ -20,7 +20,7 @@ use super::{client::HostArgs, fleet, replay};
 use crate::plugins::{
     config::Configs,
     grants::Grants,
-    runtime::{capability_name, capability_named, sha256_hex, Capability, Limits, LoadError, LoadedPlugin, Runtime, CAPABILITIES},
+    runtime::{capability_named, capability_names, sha256_hex, Capability, Limits, LoadError, LoadedPlugin, Runtime, CAPABILITIES},
 };
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +48,9 @@ pub enum PluginCommand {
         /// Make it the active version at once (default: only keep it, staged)
         #[arg(long)]
         activate: bool,
+        /// The API's answer (the plugin's status) as JSON
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         host: HostArgs,
     },
@@ -76,19 +79,23 @@ pub enum PluginCommand {
     },
     /// Make a kept (or staged) version the active one on every host: a rollback, a release
     Activate {
+        /// The plugin, e.g. points
         name: String,
+        /// A version it keeps, e.g. 1.0.0 (`plugin status NAME` lists them)
         version: String,
         #[command(flatten)]
         host: HostArgs,
     },
     /// Pause a plugin on every host: its events wait in JetStream
     Disable {
+        /// The plugin, e.g. points
         name: String,
         #[command(flatten)]
         host: HostArgs,
     },
     /// Resume a paused plugin on every host
     Enable {
+        /// The plugin, e.g. points
         name: String,
         #[command(flatten)]
         host: HostArgs,
@@ -131,10 +138,18 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             check(&file, &grants)
         }
         PluginCommand::Check { file, grants } => check(&file, &grants),
-        PluginCommand::Upload { file, activate, host } => {
-            let (name, _) = manifest_of(&file)?;
+        PluginCommand::Upload { file, activate, json, host } => {
+            let (name, version) = manifest_of(&file)?;
             let status = upload(&file, &name, activate, &host).await?;
-            super::print(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
+            if json {
+                super::print(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
+            } else {
+                match status["active_version"].as_str() {
+                    Some(active) if active == version => eprintln!("{name} {version} is the active version here, and every host of the fleet follows"),
+                    _ => eprintln!("{name} {version} is kept fleet-wide, not active (shopmesh plugin try, then shopmesh plugin activate {name} {version})"),
+                }
+                super::print(&fleet::detail(&status))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Try { file, since, fail_on_change, host } => {
@@ -335,35 +350,27 @@ fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
     };
     let settings = args.config.load()?;
     let configured = Grants::new(settings.plugin_grants()?);
-    let mut granted = (String::new(), Vec::new());
-    let loaded = load(file, |name| {
-        let caps = explicit.clone().unwrap_or_else(|| configured.granted(name));
-        granted = (name.to_owned(), caps.clone());
-        caps
-    })?;
+    let loaded = load(file, |name| explicit.clone().unwrap_or_else(|| configured.granted(name)))?;
     // The configured values for its name must fit its config schema, as on the host.
     let loaded = loaded.and_then(|p| Configs::new(settings.plugin_config.0).check(&p.name, &p.manifest.config_schema).map(|()| p).map_err(LoadError::from));
     let plugin = match loaded {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{}", refused(file, &e));
-            // A capability refused is most often a grant not given yet: say what the name has.
-            if let LoadError::CapabilityNotAllowed(_) = e {
-                let (name, caps) = &granted;
-                let caps: Vec<&str> = caps.iter().map(|c| capability_name(*c)).collect();
-                let caps = if caps.is_empty() { "nothing; grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host".to_owned() } else { caps.join(", ") };
-                eprintln!("(granted to {name}: {caps})");
+            // A capability refused is most often a grant not given yet (the refusal says
+            // what the name holds): say how to give one here.
+            if let LoadError::CapabilityNotAllowed { .. } = e {
+                eprintln!("(grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host)");
             }
             return Ok(ExitCode::FAILURE);
         }
     };
-    let caps: Vec<&str> = plugin.manifest.capabilities.iter().map(|c| capability_name(*c)).collect();
     super::print(&format!(
         "ok: {} {}\n  subjects     {}\n  capabilities {}\n  size         {} bytes\n  sha256       {}\n",
         plugin.name,
         plugin.version(),
         plugin.subjects().join(", "),
-        caps.join(", "),
+        capability_names(&plugin.manifest.capabilities),
         std::fs::metadata(file)?.len(),
         plugin.sha256
     ))?;

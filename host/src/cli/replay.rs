@@ -110,11 +110,18 @@ impl ReplayArgs {
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
     let interrupted = on_interrupt()?;
+    if let (true, Some(version)) = (args.apply, &args.version) {
+        // Applying with a version the fleet does not run writes its effects all the same.
+        let status: Value = client.get(&format!("/api/admin/plugins/{}", super::fleet::plugin_name(&args.plugin)?)).await?;
+        if status["active_version"] != version.as_str() {
+            eprintln!("note: applying with {} {version}, which is not the active version ({}): its effects are written as they come", args.plugin, status["active_version"].as_str().unwrap_or("none"));
+        }
+    }
     let started: Value = client.post_json("/api/admin/replays", &args.request()).await.context("starting the replay")?;
     let id = started["replay_id"].as_str().context("the host answered without a replay_id")?.to_owned();
     let range = match started["total"].as_u64().unwrap_or(0) {
         0 => "no events in that range".to_owned(),
-        total => format!("sequences {}..={}, {total} event{}", started["from_seq"], started["to_seq"], if total == 1 { "" } else { "s" }),
+        total => format!("sequences {} to {}, {total} event{}", started["from_seq"], started["to_seq"], if total == 1 { "" } else { "s" }),
     };
     eprintln!(
         "replay {id}: {} of {} {} ({range}) on {}",
@@ -139,7 +146,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     ))?;
     let regressed = summary["regressed"].as_i64().unwrap_or(0);
     if regressed > 0 {
-        super::print(&format!("regressed {regressed}: failed events that were applied live, on the same inputs\n"))?;
+        super::print(&format!("regressed {regressed}: failed events that were applied before (live, by a redrive or an --apply replay), on the same inputs\n"))?;
     }
     if let Some(error) = replay["error"].as_str() {
         eprintln!("error: {error}");
@@ -156,11 +163,16 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if count > 0 && args.show > 0 {
             let events: Vec<Value> = client.get(&format!("/api/admin/replays/{id}/events?{query}&limit={}", args.show)).await?;
             super::print(&table(title, &events))?;
+            if count > events.len() as i64 {
+                super::print(&format!("… and {} more: GET /api/admin/replays/{id}/events?{query}\n", count - events.len() as i64))?;
+            }
         }
     }
+    let changed = summary["changed"].as_i64().unwrap_or(0);
     Ok(if replay["state"] != "done" {
         ExitCode::from(EXIT_FAILED)
-    } else if args.fail_on_change && summary["changed"].as_i64().unwrap_or(0) + regressed > 0 {
+    } else if args.fail_on_change && changed + regressed > 0 {
+        eprintln!("--fail-on-change: {changed} changed, {regressed} regressed (exit {EXIT_CHANGED})");
         ExitCode::from(EXIT_CHANGED)
     } else {
         ExitCode::SUCCESS

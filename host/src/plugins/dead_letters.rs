@@ -3,8 +3,8 @@
 //! cannot even be stored here stays in JetStream. Redrive ([`super::host::PluginHost::redrive`])
 //! runs one again through the normal path and records the result here.
 
-use poem_openapi::Object;
-use sqlx::{FromRow, Row};
+use poem_openapi::{Enum, Object};
+use sqlx::{any::AnyRow, FromRow, Row};
 
 use crate::{
     ids::{now_ms, Id, Snowflake},
@@ -28,6 +28,35 @@ pub struct DeadLetter {
     pub created_at: Option<Timestamp>,
     pub redriven_at: Option<Timestamp>,
     pub redrive_result: Option<String>,
+    /// Where it stands (from `redriven_at` and `redrive_result`).
+    #[sqlx(skip)]
+    pub state: LetterState,
+}
+
+/// Where a dead letter stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum LetterState {
+    /// Waits for a redrive (one that failed again leaves it open, its result saying why) or
+    /// a dismissal.
+    #[default]
+    Open,
+    /// Closed: its event is applied (by a redrive, or by an `--apply` replay), or, for one
+    /// of the guard's, well-formed now.
+    Redriven,
+    /// Closed by an operator without running its event.
+    Dismissed,
+}
+
+/// A letter as read, with its state.
+fn read(row: &AnyRow) -> Result<DeadLetter, sqlx::Error> {
+    let mut letter = DeadLetter::from_row(row)?;
+    letter.state = match (&letter.redriven_at, &letter.redrive_result) {
+        (None, _) => LetterState::Open,
+        (Some(_), Some(result)) if result.starts_with(DISMISSED_BY) => LetterState::Dismissed,
+        (Some(_), _) => LetterState::Redriven,
+    };
+    Ok(letter)
 }
 
 /// What a dead letter is about.
@@ -86,7 +115,7 @@ const COLUMNS: &str = "id, plugin, plugin_version, subject, event_id, stream_seq
 pub async fn list(db: &Db, plugin: Option<&str>) -> Result<Vec<DeadLetter>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM shop_dead_letter WHERE ($1 = '' OR plugin = $1) ORDER BY id");
     let rows = sqlx::query(&sql).bind(plugin.unwrap_or_default()).fetch_all(db.pool()).await?;
-    rows.iter().map(DeadLetter::from_row).collect()
+    rows.iter().map(read).collect()
 }
 
 /// The dead letters of these events (any plugin), oldest first.
@@ -95,7 +124,7 @@ pub async fn of_events(db: &Db, event_ids: &[String]) -> Result<Vec<DeadLetter>,
     for ids in event_ids.chunks(rows_per_statement(1)) {
         let sql = format!("SELECT {COLUMNS} FROM shop_dead_letter WHERE event_id IN ({}) ORDER BY id", placeholders(1, ids.len()));
         let rows = ids.iter().fold(sqlx::query(&sql), |q, id| q.bind(id)).fetch_all(db.pool()).await?;
-        letters.extend(rows.iter().map(DeadLetter::from_row).collect::<Result<Vec<_>, _>>()?);
+        letters.extend(rows.iter().map(read).collect::<Result<Vec<_>, _>>()?);
     }
     Ok(letters)
 }
@@ -104,7 +133,7 @@ pub async fn of_events(db: &Db, event_ids: &[String]) -> Result<Vec<DeadLetter>,
 pub async fn get(db: &Db, id: Id) -> Result<(DeadLetter, String), DeadLetterError> {
     let sql = format!("SELECT {COLUMNS}, body FROM shop_dead_letter WHERE id = $1");
     let row = sqlx::query(&sql).bind(id.0).fetch_optional(db.pool()).await?.ok_or(DeadLetterError::NotFound(id))?;
-    Ok((DeadLetter::from_row(&row)?, row.try_get("body")?))
+    Ok((read(&row)?, row.try_get("body")?))
 }
 
 /// Open (not yet resolved) dead letters per plugin.
@@ -127,11 +156,6 @@ pub async fn pending(db: &Db, id: Id) -> Result<(String, String, String), DeadLe
 
 /// How a dismissed letter's result begins (then who dismissed it).
 const DISMISSED_BY: &str = "dismissed by ";
-
-/// Whether a letter's `redrive_result` says it was dismissed, not applied.
-pub fn is_dismissal(result: &str) -> bool {
-    result.starts_with(DISMISSED_BY)
-}
 
 /// Why letter `id` is not open: there is none, or it is closed (and how).
 async fn not_open(db: &Db, id: Id) -> DeadLetterError {

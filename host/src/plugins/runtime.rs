@@ -22,7 +22,7 @@ use super::{reads::{Parts, Snapshot}, subjects};
 
 // The contract's types, re-exported: what a plugin returns and reads is part of the runtime's API.
 pub use super::wit::{
-    capability_name, capability_named, shop, AddPoints, AppendLog, Capability, Coupon, Effect, Event, Goods, LogKind, LogLevel, Manifest, Order, OrderCancelled,
+    capability_name, capability_named, capability_names, shop, AddPoints, AppendLog, Capability, Coupon, Effect, Event, Goods, LogKind, LogLevel, Manifest, Order, OrderCancelled,
     OrderConfirmed, PaySucceeded, Payload, Plugin, PluginError, PluginPre, RefundBalance, ReleaseCoupon, RestoreStock, Step,
     StepAction, StepRecord, User, CAPABILITIES,
 };
@@ -74,8 +74,9 @@ pub enum LoadError {
     /// Why the name cannot name a plugin ([`super::name_refusal`]).
     #[error("{0}")]
     BadName(String),
-    #[error("declares capability {}, which is not allowed for this plugin", capability_name(*.0))]
-    CapabilityNotAllowed(Capability),
+    /// Most often a grant not given yet: it says what the name holds.
+    #[error("declares capability {}, which is not granted to {plugin} (granted: {})", capability_name(*.capability), capability_names(.granted))]
+    CapabilityNotAllowed { capability: Capability, plugin: String, granted: Vec<Capability> },
     #[error("subjects {subjects:?}: {why}")]
     Subjects { subjects: Vec<String>, why: String },
     #[error(transparent)]
@@ -286,7 +287,7 @@ impl Runtime {
         }
         let granted = grants_of(&manifest.name);
         if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {
-            return Err(LoadError::CapabilityNotAllowed(*c));
+            return Err(LoadError::CapabilityNotAllowed { capability: *c, plugin: manifest.name, granted });
         }
         if let Some(why) = subjects::refusal(&manifest.subjects) {
             return Err(LoadError::Subjects { subjects: manifest.subjects, why });

@@ -34,6 +34,8 @@ pub struct PluginStatus {
     pub revoked: Vec<String>,
     /// When the active version was last made active (as its entry in `versions` says).
     pub activated_at: Option<Timestamp>,
+    /// Attempts on this host since it started (a retried event counts each time), and how
+    /// many failed.
     pub invocations: i64,
     pub failures: i64,
     /// Versions kept for rollback or staged for activation, oldest first.

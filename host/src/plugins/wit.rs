@@ -32,6 +32,11 @@ pub fn capability_name(c: Capability) -> &'static str {
     CAPABILITIES.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).expect("every capability has a name")
 }
 
+/// Capabilities as the WIT spells them, comma-separated; `none` for none.
+pub fn capability_names(caps: &[Capability]) -> String {
+    if caps.is_empty() { "none".to_owned() } else { caps.iter().map(|c| capability_name(*c)).collect::<Vec<_>>().join(", ") }
+}
+
 /// The capability the WIT spells `name`.
 pub fn capability_named(name: &str) -> Option<Capability> {
     CAPABILITIES.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
