@@ -173,7 +173,7 @@ async function overview() {
       h("div", { class: "card" }, h("div", { class: "muted" }, "Open dead letters"),
         h("div", { class: "big" }, h("a", { href: "/console/dead-letters" }, o.dead_letters_open ?? "—"))));
     set("chart", chart(o.plugins, o.sample_seconds));
-    set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Waiting#", "Handled#", "Failures#", "Dead letters#"],
+    set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Waiting#", "Attempts#", "Failures#", "Dead letters#"],
       o.plugins.map((p) => h("tr", { dataset: { plugin: p.name } },
         h("td", {}, h("a", { href: `/console/plugins/${encodeURIComponent(p.name)}` }, p.name)),
         h("td", {}, p.active_version || badge("staged only", "warn")),
@@ -246,7 +246,7 @@ async function plugin(name) {
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("div", { class: "muted" }, "Active version"), h("div", { class: "big", id: "active-version" }, p.active_version || "—")),
         h("div", { class: "card" }, h("div", { class: "muted" }, "State"), h("div", { class: "big" }, p.enabled ? badge("enabled", "good") : badge("disabled", "bad"))),
-        h("div", { class: "card" }, h("div", { class: "muted" }, "Handled / failed"), h("div", { class: "big" }, `${p.invocations} / ${p.failures}`)),
+        h("div", { class: "card" }, h("div", { class: "muted" }, "Attempts / failed"), h("div", { class: "big" }, `${p.invocations} / ${p.failures}`)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Activated"), h("div", {}, fmtTime(p.activated_at)))),
       h("p", {}, "Subjects: ", (p.subjects || []).join(", ") || "—", " · capabilities: ", (p.capabilities || []).join(", ") || "—",
         " · granted: ", (p.grants || []).join(", ") || "—",
@@ -301,8 +301,7 @@ async function deadLetters() {
         h("td", {}, d.reason),
         h("td", { class: "num" }, d.attempts),
         h("td", {}, fmtTime(d.created_at)),
-        h("td", { class: "status" }, d.redriven_at ? badge(d.redrive_result.startsWith("dismissed") ? d.redrive_result : `redriven: ${d.redrive_result}`, d.redrive_result === "applied" || d.redrive_result === "well-formed now" ? "good" : "bad")
-          : d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result}`, "bad") : badge("open", "warn")),
+        h("td", { class: "status" }, letterStatus(d)),
         h("td", {},
           h("button", { class: "view", onclick: () => view(d.id) }, "Event"), " ",
           d.redriven_at ? "" : h("button", { class: "redrive primary", onclick: () => act(d.plugin === GUARD
@@ -474,7 +473,15 @@ async function order(id) {
     h("h2", {}, "Dead letters"),
     table(["Id", "Plugin", "Version", "Subject", "Reason", "Status"], t.dead_letters.map((d) => h("tr", {},
       h("td", {}, h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(d.plugin)}` }, d.id)), h("td", {}, d.plugin), h("td", {}, d.plugin_version),
-      h("td", {}, d.subject), h("td", {}, d.reason), h("td", {}, d.redriven_at ? `redriven: ${d.redrive_result}` : "open"))), { id: "order-dead-letters" }));
+      h("td", {}, d.subject), h("td", {}, d.reason), h("td", {}, letterStatus(d)))), { id: "order-dead-letters" }));
+}
+
+// A dead letter's state as the API says it: open (perhaps after a redrive that failed
+// again), redriven (by a redrive or an --apply replay), or dismissed.
+function letterStatus(d) {
+  if (d.state === "dismissed") return badge(d.redrive_result, "warn");
+  if (d.state === "redriven") return badge(`redriven: ${d.redrive_result}`, "good");
+  return d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result}`, "bad") : badge("open", "warn");
 }
 
 // ---------- router ----------

@@ -163,7 +163,8 @@ fn letter_id(id: &str) -> anyhow::Result<&str> {
 }
 
 fn is_open(letter: &Value) -> bool {
-    letter["state"] == "open"
+    // A host from before `state` says it by `redriven_at` alone.
+    letter.get("state").map_or(letter["redriven_at"].is_null(), |state| state == "open")
 }
 
 fn text(v: &Value) -> String {
@@ -264,5 +265,7 @@ mod tests {
         failed_again["redriven_at"] = json!("2026-12-07T15:00:00Z");
         failed_again["state"] = json!("redriven");
         assert!(!super::detail(&failed_again).contains("still open"));
+        // A host from before `state` says it by `redriven_at`.
+        assert!(super::is_open(&json!({"id": "7"})) && !super::is_open(&json!({"id": "7", "redriven_at": "2026-12-07T15:00:00Z"})));
     }
 }

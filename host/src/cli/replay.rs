@@ -111,9 +111,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
     let interrupted = on_interrupt()?;
     if let (true, Some(version)) = (args.apply, &args.version) {
-        // Applying with a version the fleet does not run writes its effects all the same.
-        let status: Value = client.get(&format!("/api/admin/plugins/{}", super::fleet::plugin_name(&args.plugin)?)).await?;
-        if status["active_version"] != version.as_str() {
+        // Applying with a kept version the fleet does not run writes its effects all the same.
+        // Advice only: an unknown plugin or version is the host's answer to the start below.
+        let status: Option<Value> = client.get(&format!("/api/admin/plugins/{}", args.plugin)).await.ok();
+        let kept = |s: &Value| s["versions"].as_array().is_some_and(|vs| vs.iter().any(|v| v["version"] == version.as_str()));
+        if let Some(status) = status.filter(|s| kept(s) && s["active_version"] != version.as_str()) {
             eprintln!("note: applying with {} {version}, which is not the active version ({}): its effects are written as they come", args.plugin, status["active_version"].as_str().unwrap_or("none"));
         }
     }
