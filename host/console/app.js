@@ -254,7 +254,7 @@ async function plugin(name) {
       h("p", {}, switchButton, " ",
         h("button", { id: "redrive-all", onclick: () => act(`Redrive every open dead letter of ${name}?`, async () => {
           const results = await api("POST", `/api/admin/plugins/${seg(name)}/redrive`);
-          notice(`redriven: ${results.length} (${results.map((r) => r.result).join(", ") || "none open"})`);
+          notice(`redriven: ${results.filter((r) => r.closed).length} of ${results.length} closed (${results.map((r) => r.result).join(", ") || "none open"})`);
         }) }, "Redrive its dead letters"), " ",
         h("a", { href: `/console/replay?plugin=${encodeURIComponent(name)}` }, "Replay…")),
       h("h2", {}, "Versions"),
@@ -304,14 +304,14 @@ async function deadLetters() {
         h("td", { class: "status" }, letterStatus(d)),
         h("td", {},
           h("button", { class: "view", onclick: () => view(d.id) }, "Event"), " ",
-          d.redriven_at ? "" : h("button", { class: "redrive primary", onclick: () => act(d.plugin === GUARD
+          d.state !== "open" ? "" : h("button", { class: "redrive primary", onclick: () => act(d.plugin === GUARD
             ? `Check dead letter ${d.id}'s event again (the guard refuses it while it is malformed)?`
             : `Redrive dead letter ${d.id} through ${d.plugin}'s active version?`, async () => {
             const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/redrive`);
             await draw();
             notice(`dead letter ${d.id}: ${r.result}`);
           }) }, "Redrive"), " ",
-          d.redriven_at ? "" : h("button", { class: "dismiss", onclick: () => act(`Dismiss dead letter ${d.id} without running its event?`, async () => {
+          d.state !== "open" ? "" : h("button", { class: "dismiss", onclick: () => act(`Dismiss dead letter ${d.id} without running its event?`, async () => {
             const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/dismiss`);
             await draw();
             notice(`dead letter ${d.id}: ${r.redrive_result}`);
@@ -340,7 +340,7 @@ async function deadLetters() {
       only ? h("button", { type: "button", id: "redrive-plugin", onclick: () => act(`Redrive every open dead letter of ${only}?`, async () => {
         const results = await api("POST", `/api/admin/plugins/${seg(only)}/redrive`);
         await draw();
-        notice(`redriven: ${results.length} (${results.map((r) => r.result).join(", ") || "none open"})`);
+        notice(`redriven: ${results.filter((r) => r.closed).length} of ${results.length} closed (${results.map((r) => r.result).join(", ") || "none open"})`);
       }) }, `Redrive all of ${only}`) : ""),
     h("div", { id: "letters" }), h("div", { id: "event" }));
   await draw();
@@ -371,11 +371,11 @@ async function replayForm() {
     h("button", { type: "submit", class: "primary" }, "Start replay"));
   page(h("h1", {}, "Replay"), h("p", { class: "muted" }, "Run a range of the stream through one version: a dry-run compares its effects with those recorded and changes nothing."),
     form, h("h2", {}, "Replays"),
-    table(["Id", "Plugin", "Version", "Mode", "State", "Processed#", "Changed#", "Started"],
+    table(["Id", "Plugin", "Version", "Mode", "State", "Processed#", "Changed#", "Regressed#", "Started"],
       replays.map((r) => h("tr", {},
         h("td", {}, h("a", { href: `/console/replay/${r.replay_id}` }, r.replay_id)),
         h("td", {}, r.plugin), h("td", {}, r.version), h("td", {}, r.mode), h("td", {}, r.state),
-        h("td", { class: "num" }, `${r.processed}/${r.total}`), h("td", { class: "num" }, r.summary.changed), h("td", {}, fmtTime(r.started_at)))),
+        h("td", { class: "num" }, `${r.processed}/${r.total}`), h("td", { class: "num" }, r.summary.changed), h("td", { class: "num" }, r.summary.regressed), h("td", {}, fmtTime(r.started_at)))),
       { id: "replay-list" }));
 }
 

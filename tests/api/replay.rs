@@ -117,20 +117,12 @@ async fn a_staged_version_with_another_rate_changes_every_event(backend: Backend
     assert_eq!(shop_state(&app, &fx.user_id).await, before, "nothing in the shop changed");
 
     // The CLI gates on it: exit 3 with --fail-on-change, and it prints the summary.
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
-        .args(["replay", "--plugin", "points", "--version", "2.0.0", "--fail-on-change", "--host", &app.address])
-        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
-        .output()
-        .expect("run the CLI");
+    let cli = replay_cli(&app, &["--version", "2.0.0", "--fail-on-change"]).await;
     let out = String::from_utf8_lossy(&cli.stdout);
     assert_eq!(cli.status.code(), Some(3), "{out}\n{}", String::from_utf8_lossy(&cli.stderr));
     assert!(out.contains("changed 3") && out.contains("add-points points 150 → add-points points 300"), "{out}");
     assert!(String::from_utf8_lossy(&cli.stderr).contains("--fail-on-change: 3 changed, 0 regressed (exit 3)"), "{cli:?}");
-    let same = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
-        .args(["replay", "--plugin", "points", "--fail-on-change", "--host", &app.address])
-        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
-        .output()
-        .expect("run the CLI");
+    let same = replay_cli(&app, &["--fail-on-change"]).await;
     assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
 }
 
@@ -156,15 +148,7 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     assert_eq!((&never["summary"]["failed"], &never["summary"]["regressed"]), (&json!(3), &json!(0)), "{never}");
     let none = app_events(&app, never["replay_id"].as_str().unwrap(), "regressed=true").await;
     assert_eq!(none.len(), 0, "{none:?}");
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
-            .args(["replay", "--plugin", "points", "--host", &app.address])
-            .args(args)
-            .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
-            .output()
-            .expect("run the CLI")
-    };
-    let passed = cli(&["--version", "0.0.1-rogue", "--fail-on-change"]);
+    let passed = replay_cli(&app, &["--version", "0.0.1-rogue", "--fail-on-change"]).await;
     assert_eq!(passed.status.code(), Some(0), "{}", String::from_utf8_lossy(&passed.stdout));
 
     // The log plugin applied everything already: all skipped, nothing changes.
@@ -195,14 +179,14 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     // the gate fails (exit 3), saying so.
     let broken = replay(&app, json!({"plugin": "points", "mode": "dry-run", "version": "0.0.1-rogue"})).await;
     assert_eq!((&broken["summary"]["failed"], &broken["summary"]["regressed"]), (&json!(3), &json!(3)), "{broken}");
-    let failed = cli(&["--version", "0.0.1-rogue", "--fail-on-change", "--show", "1"]);
+    let failed = replay_cli(&app, &["--version", "0.0.1-rogue", "--fail-on-change", "--show", "1"]).await;
     let out = String::from_utf8_lossy(&failed.stdout);
     assert_eq!(failed.status.code(), Some(3), "{out}");
     assert!(out.contains("regressed 3") && out.contains("first regressed events:") && out.contains("rogue trap"), "{out}");
     assert!(out.contains("… and 2 more: GET /api/admin/replays/") && !out.contains("other failed events"), "all three regressed, one shown: {out}");
     assert!(String::from_utf8_lossy(&failed.stderr).contains("--fail-on-change: 0 changed, 3 regressed (exit 3)"), "{failed:?}");
     // Applying with a version that is not the active one says so (here, nothing is left to apply).
-    let applied = cli(&["--version", "0.0.1-rogue", "--apply"]);
+    let applied = replay_cli(&app, &["--version", "0.0.1-rogue", "--apply"]).await;
     assert_eq!(applied.status.code(), Some(0), "{applied:?}");
     let said = String::from_utf8_lossy(&applied.stderr);
     assert!(said.contains("note: applying with points 0.0.1-rogue, which is not the active version (1.0.0)"), "{said}");
@@ -211,6 +195,18 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     let marked = app_events(&app, id, "regressed=true").await;
     assert!(marked.len() == 3 && marked.iter().all(|e| e["regressed"] == true && e["outcome"] == "failed"), "{marked:?}");
     assert_eq!(app_events(&app, id, "outcome=failed&regressed=false").await.len(), 0);
+}
+
+/// `shopmesh replay --plugin points ARGS` against `app` (not blocking a worker of the
+/// runtime that runs the replay).
+async fn replay_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["replay", "--plugin", "points", "--host", &app.address])
+        .args(args)
+        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("run the CLI")
 }
 
 async fn app_events(app: &TestApp, id: &str, query: &str) -> Vec<Value> {

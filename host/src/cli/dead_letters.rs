@@ -178,7 +178,7 @@ fn text(v: &Value) -> String {
 /// Where a letter stands: open, or closed and how.
 fn state(letter: &Value) -> String {
     match letter["state"].as_str() {
-        Some("open") => "open".to_owned(),
+        _ if is_open(letter) => "open".to_owned(),
         Some("dismissed") => text(&letter["redrive_result"]),
         state => format!("{}: {}", state.unwrap_or("closed"), text(&letter["redrive_result"])),
     }
@@ -197,7 +197,7 @@ fn table(letters: &[Value]) -> String {
             text(&l["stream_seq"]),
             text(&l["attempts"]),
             text(&l["created_at"]),
-            text(&l["state"]),
+            if is_open(l) { "open".to_owned() } else { text(&l["state"]) },
             text(&l["reason"])
         ));
     }
@@ -222,7 +222,7 @@ fn detail(l: &Value) -> String {
     line("created", text(&l["created_at"]));
     line("reason", text(&l["reason"]));
     if !is_open(l) {
-        line("closed", format!("{}: {}", text(&l["redriven_at"]), text(&l["redrive_result"])));
+        line("closed", text(&l["redriven_at"]));
     } else if !l["redrive_result"].is_null() {
         // A redrive that failed again leaves the letter open with its new reason here.
         line("redriven", format!("still open: {}", text(&l["redrive_result"])));

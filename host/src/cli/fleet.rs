@@ -1,7 +1,7 @@
 //! `shopmesh plugin status|activate|disable|enable`: the operator's side of a running fleet's
 //! plugins, through one host's admin API. Each change goes through the fleet (the registry,
-//! the switches) as the API's does, so it applies on every host; each answers with the
-//! plugin's status as this host then has it, printed for a person (or `--json`, the API's).
+//! the switches) as the API's does, so every host follows; each prints the plugin's status
+//! as this host then has it, for a person (`status --json`: the API's answer).
 
 use std::process::ExitCode;
 

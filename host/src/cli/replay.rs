@@ -1,5 +1,6 @@
 //! `shopmesh replay`: starts a replay on a running host, follows it with a progress bar,
-//! prints the summary and the first changed events, and exits non-zero when it failed, or
+//! prints the summary and the first changed, regressed and other failed events, and exits
+//! non-zero when it failed, or
 //! (`--fail-on-change`) when anything changed or regressed, so a CI job can gate a plugin
 //! release on "no unexpected change on last week's events".
 
@@ -57,10 +58,10 @@ pub struct ReplayArgs {
     /// At most this many events per second
     #[arg(long, value_name = "EVENTS_PER_SEC")]
     pub max_rate: Option<i64>,
-    /// Exit 3 when any event's effects changed, or it fails on one that was applied live
+    /// Exit 3 when any event's effects changed, or it fails on one that was applied before
     #[arg(long)]
     pub fail_on_change: bool,
-    /// How many changed (or failed) events to list at the end
+    /// How many events to list at the end, of each kind: changed, regressed, other failed
     #[arg(long, default_value_t = 10)]
     pub show: usize,
 }

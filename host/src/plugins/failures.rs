@@ -132,7 +132,7 @@ impl PluginHost {
         })
     }
 
-    /// Redrives every pending dead letter of `plugin`: (id, result) of each.
+    /// Redrives every pending dead letter of `plugin`: what came of each.
     pub async fn redrive_all(&self, plugin: &str) -> Result<Vec<(Id, Redriven)>, DeadLetterError> {
         let mut results = Vec::new();
         for letter in dead_letters::list(&self.shop.db, Some(plugin)).await? {

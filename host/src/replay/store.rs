@@ -190,8 +190,7 @@ pub async fn fail_interrupted(db: &Db, host: &str) -> Result<u64, sqlx::Error> {
     Ok(result.rows_affected())
 }
 
-/// A replay's events after `after` (a sequence), in order, optionally of one outcome.
-/// A replay's events after `after`, at most `limit`: of one outcome, and regressed or not,
+/// A replay's events after `after` (a sequence), in order, at most `limit`: of one outcome, and regressed or not,
 /// when asked.
 pub async fn events(db: &Db, id: Id, outcome: Option<Outcome>, regressed: Option<bool>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, sqlx::Error> {
     let rows = sqlx::query(
