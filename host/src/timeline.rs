@@ -116,7 +116,7 @@ pub async fn of_order(shop: &Shop, order_id: Id) -> Result<OrderTimeline, ShopEr
     // What became of a plugin's dead letter of an event, once its retries are over: the
     // latest letter (a redelivery after a lost ack can leave two), open or dismissed.
     let lettered = |plugin: &str, event_id: &str| {
-        let letter = dead_letters.iter().filter(|d| d.plugin == plugin && d.event_id == event_id).max_by_key(|d| (d.redriven_at.is_none(), d.id.0))?;
+        let letter = dead_letters.iter().filter(|d| d.plugin == plugin && d.event_id == event_id).max_by_key(|d| (d.state == LetterState::Open, d.id.0))?;
         match letter.state {
             LetterState::Open => Some((HandlingState::DeadLettered, letter)),
             LetterState::Dismissed => Some((HandlingState::Dismissed, letter)),

@@ -79,6 +79,11 @@ impl Client {
         self.call(reqwest::Method::GET, path, None, true).await
     }
 
+    /// A POST without a body (an action: redrive, dismiss, enable, disable).
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(reqwest::Method::POST, path, None, true).await
+    }
+
     pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
         self.call(reqwest::Method::POST, path, Some(body.to_string().into()), true).await
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{
     client::{Client, HostArgs},
     fleet::plugin_name,
+    text,
 };
 use crate::{ids::Id, plugins::GUARD};
 
@@ -94,38 +95,30 @@ pub async fn run(command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
             let client = host.client()?;
             let results: Vec<Result<Value, anyhow::Error>> = match plugin {
                 Some(name) => {
-                    let all: Vec<Value> = client.call(reqwest::Method::POST, &format!("/api/admin/plugins/{}/redrive", letters_of(&name)?), None, true).await?;
+                    let all: Vec<Value> = client.post(&format!("/api/admin/plugins/{}/redrive", letters_of(&name)?)).await?;
                     if all.is_empty() {
                         eprintln!("no open dead letters of {name}");
                     }
                     all.into_iter().map(Ok).collect()
                 }
-                None => each(&ids, |id| post(&client, format!("/api/admin/dead-letters/{id}/redrive"))).await,
+                None => post_each(&client, &ids, |id| format!("/api/admin/dead-letters/{id}/redrive")).await,
             };
             report(results, |r| format!("{}  {}  {}", text(&r["id"]), if r["closed"] == true { "closed" } else { "open  " }, text(&r["result"])), |r| r["closed"] == true)
         }
         DeadLetterCommand::Dismiss { ids, host } => {
             let client = host.client()?;
-            let results = each(&ids, |id| post(&client, format!("/api/admin/dead-letters/{id}/dismiss"))).await;
+            let results = post_each(&client, &ids, |id| format!("/api/admin/dead-letters/{id}/dismiss")).await;
             report(results, |l| format!("{}  {}", text(&l["id"]), text(&l["redrive_result"])), |_| true)
         }
     }
 }
 
-async fn post(client: &Client, path: String) -> anyhow::Result<Value> {
-    client.call(reqwest::Method::POST, &path, None, true).await
-}
-
-/// Runs `call` for each id in turn (a bad one does not stop the others).
-async fn each<F, Fut>(ids: &[String], call: F) -> Vec<anyhow::Result<Value>>
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Value>>,
-{
+/// POSTs to `path(id)` for each id in turn (a bad one does not stop the others).
+async fn post_each(client: &Client, ids: &[String], path: impl Fn(&str) -> String) -> Vec<anyhow::Result<Value>> {
     let mut results = Vec::new();
     for id in ids {
         results.push(match letter_id(id) {
-            Ok(id) => call(id.to_owned()).await,
+            Ok(id) => client.post(&path(id)).await,
             Err(e) => Err(e),
         });
     }
@@ -165,14 +158,6 @@ fn letter_id(id: &str) -> anyhow::Result<&str> {
 fn is_open(letter: &Value) -> bool {
     // A host from before `state` says it by `redriven_at` alone.
     letter.get("state").map_or(letter["redriven_at"].is_null(), |state| state == "open")
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.replace(['\n', '\r'], " "),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 /// Where a letter stands: open, or closed and how.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::client::HostArgs;
+use super::{client::HostArgs, text};
 use crate::plugins::name_refusal;
 
 /// `plugin status [NAME]`: every plugin as a table, or one in detail.
@@ -41,7 +41,7 @@ pub async fn activate(name: &str, version: &str, host: &HostArgs) -> anyhow::Res
 pub async fn switch(name: &str, enable: bool, host: &HostArgs) -> anyhow::Result<ExitCode> {
     let action = if enable { "enable" } else { "disable" };
     let path = format!("/api/admin/plugins/{}/{action}", plugin_name(name)?);
-    let status: Value = host.client()?.call(reqwest::Method::POST, &path, None, true).await.with_context(|| format!("{action} {name}"))?;
+    let status: Value = host.client()?.post(&path).await.with_context(|| format!("{action} {name}"))?;
     let done = if enable { "resumed" } else { "paused (its events wait in JetStream)" };
     eprintln!("{name} {done} here, and every host of the fleet follows");
     super::print(&detail(&status))?;
@@ -54,10 +54,6 @@ pub fn plugin_name(name: &str) -> anyhow::Result<&str> {
         Some(why) => anyhow::bail!("{why}"),
         None => Ok(name),
     }
-}
-
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
 }
 
 fn list(v: &Value) -> String {
@@ -102,7 +98,7 @@ pub fn detail(p: &Value) -> String {
     };
     let mut out = format!("{head}\n");
     let mut line = |label: &str, value: String| out.push_str(&format!("  {label:<13} {value}\n"));
-    line("sha256", text(&p["sha256"]).to_owned());
+    line("sha256", text(&p["sha256"]));
     line("subjects", list(&p["subjects"]));
     line("capabilities", list(&p["capabilities"]));
     line("grants", list(&p["grants"]));

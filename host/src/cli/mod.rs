@@ -169,6 +169,16 @@ pub fn parse() -> Result<Cli, ExitCode> {
     }
 }
 
+/// A field of an API answer as one line of text: a string as it is (line breaks as spaces),
+/// `-` for none, anything else as JSON.
+pub fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.replace(['\n', '\r'], " "),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Writes `text` to stdout; a closed pipe (`shopmesh openapi | head`) is not an error.
 pub fn print(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -156,9 +156,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     // What a release gate fails on first (changed, regressed), then the other failed events,
     // which may be the stream's.
-    let failed = summary["failed"].as_i64().unwrap_or(0);
+    let (changed, failed) = (summary["changed"].as_i64().unwrap_or(0), summary["failed"].as_i64().unwrap_or(0));
     let lists = [
-        ("changed", "outcome=changed", summary["changed"].as_i64().unwrap_or(0)),
+        ("changed", "outcome=changed", changed),
         ("regressed", "outcome=failed&regressed=true", regressed),
         (if regressed > 0 { "other failed" } else { "failed" }, "outcome=failed&regressed=false", failed - regressed),
     ];
@@ -171,7 +171,6 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let changed = summary["changed"].as_i64().unwrap_or(0);
     Ok(if replay["state"] != "done" {
         ExitCode::from(EXIT_FAILED)
     } else if args.fail_on_change && changed + regressed > 0 {
