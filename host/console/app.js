@@ -424,7 +424,7 @@ async function replay(id) {
       r.error ? h("span", { class: "error" }, ` · ${r.error}`) : "");
     set("replay-head", h("p", {}, `${r.mode} of `, h("a", { href: `/console/plugins/${r.plugin}` }, r.plugin), ` version ${r.version}, ` + (r.total ? `sequences ${r.from_seq}–${r.to_seq}` : "no events in that range"),
       r.subjects.length ? `, subjects ${r.subjects.join(", ")}` : "", r.max_rate ? `, at most ${r.max_rate} ev/s` : "", ` · by ${r.requested_by}`, " ",
-      r.state === "running" ? h("button", { id: "cancel", class: "danger", onclick: () => act(`Cancel replay ${id}?`, async () => { await api("DELETE", `/api/admin/replays/${seg(id)}`); await draw(); }) }, "Cancel") : ""));
+      r.state === "running" ? h("button", { id: "cancel", class: "danger", onclick: () => act(`Cancel replay ${id}?`, async () => { await api("DELETE", `/api/admin/replays/${seg(id)}`); await draw(); }) }, "Cancel") : goOn(r)));
     // `regressed` is a dry-run's; an apply's is always 0.
     set("summary", Object.entries(r.summary).filter(([k]) => k !== "regressed" || r.mode === "dry-run").map(([k, v]) => h("div", { class: "card", dataset: { outcome: k } }, h("div", { class: "muted" }, k), h("div", { class: "big" }, v))));
     if (r.state !== "running" && !drawnDone) { drawnDone = true; await diff(); }
@@ -432,6 +432,19 @@ async function replay(id) {
   };
   await draw();
   every(700, async () => { if (!drawnDone) await draw(); });
+}
+
+// A replay that ended before its range did (cancelled, failed, interrupted) goes on as a new
+// one over the rest: the same plugin, version, mode, subjects and rate.
+function goOn(r) {
+  const next = r.last_seq == null ? r.from_seq : r.last_seq + 1;
+  if (r.state === "done" || next > r.to_seq) return "";
+  const body = { plugin: r.plugin, version: r.version, mode: r.mode, from_seq: next, to_seq: r.to_seq, subjects: r.subjects };
+  if (r.max_rate) body.max_rate = r.max_rate;
+  return h("button", { id: "go-on", onclick: () => act(`Replay the rest, sequences ${next}–${r.to_seq}?`, async () => {
+    const started = await api("POST", "/api/admin/replays", body);
+    location.assign(`/console/replay/${started.replay_id}`);
+  }) }, `Go on from ${next}`);
 }
 
 // ---------- order timeline ----------

@@ -171,6 +171,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (20261207000011, "dead letters' stream sequence", include_str!("../../migrations/20261207000011_dead_letter_seq.sql")),
     (20261207000012, "replays' regressed events", include_str!("../../migrations/20261207000012_replay_regressed.sql")),
+    (20261207000013, "the last sequence a replay ran", include_str!("../../migrations/20261207000013_replay_last_seq.sql")),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them for one backend. A migration whose text

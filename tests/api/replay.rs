@@ -269,8 +269,25 @@ async fn live_processing_goes_on_during_a_replay(backend: Backend) {
         let ended = finished(&app, &cli_id).await;
         assert_eq!(ended["state"], "cancelled", "{ended}");
         assert!(ended["processed"].as_i64().unwrap() < 15, "{ended}");
+        // Its record says how far it got, and the CLI how to go on from there.
+        let ran: Vec<i64> = app_events(&app, &cli_id, "limit=100").await.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        assert_eq!(ended["last_seq"].as_i64(), ran.last().copied(), "the last sequence run: {ended}");
+        let next = ran.last().map_or(ended["from_seq"].as_i64().unwrap(), |last| last + 1);
+        let to = ended["to_seq"].as_i64().unwrap();
+        let hint = format!("to go on from where it stopped: shopmesh replay --plugin points --version 1.0.0 --from-seq {next} --to-seq {to} --max-rate 1");
+        assert!(err.contains(&hint), "{err}");
         before = cli_id;
     }
+    // Going on as told (at full speed) runs the rest of the range: together, every event once.
+    let cancelled = finished(&app, &before).await;
+    let next = cancelled["last_seq"].as_i64().map_or(cancelled["from_seq"].as_i64().unwrap(), |last| last + 1);
+    let (from, to) = (next.to_string(), cancelled["to_seq"].to_string());
+    let rest = replay_cli(&app, &["--version", "1.0.0", "--from-seq", &from, "--to-seq", &to]).await;
+    assert_eq!(rest.status.code(), Some(0), "{}", String::from_utf8_lossy(&rest.stderr));
+    let rest_replay = app.admin(Method::GET, "/api/admin/replays", None).await.body[0].clone();
+    assert_eq!(rest_replay["from_seq"].as_i64(), Some(next), "{rest_replay}");
+    assert_eq!(rest_replay["processed"].as_i64().unwrap() + cancelled["processed"].as_i64().unwrap(), cancelled["total"].as_i64().unwrap(), "{rest_replay} after {cancelled}");
+    assert_eq!(rest_replay["summary"]["same"], rest_replay["processed"], "{rest_replay}");
 }
 
 async fn bad_requests_start_nothing(backend: Backend) {

@@ -154,6 +154,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(error) = replay["error"].as_str() {
         eprintln!("error: {error}");
     }
+    if let Some(command) = go_on(&replay, &args) {
+        eprintln!("to go on from where it stopped: {command}");
+    }
     // What a release gate fails on first (changed, regressed), then the other failed events,
     // which may be the stream's.
     let (changed, failed) = (summary["changed"].as_i64().unwrap_or(0), summary["failed"].as_i64().unwrap_or(0));
@@ -179,6 +182,32 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The command that replays the rest of a range this replay did not finish (cancelled,
+/// failed, interrupted): the same plugin, version, mode, subjects and rate, from the
+/// sequence after the last it ran. `None` when it finished.
+fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
+    let (from, to) = (replay["from_seq"].as_i64()?, replay["to_seq"].as_i64()?);
+    let next = replay["last_seq"].as_i64().map_or(from, |last| last + 1);
+    if replay["state"] == "done" || next > to {
+        return None;
+    }
+    let mut command = format!("shopmesh replay --plugin {} --version {} --from-seq {next} --to-seq {to}", replay["plugin"].as_str()?, replay["version"].as_str()?);
+    if args.subjects.is_some() {
+        let subjects: Vec<&str> = replay["subjects"].as_array()?.iter().filter_map(Value::as_str).collect();
+        command.push_str(&format!(" --subjects {}", subjects.join(",")));
+    }
+    if replay["mode"] == "apply" {
+        command.push_str(" --apply");
+    }
+    if let Some(rate) = replay["max_rate"].as_i64() {
+        command.push_str(&format!(" --max-rate {rate}"));
+    }
+    if args.fail_on_change {
+        command.push_str(" --fail-on-change");
+    }
+    Some(command)
 }
 
 /// Ctrl-C (or SIGTERM, as a CI runner cancels a job) from before the replay starts: the

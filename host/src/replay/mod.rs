@@ -132,6 +132,10 @@ pub struct Replay {
     /// after the last event).
     pub from_seq: i64,
     pub to_seq: i64,
+    /// The last sequence run so far (absent before the first). A replay that ended before
+    /// `to_seq` (cancelled, failed, interrupted by a restart) goes on with a new one from
+    /// the next sequence: `from_seq` = `last_seq` + 1, the same `to_seq`.
+    pub last_seq: Option<i64>,
     pub subjects: Vec<String>,
     pub max_rate: Option<i64>,
     pub summary: Summary,

@@ -94,6 +94,7 @@ fn replay_from_row(r: &AnyRow) -> Result<Replay, sqlx::Error> {
         processed: r.try_get("processed")?,
         from_seq: r.try_get("from_seq")?,
         to_seq: r.try_get("to_seq")?,
+        last_seq: r.try_get("last_seq")?,
         subjects: serde_json::from_str(&subjects).map_err(|e| sqlx::Error::Decode(e.into()))?,
         max_rate: r.try_get("max_rate")?,
         summary: Summary {
@@ -140,11 +141,14 @@ pub async fn record(db: &Db, id: Id, events: &[EventRow]) -> Result<bool, sqlx::
     let running = sqlx::query(
         "UPDATE shop_replay SET processed = processed + $1, same_count = same_count + $2,
                 changed_count = changed_count + $3, new_count = new_count + $4, failed_count = failed_count + $5,
-                applied_count = applied_count + $6, skipped_count = skipped_count + $7, regressed_count = regressed_count + $8
-          WHERE id = $9 AND state = 'running'",
+                applied_count = applied_count + $6, skipped_count = skipped_count + $7, regressed_count = regressed_count + $8,
+                last_seq = COALESCE($9, last_seq)
+          WHERE id = $10 AND state = 'running'",
     );
     let running = running.bind(events.len() as i64).bind(summary.same).bind(summary.changed).bind(summary.new);
-    let running = running.bind(summary.failed).bind(summary.applied).bind(summary.skipped).bind(summary.regressed).bind(id);
+    let running = running.bind(summary.failed).bind(summary.applied).bind(summary.skipped).bind(summary.regressed);
+    // A chunk is read in stream order, so its last event is the replay's furthest.
+    let running = running.bind(events.iter().map(|e| e.seq as i64).max()).bind(id);
     if running.execute(&mut *tx).await?.rows_affected() == 0 {
         return Ok(false);
     }
