@@ -25,7 +25,8 @@ use std::{path::PathBuf, sync::Arc, time::{Duration, Instant}};
 use anyhow::Context;
 use flows::{end_to_end, prepare_cancels, prepare_pays, raw_jetstream, Arrival};
 use shopmesh::{
-    bus::{self, Fsync, NatsServer, StreamSettings},
+    bus::{self, StreamSettings},
+    embedded::{self, Fsync, NatsServer},
     plugins::{runtime::LoadedPlugin, Registry},
     replay::{runner::Replays, Mode, ReplayRequest, State},
     shop::Shop,
@@ -56,9 +57,9 @@ async fn main() -> anyhow::Result<()> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let plugins_dir = workspace.join("target/plugins");
     let tmp = tempfile::tempdir()?;
-    let bin = bus::find_nats_server(Some(&workspace.join(".venv/bin/nats-server")))
+    let bin = embedded::find_nats_server(Some(&workspace.join(".venv/bin/nats-server")))
         .filter(|p| p.is_file())
-        .or_else(|| bus::find_nats_server(None))
+        .or_else(|| embedded::find_nats_server(None))
         .context("nats-server not found: run scripts/setup")?;
     // As the host's embedded server runs: every acknowledged publish fsynced.
     let nats = NatsServer::start(&bin, &tmp.path().join("js"), 0, Fsync::Always).await?;

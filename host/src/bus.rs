@@ -1,15 +1,9 @@
-//! The NATS side: connecting, refusing servers older than 2.10, the `SHOP` stream, and a
-//! `nats-server` child process for the embedded mode (also what the tests start).
+//! The NATS side: connecting, refusing servers older than 2.10, the `SHOP` stream, and how
+//! durable a server says it is. The `nats-server` a host starts for itself is [`crate::embedded`].
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use tokio::process::{Child, Command};
 
 pub const STREAM: &str = "SHOP";
 /// 2.10 brought the features the mesh relies on (multiple filter subjects, strict consumer
@@ -133,179 +127,6 @@ pub fn takes_atomic_batches(version: &str) -> bool {
     major_minor(version).is_some_and(|v| v >= (2, 14))
 }
 
-/// Where to find `nats-server`: an explicit path, else the project's `.venv` (where the
-/// README's commands install the PyPI build), else `PATH`.
-pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = explicit {
-        return Some(p.to_path_buf());
-    }
-    let venv = PathBuf::from(".venv/bin/nats-server");
-    if venv.is_file() {
-        return Some(venv);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("nats-server")).find(|p| p.is_file())
-    })
-}
-
-/// When the server writes JetStream data to disk. `Always` fsyncs before it acknowledges a
-/// publish; `Interval` is nats-server's default (every two minutes), under which a power cut
-/// or a kernel crash loses events the server already acknowledged (Jepsen, NATS 2.12.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    Always,
-    Interval,
-}
-
-/// A `nats-server` with JetStream on loopback (and its monitoring port), stopped when dropped.
-pub struct NatsServer {
-    bin: PathBuf,
-    store: PathBuf,
-    port: u16,
-    monitor_port: u16,
-    fsync: Fsync,
-    /// In a cluster: this server's name, its route port and its peers' route ports.
-    cluster: Option<(String, u16, Vec<u16>)>,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    /// Starts a server storing JetStream data under `store`; port 0 picks a free port.
-    pub async fn start(bin: &Path, store: &Path, port: u16, fsync: Fsync) -> Result<NatsServer, BusError> {
-        let mut server = NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, monitor_port: 0, fsync, cluster: None, child: None };
-        server.spawn_on_free_ports(port == 0).await?;
-        Ok(server)
-    }
-
-    /// Spawns on free ports (the client port too when `any_port`). A free port can be taken
-    /// by someone else before the server binds it; then it tries others, a few times.
-    async fn spawn_on_free_ports(&mut self, any_port: bool) -> Result<(), BusError> {
-        let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
-        let mut last = None;
-        for _ in 0..5 {
-            if any_port {
-                self.port = free_port().map_err(spawn_err)?;
-            }
-            self.monitor_port = free_port().map_err(spawn_err)?;
-            match self.spawn().await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one attempt"))
-    }
-
-    /// Starts `size` servers on loopback routed into one JetStream cluster, each storing under
-    /// `dir/<name>`. Their client URLs, comma-separated, are what a host connects to.
-    pub async fn start_cluster(bin: &Path, dir: &Path, size: usize, fsync: Fsync) -> Result<Vec<NatsServer>, BusError> {
-        let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
-        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>().map_err(spawn_err)?;
-        let mut servers = Vec::with_capacity(size);
-        for (i, route) in routes.iter().enumerate() {
-            let name = format!("n{}", i + 1);
-            let peers = routes.iter().filter(|r| *r != route).copied().collect();
-            let mut server = NatsServer { bin: bin.to_path_buf(), store: dir.join(&name), port: 0, monitor_port: 0, fsync, cluster: Some((name, *route, peers)), child: None };
-            server.spawn_on_free_ports(true).await?;
-            servers.push(server);
-        }
-        Ok(servers)
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// The HTTP monitoring endpoint (`/varz`, `/jsz`), where the durability guard looks.
-    pub fn monitor_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.monitor_port)
-    }
-
-    /// The server's configuration file: the command line has no flag for `sync_interval`.
-    fn config(&self) -> String {
-        let quoted = |p: &Path| serde_json::to_string(&p.display().to_string()).expect("a string serialises");
-        let sync = match self.fsync {
-            Fsync::Always => "\n  sync_interval: always",
-            Fsync::Interval => "",
-        };
-        let cluster = match &self.cluster {
-            None => String::new(),
-            Some((name, route, peers)) => {
-                let routes: Vec<String> = peers.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
-                format!("server_name: {name}\ncluster {{\n  name: shopmesh\n  listen: \"127.0.0.1:{route}\"\n  routes: [{}]\n}}\n", routes.join(", "))
-            }
-        };
-        format!(
-            "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: {}{sync}\n}}\n{cluster}",
-            self.port,
-            self.monitor_port,
-            quoted(&self.store)
-        )
-    }
-
-    async fn spawn(&mut self) -> Result<(), BusError> {
-        std::fs::create_dir_all(&self.store).map_err(|e| BusError::Spawn(e.to_string()))?;
-        let conf = self.store.join("nats-server.conf");
-        std::fs::write(&conf, self.config()).map_err(|e| BusError::Spawn(format!("{}: {e}", conf.display())))?;
-        let child = Command::new(&self.bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| BusError::Spawn(format!("{}: {e}", self.bin.display())))?;
-        self.child = Some(child);
-        // Ready when it accepts connections; JetStream recovery finishes before that.
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self.not_running() {
-                return Err(BusError::Spawn(format!("{} exited: {status}", self.bin.display())));
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Err(BusError::Spawn(format!("no answer on {addr} after 5 s")))
-    }
-
-    /// Stops the server (SIGKILL: as abrupt as a crash; the store stays on disk).
-    pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// Stops the server the polite way: SIGTERM, so it flushes and closes its store, then
-    /// SIGKILL if it has not exited within `patience`.
-    pub async fn shutdown(&mut self, patience: Duration) {
-        let Some(mut child) = self.child.take() else { return };
-        if let Some(pid) = child.id() {
-            // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        }
-        if tokio::time::timeout(patience, child.wait()).await.is_err() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// Why it is not running, if it is not: how it ended (a crash, a kill from outside), or
-    /// that it could not be started; `None` while it runs.
-    pub fn not_running(&mut self) -> Option<String> {
-        match self.child.as_mut() {
-            None => Some("not started".into()),
-            Some(child) => child.try_wait().ok().flatten().map(|status| status.to_string()),
-        }
-    }
-
-    /// Starts it again on the same ports and store.
-    pub async fn restart(&mut self) -> Result<(), BusError> {
-        self.stop().await;
-        self.spawn().await
-    }
-}
-
 /// What a nats-server says about its fsync, read from its monitoring endpoint's `/varz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Durability {
@@ -357,10 +178,6 @@ pub async fn durability(monitor_url: Option<&str>) -> Durability {
         Ok::<_, String>(Durability::Interval(Duration::from_nanos(nanos)))
     };
     read.await.unwrap_or_else(|why| Durability::Unknown(format!("{url}: {why}")))
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 #[cfg(test)]

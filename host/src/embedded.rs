@@ -1,17 +1,25 @@
 //! The nats-server a host starts for itself when no NATS URL is configured (`scripts/run`,
-//! the demo). Nothing else would notice it die: the client only says it is reconnecting,
-//! orders wait in the outbox and `/readyz` says 503 until someone restarts the host. So it is
-//! kept: when it is not running, it is started again on the same port and store (the client
-//! reconnects by itself), waiting longer each time it dies soon after a start.
+//! the demo): [`NatsServer`], a child process with JetStream on loopback (also what the tests
+//! and the benchmarks start), and [`keep`]. Nothing else would notice it die: the client only
+//! says it is reconnecting, orders wait in the outbox and `/readyz` says 503 until someone
+//! restarts the host. So it is kept: when it is not running, it is started again on the same
+//! port and store (the client reconnects by itself), waiting longer each time it dies soon
+//! after a start. One a host left behind when it was killed is stopped at the next start.
 
 use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use tokio::sync::{watch, Mutex};
+use tokio::{
+    process::{Child, Command},
+    sync::{watch, Mutex},
+};
 
-use crate::bus::NatsServer;
+use crate::bus::BusError;
 
 /// How often it is looked at; the client's own reconnect attempts come about as often.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
@@ -46,4 +54,217 @@ pub async fn keep(server: Arc<Mutex<NatsServer>>, mut shutdown: watch::Receiver<
             stopped = shutdown.changed() => if stopped.is_err() { return },
         }
     }
+}
+
+/// Where to find `nats-server`: an explicit path, else the project's `.venv` (where the
+/// README's commands install the PyPI build), else `PATH`.
+pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let venv = PathBuf::from(".venv/bin/nats-server");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join("nats-server")).find(|p| p.is_file())
+    })
+}
+
+/// When the server writes JetStream data to disk. `Always` fsyncs before it acknowledges a
+/// publish; `Interval` is nats-server's default (every two minutes), under which a power cut
+/// or a kernel crash loses events the server already acknowledged (Jepsen, NATS 2.12.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    Always,
+    Interval,
+}
+
+/// A `nats-server` with JetStream on loopback (and its monitoring port), stopped when dropped.
+pub struct NatsServer {
+    bin: PathBuf,
+    store: PathBuf,
+    port: u16,
+    monitor_port: u16,
+    fsync: Fsync,
+    /// In a cluster: this server's name, its route port and its peers' route ports.
+    cluster: Option<(String, u16, Vec<u16>)>,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server storing JetStream data under `store`; port 0 picks a free port.
+    pub async fn start(bin: &Path, store: &Path, port: u16, fsync: Fsync) -> Result<NatsServer, BusError> {
+        let mut server = NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, monitor_port: 0, fsync, cluster: None, child: None };
+        server.spawn_on_free_ports(port == 0).await?;
+        Ok(server)
+    }
+
+    /// Spawns on free ports (the client port too when `any_port`). A free port can be taken
+    /// by someone else before the server binds it; then it tries others, a few times.
+    async fn spawn_on_free_ports(&mut self, any_port: bool) -> Result<(), BusError> {
+        let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
+        let mut last = None;
+        for _ in 0..5 {
+            if any_port {
+                self.port = free_port().map_err(spawn_err)?;
+            }
+            self.monitor_port = free_port().map_err(spawn_err)?;
+            match self.spawn().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Starts `size` servers on loopback routed into one JetStream cluster, each storing under
+    /// `dir/<name>`. Their client URLs, comma-separated, are what a host connects to.
+    pub async fn start_cluster(bin: &Path, dir: &Path, size: usize, fsync: Fsync) -> Result<Vec<NatsServer>, BusError> {
+        let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>().map_err(spawn_err)?;
+        let mut servers = Vec::with_capacity(size);
+        for (i, route) in routes.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let peers = routes.iter().filter(|r| *r != route).copied().collect();
+            let mut server = NatsServer { bin: bin.to_path_buf(), store: dir.join(&name), port: 0, monitor_port: 0, fsync, cluster: Some((name, *route, peers)), child: None };
+            server.spawn_on_free_ports(true).await?;
+            servers.push(server);
+        }
+        Ok(servers)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The HTTP monitoring endpoint (`/varz`, `/jsz`), where the durability guard looks.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    /// The server's configuration file: the command line has no flag for `sync_interval`.
+    fn config(&self) -> String {
+        let quoted = |p: &Path| serde_json::to_string(&p.display().to_string()).expect("a string serialises");
+        let sync = match self.fsync {
+            Fsync::Always => "\n  sync_interval: always",
+            Fsync::Interval => "",
+        };
+        let cluster = match &self.cluster {
+            None => String::new(),
+            Some((name, route, peers)) => {
+                let routes: Vec<String> = peers.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+                format!("server_name: {name}\ncluster {{\n  name: shopmesh\n  listen: \"127.0.0.1:{route}\"\n  routes: [{}]\n}}\n", routes.join(", "))
+            }
+        };
+        format!(
+            "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\npid_file: {}\njetstream {{\n  store_dir: {}{sync}\n}}\n{cluster}",
+            self.port,
+            self.monitor_port,
+            quoted(&self.store.join(PID_FILE)),
+            quoted(&self.store)
+        )
+    }
+
+    async fn spawn(&mut self) -> Result<(), BusError> {
+        std::fs::create_dir_all(&self.store).map_err(|e| BusError::Spawn(e.to_string()))?;
+        let conf = self.store.join("nats-server.conf");
+        stop_orphan(&self.store, &conf).await?;
+        std::fs::write(&conf, self.config()).map_err(|e| BusError::Spawn(format!("{}: {e}", conf.display())))?;
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BusError::Spawn(format!("{}: {e}", self.bin.display())))?;
+        self.child = Some(child);
+        // Ready when it accepts connections; JetStream recovery finishes before that.
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.not_running() {
+                return Err(BusError::Spawn(format!("{} exited: {status}", self.bin.display())));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(BusError::Spawn(format!("no answer on {addr} after 5 s")))
+    }
+
+    /// Stops the server (SIGKILL: as abrupt as a crash; the store stays on disk).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Stops the server the polite way: SIGTERM, so it flushes and closes its store, then
+    /// SIGKILL if it has not exited within `patience`.
+    pub async fn shutdown(&mut self, patience: Duration) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        if tokio::time::timeout(patience, child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Why it is not running, if it is not: how it ended (a crash, a kill from outside), or
+    /// that it could not be started; `None` while it runs.
+    pub fn not_running(&mut self) -> Option<String> {
+        match self.child.as_mut() {
+            None => Some("not started".into()),
+            Some(child) => child.try_wait().ok().flatten().map(|status| status.to_string()),
+        }
+    }
+
+    /// Starts it again on the same ports and store.
+    pub async fn restart(&mut self) -> Result<(), BusError> {
+        self.stop().await;
+        self.spawn().await
+    }
+}
+
+/// Where a server writes its pid, in its store.
+const PID_FILE: &str = "nats-server.pid";
+
+/// Stops a server that a host which died without stopping it (SIGKILL, out of memory) left
+/// running on `store`: two servers must never share a store, and the orphan would go on
+/// holding it. One whose parent is a running shopmesh is another host's, on the same data
+/// directory: refused.
+async fn stop_orphan(store: &Path, conf: &Path) -> Result<(), BusError> {
+    let Some(pid) = std::fs::read_to_string(store.join(PID_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+        return Ok(());
+    };
+    let serves_store = || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*conf.to_string_lossy()));
+    if !serves_store() {
+        return Ok(()); // gone (or the pid is another process's by now)
+    }
+    // `/proc/PID/stat`: `pid (name) state ppid …`; the name may hold spaces and parentheses.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok()).unwrap_or(0);
+    let host = std::fs::read_link(format!("/proc/{parent}/exe")).is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "shopmesh"));
+    if host && parent != std::process::id() as i32 {
+        return Err(BusError::Spawn(format!("{} is served by the nats-server of another shopmesh (pid {parent}): one host per data directory", store.display())));
+    }
+    tracing::warn!(pid, store = %store.display(), "stopping a nats-server left running on this store by a host that died");
+    // SAFETY: kill(2) on a pid whose command line names this store's configuration.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for _ in 0..200 {
+        if !serves_store() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(BusError::Spawn(format!("the nats-server left on {} (pid {pid}) did not stop", store.display())))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

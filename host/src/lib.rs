@@ -15,8 +15,9 @@
 //!   effects handed to the shop's resources, inbox, dead letters, the version registry.
 //! - [`replay`]: a range of stream `SHOP` run again through one plugin version, dry-run
 //!   (compared with what was recorded) or applied; in the background, recorded in the database.
-//! - [`bus`]: the NATS side: connect, version check, stream `SHOP`, embedded nats-server;
-//!   [`embedded`]: that server kept running (started again when it exits).
+//! - [`bus`]: the NATS side: connect, version check, stream `SHOP`, a server's durability;
+//!   [`embedded`]: the nats-server a host starts for itself, kept running (started again when
+//!   it exits; one a killed host left behind is stopped).
 //! - [`store`]: the database (sqlx `Any`: SQLite or Postgres), its writer turns and its
 //!   migrations; [`group_commit`]: requests arriving together committed in one transaction.
 //! - [`config`], [`startup`]: configuration layers and the assembled [`startup::Application`];

@@ -11,13 +11,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     api::{self, limits::RequestLimits, AdminToken, CallbackSecret, Probes},
-    bus::{self, BusError, Fsync, NatsServer, StreamSettings},
+    bus::{self, BusError, StreamSettings},
     config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
-    demo, embedded,
+    demo,
+    embedded::{self, Fsync, NatsServer},
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::HostCard, DeliverySettings, PluginHost},
-    replay::runner::Replays,
+    replay::runner::{Interrupted, Replays},
     retention,
     shop::{sweeper::{self, SweeperSettings}, Shop},
     store::{Backend, Db},
@@ -28,6 +29,7 @@ pub struct Application {
     address: SocketAddr,
     shop: Arc<Shop>,
     plugins: Arc<PluginHost>,
+    replays: Arc<Replays>,
     nats_url: String,
     /// Stops the HTTP server (first, so no new work arrives).
     http_stop: watch::Sender<bool>,
@@ -72,7 +74,7 @@ impl Application {
         let (nats_url, nats_child) = match &settings.nats_url {
             Some(url) => (url.clone(), None),
             None => {
-                let bin = bus::find_nats_server(settings.nats_server_bin.as_deref()).context(
+                let bin = embedded::find_nats_server(settings.nats_server_bin.as_deref()).context(
                     "no NATS URL configured and no nats-server found (set SHOPMESH_NATS_URL, or \
                      SHOPMESH_NATS_SERVER_BIN, or run scripts/setup to install one into .venv)",
                 )?;
@@ -144,7 +146,7 @@ impl Application {
         ));
         plugins.refresh_grants().await.context("reading the plugin grants")?;
         let replays = Arc::new(Replays::new(plugins.clone(), client.clone(), stream.clone(), format!("worker-{}", settings.worker_id)));
-        replays.recover().await.context("recovering replays")?;
+        replays.interrupt(Interrupted::Restart).await.context("recovering replays")?;
         // From here on tasks run: the only step that may still fail, installing the folder's
         // plugins, stops them before it returns.
         let (shutdown, signal) = watch::channel(false);
@@ -241,7 +243,7 @@ impl Application {
         let routes = api::routes(api::Parts {
             shop: shop.clone(),
             plugins: plugins.clone(),
-            replays,
+            replays: replays.clone(),
             probes: Probes { db: shop.db.clone(), nats: client.clone() },
             metrics,
             limits: RequestLimits::new(settings.http_body_limit, settings.plugin_upload_limit, settings.http_max_in_flight, settings.http_body_timeout),
@@ -269,6 +271,7 @@ impl Application {
             address,
             shop,
             plugins,
+            replays,
             nats_url,
             http_stop,
             shutdown,
@@ -316,9 +319,9 @@ impl Application {
     /// Stops: the HTTP server takes no new requests and finishes those in flight; then the
     /// relay publishes what is left in the outbox (the last requests' events too), each
     /// consumer finishes and acks its batch (what it had not started comes back after the
-    /// ack wait), and the sweeper and watchers end; then the embedded nats-server stops,
-    /// last. Bounded by the grace period; `false` when it ran out, in which case the rest is
-    /// abandoned as a crash would abandon it: every step is safe to redo.
+    /// ack wait), and the sweeper and watchers end; its replays are marked failed; then the
+    /// embedded nats-server stops, last. Bounded by the grace period (but for the replays);
+    /// `false` when it ran out, the rest abandoned as a crash would: every step is safe to redo.
     pub async fn stop(mut self) -> bool {
         let work = async {
             let _ = self.http_stop.send(true);
@@ -332,6 +335,8 @@ impl Application {
         if !clean {
             tracing::warn!(grace = %humantime::format_duration(self.grace), "grace period over: exiting with work in flight (it is redone after the restart)");
         }
+        // A replay does not outlive its host, and says so now, not at this host's next start.
+        let _ = self.replays.interrupt(Interrupted::Stop).await;
         if let Some(nats) = &self.nats {
             nats.lock().await.shutdown(Duration::from_secs(5)).await;
         }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use shopmesh::{
-    bus::{Fsync, NatsServer},
+    embedded::{Fsync, NatsServer},
     startup::Application,
 };
 

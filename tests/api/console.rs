@@ -197,11 +197,15 @@ async fn every_page_in_a_real_browser() {
     assert!(v2["activated_at"].is_string(), "{v2}");
     let replays = app.admin(Method::GET, "/api/admin/replays", None).await.body;
     let replays = replays.as_array().unwrap(); // newest first
-    assert_eq!(replays.len(), 2, "the bad form started nothing: {replays:?}");
+    assert_eq!(replays.len(), 3, "the bad form started nothing: {replays:?}");
     let states: Vec<_> = replays.iter().map(|r| (r["version"].as_str(), r["mode"].as_str(), r["state"].as_str(), r["max_rate"].as_i64())).collect();
-    assert_eq!(states, [(Some("2.0.0"), Some("dry-run"), Some("cancelled"), Some(1)), (Some("2.0.0"), Some("dry-run"), Some("done"), None)]);
-    assert_eq!(replays[1]["summary"]["changed"], PAID as i64 + 1);
-    assert!(replays[0]["processed"].as_i64().unwrap() < PAID as i64 + 1, "cancelled before the end: {}", replays[0]);
+    let cancelled = (Some("2.0.0"), Some("dry-run"), Some("cancelled"), Some(1));
+    assert_eq!(states, [cancelled, cancelled, (Some("2.0.0"), Some("dry-run"), Some("done"), None)]);
+    assert_eq!(replays[2]["summary"]["changed"], PAID as i64 + 1);
+    assert!(replays[1]["processed"].as_i64().unwrap() < PAID as i64 + 1, "cancelled before the end: {}", replays[1]);
+    // "Go on" started the rest of the cancelled one's range.
+    let next = replays[1]["last_seq"].as_i64().map_or(replays[1]["from_seq"].as_i64(), |last| Some(last + 1));
+    assert_eq!((replays[0]["from_seq"].as_i64(), &replays[0]["to_seq"]), (next, &replays[1]["to_seq"]), "{replays:?}");
     let mut pages: Vec<String> = std::fs::read_dir(&shots).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     pages.sort();
     assert_eq!(pages.len(), 9, "a screenshot of every page: {pages:?}");

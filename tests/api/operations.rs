@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 
 use prometheus_parse::{Sample, Scrape, Value as Metric};
 
-use shopmesh::{bus::Fsync, startup::Application};
+use shopmesh::{embedded::Fsync, startup::Application};
 
 use crate::{
     helpers::{spawn_app_with, test_settings, wait_consumers_idle, wait_for, with_plugins, Backend, HostProcess, TestApp, TestDb, TestNats},

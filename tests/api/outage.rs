@@ -111,6 +111,33 @@ async fn the_embedded_nats_server_is_started_again_when_it_dies() {
     assert_eq!(readyz_becomes(&app, 200, true).await["stream"], true);
     assert!(host.stop().await, "stops cleanly");
     assert_eq!(pid(), None, "its nats-server stopped with it");
+
+    // A host killed outright leaves its server running on the store (here one started by
+    // hand on the host's configuration, as a killed host leaves it): the next start stops it
+    // before it starts its own, so two never share the store.
+    let mut orphan = std::process::Command::new(nats_server_bin()).arg("-c").arg(&conf).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let orphan_pid = orphan.id().to_string();
+    wait_for("the orphan to write its pid", Duration::from_secs(10), || async {
+        std::fs::read_to_string(data.path().join("nats/nats-server.pid")).ok().filter(|p| p.trim() == orphan_pid)
+    })
+    .await;
+    let mut settings = test_settings(&db.url, "", data.path());
+    settings.nats_url = None;
+    settings.nats_server_bin = Some(nats_server_bin());
+    let host = shopmesh::startup::Application::build(settings).await.expect("the host starts over the orphan");
+    use std::os::unix::process::ExitStatusExt;
+    let mut ended = None;
+    for _ in 0..400 {
+        ended = orphan.try_wait().unwrap();
+        if ended.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ended.and_then(|e| e.signal()), Some(libc::SIGKILL), "the orphan was stopped");
+    let own = pid().expect("the host started its own");
+    assert!(!own.contains('\n') && own != orphan_pid, "one server on the store, the host's: {own}");
+    assert!(host.stop().await, "stops cleanly");
 }
 
 crate::on_both_databases!(orders_survive_a_nats_outage);

@@ -79,6 +79,11 @@ async fn dry_run_of_the_active_version_is_all_same(backend: Backend) {
     let now = shopmesh::timestamp::Timestamp(shopmesh::ids::now_ms()).to_string();
     let quiet = replay(&app, json!({"plugin": "points", "mode": "dry-run", "from_time": now})).await;
     assert_eq!((&quiet["state"], &quiet["total"], &quiet["processed"]), (&json!("done"), &json!(0), &json!(0)), "{quiet}");
+    // So is a window between two events, once more have come after it.
+    let then = shopmesh::timestamp::Timestamp(shopmesh::ids::now_ms()).to_string();
+    paid_orders(&app, &fx, 1).await;
+    let gap = replay(&app, json!({"plugin": "points", "mode": "dry-run", "from_time": now, "to_time": then})).await;
+    assert_eq!((&gap["state"], &gap["total"], &gap["processed"]), (&json!("done"), &json!(0), &json!(0)), "{gap}");
 }
 
 async fn a_staged_version_with_another_rate_changes_every_event(backend: Backend) {
@@ -124,6 +129,12 @@ async fn a_staged_version_with_another_rate_changes_every_event(backend: Backend
     assert!(String::from_utf8_lossy(&cli.stderr).contains("--fail-on-change: 3 changed, 0 regressed (exit 3)"), "{cli:?}");
     let same = replay_cli(&app, &["--fail-on-change"]).await;
     assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
+    // For a script: the record as JSON, the same exit code; subjects listed as a person types them.
+    let json = replay_cli(&app, &["--version", "2.0.0", "--fail-on-change", "--json", "--subjects", "shop.pay.success, shop.pay.success"]).await;
+    assert_eq!(json.status.code(), Some(3), "{json:?}");
+    let record: Value = serde_json::from_slice(&json.stdout).expect("JSON on stdout");
+    assert_eq!((&record["state"], &record["summary"]["changed"], &record["subjects"]), (&json!("done"), &json!(3), &json!(["shop.pay.success"])), "{record}");
+    assert!(record["last_seq"].as_i64().is_some_and(|last| last <= record["to_seq"].as_i64().unwrap()), "{record}");
 }
 
 async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend: Backend) {
@@ -165,6 +176,10 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     let done = replay(&app, json!({"plugin": "points", "mode": "apply"})).await;
     assert_eq!(done["summary"]["applied"], 3, "{done}");
     assert_eq!(score(&app, &fx).await, 450);
+    // Each applied event says what it wrote.
+    let applied = app_events(&app, done["replay_id"].as_str().unwrap(), "outcome=applied").await;
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert!(applied.iter().all(|e| e["candidate"][0]["kind"] == "add-points" && e["candidate"][0]["points"] == 150), "{applied:?}");
     assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND redriven_at IS NULL").await, 0, "the dead letters are resolved");
     assert_eq!(app.count("shop_dead_letter", "plugin = 'points' AND redrive_result LIKE 'applied (replay %'").await, 3);
 
@@ -191,6 +206,12 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     let said = String::from_utf8_lossy(&applied.stderr);
     assert!(said.contains("note: applying with points 0.0.1-rogue, which is not the active version (1.0.0)"), "{said}");
     assert!(String::from_utf8_lossy(&applied.stdout).contains("applied 0  skipped 3"), "{applied:?}");
+    // So does applying for a plugin an operator paused.
+    assert_eq!(app.admin(Method::POST, "/api/admin/plugins/points/disable", None).await.status, 200);
+    let paused = replay_cli(&app, &["--apply"]).await;
+    assert_eq!(paused.status.code(), Some(0), "{paused:?}");
+    assert!(String::from_utf8_lossy(&paused.stderr).contains("note: points is paused (its live events wait); --apply writes its effects all the same"), "{paused:?}");
+    assert_eq!(app.admin(Method::POST, "/api/admin/plugins/points/enable", None).await.status, 200);
     let id = broken["replay_id"].as_str().unwrap();
     let marked = app_events(&app, id, "regressed=true").await;
     assert!(marked.len() == 3 && marked.iter().all(|e| e["regressed"] == true && e["outcome"] == "failed"), "{marked:?}");
@@ -242,6 +263,12 @@ async fn live_processing_goes_on_during_a_replay(backend: Backend) {
     assert!(ended["processed"].as_i64().unwrap() < 15, "{ended}");
     let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
     assert_eq!(list[0]["replay_id"], slow_id.as_str(), "newest first");
+    let done_id = id.clone();
+    for (query, ids) in [("plugin=points&state=done", vec![done_id.as_str()]), ("limit=1", vec![slow_id.as_str()]), ("state=cancelled&plugin=log", vec![])] {
+        let found = app.admin(Method::GET, &format!("/api/admin/replays?{query}"), None).await.body;
+        let found: Vec<&str> = found.as_array().unwrap().iter().map(|r| r["replay_id"].as_str().unwrap()).collect();
+        assert_eq!(found, ids, "{query}");
+    }
 
     // Ctrl-C on the CLI cancels its replay on the host, which would otherwise run on; so
     // does SIGTERM (how a CI runner cancels a job).
@@ -305,12 +332,18 @@ async fn bad_requests_start_nothing(backend: Backend) {
         (json!({"plugin": "points", "mode": "dry-run", "from_time": "2999-01-01T00:00:00Z"}), 400, "SHOP_REPLAY_RANGE_INVALID"),
         (json!({"plugin": "points", "mode": "rewind"}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
         (json!({"plugin": "points", "mode": "dry-run", "subjects": ["shop.order.cancel"]}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
+        (json!({"plugin": "points", "mode": "dry-run", "version": ""}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
+        (json!({"plugin": "points", "mode": "dry-run", "from_time": "2026-13-45T16:54:09Z"}), 400, "SHOP_REQUEST_PARAMETER_INVALID"),
     ] {
         let reply = app.admin(Method::POST, "/api/admin/replays", Some(&body)).await;
         assert_eq!((reply.status, reply.code()), (status, code), "{body}: {:?}", reply.body);
     }
     let future = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "from_time": "2999-01-01T00:00:00Z"}))).await;
     assert!(future.body["message"].as_str().unwrap().contains("from_time 2999-01-01T00:00:00") && future.body["message"].as_str().unwrap().contains("is in the future"), "{:?}", future.body);
+    // A time of the right shape that is no time is told as plainly as one of the wrong shape.
+    let month13 = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "from_time": "2026-13-45T16:54:09Z"}))).await;
+    let said = month13.body["message"].as_str().unwrap();
+    assert!(said.contains("from_time: must be an RFC 3339 time, like") && !said.contains("occurred while parsing"), "{said}");
     let beyond = app.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "to_seq": 1_000_000}))).await;
     assert!(beyond.body["message"].as_str().unwrap().contains("stream SHOP holds sequences 1..="), "{:?}", beyond.body);
     assert_eq!(app.admin(Method::GET, "/api/admin/replays", None).await.body, json!([]), "nothing was started");
@@ -340,7 +373,32 @@ async fn a_replay_cut_off_by_a_killed_host_ends_failed(backend: Backend) {
     assert_eq!(ended["state"], "failed", "{ended}");
     assert!(ended["error"].as_str().unwrap().contains("interrupted"), "{ended}");
     assert!(ended["finished_at"].is_string());
-    drop(back);
+
+    // A host that stops cleanly ends its replays as it stops, not at a next start that may
+    // never come.
+    // The CLI following it bears with the silence a while, then says where to look.
+    let mut back = back;
+    let other = TestApp::attach(&app.db_url, &app.nats_url, &back.address).await;
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
+        .args(["replay", "--plugin", "points", "--max-rate", "1", "--host", back.address.trim_start_matches("http://")])
+        .env("SHOPMESH_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    let id = wait_for("the CLI's replay", Duration::from_secs(10), || async {
+        other.admin(Method::GET, "/api/admin/replays", None).await.body[0]["replay_id"].as_str().filter(|new| *new != id).map(str::to_owned)
+    })
+    .await;
+    let pid = back.child.id().expect("the host runs") as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(back.child.wait().await.unwrap().success(), "a clean stop");
+    let ended = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
+    assert_eq!((&ended["state"], &ended["error"]), (&json!("failed"), &json!("interrupted: the host running it shut down")), "{ended}");
+    assert!(ended["finished_at"].is_string(), "{ended}");
+    let out = cli.wait_with_output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("following replay {id}: it ends `failed` if its host stopped")) && err.contains("cannot reach the host"), "{err}");
 }
 
 crate::on_both_databases!(

@@ -121,6 +121,8 @@ async fn lookups_and_admin(backend: Backend) {
         ("/api/admin/replays/1/events?limit=0", vec![], "limit: must be at least 1"),
         ("/api/admin/replays/1/events?after=abc", vec![], "after: must be an integer"),
         ("/api/admin/replays/1/events?regressed=maybe", vec![], "regressed: must be true or false"),
+        ("/api/admin/replays?state=stopped", vec![], "state: must be one of running, done, failed, cancelled"),
+        ("/api/admin/replays?limit=101", vec![], "limit: must be at most 100"),
         ("/api/orders", vec![("Idempotency-Key", "bad key!".to_string())], "Idempotency-Key: must match ^[A-Za-z0-9_-]{1,64}$"),
     ] {
         let method = if path == "/api/orders" { reqwest::Method::POST } else { reqwest::Method::GET };

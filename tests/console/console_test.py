@@ -180,6 +180,16 @@ def main():
         expect(page.locator("#replay-state")).to_have_attribute("data-state", "cancelled")
         expect(page.locator("#cancel")).to_have_count(0)
 
+        step("replay page: the cancelled one goes on from the sequence after its last, as a new replay")
+        cancelled_url = page.url
+        expect(page.locator("#go-on")).to_contain_text("Go on from ")
+        page.click("#go-on")
+        expect(page).not_to_have_url(cancelled_url)
+        expect(page).to_have_url(re.compile(r"/console/replay/\d+$"))
+        expect(page.locator("#replay-state")).to_have_attribute("data-state", "running")
+        page.click("#cancel")
+        expect(page.locator("#replay-state")).to_have_attribute("data-state", "cancelled")
+
         step("plugin page: activate 2.0.0, then roll back to 1.0.0")
         page.goto(URL + "/console/plugins/points")
         page.click("#versions button.activate[data-version='2.0.0']")

@@ -10,7 +10,7 @@ use poem_openapi::{param::{Path, Query}, payload::Json, ApiResponse, OpenApi};
 use super::{admin::{AdminAuth, AdminError}, errors::api_error, strict::StrictJson, ApiTags};
 use crate::{
     ids::Id,
-    replay::{runner::Replays, Outcome, Replay, ReplayEvent, ReplayRequest},
+    replay::{runner::Replays, Outcome, Replay, ReplayEvent, ReplayRequest, State},
 };
 
 api_error!(
@@ -52,9 +52,18 @@ impl ReplaysApi {
     }
 
     /// List replays, newest first
+    ///
+    /// Of one plugin and in one state when asked; at most `limit` (default and most: 100).
     #[oai(path = "/replays", method = "get", operation_id = "listReplays", tag = "ApiTags::Admin")]
-    async fn list(&self, _auth: AdminAuth, replays: Data<&Arc<Replays>>) -> Result<Json<Vec<Replay>>, AdminError> {
-        Ok(Json(replays.list().await?))
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        replays: Data<&Arc<Replays>>,
+        #[oai(validator(min_length = 1, max_length = 64))] plugin: Query<Option<String>>,
+        state: Query<Option<State>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
+    ) -> Result<Json<Vec<Replay>>, AdminError> {
+        Ok(Json(replays.list(plugin.0.as_deref(), state.0, limit.0.unwrap_or(100)).await?))
     }
 
     /// Get a replay: state, progress, summary

@@ -187,9 +187,21 @@ fn fits(v: &Value, schema: &MetaSchema, pattern: Option<&Result<Regex, regex::Er
                 && schema.min_length.is_none_or(|m| chars >= m)
                 && pattern.is_none_or(|re| re.as_ref().is_ok_and(|re| re.is_match(s)))
                 && (schema.enum_items.is_empty() || schema.enum_items.iter().any(|e| e == v))
+                && parses(schema.format, s)
         }),
         "array" => v.is_array(),
         "object" => v.is_object(),
+        _ => true,
+    }
+}
+
+/// Whether a string of a format the pattern only shapes is a value of it: a month 13 or a
+/// 19-digit id past 64 bits fits the pattern, and would otherwise reach the type's parser,
+/// whose error names the schema's internals.
+fn parses(format: Option<&str>, s: &str) -> bool {
+    match format {
+        Some("date-time") => s.parse::<crate::timestamp::Timestamp>().is_ok(),
+        Some("int64") => s.parse::<crate::ids::Id>().is_ok(),
         _ => true,
     }
 }

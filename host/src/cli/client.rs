@@ -15,7 +15,7 @@ use super::ConfigArg;
 pub struct HostArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// The host's base URL (default: http:// and the configured http_addr)
+    /// The host's base URL, or its address for http:// (default: the configured http_addr)
     #[arg(long, env = "SHOPMESH_HOST_URL", value_name = "URL")]
     pub host: Option<String>,
     /// The admin token (default: the configured admin_token)
@@ -33,7 +33,8 @@ impl HostArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
         let settings = self.config.load()?;
         let base = match &self.host {
-            Some(url) => url.trim_end_matches('/').to_owned(),
+            Some(url) if url.contains("://") => url.trim_end_matches('/').to_owned(),
+            Some(addr) => format!("http://{}", addr.trim_end_matches('/')),
             None => {
                 let mut addr = settings.http_addr;
                 if addr.ip().is_unspecified() {
@@ -73,6 +74,11 @@ impl Client {
             return Err(anyhow!("{status} from {url}: {reason}"));
         }
         serde_json::from_str(&text).with_context(|| format!("unexpected answer from {url}"))
+    }
+
+    /// Whether `error` is that the host could not be reached (no answer at all).
+    pub fn unreachable(error: &anyhow::Error) -> bool {
+        error.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_connect() || e.is_timeout())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

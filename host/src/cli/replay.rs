@@ -64,6 +64,10 @@ pub struct ReplayArgs {
     /// How many events to list at the end, of each kind: changed, regressed, other failed
     #[arg(long, default_value_t = 10)]
     pub show: usize,
+    /// Print the replay's record (state, range, last_seq, summary) as JSON instead; the exit
+    /// code is the same
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl ReplayArgs {
@@ -83,6 +87,7 @@ impl ReplayArgs {
             max_rate: None,
             fail_on_change,
             show: 10,
+            json: false,
         }
     }
 
@@ -95,7 +100,8 @@ impl ReplayArgs {
             ("to_seq", self.to_seq.map(Value::from)),
             ("from_time", from_time.map(|t| Value::from(t.to_string()))),
             ("to_time", self.to_time.map(|t| Value::from(t.to_string()))),
-            ("subjects", self.subjects.clone().map(Value::from)),
+            // `a, b` as well as `a,b`.
+            ("subjects", self.subjects.as_ref().map(|s| s.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>().into())),
             ("max_rate", self.max_rate.map(Value::from)),
         ];
         for (key, value) in fields {
@@ -111,14 +117,18 @@ impl ReplayArgs {
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let client = args.host.client()?;
     let interrupted = on_interrupt()?;
-    if let (true, Some(version)) = (args.apply, &args.version) {
-        // Applying with a kept version the fleet does not run writes its effects all the same.
-        // Advice only: an unknown plugin or version is the host's answer to the start below.
-        let status: Option<Value> = client.get(&format!("/api/admin/plugins/{}", args.plugin)).await.ok();
-        let kept = |s: &Value| s["versions"].as_array().is_some_and(|vs| vs.iter().any(|v| v["version"] == version.as_str()));
-        if let Some(status) = status.filter(|s| kept(s) && s["active_version"] != version.as_str()) {
+    // Applying with a kept version the fleet does not run, or for a plugin an operator paused
+    // (perhaps for a bug), writes its effects all the same. Advice only: an unknown plugin or
+    // version is the host's answer to the start below.
+    let status: Option<Value> = if args.apply { client.get(&format!("/api/admin/plugins/{}", args.plugin)).await.ok() } else { None };
+    if let (Some(status), Some(version)) = (&status, &args.version) {
+        let kept = status["versions"].as_array().is_some_and(|vs| vs.iter().any(|v| v["version"] == version.as_str()));
+        if kept && status["active_version"] != version.as_str() {
             eprintln!("note: applying with {} {version}, which is not the active version ({}): its effects are written as they come", args.plugin, status["active_version"].as_str().unwrap_or("none"));
         }
+    }
+    if status.is_some_and(|s| s["enabled"] == false) {
+        eprintln!("note: {} is paused (its live events wait); --apply writes its effects all the same", args.plugin);
     }
     let started: Value = client.post_json("/api/admin/replays", &args.request()).await.context("starting the replay")?;
     let id = started["replay_id"].as_str().context("the host answered without a replay_id")?.to_owned();
@@ -134,7 +144,33 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         client.base()
     );
     let replay = follow(&client, &id, started["total"].as_u64().unwrap_or(0), interrupted).await?;
-    let summary = &replay["summary"];
+    if args.json {
+        super::print(&format!("{}\n", serde_json::to_string_pretty(&replay)?))?;
+    } else {
+        report(&client, &replay, args.show).await?;
+    }
+    if let Some(error) = replay["error"].as_str() {
+        eprintln!("error: {error}");
+    }
+    if let Some(command) = go_on(&replay, &args) {
+        eprintln!("to go on from where it stopped: {command}");
+    }
+    let count = |key: &str| replay["summary"][key].as_i64().unwrap_or(0);
+    let (changed, regressed) = (count("changed"), count("regressed"));
+    Ok(if replay["state"] != "done" {
+        ExitCode::from(EXIT_FAILED)
+    } else if args.fail_on_change && changed + regressed > 0 {
+        eprintln!("--fail-on-change: {changed} changed, {regressed} regressed (exit {EXIT_CHANGED})");
+        ExitCode::from(EXIT_CHANGED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints a replay's summary for a person, then its first changed, regressed and other
+/// failed events (at most `show` of each).
+async fn report(client: &Client, replay: &Value, show: usize) -> anyhow::Result<()> {
+    let (id, summary) = (replay["replay_id"].as_str().unwrap_or_default(), &replay["summary"]);
     super::print(&format!(
         "state {}  processed {}/{}\nsame {}  changed {}  new {}  failed {}  applied {}  skipped {}\n",
         replay["state"].as_str().unwrap_or_default(),
@@ -147,41 +183,28 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         summary["applied"],
         summary["skipped"],
     ))?;
-    let regressed = summary["regressed"].as_i64().unwrap_or(0);
+    let count = |key: &str| summary[key].as_i64().unwrap_or(0);
+    let (changed, failed, regressed) = (count("changed"), count("failed"), count("regressed"));
     if regressed > 0 {
         super::print(&format!("regressed {regressed}: failed events that were applied before (live, by a redrive or an --apply replay), on the same inputs\n"))?;
     }
-    if let Some(error) = replay["error"].as_str() {
-        eprintln!("error: {error}");
-    }
-    if let Some(command) = go_on(&replay, &args) {
-        eprintln!("to go on from where it stopped: {command}");
-    }
     // What a release gate fails on first (changed, regressed), then the other failed events,
     // which may be the stream's.
-    let (changed, failed) = (summary["changed"].as_i64().unwrap_or(0), summary["failed"].as_i64().unwrap_or(0));
     let lists = [
         ("changed", "outcome=changed", changed),
         ("regressed", "outcome=failed&regressed=true", regressed),
         (if regressed > 0 { "other failed" } else { "failed" }, "outcome=failed&regressed=false", failed - regressed),
     ];
     for (title, query, count) in lists {
-        if count > 0 && args.show > 0 {
-            let events: Vec<Value> = client.get(&format!("/api/admin/replays/{id}/events?{query}&limit={}", args.show)).await?;
+        if count > 0 && show > 0 {
+            let events: Vec<Value> = client.get(&format!("/api/admin/replays/{id}/events?{query}&limit={show}")).await?;
             super::print(&table(title, &events))?;
             if count > events.len() as i64 {
                 super::print(&format!("… and {} more: GET /api/admin/replays/{id}/events?{query}\n", count - events.len() as i64))?;
             }
         }
     }
-    Ok(if replay["state"] != "done" {
-        ExitCode::from(EXIT_FAILED)
-    } else if args.fail_on_change && changed + regressed > 0 {
-        eprintln!("--fail-on-change: {changed} changed, {regressed} regressed (exit {EXIT_CHANGED})");
-        ExitCode::from(EXIT_CHANGED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(())
 }
 
 /// The command that replays the rest of a range this replay did not finish (cancelled,
@@ -189,7 +212,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// sequence after the last it ran. `None` when it finished.
 fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
     let (from, to) = (replay["from_seq"].as_i64()?, replay["to_seq"].as_i64()?);
-    let next = replay["last_seq"].as_i64().map_or(from, |last| last + 1);
+    let next = match replay["last_seq"].as_i64() {
+        Some(last) => last + 1,
+        None if replay["processed"] == 0 => from,
+        None => return None, // a host from before `last_seq`: where it stopped is not known
+    };
     if replay["state"] == "done" || next > to {
         return None;
     }
@@ -261,7 +288,9 @@ async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::R
         }
         // A Ctrl-C is acted on at once, not after a slow host's answer.
         let replay: Value = tokio::select! {
-            replay = client.get(&path) => replay?,
+            replay = poll(client, &path, &bar) => replay.with_context(|| format!(
+                "following replay {id}: it ends `failed` if its host stopped; once the host is back, GET {path} says how far it got (last_seq)"
+            ))?,
             _ = interrupted.changed(), if !cancelling => continue,
         };
         bar.set_position(replay["processed"].as_u64().unwrap_or(0));
@@ -273,6 +302,24 @@ async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::R
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = interrupted.changed(), if !cancelling => {}
+        }
+    }
+}
+
+/// How long following a replay bears with a host that does not answer (a blip, a proxy
+/// between hosts) before it gives up.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The replay's record; a host that does not answer is asked again for [`PATIENCE`].
+async fn poll(client: &Client, path: &str, bar: &ProgressBar) -> anyhow::Result<Value> {
+    let since = std::time::Instant::now();
+    loop {
+        match client.get(path).await {
+            Err(e) if Client::unreachable(&e) && since.elapsed() < PATIENCE => {
+                bar.set_message(format!("no answer from the host; asking again for {}s", (PATIENCE - since.elapsed()).as_secs()));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            answer => return answer,
         }
     }
 }

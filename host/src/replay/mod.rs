@@ -79,6 +79,7 @@ pub struct ReplayRequest {
     /// A subset of the plugin's subjects; default: all of them.
     pub subjects: Option<Vec<String>>,
     /// A kept or staged version; default: the active one.
+    #[oai(validator(min_length = 1, max_length = 64))]
     pub version: Option<String>,
     /// At most this many events per second, so a big replay cannot starve live traffic.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
@@ -158,7 +159,8 @@ pub struct ReplayEvent {
     pub outcome: Outcome,
     /// The effects recorded when the event was applied (none if it never was).
     pub recorded: Option<Vec<serde_json::Value>>,
-    /// The effects the replayed version returned (none if it failed).
+    /// The effects the replayed version returned (none if it failed); of an `applied` event,
+    /// those it wrote.
     pub candidate: Option<Vec<serde_json::Value>>,
     /// Why it failed.
     pub reason: Option<String>,

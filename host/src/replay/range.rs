@@ -97,6 +97,11 @@ pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: 
         (None, Some(t)) => last - pending(stream, DeliverPolicy::ByStartTime { start_time: OffsetDateTime::from(t) + time::Duration::milliseconds(1) }, &[]).await?,
         (None, None) => last,
     };
+    // A time window between two events (an idle while, more events after it) holds nothing:
+    // the first event after its start is the one after the last before its end.
+    if from_seq == to_seq + 1 && (req.from_time.is_some() || req.to_time.is_some()) {
+        return Ok(Resolved { from_seq, to_seq, subjects, total: 0 });
+    }
     if from_seq > to_seq {
         return out_of_range(format!("from {from_seq} is after to {to_seq}"));
     }

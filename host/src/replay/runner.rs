@@ -42,6 +42,24 @@ pub struct Replays {
     name: String,
 }
 
+/// Why a host's replays stopped running.
+#[derive(Debug, Clone, Copy)]
+pub enum Interrupted {
+    /// Found running as the host starts: it stopped before they ended.
+    Restart,
+    /// The host is stopping (SIGTERM).
+    Stop,
+}
+
+impl Interrupted {
+    fn reason(self) -> &'static str {
+        match self {
+            Interrupted::Restart => "interrupted: the host running it stopped",
+            Interrupted::Stop => "interrupted: the host running it shut down",
+        }
+    }
+}
+
 /// One message of the range.
 struct Event {
     seq: u64,
@@ -54,11 +72,13 @@ impl Replays {
         Replays { host, client, stream, name }
     }
 
-    /// Marks replays this host was running before it restarted as failed.
-    pub async fn recover(&self) -> Result<(), sqlx::Error> {
-        let failed = store::fail_interrupted(&self.host.shop().db, &self.name).await?;
+    /// Marks the replays this host is running as failed, `why` (nothing runs them any more):
+    /// at start, those of before a crash or a restart; at a stop, those it leaves. Each
+    /// record keeps its `last_seq`, where a new replay goes on.
+    pub async fn interrupt(&self, why: Interrupted) -> Result<(), sqlx::Error> {
+        let failed = store::fail_interrupted(&self.host.shop().db, &self.name, why.reason()).await?;
         if failed > 0 {
-            tracing::warn!(replays = failed, "replays interrupted by a restart are marked failed");
+            tracing::warn!(replays = failed, reason = why.reason(), "replays marked failed");
         }
         Ok(())
     }
@@ -116,8 +136,8 @@ impl Replays {
         store::get(&self.host.shop().db, id).await
     }
 
-    pub async fn list(&self) -> Result<Vec<Replay>, ReplayError> {
-        Ok(store::list(&self.host.shop().db, 100).await?)
+    pub async fn list(&self, plugin: Option<&str>, state: Option<State>, limit: i64) -> Result<Vec<Replay>, ReplayError> {
+        Ok(store::list(&self.host.shop().db, plugin, state, limit).await?)
     }
 
     pub async fn running(&self) -> Result<Vec<Replay>, ReplayError> {
@@ -304,6 +324,13 @@ impl Replays {
         }
         let result = format!("applied (replay {id})");
         dead_letters::resolve(&self.host.shop().db, &plugin.name, &resolved, &result).await?;
+        // What each event applied now wrote, as its inbox row records it: a backfill's audit.
+        let applied: Vec<&Delivery> = deliveries.iter().copied().filter(|d| resolved.contains(&d.id)).collect();
+        let written = inbox::lookup(&self.host.shop().db, &plugin.name, &applied).await?;
+        let mut written: std::collections::HashMap<Option<u64>, Option<String>> = applied.iter().map(|d| d.seq).zip(written.into_iter().map(|e| e.effects)).collect();
+        for row in rows.iter_mut().filter(|r| r.outcome == Outcome::Applied) {
+            row.candidate = written.remove(&Some(row.seq)).flatten();
+        }
         Ok(rows)
     }
 }

@@ -118,9 +118,14 @@ pub async fn get(db: &Db, id: Id) -> Result<Replay, ReplayError> {
     Ok(replay_from_row(&row.ok_or(ReplayError::NotFound(id))?)?)
 }
 
-/// The newest replays first, at most `limit`.
-pub async fn list(db: &Db, limit: i64) -> Result<Vec<Replay>, sqlx::Error> {
-    let rows = sqlx::query("SELECT * FROM shop_replay ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(db.pool()).await?;
+/// The newest replays first, at most `limit`: of `plugin` and in `state` when given.
+pub async fn list(db: &Db, plugin: Option<&str>, state: Option<State>, limit: i64) -> Result<Vec<Replay>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM shop_replay WHERE ($1 = '' OR plugin = $1) AND ($2 = '' OR state = $2) ORDER BY id DESC LIMIT $3")
+        .bind(plugin.unwrap_or_default())
+        .bind(state.map(state_str).unwrap_or_default())
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
     rows.iter().map(replay_from_row).collect()
 }
 
@@ -181,13 +186,13 @@ pub async fn finish(db: &Db, id: Id, state: State, error: Option<&str>) -> Resul
     Ok(())
 }
 
-/// Running replays this host started before it restarted end `failed`: nothing runs them
-/// any more, and their record says so.
-pub async fn fail_interrupted(db: &Db, host: &str) -> Result<u64, sqlx::Error> {
+/// Running replays of this host end `failed`, `why`: nothing runs them any more, and their
+/// record says so.
+pub async fn fail_interrupted(db: &Db, host: &str, why: &str) -> Result<u64, sqlx::Error> {
     let result = db.execute(sqlx::query(
-        "UPDATE shop_replay SET state = 'failed', error = 'interrupted: the host running it stopped', finished_at = $1
-          WHERE state = 'running' AND host = $2",
+        "UPDATE shop_replay SET state = 'failed', error = $1, finished_at = $2 WHERE state = 'running' AND host = $3",
     )
+    .bind(why)
     .bind(now_ms())
     .bind(host))
     .await?;

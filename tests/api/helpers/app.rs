@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde_json::Value;
-use shopmesh::{bus::NatsServer, config::Settings, startup::Application, store::Db};
+use shopmesh::{config::Settings, embedded::NatsServer, startup::Application, store::Db};
 use sqlx::Row;
 use tempfile::TempDir;
 

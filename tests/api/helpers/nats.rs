@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
-use shopmesh::bus::{find_nats_server, Fsync, NatsServer};
+use shopmesh::embedded::{find_nats_server, Fsync, NatsServer};
 use tempfile::TempDir;
 
 use super::wait_for;
