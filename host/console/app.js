@@ -437,8 +437,8 @@ async function replay(id) {
 // A replay that ended before its range did (cancelled, failed, interrupted) goes on as a new
 // one over the rest: the same plugin, version, mode, subjects and rate.
 function goOn(r) {
-  const next = r.last_seq == null ? r.from_seq : r.last_seq + 1;
-  if (r.state === "done" || next > r.to_seq) return "";
+  const next = r.resume_from;
+  if (next == null) return "";
   const body = { plugin: r.plugin, version: r.version, mode: r.mode, from_seq: next, to_seq: r.to_seq, subjects: r.subjects };
   if (r.max_rate) body.max_rate = r.max_rate;
   return h("button", { id: "go-on", onclick: () => act(`Replay the rest, sequences ${next}–${r.to_seq}?`, async () => {

@@ -90,12 +90,15 @@ pub struct NatsServer {
     /// In a cluster: this server's name, its route port and its peers' route ports.
     cluster: Option<(String, u16, Vec<u16>)>,
     child: Option<Child>,
+    /// Held while it lives: no other host starts a server on this store meanwhile.
+    _lock: std::fs::File,
 }
 
 impl NatsServer {
     /// Starts a server storing JetStream data under `store`; port 0 picks a free port.
     pub async fn start(bin: &Path, store: &Path, port: u16, fsync: Fsync) -> Result<NatsServer, BusError> {
-        let mut server = NatsServer { bin: bin.to_path_buf(), store: store.to_path_buf(), port, monitor_port: 0, fsync, cluster: None, child: None };
+        let (store, lock) = claim(store)?;
+        let mut server = NatsServer { bin: bin.to_path_buf(), store, port, monitor_port: 0, fsync, cluster: None, child: None, _lock: lock };
         server.spawn_on_free_ports(port == 0).await?;
         Ok(server)
     }
@@ -127,7 +130,8 @@ impl NatsServer {
         for (i, route) in routes.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let peers = routes.iter().filter(|r| *r != route).copied().collect();
-            let mut server = NatsServer { bin: bin.to_path_buf(), store: dir.join(&name), port: 0, monitor_port: 0, fsync, cluster: Some((name, *route, peers)), child: None };
+            let (store, lock) = claim(&dir.join(&name))?;
+            let mut server = NatsServer { bin: bin.to_path_buf(), store, port: 0, monitor_port: 0, fsync, cluster: Some((name, *route, peers)), child: None, _lock: lock };
             server.spawn_on_free_ports(true).await?;
             servers.push(server);
         }
@@ -234,33 +238,47 @@ impl NatsServer {
 /// Where a server writes its pid, in its store.
 const PID_FILE: &str = "nats-server.pid";
 
+/// `store`, made absolute (the server's command line names its configuration by it), and
+/// this process's lock on it (`host.lock`, `flock`): taken, or the store is another running
+/// host's (one host per data directory).
+fn claim(store: &Path) -> Result<(PathBuf, std::fs::File), BusError> {
+    use std::os::fd::AsRawFd;
+    let spawn_err = |e: std::io::Error| BusError::Spawn(format!("{}: {e}", store.display()));
+    std::fs::create_dir_all(store).map_err(spawn_err)?;
+    let store = std::path::absolute(store).map_err(spawn_err)?;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(store.join("host.lock")).map_err(spawn_err)?;
+    // SAFETY: flock(2) on a descriptor the File owns, for as long as it does.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(BusError::Spawn(format!("{} is in use by another running shopmesh: one host per data directory", store.display())));
+    }
+    Ok((store, lock))
+}
+
 /// Stops a server that a host which died without stopping it (SIGKILL, out of memory) left
 /// running on `store`: two servers must never share a store, and the orphan would go on
-/// holding it. One whose parent is a running shopmesh is another host's, on the same data
-/// directory: refused.
+/// holding it. Called with the store's lock held, so whatever serves it is no running
+/// host's; known by its pid file and its command line, which names `conf` (a pid the system
+/// has given to another process since does not).
 async fn stop_orphan(store: &Path, conf: &Path) -> Result<(), BusError> {
     let Some(pid) = std::fs::read_to_string(store.join(PID_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
         return Ok(());
     };
-    let serves_store = || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*conf.to_string_lossy()));
+    let conf = conf.as_os_str().as_encoded_bytes();
+    let serves_store = || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|argv| argv.split(|b| *b == 0).any(|arg| arg == conf));
     if !serves_store() {
-        return Ok(()); // gone (or the pid is another process's by now)
-    }
-    // `/proc/PID/stat`: `pid (name) state ppid …`; the name may hold spaces and parentheses.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok()).unwrap_or(0);
-    let host = std::fs::read_link(format!("/proc/{parent}/exe")).is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "shopmesh"));
-    if host && parent != std::process::id() as i32 {
-        return Err(BusError::Spawn(format!("{} is served by the nats-server of another shopmesh (pid {parent}): one host per data directory", store.display())));
+        return Ok(());
     }
     tracing::warn!(pid, store = %store.display(), "stopping a nats-server left running on this store by a host that died");
-    // SAFETY: kill(2) on a pid whose command line names this store's configuration.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    for _ in 0..200 {
-        if !serves_store() {
-            return Ok(());
+    // Politely first, so that it closes its store; then for good.
+    for (signal, patience) in [(libc::SIGTERM, 80), (libc::SIGKILL, 200)] {
+        // SAFETY: kill(2) on a pid whose command line names this store's configuration.
+        unsafe { libc::kill(pid, signal) };
+        for _ in 0..patience {
+            if !serves_store() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Err(BusError::Spawn(format!("the nats-server left on {} (pid {pid}) did not stop", store.display())))
 }

@@ -17,7 +17,7 @@ use crate::{
     embedded::{self, Fsync, NatsServer},
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
-    plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::HostCard, DeliverySettings, PluginHost},
+    plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::{self, HostCard}, DeliverySettings, PluginHost},
     replay::runner::{Interrupted, Replays},
     retention,
     shop::{sweeper::{self, SweeperSettings}, Shop},
@@ -61,16 +61,8 @@ impl Application {
             tracing::warn!("using the development callback secret or admin token: set SHOPMESH_CALLBACK_SECRET and SHOPMESH_ADMIN_TOKEN for anything but a demo");
         }
 
-        let db_url = settings.database_url();
-        let db = Db::connect_with(&db_url, settings.db_max_connections, settings.sqlite_synchronous)
-            .await
-            .with_context(|| format!("connecting to the database ({})", redact_url(&db_url)))?;
-        db.migrate().await.context("migrating the database")?;
-        tracing::info!(backend = ?db.backend(), "database ready");
-        if db.backend() == Backend::Sqlite && settings.worker_id != 1 {
-            tracing::warn!("several hosts cannot share a SQLite file; use Postgres for a fleet");
-        }
-
+        // The store first: a data directory another host runs on is refused before this one
+        // touches the database (a migration under a running host).
         let (nats_url, nats_child) = match &settings.nats_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -84,6 +76,16 @@ impl Application {
                 (child.url(), Some(child))
             }
         };
+        let db_url = settings.database_url();
+        let db = Db::connect_with(&db_url, settings.db_max_connections, settings.sqlite_synchronous)
+            .await
+            .with_context(|| format!("connecting to the database ({})", redact_url(&db_url)))?;
+        db.migrate().await.context("migrating the database")?;
+        tracing::info!(backend = ?db.backend(), "database ready");
+        if db.backend() == Backend::Sqlite && settings.worker_id != 1 {
+            tracing::warn!("several hosts cannot share a SQLite file; use Postgres for a fleet");
+        }
+
         let monitor = nats_child.as_ref().map(NatsServer::monitor_url).or_else(|| settings.nats_monitor_url.clone());
         match bus::durability(monitor.as_deref()).await.risk() {
             None => tracing::info!("nats-server fsyncs every acknowledged write (sync_interval: always)"),
@@ -118,7 +120,7 @@ impl Application {
             // Through a shop without injected faults: the demo order must go through.
             if demo::load(&shop.with_fault(None)).await.context("loading demo data")? {
                 tracing::info!(
-                    user = demo::USER_ID, goods = demo::GOODS_ID, coupon = demo::COUPON_ID, order = demo::ORDER_ID, payment = demo::PAY_ID,
+                    user = %demo::USER_ID, goods = %demo::GOODS_ID, coupon = %demo::COUPON_ID, order = %demo::ORDER_ID, payment = %demo::PAY_ID,
                     "demo data loaded (刘备, 华为P30 and 荣耀20, her coupon, her confirmed 荣耀20 order with an unpaid payment)"
                 );
             }
@@ -234,7 +236,7 @@ impl Application {
 
         let me = HostCard {
             host: format!("worker-{}", settings.worker_id),
-            hostname: hostname(),
+            hostname: status::hostname(),
             address: format!("http://{address}"),
             started_at: Timestamp(crate::ids::now_ms()),
         };
@@ -335,8 +337,9 @@ impl Application {
         if !clean {
             tracing::warn!(grace = %humantime::format_duration(self.grace), "grace period over: exiting with work in flight (it is redone after the restart)");
         }
-        // A replay does not outlive its host, and says so now, not at this host's next start.
-        let _ = self.replays.interrupt(Interrupted::Stop).await;
+        // A replay does not outlive its host, and says so now, not at this host's next start
+        // (bounded: a database that does not answer leaves it to that start).
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.replays.interrupt(Interrupted::Stop)).await;
         if let Some(nats) = &self.nats {
             nats.lock().await.shutdown(Duration::from_secs(5)).await;
         }
@@ -387,13 +390,4 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// This machine's name (for the fleet's roll call); empty if the system will not say.
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() }
 }

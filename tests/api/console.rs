@@ -204,8 +204,15 @@ async fn every_page_in_a_real_browser() {
     assert_eq!(replays[2]["summary"]["changed"], PAID as i64 + 1);
     assert!(replays[1]["processed"].as_i64().unwrap() < PAID as i64 + 1, "cancelled before the end: {}", replays[1]);
     // "Go on" started the rest of the cancelled one's range.
-    let next = replays[1]["last_seq"].as_i64().map_or(replays[1]["from_seq"].as_i64(), |last| Some(last + 1));
-    assert_eq!((replays[0]["from_seq"].as_i64(), &replays[0]["to_seq"]), (next, &replays[1]["to_seq"]), "{replays:?}");
+    let next = match replays[1]["last_seq"].as_i64() {
+        Some(last) => last + 1,
+        None => {
+            assert_eq!(replays[1]["processed"], 0, "a replay that ran some events says which was last: {}", replays[1]);
+            replays[1]["from_seq"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(replays[1]["resume_from"].as_i64(), Some(next), "{replays:?}");
+    assert_eq!((replays[0]["from_seq"].as_i64(), &replays[0]["to_seq"]), (Some(next), &replays[1]["to_seq"]), "{replays:?}");
     let mut pages: Vec<String> = std::fs::read_dir(&shots).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     pages.sort();
     assert_eq!(pages.len(), 9, "a screenshot of every page: {pages:?}");

@@ -207,6 +207,28 @@ async fn disable_on_one_host_pauses_the_fleet() {
     assert_eq!(a.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 3 * 150, "points 1.0.0: one point per 1.00 paid");
 }
 
+/// Two hosts of a fleet with one SHOPMESH_WORKER_ID make colliding ids: each calls the
+/// other out in its log; a host with its own id does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_with_the_same_worker_id_is_called_out() {
+    let a = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let logs = tempfile::tempdir().unwrap();
+    let (same, own) = (logs.path().join("same.log"), logs.path().join("own.log"));
+    let _same = HostProcess::start_with(&a.db_url, &a.nats_url, &[("SHOPMESH_WORKER_ID", "1")], &[], Some(&same)).await;
+    let _own = HostProcess::start_with(&a.db_url, &a.nats_url, &[("SHOPMESH_WORKER_ID", "9")], &[], Some(&own)).await;
+    let said = "another host runs with this host's SHOPMESH_WORKER_ID";
+    wait_for("the host with worker id 1 to call the other out", Duration::from_secs(30), || async {
+        std::fs::read_to_string(&same).ok().filter(|log| log.contains(said)).map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(11)).await; // two more rounds of the roll call
+    let log = std::fs::read_to_string(&same).unwrap();
+    assert_eq!(log.matches(said).count(), 1, "once, not every few seconds: {log}");
+    assert!(log.contains(&a.address), "names the other host: {log}");
+    let log = std::fs::read_to_string(&own).unwrap();
+    assert!(!log.contains(said) && log.contains("shopmesh ready"), "{log}");
+}
+
 /// One trace from the payment callback to the points plugin's applied effects: the
 /// answer's `traceparent`, the request's log line, the event's CloudEvent attribute and
 /// NATS header, and the plugin host's "applied" line for points all share one trace id; a

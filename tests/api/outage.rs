@@ -68,6 +68,12 @@ async fn an_upload_refused_for_want_of_the_registry_keeps_nothing() {
     let refused = app.upload("points", component("points_v2"), "?activate=false").await;
     assert_eq!((refused.status, refused.code()), (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"), "{:?}", refused.body);
     assert_eq!(versions(&app).await, ["1.0.0"], "nothing kept");
+    // A pause is refused alike, and says what it was.
+    let paused = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/disable", None).await;
+    assert_eq!((paused.status, paused.code()), (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"), "{:?}", paused.body);
+    let said = paused.body["message"].as_str().unwrap();
+    assert!(said.starts_with("not done through the fleet's registry, nothing changed: ") && !said.contains("activated"), "{said}");
+    assert_eq!(app.admin(reqwest::Method::GET, "/api/admin/plugins/points", None).await.body["enabled"], true, "still running");
 
     app.nats_mut().restart().await.expect("nats restarts");
     readyz_becomes(&app, 200, true).await;
@@ -121,11 +127,13 @@ async fn the_embedded_nats_server_is_started_again_when_it_dies() {
         std::fs::read_to_string(data.path().join("nats/nats-server.pid")).ok().filter(|p| p.trim() == orphan_pid)
     })
     .await;
-    let mut settings = test_settings(&db.url, "", data.path());
-    settings.nats_url = None;
-    settings.nats_server_bin = Some(nats_server_bin());
-    let host = shopmesh::startup::Application::build(settings).await.expect("the host starts over the orphan");
-    use std::os::unix::process::ExitStatusExt;
+    let embedded = || {
+        let mut settings = test_settings(&db.url, "", data.path());
+        settings.nats_url = None;
+        settings.nats_server_bin = Some(nats_server_bin());
+        shopmesh::startup::Application::build(settings)
+    };
+    let host = embedded().await.expect("the host starts over the orphan");
     let mut ended = None;
     for _ in 0..400 {
         ended = orphan.try_wait().unwrap();
@@ -134,9 +142,22 @@ async fn the_embedded_nats_server_is_started_again_when_it_dies() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(ended.and_then(|e| e.signal()), Some(libc::SIGKILL), "the orphan was stopped");
+    assert!(ended.is_some(), "the orphan was stopped");
     let own = pid().expect("the host started its own");
     assert!(!own.contains('\n') && own != orphan_pid, "one server on the store, the host's: {own}");
+
+    // A second host on the same data directory is refused, and the first's server left alone.
+    let Err(refused) = embedded().await else { panic!("a second host on one data directory started") };
+    assert!(format!("{refused:#}").contains("is in use by another running shopmesh: one host per data directory"), "{refused:#}");
+    assert_eq!(pid().as_deref(), Some(own.as_str()), "the running host's server untouched");
+    assert!(host.stop().await, "stops cleanly");
+
+    // A stale pid file naming some other process now is no reason to stop that process.
+    let mut other = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(data.path().join("nats/nats-server.pid"), other.id().to_string()).unwrap();
+    let host = embedded().await.expect("the host starts");
+    assert!(other.try_wait().unwrap().is_none(), "the other process runs on");
+    other.kill().unwrap();
     assert!(host.stop().await, "stops cleanly");
 }
 

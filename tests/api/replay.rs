@@ -264,7 +264,8 @@ async fn live_processing_goes_on_during_a_replay(backend: Backend) {
     let list = app.admin(Method::GET, "/api/admin/replays", None).await.body;
     assert_eq!(list[0]["replay_id"], slow_id.as_str(), "newest first");
     let done_id = id.clone();
-    for (query, ids) in [("plugin=points&state=done", vec![done_id.as_str()]), ("limit=1", vec![slow_id.as_str()]), ("state=cancelled&plugin=log", vec![])] {
+    let both = vec![slow_id.as_str(), done_id.as_str()];
+    for (query, ids) in [("plugin=points", both), ("state=done", vec![done_id.as_str()]), ("plugin=points&state=cancelled", vec![slow_id.as_str()]), ("limit=1", vec![slow_id.as_str()]), ("plugin=log", vec![])] {
         let found = app.admin(Method::GET, &format!("/api/admin/replays?{query}"), None).await.body;
         let found: Vec<&str> = found.as_array().unwrap().iter().map(|r| r["replay_id"].as_str().unwrap()).collect();
         assert_eq!(found, ids, "{query}");
@@ -301,13 +302,14 @@ async fn live_processing_goes_on_during_a_replay(backend: Backend) {
         assert_eq!(ended["last_seq"].as_i64(), ran.last().copied(), "the last sequence run: {ended}");
         let next = ran.last().map_or(ended["from_seq"].as_i64().unwrap(), |last| last + 1);
         let to = ended["to_seq"].as_i64().unwrap();
-        let hint = format!("to go on from where it stopped: shopmesh replay --plugin points --version 1.0.0 --from-seq {next} --to-seq {to} --max-rate 1");
+        assert_eq!(ended["resume_from"].as_i64(), Some(next), "{ended}");
+        let hint = format!("to go on from where it stopped: shopmesh replay --plugin points --version 1.0.0 --from-seq {next} --to-seq {to} --host {} --max-rate 1", app.address);
         assert!(err.contains(&hint), "{err}");
         before = cli_id;
     }
     // Going on as told (at full speed) runs the rest of the range: together, every event once.
     let cancelled = finished(&app, &before).await;
-    let next = cancelled["last_seq"].as_i64().map_or(cancelled["from_seq"].as_i64().unwrap(), |last| last + 1);
+    let next = cancelled["resume_from"].as_i64().expect("a cancelled replay goes on");
     let (from, to) = (next.to_string(), cancelled["to_seq"].to_string());
     let rest = replay_cli(&app, &["--version", "1.0.0", "--from-seq", &from, "--to-seq", &to]).await;
     assert_eq!(rest.status.code(), Some(0), "{}", String::from_utf8_lossy(&rest.stderr));
@@ -315,6 +317,7 @@ async fn live_processing_goes_on_during_a_replay(backend: Backend) {
     assert_eq!(rest_replay["from_seq"].as_i64(), Some(next), "{rest_replay}");
     assert_eq!(rest_replay["processed"].as_i64().unwrap() + cancelled["processed"].as_i64().unwrap(), cancelled["total"].as_i64().unwrap(), "{rest_replay} after {cancelled}");
     assert_eq!(rest_replay["summary"]["same"], rest_replay["processed"], "{rest_replay}");
+    assert!(rest_replay["resume_from"].is_null(), "done: nothing to go on with: {rest_replay}");
 }
 
 async fn bad_requests_start_nothing(backend: Backend) {
@@ -392,12 +395,14 @@ async fn a_replay_cut_off_by_a_killed_host_ends_failed(backend: Backend) {
     let pid = back.child.id().expect("the host runs") as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     assert!(back.child.wait().await.unwrap().success(), "a clean stop");
+    let gone = std::time::Instant::now();
     let ended = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
     assert_eq!((&ended["state"], &ended["error"]), (&json!("failed"), &json!("interrupted: the host running it shut down")), "{ended}");
     assert!(ended["finished_at"].is_string(), "{ended}");
     let out = cli.wait_with_output().await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(gone.elapsed() >= Duration::from_secs(8), "it asked again for a while first: {:?}", gone.elapsed());
     assert!(err.contains(&format!("following replay {id}: it ends `failed` if its host stopped")) && err.contains("cannot reach the host"), "{err}");
 }
 

@@ -208,19 +208,14 @@ async fn report(client: &Client, replay: &Value, show: usize) -> anyhow::Result<
 }
 
 /// The command that replays the rest of a range this replay did not finish (cancelled,
-/// failed, interrupted): the same plugin, version, mode, subjects and rate, from the
-/// sequence after the last it ran. `None` when it finished.
+/// failed, interrupted): the same plugin, version, mode, subjects, rate and host, from its
+/// `resume_from`. `None` when there is nothing to go on with.
 fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
-    let (from, to) = (replay["from_seq"].as_i64()?, replay["to_seq"].as_i64()?);
-    let next = match replay["last_seq"].as_i64() {
-        Some(last) => last + 1,
-        None if replay["processed"] == 0 => from,
-        None => return None, // a host from before `last_seq`: where it stopped is not known
-    };
-    if replay["state"] == "done" || next > to {
-        return None;
-    }
+    let (next, to) = (replay["resume_from"].as_i64()?, replay["to_seq"].as_i64()?);
     let mut command = format!("shopmesh replay --plugin {} --version {} --from-seq {next} --to-seq {to}", replay["plugin"].as_str()?, replay["version"].as_str()?);
+    if let Some(host) = &args.host.host {
+        command.push_str(&format!(" --host {host}"));
+    }
     if args.subjects.is_some() {
         let subjects: Vec<&str> = replay["subjects"].as_array()?.iter().filter_map(Value::as_str).collect();
         command.push_str(&format!(" --subjects {}", subjects.join(",")));
@@ -306,8 +301,8 @@ async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::R
     }
 }
 
-/// How long following a replay bears with a host that does not answer (a blip, a proxy
-/// between hosts) before it gives up.
+/// How long following a replay bears with a host that does not answer (a blip, a restart
+/// of the network) before it gives up.
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The replay's record; a host that does not answer is asked again for [`PATIENCE`].

@@ -16,6 +16,7 @@ use crate::{shop::fault::Fault, store::SqliteSync};
 
 mod env;
 mod errors;
+mod validate;
 use env::EnvVars;
 pub use errors::ConfigError;
 
@@ -209,11 +210,27 @@ impl<'de> Deserialize<'de> for PluginConfig {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Form {
-            Table(HashMap<String, HashMap<String, String>>),
+            Table(HashMap<String, HashMap<String, Scalar>>),
             Pairs(String),
         }
+        // A value as TOML writes it (`points_per_unit = 2`); the plugin reads it as text,
+        // as it reads SHOPMESH_PLUGIN_CONFIG's.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Integer(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let text = |v: Scalar| match v {
+            Scalar::Text(s) => s,
+            Scalar::Integer(n) => n.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        };
         match Form::deserialize(d)? {
-            Form::Table(t) => Ok(PluginConfig(t)),
+            Form::Table(t) => Ok(PluginConfig(t.into_iter().map(|(plugin, keys)| (plugin, keys.into_iter().map(|(k, v)| (k, text(v))).collect())).collect())),
             Form::Pairs(s) => PluginConfig::from_pairs(&s).map_err(de::Error::custom),
         }
     }
@@ -289,74 +306,6 @@ impl Settings {
 
     pub fn fault(&self) -> Result<Option<Fault>, ConfigError> {
         self.fault.as_deref().map(str::parse).transpose().map_err(ConfigError::Invalid)
-    }
-
-    /// Checks that settings which depend on each other agree.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        use secrecy::ExposeSecret;
-        self.fault().map_err(|e| self.invalid(&["fault"], &e.to_string()))?;
-        self.plugin_grants().map_err(|e| self.invalid(&["plugin_grants"], &e.to_string()))?;
-        let invalid = |keys: &[&str], why: &str| Err(self.invalid(keys, why));
-        if self.worker_id > 1023 {
-            return invalid(&["worker_id"], "worker_id must be 0..=1023");
-        }
-        // Zero would be a loop that never waits, a guest that can never finish, or a pool
-        // that never lends: refused here rather than found out at run time.
-        let zero = [
-            ("sweep_interval", self.sweep_interval.is_zero()),
-            ("relay_poll", self.relay_poll.is_zero()),
-            ("relay_lease", self.relay_lease.is_zero()),
-            ("plugin_watch", self.plugin_watch.is_zero()),
-            ("plugin_deadline", self.plugin_deadline.is_zero()),
-            ("plugin_retry_base", self.plugin_retry_base.is_zero()),
-            ("plugin_fuel", self.plugin_fuel == 0),
-            ("plugin_memory_mib", self.plugin_memory_mib == 0),
-            ("db_max_connections", self.db_max_connections == 0),
-            ("stream_replicas", self.stream_replicas == 0),
-            ("retention_interval", self.retention_interval.is_zero()),
-        ];
-        if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
-            return invalid(&[name], &format!("{name} must be more than 0"));
-        }
-        if self.relay_lease * 2 > self.duplicate_window {
-            // A lease that can run out inside the duplicate window is what makes a second
-            // relay's re-publish a harmless duplicate (see outbox.rs).
-            let why = format!("relay_lease ({}) must be at most half of duplicate_window ({})", human(self.relay_lease), human(self.duplicate_window));
-            return invalid(&["relay_lease", "duplicate_window"], &why);
-        }
-        if self.plugin_ack_wait < self.plugin_deadline * 4 {
-            let (wait, deadline) = (human(self.plugin_ack_wait), human(self.plugin_deadline));
-            let why = format!("plugin_ack_wait ({wait}) must be at least 4 × plugin_deadline ({deadline}), or live deliveries get redelivered");
-            return invalid(&["plugin_ack_wait", "plugin_deadline"], &why);
-        }
-        // The inbox is what keeps an event still in the stream from being applied twice (a
-        // consumer reset, a replay applying): its rows must outlive the stream's events.
-        let forever = |d: Duration| d.is_zero();
-        if !forever(self.retention) && (forever(self.stream_max_age) || self.retention < self.stream_max_age) {
-            let why = format!(
-                "retention ({}) must be at least stream_max_age ({}) (or 0, keep forever; it must be 0 when stream_max_age is)",
-                human(self.retention),
-                human(self.stream_max_age)
-            );
-            return invalid(&["retention", "stream_max_age"], &why);
-        }
-        if self.plugin_max_attempts < 1 {
-            return invalid(&["plugin_max_attempts"], "plugin_max_attempts must be at least 1");
-        }
-        if !(1..=1000).contains(&self.relay_batch) {
-            // The NATS client bounds the publishes awaiting an ack; a relay batch is one
-            // window of them.
-            return invalid(&["relay_batch"], "relay_batch must be 1..=1000");
-        }
-        if !(1..=10_000).contains(&self.plugin_batch) {
-            return invalid(&["plugin_batch"], "plugin_batch must be 1..=10000");
-        }
-        for (key, secret) in [("callback_secret", &self.callback_secret), ("admin_token", &self.admin_token)] {
-            if secret.expose_secret().is_empty() {
-                return invalid(&[key], &format!("{key} must not be empty"));
-            }
-        }
-        Ok(())
     }
 }
 

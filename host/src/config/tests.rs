@@ -49,6 +49,10 @@ fn plugin_config_from_env_or_file() {
     assert!(with_env(None, &[("SHOPMESH_PLUGIN_CONFIG", "nope")]).is_err());
     let s = with_env(Some("[plugin_config.points]\npoints_per_unit = \"3\""), &[]).unwrap();
     assert_eq!(s.plugin_config.0["points"]["points_per_unit"], "3");
+    // As TOML writes a number or a switch, too.
+    let s = with_env(Some("[plugin_config.points]\npoints_per_unit = 2\nrate = 1.5\nloud = true"), &[]).unwrap();
+    let points = &s.plugin_config.0["points"];
+    assert_eq!((points["points_per_unit"].as_str(), points["rate"].as_str(), points["loud"].as_str()), ("2", "1.5", "true"));
     // A refusal of a value says where the values come from, or how to give them.
     let hint = s.plugin_config_hint();
     assert!(hint.starts_with("the values come from plugin_config in ") && hint.ends_with("shopmesh.toml"), "{hint}");
@@ -60,7 +64,8 @@ fn plugin_config_from_env_or_file() {
 #[test]
 fn zero_where_it_would_spin_or_starve_is_refused() {
     assert!(Settings::default().validate().is_ok());
-    for (var, name) in [("SHOPMESH_RELAY_POLL", "relay_poll"), ("SHOPMESH_SWEEP_INTERVAL", "sweep_interval"), ("SHOPMESH_PLUGIN_DEADLINE", "plugin_deadline"), ("SHOPMESH_PLUGIN_FUEL", "plugin_fuel"), ("SHOPMESH_DB_MAX_CONNECTIONS", "db_max_connections")] {
+    for (var, name) in [("SHOPMESH_RELAY_POLL", "relay_poll"), ("SHOPMESH_SWEEP_INTERVAL", "sweep_interval"), ("SHOPMESH_PLUGIN_DEADLINE", "plugin_deadline"), ("SHOPMESH_PLUGIN_FUEL", "plugin_fuel"), ("SHOPMESH_DB_MAX_CONNECTIONS", "db_max_connections"),
+        ("SHOPMESH_PREORDER_TIMEOUT", "preorder_timeout"), ("SHOPMESH_HTTP_BODY_LIMIT", "http_body_limit"), ("SHOPMESH_HTTP_MAX_IN_FLIGHT", "http_max_in_flight"), ("SHOPMESH_PLUGIN_RETRY_MAX", "plugin_retry_max")] {
         let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
         assert_eq!(err.to_string(), format!("{name} must be more than 0 (set by {var})"));
     }
@@ -115,4 +120,28 @@ fn retention_outlives_the_streams_events() {
     }
     let err = check(&[("SHOPMESH_RETENTION_INTERVAL", "0")]).unwrap_err();
     assert!(err.to_string().contains("retention_interval must be more than 0"), "{err}");
+}
+
+#[test]
+fn what_the_nats_server_would_refuse_is_refused_before_the_start() {
+    let check = |vars: &[(&str, &str)]| with_env(None, vars).unwrap().validate().map_err(|e| e.to_string());
+    let err = check(&[("SHOPMESH_STREAM_MAX_AGE", "30s"), ("SHOPMESH_RETENTION", "1m")]).unwrap_err();
+    assert!(err.starts_with("duplicate_window (2m) must be at most stream_max_age (30s)"), "{err}");
+    assert!(check(&[("SHOPMESH_STREAM_MAX_AGE", "30s"), ("SHOPMESH_RETENTION", "1m"), ("SHOPMESH_DUPLICATE_WINDOW", "20s"), ("SHOPMESH_RELAY_LEASE", "10s")]).is_ok());
+    let err = check(&[("SHOPMESH_STREAM_REPLICAS", "3")]).unwrap_err();
+    assert!(err.starts_with("stream_replicas 3 needs a NATS cluster (nats_url)"), "{err}");
+    assert!(check(&[("SHOPMESH_STREAM_REPLICAS", "3"), ("SHOPMESH_NATS_URL", "nats://a:4222,nats://b:4222")]).is_ok());
+    let err = check(&[("SHOPMESH_PLUGIN_RETRY_BASE", "10s"), ("SHOPMESH_PLUGIN_RETRY_MAX", "1s")]).unwrap_err();
+    assert!(err.starts_with("plugin_retry_base (10s) must be at most plugin_retry_max (1s)"), "{err}");
+}
+
+#[test]
+fn what_would_fail_after_the_start_is_refused_before_it() {
+    let check = |vars: &[(&str, &str)]| with_env(None, vars).unwrap().validate().map_err(|e| e.to_string());
+    let err = check(&[("SHOPMESH_OTLP_ENDPOINT", "nonsense")]).unwrap_err();
+    assert!(err.starts_with("otlp_endpoint \"nonsense\" must be an http:// or https:// URL"), "{err}");
+    assert!(check(&[("SHOPMESH_OTLP_ENDPOINT", "http://collector:4318")]).is_ok());
+    let err = check(&[("SHOPMESH_NATS_SERVER_BIN", "/nonexistent/nats-server")]).unwrap_err();
+    assert_eq!(err, "nats_server_bin /nonexistent/nats-server is not a file (set by SHOPMESH_NATS_SERVER_BIN)");
+    assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "/nonexistent/nats-server"), ("SHOPMESH_NATS_URL", "nats://n:4222")]).is_ok(), "not started with an external NATS");
 }

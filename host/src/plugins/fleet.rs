@@ -66,6 +66,13 @@ pub async fn answer_roll_call(client: &async_nats::Client, settings: &StreamSett
     Ok(())
 }
 
+/// The roll call's entry under `host` now, if any.
+pub async fn roll_call_entry(client: &async_nats::Client, settings: &StreamSettings, host: &str) -> Result<Option<Vec<u8>>, String> {
+    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+    let store = roll_call_bucket(&js, settings.replicas).await?;
+    Ok(store.get(host).await.map_err(|e| e.to_string())?.map(|value| value.to_vec()))
+}
+
 /// Every live host's entry in the roll call.
 pub async fn roll_call(client: &async_nats::Client, settings: &StreamSettings) -> Result<Vec<Vec<u8>>, String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;

@@ -71,8 +71,8 @@ pub enum InstallError {
     UnknownVersion { name: String, version: String },
     #[error("no plugin {0}")]
     UnknownPlugin(String),
-    /// The fleet's registry could not take the version: it reached no other host.
-    #[error("not activated through the fleet registry: {0}")]
+    /// The fleet's registry (or its switches) could not take the change: it reached no host.
+    #[error("not done through the fleet's registry, nothing changed: {0}")]
     Registry(String),
     /// The fleet's registry took it, but this host did not follow in time.
     #[error("{0}")]

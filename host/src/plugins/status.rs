@@ -81,6 +81,15 @@ pub struct HostCard {
     pub started_at: Timestamp,
 }
 
+/// This machine's name (for its [`HostCard`]); empty if the system will not say.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() }
+}
+
 /// One host of the fleet as it last answered the roll call.
 #[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct HostStatus {
@@ -178,7 +187,7 @@ impl Registry {
     pub async fn report(&self, me: HostCard, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(RATE_SAMPLE);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut answered = true;
+        let (mut answered, mut put, mut clash) = (true, false, false);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -200,11 +209,23 @@ impl Registry {
                     .map(|s| HostPlugin { events_per_second: rate_of(&s.name), name: s.name, active_version: s.active_version, enabled: s.enabled })
                     .collect(),
             };
+            // Once this host has answered, an entry under its name that is not its own was put
+            // since by another host with the same SHOPMESH_WORKER_ID, whose ids collide with
+            // this one's (refused orders, duplicate keys). Said once per episode, loudly.
+            if put {
+                let now = tokio::time::timeout(RATE_SAMPLE, super::fleet::roll_call_entry(client, settings, &me.host)).await;
+                let other = now.ok().and_then(Result::ok).flatten().and_then(|json| serde_json::from_slice::<HostStatus>(&json).ok());
+                let other = other.filter(|o| (o.started_at, &o.address, &o.hostname) != (me.started_at, &me.address, &me.hostname));
+                if let (Some(other), false) = (&other, clash) {
+                    tracing::error!(host = %me.host, other = %other.address, other_hostname = %other.hostname, "another host runs with this host's SHOPMESH_WORKER_ID: the ids they make collide (orders refused, duplicate keys); give each host of a fleet its own");
+                }
+                clash = other.is_some();
+            }
             let json = serde_json::to_vec(&entry).expect("a host status serialises");
             let result = tokio::time::timeout(RATE_SAMPLE, super::fleet::answer_roll_call(client, settings, &me.host, json)).await;
             // Said once per outage, not every five seconds.
             match result.map_err(|_| "timed out".to_string()).and_then(|r| r) {
-                Ok(()) => answered = true,
+                Ok(()) => (answered, put) = (true, true),
                 Err(e) if answered => {
                     answered = false;
                     tracing::warn!(error = %e, "could not answer the fleet's roll call");

@@ -137,6 +137,10 @@ pub struct Replay {
     /// `to_seq` (cancelled, failed, interrupted by a restart) goes on with a new one from
     /// the next sequence: `from_seq` = `last_seq` + 1, the same `to_seq`.
     pub last_seq: Option<i64>,
+    /// Where a new replay goes on from, once this one ended before its range did (cancelled,
+    /// failed, interrupted): the sequence after `last_seq`, or `from_seq` when it ran none.
+    /// Absent while it runs, once it is done, and for a record from before `last_seq`.
+    pub resume_from: Option<i64>,
     pub subjects: Vec<String>,
     pub max_rate: Option<i64>,
     pub summary: Summary,

@@ -98,8 +98,9 @@ pub async fn resolve(stream: &mut Stream, req: &ReplayRequest, plugin_subjects: 
         (None, None) => last,
     };
     // A time window between two events (an idle while, more events after it) holds nothing:
-    // the first event after its start is the one after the last before its end.
-    if from_seq == to_seq + 1 && (req.from_time.is_some() || req.to_time.is_some()) {
+    // the first event after its start is the one after the last before its end. (Only
+    // with both ends times: with a sequence at one end, from > to is the caller's.)
+    if from_seq == to_seq + 1 && req.from_time.is_some() && req.to_time.is_some() {
         return Ok(Resolved { from_seq, to_seq, subjects, total: 0 });
     }
     if from_seq > to_seq {

@@ -82,6 +82,13 @@ pub async fn insert(db: &Db, r: &New<'_>) -> Result<(), sqlx::Error> {
 
 fn replay_from_row(r: &AnyRow) -> Result<Replay, sqlx::Error> {
     let state: String = r.try_get("state")?;
+    let state = STATES.iter().find(|(_, t)| *t == state).map(|(s, _)| *s).ok_or_else(|| decode_err("state"))?;
+    let (processed, from_seq, to_seq, last_seq): (i64, i64, i64, Option<i64>) = (r.try_get("processed")?, r.try_get("from_seq")?, r.try_get("to_seq")?, r.try_get("last_seq")?);
+    let next = match last_seq {
+        Some(last) => Some(last + 1),
+        None if processed == 0 => Some(from_seq),
+        None => None, // ran before `last_seq` was recorded: where it stopped is not known
+    };
     let mode: String = r.try_get("mode")?;
     let subjects: String = r.try_get("subjects")?;
     Ok(Replay {
@@ -89,12 +96,13 @@ fn replay_from_row(r: &AnyRow) -> Result<Replay, sqlx::Error> {
         plugin: r.try_get("plugin")?,
         version: r.try_get("version")?,
         mode: if mode == "apply" { Mode::Apply } else { Mode::DryRun },
-        state: STATES.iter().find(|(_, t)| *t == state).map(|(s, _)| *s).ok_or_else(|| decode_err("state"))?,
+        state,
         total: r.try_get("total")?,
-        processed: r.try_get("processed")?,
-        from_seq: r.try_get("from_seq")?,
-        to_seq: r.try_get("to_seq")?,
-        last_seq: r.try_get("last_seq")?,
+        processed,
+        from_seq,
+        to_seq,
+        last_seq,
+        resume_from: next.filter(|next| matches!(state, State::Failed | State::Cancelled) && *next <= to_seq),
         subjects: serde_json::from_str(&subjects).map_err(|e| sqlx::Error::Decode(e.into()))?,
         max_rate: r.try_get("max_rate")?,
         summary: Summary {
