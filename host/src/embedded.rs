@@ -97,7 +97,13 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server storing JetStream data under `store`; port 0 picks a free port.
     pub async fn start(bin: &Path, store: &Path, port: u16, fsync: Fsync) -> Result<NatsServer, BusError> {
-        let (store, lock) = claim(store)?;
+        NatsServer::start_claimed(bin, Claim::take(store)?, port, fsync).await
+    }
+
+    /// [`start`](Self::start) on a store claimed before (a host claims it before it touches
+    /// its database, and starts the server after).
+    pub async fn start_claimed(bin: &Path, claim: Claim, port: u16, fsync: Fsync) -> Result<NatsServer, BusError> {
+        let Claim { store, lock } = claim;
         let mut server = NatsServer { bin: bin.to_path_buf(), store, port, monitor_port: 0, fsync, cluster: None, child: None, _lock: lock };
         server.spawn_on_free_ports(port == 0).await?;
         Ok(server)
@@ -130,7 +136,7 @@ impl NatsServer {
         for (i, route) in routes.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let peers = routes.iter().filter(|r| *r != route).copied().collect();
-            let (store, lock) = claim(&dir.join(&name))?;
+            let Claim { store, lock } = Claim::take(&dir.join(&name))?;
             let mut server = NatsServer { bin: bin.to_path_buf(), store, port: 0, monitor_port: 0, fsync, cluster: Some((name, *route, peers)), child: None, _lock: lock };
             server.spawn_on_free_ports(true).await?;
             servers.push(server);
@@ -140,6 +146,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Where it keeps JetStream's data (under `jetstream/`), its configuration and pid file.
+    pub fn store(&self) -> &Path {
+        &self.store
     }
 
     /// The HTTP monitoring endpoint (`/varz`, `/jsz`), where the durability guard looks.
@@ -235,23 +246,46 @@ impl NatsServer {
     }
 }
 
+/// The configuration file process `pid` was started with (`-c FILE`, resolved against its
+/// working directory: a host of before took a relative data directory), if it was.
+fn configured_by(pid: i32) -> Option<PathBuf> {
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = argv.split(|b| *b == 0);
+    args.position(|arg| arg == b"-c")?;
+    let file = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(args.next()?));
+    Some(if file.is_absolute() { file } else { std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?.join(file) })
+}
+
 /// Where a server writes its pid, in its store.
 const PID_FILE: &str = "nats-server.pid";
 
-/// `store`, made absolute (the server's command line names its configuration by it), and
-/// this process's lock on it (`host.lock`, `flock`): taken, or the store is another running
-/// host's (one host per data directory).
-fn claim(store: &Path) -> Result<(PathBuf, std::fs::File), BusError> {
-    use std::os::fd::AsRawFd;
-    let spawn_err = |e: std::io::Error| BusError::Spawn(format!("{}: {e}", store.display()));
-    std::fs::create_dir_all(store).map_err(spawn_err)?;
-    let store = std::path::absolute(store).map_err(spawn_err)?;
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(store.join("host.lock")).map_err(spawn_err)?;
-    // SAFETY: flock(2) on a descriptor the File owns, for as long as it does.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(BusError::Spawn(format!("{} is in use by another running shopmesh: one host per data directory", store.display())));
+/// A store held by this process: `store`, made absolute (the server's command line names its
+/// configuration by it), and a lock on it (`host.lock`, `flock`) that lasts as long as the
+/// server (or the claim) does.
+pub struct Claim {
+    store: PathBuf,
+    lock: std::fs::File,
+}
+
+impl Claim {
+    /// Takes the lock, or says the store is another running process's (one host per data
+    /// directory).
+    pub fn take(store: &Path) -> Result<Claim, BusError> {
+        use std::os::fd::AsRawFd;
+        let spawn_err = |e: std::io::Error| BusError::Spawn(format!("{}: {e}", store.display()));
+        std::fs::create_dir_all(store).map_err(spawn_err)?;
+        let store = std::path::absolute(store).map_err(spawn_err)?;
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(store.join("host.lock")).map_err(spawn_err)?;
+        // SAFETY: flock(2) on a descriptor the File owns, for as long as it does.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(BusError::Spawn(format!("{}: cannot lock host.lock: {e}", store.display())));
+            }
+            return Err(BusError::Spawn(format!("{} is held by another running process (a shopmesh host holds its data directory's): one host per data directory", store.display())));
+        }
+        Ok(Claim { store, lock })
     }
-    Ok((store, lock))
 }
 
 /// Stops a server that a host which died without stopping it (SIGKILL, out of memory) left
@@ -263,8 +297,7 @@ async fn stop_orphan(store: &Path, conf: &Path) -> Result<(), BusError> {
     let Some(pid) = std::fs::read_to_string(store.join(PID_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
         return Ok(());
     };
-    let conf = conf.as_os_str().as_encoded_bytes();
-    let serves_store = || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|argv| argv.split(|b| *b == 0).any(|arg| arg == conf));
+    let serves_store = || configured_by(pid).is_some_and(|theirs| theirs == conf || theirs.canonicalize().is_ok_and(|t| conf.canonicalize().is_ok_and(|c| t == c)));
     if !serves_store() {
         return Ok(());
     }

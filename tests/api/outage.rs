@@ -72,7 +72,7 @@ async fn an_upload_refused_for_want_of_the_registry_keeps_nothing() {
     let paused = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/disable", None).await;
     assert_eq!((paused.status, paused.code()), (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"), "{:?}", paused.body);
     let said = paused.body["message"].as_str().unwrap();
-    assert!(said.starts_with("not done through the fleet's registry, nothing changed: ") && !said.contains("activated"), "{said}");
+    assert!(said.starts_with("the fleet's registry did not take it: ") && !said.contains("activated"), "{said}");
     assert_eq!(app.admin(reqwest::Method::GET, "/api/admin/plugins/points", None).await.body["enabled"], true, "still running");
 
     app.nats_mut().restart().await.expect("nats restarts");
@@ -80,6 +80,32 @@ async fn an_upload_refused_for_want_of_the_registry_keeps_nothing() {
     let staged = app.upload("points", component("points_v2"), "?activate=false").await;
     assert_eq!(staged.status, 200, "{:?}", staged.body);
     assert_eq!(versions(&app).await, ["1.0.0", "2.0.0"]);
+}
+
+/// NATS back without its store (a volume lost): the fleet's buckets are made anew, and the
+/// host follows the new ones (its watches went on from their places in the old streams, and
+/// missed every change until the new ones passed them: an activation was "not active here").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_is_followed_after_nats_lost_its_store() {
+    let mut app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    // History in both buckets, so that the new streams start below where the watches stood.
+    for (name, file) in [("points", "points_v2"), ("log", "log_v2")] {
+        let staged = app.upload(name, component(file), "?activate=false").await;
+        assert_eq!(staged.status, 200, "{:?}", staged.body);
+    }
+    for action in ["disable", "enable", "disable", "enable"] {
+        assert_eq!(app.admin(reqwest::Method::POST, &format!("/api/admin/plugins/log/{action}"), None).await.status, 200);
+    }
+    app.nats_mut().stop().await;
+    std::fs::remove_dir_all(app.nats_mut().store().join("jetstream")).expect("the store is there");
+    app.nats_mut().restart().await.expect("nats restarts");
+    readyz_becomes(&app, 200, true).await;
+
+    let activated = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/activate", Some(&serde_json::json!({"version": "2.0.0"}))).await;
+    assert_eq!(activated.status, 200, "followed through the new registry: {:?}", activated.body);
+    assert_eq!(activated.body["active_version"], "2.0.0");
+    let paused = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/disable", None).await;
+    assert_eq!((paused.status, &paused.body["enabled"]), (200, &serde_json::json!(false)), "followed through the new switches: {:?}", paused.body);
 }
 
 /// The nats-server a host started for itself (no NATS URL configured) is started again when
@@ -119,9 +145,16 @@ async fn the_embedded_nats_server_is_started_again_when_it_dies() {
     assert_eq!(pid(), None, "its nats-server stopped with it");
 
     // A host killed outright leaves its server running on the store (here one started by
-    // hand on the host's configuration, as a killed host leaves it): the next start stops it
-    // before it starts its own, so two never share the store.
-    let mut orphan = std::process::Command::new(nats_server_bin()).arg("-c").arg(&conf).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // hand on the host's configuration, as a killed host leaves it; by a relative path, as a
+    // host with a relative data directory started it): the next start stops it before it
+    // starts its own, so two never share the store.
+    let mut orphan = std::process::Command::new(nats_server_bin())
+        .args(["-c", "nats/nats-server.conf"])
+        .current_dir(data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let orphan_pid = orphan.id().to_string();
     wait_for("the orphan to write its pid", Duration::from_secs(10), || async {
         std::fs::read_to_string(data.path().join("nats/nats-server.pid")).ok().filter(|p| p.trim() == orphan_pid)
@@ -148,7 +181,7 @@ async fn the_embedded_nats_server_is_started_again_when_it_dies() {
 
     // A second host on the same data directory is refused, and the first's server left alone.
     let Err(refused) = embedded().await else { panic!("a second host on one data directory started") };
-    assert!(format!("{refused:#}").contains("is in use by another running shopmesh: one host per data directory"), "{refused:#}");
+    assert!(format!("{refused:#}").contains("is held by another running process (a shopmesh host holds its data directory's): one host per data directory"), "{refused:#}");
     assert_eq!(pid().as_deref(), Some(own.as_str()), "the running host's server untouched");
     assert!(host.stop().await, "stops cleanly");
 

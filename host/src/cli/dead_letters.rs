@@ -171,22 +171,15 @@ fn state(letter: &Value) -> String {
 
 /// Letters, a line each, the reason last (it may be long).
 fn table(letters: &[Value]) -> String {
-    let mut out = format!("{:<20}  {:<16}  {:<8}  {:<18}  {:>6}  {:>5}  {:<24}  {:<9}  reason\n", "id", "plugin", "version", "subject", "seq", "tries", "created", "state");
-    for l in letters {
-        out.push_str(&format!(
-            "{:<20}  {:<16}  {:<8}  {:<18}  {:>6}  {:>5}  {:<24}  {:<9}  {}\n",
-            text(&l["id"]),
-            text(&l["plugin"]),
-            text(&l["plugin_version"]),
-            text(&l["subject"]),
-            text(&l["stream_seq"]),
-            text(&l["attempts"]),
-            text(&l["created_at"]),
-            if is_open(l) { "open".to_owned() } else { text(&l["state"]) },
-            text(&l["reason"])
-        ));
-    }
-    out
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .map(|l| {
+            let state = if is_open(l) { "open".to_owned() } else { text(&l["state"]) };
+            let cells = ["id", "plugin", "plugin_version", "subject", "stream_seq", "attempts", "created_at"].map(|k| text(&l[k]));
+            cells.into_iter().chain([state, text(&l["reason"])]).collect()
+        })
+        .collect();
+    super::columns(&["id", "plugin", "version", "subject", "seq", "tries", "created", "state", "reason"], &rows, &[4, 5])
 }
 
 /// One letter: what, why, where it stands, how to look again, and its event.
@@ -237,6 +230,7 @@ mod tests {
         closed["redriven_at"] = json!("2026-12-07T15:00:00Z");
         closed["redrive_result"] = json!("dismissed by admin");
         closed["state"] = json!("dismissed");
+        closed["plugin_version"] = json!("0.0.1-rogue"); // longer than its column's header
         assert!(super::detail(&closed).starts_with("dead letter 1049915046840242176 (dismissed by admin)\n"));
         let table = super::table(&[letter, closed]);
         let rows: Vec<&str> = table.lines().collect();
@@ -244,6 +238,7 @@ mod tests {
         let at = |l: &str, word: &str| l.find(word).unwrap();
         assert_eq!(at(rows[0], "state"), at(rows[1], "open"), "{table}");
         assert_eq!(at(rows[1], "open"), at(rows[2], "dismissed"), "{table}");
+        assert_eq!(at(rows[1], "shop.pay"), at(rows[2], "shop.pay"), "a long version keeps the columns in line: {table}");
         assert!(super::letter_id("12a").is_err() && super::letter_id("012").is_err() && super::letter_id("12").is_ok());
         let mut failed_again = json!({"id": "7", "state": "open", "plugin": "points", "redrive_result": "failed: still no grant"});
         assert!(super::detail(&failed_again).contains("  redriven  still open: failed: still no grant\n"));

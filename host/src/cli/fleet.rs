@@ -71,21 +71,17 @@ fn switch_word(status: &Value) -> &'static str {
 
 /// Every plugin, a line each.
 fn table(plugins: &[Value]) -> String {
-    let mut out = format!("{:<20}  {:<10}  {:<8}  {:>8}  {:>7}  versions\n", "plugin", "active", "switch", "attempts", "failed");
-    for p in plugins {
-        let versions: Vec<String> = p["versions"].as_array().into_iter().flatten().map(|v| format!("{} {}", text(&v["version"]), text(&v["state"]))).collect();
-        // A revoked capability fails the events that need it: not to be missed in a list.
-        let revoked = if has_revoked(p) { format!("  (revoked: {})", list(&p["revoked"])) } else { String::new() };
-        out.push_str(&format!(
-            "{:<20}  {:<10}  {:<8}  {:>8}  {:>7}  {}{revoked}\n",
-            text(&p["name"]),
-            text(&p["active_version"]),
-            switch_word(p),
-            p["invocations"].as_i64().unwrap_or(0),
-            p["failures"].as_i64().unwrap_or(0),
-            versions.join(", ")
-        ));
-    }
+    let rows: Vec<Vec<String>> = plugins
+        .iter()
+        .map(|p| {
+            let versions: Vec<String> = p["versions"].as_array().into_iter().flatten().map(|v| format!("{} {}", text(&v["version"]), text(&v["state"]))).collect();
+            // A revoked capability fails the events that need it: not to be missed in a list.
+            let revoked = if has_revoked(p) { format!("  (revoked: {})", list(&p["revoked"])) } else { String::new() };
+            let count = |key: &str| p[key].as_i64().unwrap_or(0).to_string();
+            vec![text(&p["name"]), text(&p["active_version"]), switch_word(p).to_owned(), count("invocations"), count("failures"), versions.join(", ") + &revoked]
+        })
+        .collect();
+    let mut out = super::columns(&["plugin", "active", "switch", "attempts", "failed", "versions"], &rows, &[3, 4]);
     out.push_str("(attempts and failed: on this host since it started; a retried event counts each time)\n");
     out
 }

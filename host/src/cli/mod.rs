@@ -179,6 +179,36 @@ pub fn text(v: &serde_json::Value) -> String {
     }
 }
 
+/// A table for a terminal: each column as wide as its widest cell (a long version or id
+/// does not push the rest out of line), two spaces apart, the columns at `right` aligned
+/// right, the last one not padded; a line per row after the header.
+pub fn columns(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let last = widths.len() - 1;
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, width))| match (i == last, right.contains(&i)) {
+                (_, true) => format!("{cell:>width$}"),
+                (true, false) => cell.to_owned(),
+                (false, false) => format!("{cell:<width$}"),
+            })
+            .collect();
+        padded.join("  ") + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
 /// Writes `text` to stdout; a closed pipe (`shopmesh openapi | head`) is not an error.
 pub fn print(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();

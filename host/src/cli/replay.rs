@@ -208,13 +208,16 @@ async fn report(client: &Client, replay: &Value, show: usize) -> anyhow::Result<
 }
 
 /// The command that replays the rest of a range this replay did not finish (cancelled,
-/// failed, interrupted): the same plugin, version, mode, subjects, rate and host, from its
+/// failed, interrupted): the same plugin, version, mode, subjects, rate, host and configuration, from its
 /// `resume_from`. `None` when there is nothing to go on with.
 fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
     let (next, to) = (replay["resume_from"].as_i64()?, replay["to_seq"].as_i64()?);
     let mut command = format!("shopmesh replay --plugin {} --version {} --from-seq {next} --to-seq {to}", replay["plugin"].as_str()?, replay["version"].as_str()?);
     if let Some(host) = &args.host.host {
         command.push_str(&format!(" --host {host}"));
+    }
+    if let Some(config) = &args.host.config.config {
+        command.push_str(&format!(" --config {}", config.display()));
     }
     if args.subjects.is_some() {
         let subjects: Vec<&str> = replay["subjects"].as_array()?.iter().filter_map(Value::as_str).collect();
@@ -327,22 +330,17 @@ fn table(title: &str, events: &[Value]) -> String {
         Some(list) if list.is_empty() => "(none)".to_string(),
         Some(list) => list.iter().map(short).collect::<Vec<_>>().join("; "),
     };
-    let mut out = format!("\nfirst {title} events:\n{:>8}  {:<20}  {:<18}  recorded → candidate\n", "seq", "event", "subject");
-    for e in events {
-        let candidate = match e["reason"].as_str() {
-            Some(reason) if e["outcome"] == "failed" => reason.to_owned(),
-            _ => effects(&e["candidate"]),
-        };
-        out.push_str(&format!(
-            "{:>8}  {:<20}  {:<18}  {} → {}\n",
-            e["seq"].to_string(), // a Value's Display ignores the width
-            e["event_id"].as_str().unwrap_or_default(),
-            e["subject"].as_str().unwrap_or_default(),
-            effects(&e["recorded"]),
-            candidate
-        ));
-    }
-    out
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let candidate = match e["reason"].as_str() {
+                Some(reason) if e["outcome"] == "failed" => reason.to_owned(),
+                _ => effects(&e["candidate"]),
+            };
+            vec![super::text(&e["seq"]), super::text(&e["event_id"]), super::text(&e["subject"]), format!("{} → {}", effects(&e["recorded"]), candidate)]
+        })
+        .collect();
+    format!("\nfirst {title} events:\n{}", super::columns(&["seq", "event", "subject", "recorded → candidate"], &rows, &[0]))
 }
 
 /// One effect, briefly: its kind and its amounts.

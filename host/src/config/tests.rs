@@ -65,7 +65,8 @@ fn plugin_config_from_env_or_file() {
 fn zero_where_it_would_spin_or_starve_is_refused() {
     assert!(Settings::default().validate().is_ok());
     for (var, name) in [("SHOPMESH_RELAY_POLL", "relay_poll"), ("SHOPMESH_SWEEP_INTERVAL", "sweep_interval"), ("SHOPMESH_PLUGIN_DEADLINE", "plugin_deadline"), ("SHOPMESH_PLUGIN_FUEL", "plugin_fuel"), ("SHOPMESH_DB_MAX_CONNECTIONS", "db_max_connections"),
-        ("SHOPMESH_PREORDER_TIMEOUT", "preorder_timeout"), ("SHOPMESH_HTTP_BODY_LIMIT", "http_body_limit"), ("SHOPMESH_HTTP_MAX_IN_FLIGHT", "http_max_in_flight"), ("SHOPMESH_PLUGIN_RETRY_MAX", "plugin_retry_max")] {
+        ("SHOPMESH_PREORDER_TIMEOUT", "preorder_timeout"), ("SHOPMESH_HTTP_BODY_LIMIT", "http_body_limit"), ("SHOPMESH_HTTP_MAX_IN_FLIGHT", "http_max_in_flight"), ("SHOPMESH_PLUGIN_RETRY_MAX", "plugin_retry_max"),
+        ("SHOPMESH_PLUGIN_UPLOAD_LIMIT", "plugin_upload_limit"), ("SHOPMESH_HTTP_BODY_TIMEOUT", "http_body_timeout")] {
         let err = with_env(None, &[(var, "0")]).unwrap().validate().unwrap_err();
         assert_eq!(err.to_string(), format!("{name} must be more than 0 (set by {var})"));
     }
@@ -144,4 +145,6 @@ fn what_would_fail_after_the_start_is_refused_before_it() {
     let err = check(&[("SHOPMESH_NATS_SERVER_BIN", "/nonexistent/nats-server")]).unwrap_err();
     assert_eq!(err, "nats_server_bin /nonexistent/nats-server is not a file (set by SHOPMESH_NATS_SERVER_BIN)");
     assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "/nonexistent/nats-server"), ("SHOPMESH_NATS_URL", "nats://n:4222")]).is_ok(), "not started with an external NATS");
+    assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "sh")]).is_ok(), "a bare name, found on PATH");
+    assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "no-such-server-anywhere")]).is_err());
 }

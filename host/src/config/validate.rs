@@ -94,7 +94,10 @@ impl Settings {
             }
         }
         if let (None, Some(bin)) = (&self.nats_url, &self.nats_server_bin) {
-            if !bin.is_file() {
+            // A bare name is looked up on PATH, as starting it would.
+            let on_path = |name: &std::path::Path| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+            let found = if bin.components().count() == 1 { on_path(bin) } else { bin.is_file() };
+            if !found {
                 return invalid(&["nats_server_bin"], &format!("nats_server_bin {} is not a file", bin.display()));
             }
         }

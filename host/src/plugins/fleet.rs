@@ -24,6 +24,7 @@ use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
 use tokio::{io::AsyncReadExt, sync::watch};
 
+use super::watching::keep_watching;
 use crate::bus::{self, StreamSettings};
 
 pub const BUCKET: &str = "shopmesh-plugins";
@@ -208,7 +209,7 @@ pub async fn follow<F: Future<Output = ()>>(
 ) {
     let (client, settings, offer, caught_up) = (&client, &settings, &offer, &caught_up);
     let unread = &std::sync::atomic::AtomicU32::new(0);
-    keep_watching("plugin registry", shutdown, move |mut shutdown| async move {
+    keep_watching("plugin registry", client, &format!("OBJ_{BUCKET}"), shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
         let store = bucket(&js, settings.replicas).await?;
         // What the bucket holds now, then the watch. The watch starts with the latest of
@@ -325,7 +326,7 @@ pub async fn follow_switches(
     shutdown: watch::Receiver<bool>,
 ) {
     let (client, settings, set, caught_up) = (&client, &settings, &set, &caught_up);
-    keep_watching("plugin switches", shutdown, move |mut shutdown| async move {
+    keep_watching("plugin switches", client, &format!("KV_{SWITCHES}"), shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
         let store = switches(&js, settings.replicas).await?;
         // What they are now, then the watch, which starts with the latest of each again (so
@@ -354,24 +355,6 @@ async fn replaced(store: &object_store::ObjectStore, info: &object_store::Object
         Err(e) => {
             tracing::warn!(object = %info.name, error = %e, "plugin registry: could not ask whether an object was replaced");
             false
-        }
-    }
-}
-
-/// Runs `watch` until shutdown, and again a moment after each interruption (NATS away, a
-/// bucket not there yet): a watcher must outlive any outage.
-async fn keep_watching<F, Fut>(what: &str, mut shutdown: watch::Receiver<bool>, watch: F)
-where
-    F: Fn(watch::Receiver<bool>) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    while !*shutdown.borrow() {
-        if let Err(e) = watch(shutdown.clone()).await {
-            tracing::warn!(error = %e, "{what} watch interrupted; re-watching");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => {}
-            }
         }
     }
 }

@@ -21,6 +21,7 @@
 //! | [`registry`] | versions: offer, stage, keep, activate, distribute |
 //! | [`status`] | what the registry tells an operator: state, versions, recent rates |
 //! | [`fleet`], [`folder`] | new versions from the fleet's registry and the watched folder |
+//! | [`watching`] | the fleet's buckets watched for ever: again after an outage, or a bucket made anew |
 
 pub mod config;
 pub mod consumer;
@@ -38,6 +39,7 @@ pub mod reads;
 pub mod registry;
 pub mod runtime;
 pub mod status;
+pub mod watching;
 pub mod subjects;
 pub mod wit;
 

@@ -71,8 +71,9 @@ pub enum InstallError {
     UnknownVersion { name: String, version: String },
     #[error("no plugin {0}")]
     UnknownPlugin(String),
-    /// The fleet's registry (or its switches) could not take the change: it reached no host.
-    #[error("not done through the fleet's registry, nothing changed: {0}")]
+    /// The fleet's registry (or its switches) did not take the change (or not all of it: an
+    /// activating upload keeps the version first, then makes it the one to run).
+    #[error("the fleet's registry did not take it: {0}")]
     Registry(String),
     /// The fleet's registry took it, but this host did not follow in time.
     #[error("{0}")]

@@ -187,7 +187,7 @@ impl Registry {
     pub async fn report(&self, me: HostCard, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(RATE_SAMPLE);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut answered, mut put, mut clash) = (true, false, false);
+        let (mut answered, mut put, mut clash_said) = (true, false, None::<std::time::Instant>);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -216,10 +216,11 @@ impl Registry {
                 let now = tokio::time::timeout(RATE_SAMPLE, super::fleet::roll_call_entry(client, settings, &me.host)).await;
                 let other = now.ok().and_then(Result::ok).flatten().and_then(|json| serde_json::from_slice::<HostStatus>(&json).ok());
                 let other = other.filter(|o| (o.started_at, &o.address, &o.hostname) != (me.started_at, &me.address, &me.hostname));
-                if let (Some(other), false) = (&other, clash) {
+                // Once, then once a minute while it lasts (the two alternate in the entry).
+                if let Some(other) = other.filter(|_| clash_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))) {
                     tracing::error!(host = %me.host, other = %other.address, other_hostname = %other.hostname, "another host runs with this host's SHOPMESH_WORKER_ID: the ids they make collide (orders refused, duplicate keys); give each host of a fleet its own");
+                    clash_said = Some(std::time::Instant::now());
                 }
-                clash = other.is_some();
             }
             let json = serde_json::to_vec(&entry).expect("a host status serialises");
             let result = tokio::time::timeout(RATE_SAMPLE, super::fleet::answer_roll_call(client, settings, &me.host, json)).await;

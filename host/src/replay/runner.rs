@@ -54,7 +54,7 @@ pub enum Interrupted {
 impl Interrupted {
     fn reason(self) -> &'static str {
         match self {
-            Interrupted::Restart => "interrupted: the host running it died",
+            Interrupted::Restart => "interrupted: the host running it stopped without ending it",
             Interrupted::Stop => "interrupted: the host running it shut down",
         }
     }
