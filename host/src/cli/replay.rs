@@ -232,6 +232,10 @@ fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
     if args.fail_on_change {
         command.push_str(" --fail-on-change");
     }
+    if args.json {
+        command.push_str(" --json");
+    }
+    // The token is never printed: the same --token again, or SHOPMESH_ADMIN_TOKEN.
     Some(command)
 }
 

@@ -115,7 +115,7 @@ fn retention_outlives_the_streams_events() {
     assert!(check(&[("SHOPMESH_RETENTION", "7days")]).is_ok(), "as long as the stream (default 7 days)");
     assert!(check(&[("SHOPMESH_RETENTION", "0")]).is_ok(), "forever");
     assert!(check(&[("SHOPMESH_STREAM_MAX_AGE", "0"), ("SHOPMESH_RETENTION", "0")]).is_ok());
-    for (vars, values) in [(&[("SHOPMESH_RETENTION", "6days")][..], "retention (6days) must be at least stream_max_age (7days)"), (&[("SHOPMESH_STREAM_MAX_AGE", "0")][..], "retention (30days) must be at least stream_max_age (0s)")] {
+    for (vars, values) in [(&[("SHOPMESH_RETENTION", "6days")][..], "retention (6days) must be at least stream_max_age (7days)"), (&[("SHOPMESH_STREAM_MAX_AGE", "0")][..], "stream_max_age 0 keeps the stream's events for ever, so retention must be 0 (for ever) too; it is 30days")] {
         let err = check(vars).unwrap_err();
         assert!(err.to_string().starts_with(values), "{vars:?}: {err}");
     }
@@ -143,7 +143,8 @@ fn what_would_fail_after_the_start_is_refused_before_it() {
     assert!(err.starts_with("otlp_endpoint \"nonsense\" must be an http:// or https:// URL"), "{err}");
     assert!(check(&[("SHOPMESH_OTLP_ENDPOINT", "http://collector:4318")]).is_ok());
     let err = check(&[("SHOPMESH_NATS_SERVER_BIN", "/nonexistent/nats-server")]).unwrap_err();
-    assert_eq!(err, "nats_server_bin /nonexistent/nats-server is not a file (set by SHOPMESH_NATS_SERVER_BIN)");
+    assert_eq!(err, "nats_server_bin /nonexistent/nats-server is not a program (a path to one, or a name on PATH) (set by SHOPMESH_NATS_SERVER_BIN)");
+    assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "/etc/passwd")]).is_err(), "a file, but not a program");
     assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "/nonexistent/nats-server"), ("SHOPMESH_NATS_URL", "nats://n:4222")]).is_ok(), "not started with an external NATS");
     assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "sh")]).is_ok(), "a bare name, found on PATH");
     assert!(check(&[("SHOPMESH_NATS_SERVER_BIN", "no-such-server-anywhere")]).is_err());

@@ -68,9 +68,13 @@ impl Settings {
         // The inbox is what keeps an event still in the stream from being applied twice (a
         // consumer reset, a replay applying): its rows must outlive the stream's events.
         let forever = |d: Duration| d.is_zero();
-        if !forever(self.retention) && (forever(self.stream_max_age) || self.retention < self.stream_max_age) {
+        if !forever(self.retention) && forever(self.stream_max_age) {
+            let why = format!("stream_max_age 0 keeps the stream's events for ever, so retention must be 0 (for ever) too; it is {}", human(self.retention));
+            return invalid(&["retention", "stream_max_age"], &why);
+        }
+        if !forever(self.retention) && self.retention < self.stream_max_age {
             let why = format!(
-                "retention ({}) must be at least stream_max_age ({}) (or 0, keep forever; it must be 0 when stream_max_age is)",
+                "retention ({}) must be at least stream_max_age ({}) (or 0, keep for ever)",
                 human(self.retention),
                 human(self.stream_max_age)
             );
@@ -95,10 +99,14 @@ impl Settings {
         }
         if let (None, Some(bin)) = (&self.nats_url, &self.nats_server_bin) {
             // A bare name is looked up on PATH, as starting it would.
-            let on_path = |name: &std::path::Path| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
-            let found = if bin.components().count() == 1 { on_path(bin) } else { bin.is_file() };
+            use std::os::unix::fs::PermissionsExt;
+            let program = |path: std::path::PathBuf| path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            let found = match bin.components().count() {
+                1 => std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| program(d.join(bin)))),
+                _ => program(bin.clone()),
+            };
             if !found {
-                return invalid(&["nats_server_bin"], &format!("nats_server_bin {} is not a file", bin.display()));
+                return invalid(&["nats_server_bin"], &format!("nats_server_bin {} is not a program (a path to one, or a name on PATH)", bin.display()));
             }
         }
         for (key, secret) in [("callback_secret", &self.callback_secret), ("admin_token", &self.admin_token)] {

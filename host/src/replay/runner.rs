@@ -120,9 +120,12 @@ impl Replays {
                 Ok(false) => (State::Cancelled, None),
                 Err(e) => (State::Failed, Some(e.to_string())),
             };
-            if let Err(e) = store::finish(&this.host.shop().db, id, state, error.as_deref()).await {
+            let db = &this.host.shop().db;
+            if let Err(e) = store::finish(db, id, state, error.as_deref()).await {
                 tracing::error!(replay = %id, error = %e, "could not record the end of a replay");
             }
+            // As recorded: a replay ended elsewhere (a cancel, its host stopping) says how.
+            let (state, error) = store::get(db, id).await.map_or((state, error), |r| (r.state, r.error));
             let state = store::state_str(state);
             match error {
                 Some(error) => tracing::warn!(replay = %id, state, %error, "replay ended"),
