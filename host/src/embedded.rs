@@ -110,7 +110,9 @@ impl NatsServer {
     }
 
     /// Spawns on free ports (the client port too when `any_port`). A free port can be taken
-    /// by someone else before the server binds it; then it tries others, a few times.
+    /// by someone else before the server binds it: then the server exits, and it tries others,
+    /// a few times. A server that runs but does not answer yet is recovering a large store: it
+    /// is waited for (a minute), never started a second time over itself.
     async fn spawn_on_free_ports(&mut self, any_port: bool) -> Result<(), BusError> {
         let spawn_err = |e: std::io::Error| BusError::Spawn(e.to_string());
         let mut last = None;
@@ -119,9 +121,10 @@ impl NatsServer {
                 self.port = free_port().map_err(spawn_err)?;
             }
             self.monitor_port = free_port().map_err(spawn_err)?;
-            match self.spawn().await {
+            match self.spawn(Duration::from_secs(60)).await {
                 Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
+                Err(e) if self.not_running().is_some() => last = Some(e),
+                Err(e) => return Err(e),
             }
         }
         Err(last.expect("at least one attempt"))
@@ -181,7 +184,8 @@ impl NatsServer {
         )
     }
 
-    async fn spawn(&mut self) -> Result<(), BusError> {
+    /// Starts the server and waits up to `patience` for it to answer.
+    async fn spawn(&mut self, patience: Duration) -> Result<(), BusError> {
         std::fs::create_dir_all(&self.store).map_err(|e| BusError::Spawn(e.to_string()))?;
         let conf = self.store.join("nats-server.conf");
         stop_orphans(&self.store, &conf).await?;
@@ -198,7 +202,8 @@ impl NatsServer {
         self.child = Some(child);
         // Ready when it accepts connections; JetStream recovery finishes before that.
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        for _ in 0..200 {
+        let since = std::time::Instant::now();
+        while since.elapsed() < patience {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(());
             }
@@ -207,7 +212,7 @@ impl NatsServer {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Err(BusError::Spawn(format!("no answer on {addr} after 5 s")))
+        Err(BusError::Spawn(format!("no answer on {addr} after {}", humantime::format_duration(patience))))
     }
 
     /// Stops the server (SIGKILL: as abrupt as a crash; the store stays on disk).
@@ -242,7 +247,7 @@ impl NatsServer {
     /// Starts it again on the same ports and store.
     pub async fn restart(&mut self) -> Result<(), BusError> {
         self.stop().await;
-        self.spawn().await
+        self.spawn(Duration::from_secs(5)).await
     }
 }
 
@@ -259,7 +264,7 @@ fn configured_by(pid: i32) -> Option<PathBuf> {
 /// Where a server writes its pid, in its store.
 const PID_FILE: &str = "nats-server.pid";
 
-/// A store held by this process: `store`, made absolute (the server's command line names its
+/// A store held by this process: `store`, made canonical (the server's command line names its
 /// configuration by it), and a lock on it (`host.lock`, `flock`) that lasts as long as the
 /// server (or the claim) does.
 pub struct Claim {
@@ -274,7 +279,9 @@ impl Claim {
         use std::os::fd::AsRawFd;
         let spawn_err = |e: std::io::Error| BusError::Spawn(format!("{}: {e}", store.display()));
         std::fs::create_dir_all(store).map_err(spawn_err)?;
-        let store = std::path::absolute(store).map_err(spawn_err)?;
+        // Canonical: a symlink on the way re-pointed later must not make another store's
+        // server look like one of this store's.
+        let store = std::fs::canonicalize(store).map_err(spawn_err)?;
         let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(store.join("host.lock")).map_err(spawn_err)?;
         // SAFETY: flock(2) on a descriptor the File owns, for as long as it does.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

@@ -93,7 +93,7 @@ async fn the_fleet_is_followed_after_nats_lost_its_store() {
         let staged = app.upload(name, component(file), "?activate=false").await;
         assert_eq!(staged.status, 200, "{:?}", staged.body);
     }
-    for action in ["disable", "enable", "disable", "enable"] {
+    for action in ["disable", "enable", "disable", "enable", "disable"] {
         assert_eq!(app.admin(reqwest::Method::POST, &format!("/api/admin/plugins/log/{action}"), None).await.status, 200);
     }
     app.nats_mut().stop().await;
@@ -106,6 +106,12 @@ async fn the_fleet_is_followed_after_nats_lost_its_store() {
     assert_eq!(activated.body["active_version"], "2.0.0");
     let paused = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/disable", None).await;
     assert_eq!((paused.status, &paused.body["enabled"]), (200, &serde_json::json!(false)), "followed through the new switches: {:?}", paused.body);
+    // log was paused in the lost bucket; the new one holds no pause for it, as a host started
+    // now would read: running again here too.
+    wait_for("log to follow the new switches", Duration::from_secs(10), || async {
+        (app.admin(reqwest::Method::GET, "/api/admin/plugins/log", None).await.body["enabled"] == true).then_some(())
+    })
+    .await;
 }
 
 /// The nats-server a host started for itself (no NATS URL configured) is started again when
@@ -168,7 +174,10 @@ async fn the_embedded_nats_server_is_started_again_when_it_dies() {
         settings.nats_server_bin = Some(nats_server_bin());
         shopmesh::startup::Application::build(settings)
     };
+    // A server of another store (a test's) is no orphan of this one's.
+    let mut bystander = crate::helpers::TestNats::start().await;
     let host = embedded().await.expect("the host starts over the orphan");
+    assert!(bystander.server.not_running().is_none(), "another store's server runs on");
     let mut ended = None;
     for _ in 0..400 {
         ended = orphan.try_wait().unwrap();

@@ -183,6 +183,7 @@ pub fn text(v: &serde_json::Value) -> String {
 /// does not push the rest out of line), two spaces apart, the columns at `right` aligned
 /// right, the last one not padded; a line per row after the header.
 pub fn columns(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    debug_assert!(!header.is_empty() && rows.iter().all(|r| r.len() == header.len()), "a cell per column");
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -214,10 +214,10 @@ fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
     let (next, to) = (replay["resume_from"].as_i64()?, replay["to_seq"].as_i64()?);
     let mut command = format!("shopmesh replay --plugin {} --version {} --from-seq {next} --to-seq {to}", replay["plugin"].as_str()?, replay["version"].as_str()?);
     if let Some(host) = &args.host.host {
-        command.push_str(&format!(" --host {host}"));
+        command.push_str(&format!(" --host {}", quoted(host)));
     }
     if let Some(config) = &args.host.config.config {
-        command.push_str(&format!(" --config {}", config.display()));
+        command.push_str(&format!(" --config {}", quoted(&config.display().to_string())));
     }
     if args.subjects.is_some() {
         let subjects: Vec<&str> = replay["subjects"].as_array()?.iter().filter_map(Value::as_str).collect();
@@ -237,6 +237,15 @@ fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
     }
     // The token is never printed: the same --token again, or SHOPMESH_ADMIN_TOKEN.
     Some(command)
+}
+
+/// `word` as a shell reads it back: as it is when it is plain, else in single quotes.
+fn quoted(word: &str) -> String {
+    if word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Ctrl-C (or SIGTERM, as a CI runner cancels a job) from before the replay starts: the

@@ -326,12 +326,21 @@ pub async fn follow_switches(
     shutdown: watch::Receiver<bool>,
 ) {
     let (client, settings, set, caught_up) = (&client, &settings, &set, &caught_up);
+    // Every name a switch was seen for: one the bucket no longer holds when it is read again
+    // (a bucket made anew) is back to the default, enabled, as a deleted key is.
+    let seen = &std::sync::Mutex::new(HashSet::<String>::new());
     keep_watching("plugin switches", client, &format!("KV_{SWITCHES}"), shutdown, move |mut shutdown| async move {
         let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
         let store = switches(&js, settings.replicas).await?;
         // What they are now, then the watch, which starts with the latest of each again (so
         // nothing set after the read is missed, and setting one twice changes nothing).
-        for (name, value) in latest(&store).await? {
+        let now = latest(&store).await?;
+        let gone: Vec<String> = seen.lock().expect("switches seen").drain().filter(|name| !now.iter().any(|(key, _)| key == name)).collect();
+        for name in gone {
+            set(&name, true);
+        }
+        for (name, value) in now {
+            seen.lock().expect("switches seen").insert(name.clone());
             set(&name, value != b"disabled");
         }
         caught_up.mark(SWITCHES_READ);
@@ -342,6 +351,7 @@ pub async fn follow_switches(
                 _ = shutdown.changed() => return Ok(()),
             };
             // A deleted or purged key means "back to the default": enabled.
+            seen.lock().expect("switches seen").insert(entry.key.clone());
             set(&entry.key, entry.value.as_ref() != b"disabled" || entry.operation != kv::Operation::Put);
         }
     })

@@ -211,7 +211,7 @@ impl Registry {
             };
             // Once this host has answered, an entry under its name that is not its own was put
             // since by another host with the same SHOPMESH_WORKER_ID, whose ids collide with
-            // this one's (refused orders, duplicate keys). Said once per episode, loudly.
+            // this one's (refused orders, duplicate keys). Said loudly, once a minute while it lasts.
             if put {
                 let now = tokio::time::timeout(RATE_SAMPLE, super::fleet::roll_call_entry(client, settings, &me.host)).await;
                 let other = now.ok().and_then(Result::ok).flatten().and_then(|json| serde_json::from_slice::<HostStatus>(&json).ok());
