@@ -56,19 +56,16 @@ pub async fn keep(server: Arc<Mutex<NatsServer>>, mut shutdown: watch::Receiver<
     }
 }
 
-/// Where to find `nats-server`: an explicit path, else the project's `.venv` (where the
+/// Where to find `nats-server`: an explicit path (a bare name on `PATH`), else the project's `.venv` (where the
 /// README's commands install the PyPI build), else `PATH`.
 pub fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = explicit {
-        return Some(p.to_path_buf());
+    let on_path = |name: &Path| std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
+    match explicit {
+        // A bare name, as starting it would look it up.
+        Some(name) if name.components().count() == 1 => on_path(name),
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(PathBuf::from(".venv/bin/nats-server")).filter(|venv| venv.is_file()).or_else(|| on_path(Path::new("nats-server"))),
     }
-    let venv = PathBuf::from(".venv/bin/nats-server");
-    if venv.is_file() {
-        return Some(venv);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("nats-server")).find(|p| p.is_file())
-    })
 }
 
 /// When the server writes JetStream data to disk. `Always` fsyncs before it acknowledges a

@@ -98,14 +98,9 @@ impl Settings {
             }
         }
         if let (None, Some(bin)) = (&self.nats_url, &self.nats_server_bin) {
-            // A bare name is looked up on PATH, as starting it would.
             use std::os::unix::fs::PermissionsExt;
             let program = |path: std::path::PathBuf| path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-            let found = match bin.components().count() {
-                1 => std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| program(d.join(bin)))),
-                _ => program(bin.clone()),
-            };
-            if !found {
+            if !crate::embedded::find_nats_server(Some(bin)).is_some_and(program) {
                 return invalid(&["nats_server_bin"], &format!("nats_server_bin {} is not a program (a path to one, or a name on PATH)", bin.display()));
             }
         }
