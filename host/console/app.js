@@ -114,9 +114,11 @@ const COLORS = ["#2f5bea", "#c4320a", "#067647", "#b54708", "#7a5af8", "#0e9384"
 
 function chart(plugins, sampleSeconds) {
   const W = 1100, H = 170, P = 30;
-  const series = plugins.map((p) => p.recent_rates || []);
-  const n = Math.max(2, ...series.map((s) => s.length));
-  const max = Math.max(1, ...series.flat());
+  // Each plugin's events handled (solid) and failed attempts (dashed, only where any).
+  const series = plugins.flatMap((p, i) => [{ points: p.recent_rates || [], i },
+    ...((p.recent_failure_rates || []).some((v) => v > 0) ? [{ points: p.recent_failure_rates, i, dashed: true }] : [])]);
+  const n = Math.max(2, ...series.map((s) => s.points.length));
+  const max = Math.max(1, ...series.flatMap((s) => s.points));
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -138,7 +140,7 @@ function chart(plugins, sampleSeconds) {
   text(P - 4, H - P, "0", "end");
   text(P, H - 8, `${Math.round((n - 1) * sampleSeconds / 60 * 10) / 10} min ago`);
   text(W - 4, H - 8, "now", "end");
-  series.forEach((s, i) => {
+  series.forEach(({ points: s, i, dashed }) => {
     if (s.length < 2) return;
     const pts = s.map((v, j) => {
       const x = P + (W - 4 - P) * (n - s.length + j) / (n - 1);
@@ -150,6 +152,7 @@ function chart(plugins, sampleSeconds) {
     pl.setAttribute("fill", "none");
     pl.setAttribute("stroke", COLORS[i % COLORS.length]);
     pl.setAttribute("stroke-width", 2);
+    if (dashed) { pl.setAttribute("stroke-dasharray", "6 4"); pl.setAttribute("class", "failures"); }
     svg.append(pl);
   });
   const legend = h("div", { class: "legend" }, plugins.map((p, i) => {
@@ -157,7 +160,7 @@ function chart(plugins, sampleSeconds) {
     dot.style.color = COLORS[i % COLORS.length];
     return h("span", {}, dot, p.name);
   }));
-  return h("div", { class: "chart" }, h("div", { class: "muted" }, "events/s on this host"), svg, legend);
+  return h("div", { class: "chart" }, h("div", { class: "muted" }, "events handled per second on this host; dashed: failed attempts per second"), svg, legend);
 }
 
 async function overview() {
@@ -171,23 +174,34 @@ async function overview() {
       h("div", { class: "card", id: "outbox" }, h("div", { class: "muted" }, "Outbox backlog"),
         h("div", { class: "big" }, o.outbox_unsent ?? "—"), h("div", { class: "muted" }, `oldest ${fmtNum(o.outbox_oldest_unsent_age_seconds, 1)} s`)),
       h("div", { class: "card" }, h("div", { class: "muted" }, "Open dead letters"),
-        h("div", { class: "big" }, h("a", { href: "/console/dead-letters" }, o.dead_letters_open ?? "—"))));
+        h("div", { class: "big" }, h("a", { href: "/console/dead-letters" }, o.dead_letters_open ?? "—"))),
+      // Without NATS nothing reaches this host's plugins and the fleet cannot be seen: say
+      // so, rather than show quiet plugins and no hosts.
+      h("div", { class: "card", id: "nats" }, h("div", { class: "muted" }, "NATS"),
+        h("div", { class: "big" }, o.nats_connected ? badge("connected", "good") : badge("not connected", "bad")),
+        o.nats_connected ? "" : h("div", { class: "muted" }, "no events reach this host's plugins; the fleet cannot be seen")));
     set("chart", chart(o.plugins, o.sample_seconds));
-    set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Waiting#", "Attempts#", "Failures#", "Dead letters#"],
-      o.plugins.map((p) => h("tr", { dataset: { plugin: p.name } },
+    // Events/s count events handled; a failing plugin's attempts are failures/s, and the
+    // row says "failing" while any host's last sample had one.
+    set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Failures/s fleet#", "Waiting#", "Attempts here#", "Failures here#", "Dead letters#"],
+      o.plugins.map((p) => h("tr", { dataset: { plugin: p.name }, class: p.fleet_failures_per_second > 0 ? "failing" : "" },
         h("td", {}, h("a", { href: `/console/plugins/${encodeURIComponent(p.name)}` }, p.name)),
         h("td", {}, p.active_version || badge("staged only", "warn")),
-        h("td", {}, p.enabled ? badge("enabled", "good") : badge("disabled", "bad")),
+        h("td", {}, p.enabled ? badge("enabled", "good") : badge("disabled", "bad"),
+          p.fleet_failures_per_second > 0 ? [" ", badge("failing", "bad")] : ""),
         h("td", { class: "num" }, fmtNum(p.events_per_second, 1)),
         h("td", { class: "num" }, fmtNum(p.fleet_events_per_second, 1)),
+        h("td", { class: "num failures" }, fmtNum(p.fleet_failures_per_second, 1)),
         // Not received yet, or delivered and not acknowledged: a paused plugin's events wait
         // in the second kind, handed back every half second.
         h("td", { class: "num" }, p.pending === undefined ? "?" : p.pending + (p.ack_pending ?? 0)),
         h("td", { class: "num" }, p.invocations),
         h("td", { class: "num" }, p.failures),
         h("td", { class: "num" }, p.dead_letters_open ? h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(p.name)}` }, p.dead_letters_open) : (p.dead_letters_open ?? "—")))),
-      { id: "plugin-table" }));
+      { id: "plugin-table" }),
+      h("p", { class: "muted" }, "Attempts and failures here: this host's since it started (a retried event counts each time); waiting and dead letters: the fleet's."));
     const here = Object.fromEntries(o.plugins.map((p) => [p.name, p.active_version]));
+    if (!o.nats_connected) { set("hosts", h("p", { class: "error", id: "no-fleet" }, "This host is not connected to NATS: the fleet's roll call cannot be read.")); return; }
     set("hosts", table(["Host", "Machine", "API", "Up since", "Last seen", "Events/s#", "Runs"],
       o.hosts.map((x) => h("tr", { dataset: { host: x.host } },
         h("td", {}, x.host), h("td", {}, x.hostname), h("td", {}, x.address), h("td", {}, fmtTime(x.started_at)), h("td", {}, fmtTime(x.seen_at)),
@@ -246,7 +260,7 @@ async function plugin(name) {
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("div", { class: "muted" }, "Active version"), h("div", { class: "big", id: "active-version" }, p.active_version || "—")),
         h("div", { class: "card" }, h("div", { class: "muted" }, "State"), h("div", { class: "big" }, p.enabled ? badge("enabled", "good") : badge("disabled", "bad"))),
-        h("div", { class: "card" }, h("div", { class: "muted" }, "Attempts / failed"), h("div", { class: "big" }, `${p.invocations} / ${p.failures}`)),
+        h("div", { class: "card" }, h("div", { class: "muted" }, "Attempts / failed on this host since it started"), h("div", { class: "big" }, `${p.invocations} / ${p.failures}`)),
         h("div", { class: "card" }, h("div", { class: "muted" }, "Activated"), h("div", {}, fmtTime(p.activated_at)))),
       h("p", {}, "Subjects: ", (p.subjects || []).join(", ") || "—", " · capabilities: ", (p.capabilities || []).join(", ") || "—",
         " · granted: ", (p.grants || []).join(", ") || "—",
@@ -254,7 +268,7 @@ async function plugin(name) {
       h("p", {}, switchButton, " ",
         h("button", { id: "redrive-all", onclick: () => act(`Redrive every open dead letter of ${name}?`, async () => {
           const results = await api("POST", `/api/admin/plugins/${seg(name)}/redrive`);
-          notice(`redriven: ${results.filter((r) => r.closed).length} of ${results.length} closed (${results.map((r) => r.result).join(", ") || "none open"})`);
+          notice(redriveSummary(results));
         }) }, "Redrive its dead letters"), " ",
         h("a", { href: `/console/replay?plugin=${encodeURIComponent(name)}` }, "Replay…")),
       h("h2", {}, "Versions"),
@@ -284,15 +298,37 @@ async function upload(name, form, redraw) {
 
 // ---------- dead letters ----------
 
+// What a redrive of many letters came to, counted by result: hundreds of letters with one
+// reason read as one line, not hundreds of words.
+function redriveSummary(results) {
+  if (!results.length) return "redriven: none open";
+  const counts = new Map();
+  results.forEach((r) => counts.set(r.result, (counts.get(r.result) || 0) + 1));
+  const by = [...counts].map(([result, n]) => `${n} × ${result}`).join("; ");
+  return `redriven: ${results.filter((r) => r.closed).length} of ${results.length} closed (${by})`;
+}
+
 async function deadLetters() {
   const params = new URLSearchParams(location.search);
   const only = params.get("plugin") || "";
+  // The open letters by default (what still needs someone); `?show=all` the closed ones too.
+  // A letter acted on here, or named by `?id=` (a timeline's link), stays in view.
+  const all = params.get("show") === "all";
+  const named = params.get("id");
+  const kept = new Set(named ? [named] : []);
   const plugins = await api("GET", "/api/admin/plugins");
   const names = [...new Set([...plugins.map((p) => p.name), GUARD])];
   const draw = async () => {
     const letters = await api("GET", "/api/admin/dead-letters" + (only ? `?plugin=${encodeURIComponent(only)}` : ""));
+    const open = letters.filter((d) => d.state === "open").length;
+    const listed = letters.filter((d) => all || d.state === "open" || kept.has(d.id));
+    const others = new URLSearchParams(params);
+    all ? others.delete("show") : others.set("show", "all");
+    others.delete("id");
+    set("count", `${open} open, ${letters.length - open} closed${all || open === letters.length ? "" : " (not shown)"} · `,
+      h("a", { id: "show-toggle", href: `/console/dead-letters?${others}` }, all ? "show the open ones only" : "show the closed ones too"));
     set("letters", table(["Id", "Plugin", "Version", "Seq#", "Subject", "Reason", "Attempts#", "Dead-lettered", "Status", ""],
-      letters.slice().reverse().map((d) => h("tr", { dataset: { id: d.id, plugin: d.plugin } },
+      listed.slice().reverse().map((d) => h("tr", { dataset: { id: d.id, plugin: d.plugin }, class: d.id === named ? "selected" : "" },
         h("td", {}, h("code", {}, d.id)),
         h("td", {}, d.plugin),
         h("td", {}, h("code", {}, d.plugin_version)),
@@ -307,11 +343,13 @@ async function deadLetters() {
           d.state !== "open" ? "" : h("button", { class: "redrive primary", onclick: () => act(d.plugin === GUARD
             ? `Check dead letter ${d.id}'s event again (the guard refuses it while it is malformed)?`
             : `Redrive dead letter ${d.id} through ${d.plugin}'s active version?`, async () => {
+            kept.add(d.id);
             const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/redrive`);
             await draw();
             notice(`dead letter ${d.id}: ${r.result}`);
           }) }, "Redrive"), " ",
           d.state !== "open" ? "" : h("button", { class: "dismiss", onclick: () => act(`Dismiss dead letter ${d.id} without running its event?`, async () => {
+            kept.add(d.id);
             const r = await api("POST", `/api/admin/dead-letters/${seg(d.id)}/dismiss`);
             await draw();
             notice(`dead letter ${d.id}: ${r.redrive_result}`);
@@ -330,6 +368,8 @@ async function deadLetters() {
       set("event", h("h2", {}, `Event of dead letter ${id}`),
         order ? h("p", {}, h("a", { id: "event-order", href: `/console/orders/${encodeURIComponent(order)}` }, `Order ${order}'s timeline`)) : "",
         h("pre", { id: "event-json" }, shown));
+      // Shown above the list; brought into view from a row far down it.
+      document.getElementById("event").scrollIntoView({ block: "nearest" });
     } catch (e) { showError(e); }
   };
   page(h("h1", {}, "Dead letters"), h("p", { id: "notice", class: "muted" }),
@@ -339,11 +379,13 @@ async function deadLetters() {
         names.map((n) => h("option", { value: n, selected: n === only }, n)))),
       only ? h("button", { type: "button", id: "redrive-plugin", onclick: () => act(`Redrive every open dead letter of ${only}?`, async () => {
         const results = await api("POST", `/api/admin/plugins/${seg(only)}/redrive`);
+        results.forEach((r) => kept.add(r.id));
         await draw();
-        notice(`redriven: ${results.filter((r) => r.closed).length} of ${results.length} closed (${results.map((r) => r.result).join(", ") || "none open"})`);
+        notice(redriveSummary(results));
       }) }, `Redrive all of ${only}`) : ""),
-    h("div", { id: "letters" }), h("div", { id: "event" }));
+    h("p", { id: "count", class: "muted" }), h("div", { id: "event" }), h("div", { id: "letters" }));
   await draw();
+  if (named) await view(named);
 }
 
 // ---------- replay ----------
@@ -485,7 +527,7 @@ async function order(id) {
       }), { id: "events" }),
     h("h2", {}, "Dead letters"),
     table(["Id", "Plugin", "Version", "Subject", "Reason", "Status"], t.dead_letters.map((d) => h("tr", {},
-      h("td", {}, h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(d.plugin)}` }, d.id)), h("td", {}, d.plugin), h("td", {}, d.plugin_version),
+      h("td", {}, h("a", { href: `/console/dead-letters?plugin=${encodeURIComponent(d.plugin)}&id=${encodeURIComponent(d.id)}` }, d.id)), h("td", {}, d.plugin), h("td", {}, d.plugin_version),
       h("td", {}, d.subject), h("td", {}, d.reason), h("td", {}, letterStatus(d)))), { id: "order-dead-letters" }));
 }
 

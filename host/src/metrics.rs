@@ -30,6 +30,9 @@ pub enum Outcome {
     DeadLettered,
     /// The plugin refused the event (`invalid-event`): dead-lettered at once.
     Refused,
+    /// An operator's redrive of a dead letter failed again: the letter stays open. (A
+    /// redrive that applies its event counts as `Applied`.)
+    RedriveFailed,
 }
 
 impl Outcome {
@@ -40,6 +43,7 @@ impl Outcome {
             Outcome::Retried => "retried",
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Refused => "refused",
+            Outcome::RedriveFailed => "redrive_failed",
         }
     }
 }
@@ -53,8 +57,10 @@ pub struct Metrics {
     pruned: IntCounterVec,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
-    /// Recent per-plugin event rates, for the console's chart.
+    /// Recent per-plugin rates of events handled (applied, or applied before) and of
+    /// failed attempts, for the console: a failing plugin must not look busier.
     pub rates: RateHistory,
+    pub failure_rates: RateHistory,
 }
 
 /// Plugin handlers take tens of microseconds; the deadline is half a second.
@@ -113,7 +119,18 @@ impl Metrics {
         for c in collectors {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, invocations, handler, fuel, swaps, pruned, http_requests, http_duration, rates: RateHistory::default() }
+        Metrics {
+            registry,
+            invocations,
+            handler,
+            fuel,
+            swaps,
+            pruned,
+            http_requests,
+            http_duration,
+            rates: RateHistory::default(),
+            failure_rates: RateHistory::default(),
+        }
     }
 
     pub fn invocation(&self, plugin: &str, version: &str, outcome: Outcome) {

@@ -128,6 +128,62 @@ fn dashboard_reads_only_served_metrics(scrape: &Scrape) {
 
 crate::on_both_databases!(metrics_after_the_walkthrough);
 
+/// A plugin version that fails reads as failing where an operator looks, not as busier:
+/// the overview counts its failed attempts apart from the events it handled, and a redrive
+/// (failed again, then applied after the rollback) is counted in the metrics as the live
+/// path counts; the overview says when the host has lost NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_plugin_reads_as_failing_and_its_recovery_is_counted() {
+    let mut app = spawn_app_with(Backend::Sqlite, |s| {
+        with_plugins(s);
+        s.plugin_max_attempts = 3;
+        s.plugin_retry_base = Duration::from_millis(100);
+        s.plugin_retry_max = Duration::from_millis(200);
+        // Read only by the rogue guest: it traps on every event.
+        s.plugin_config.0.insert("points".into(), [("mode".to_string(), "trap".to_string())].into());
+    })
+    .await;
+    app.registry().install("points", &crate::helpers::component("rogue")).unwrap();
+    let fx = app.fixture(5, "150.00", "0.00", None).await;
+    app.pay_order(&fx, "150.00").await;
+
+    let points = |o: &serde_json::Value| o["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "points").unwrap().clone();
+    let failing = wait_for("points failing in the overview", Duration::from_secs(30), || async {
+        let p = points(&app.admin(reqwest::Method::GET, "/api/admin/overview", None).await.body);
+        (p["failures_per_second"].as_f64() > Some(0.0) && p["fleet_failures_per_second"].as_f64() > Some(0.0)).then_some(p)
+    })
+    .await;
+    assert_eq!(failing["events_per_second"].as_f64(), Some(0.0), "a failed attempt is not an event handled: {failing}");
+    assert!(failing["recent_failure_rates"].as_array().unwrap().iter().any(|r| r.as_f64() > Some(0.0)), "{failing}");
+    let letter = wait_for("the dead letter", Duration::from_secs(30), || async {
+        let letters = app.admin(reqwest::Method::GET, "/api/admin/dead-letters?plugin=points", None).await.body;
+        letters.as_array().and_then(|l| l.first()).map(|l| l["id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    let counted = |scrape: &Scrape, version: &str, outcome: &str| {
+        samples(scrape, "shopmesh_plugin_invocations_total", &[("plugin", "points"), ("version", version), ("outcome", outcome)]).first().map(|s| value(s))
+    };
+    let redrive = format!("/api/admin/dead-letters/{letter}/redrive");
+    let again = app.admin_post(&redrive, &serde_json::json!({})).await.body;
+    assert_eq!(again["closed"], false, "{again}");
+    assert_eq!(counted(&scrape(&app).await, "0.0.1-rogue", "redrive_failed"), Some(1.0));
+    app.registry().activate("points", "1.0.0").unwrap();
+    let applied = app.admin_post(&redrive, &serde_json::json!({})).await.body;
+    assert_eq!((&applied["closed"], &applied["result"]), (&serde_json::json!(true), &serde_json::json!("applied")), "{applied}");
+    assert_eq!(counted(&scrape(&app).await, "1.0.0", "applied"), Some(1.0), "the redrive is the only event points 1.0.0 ran");
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 150, "its points, once");
+
+    let connected = app.admin(reqwest::Method::GET, "/api/admin/overview", None).await.body;
+    assert_eq!(connected["nats_connected"], true, "{connected}");
+    app.nats_mut().stop().await;
+    let lost = wait_for("the overview to say NATS is lost", Duration::from_secs(15), || async {
+        let o = app.admin(reqwest::Method::GET, "/api/admin/overview", None).await.body;
+        (o["nats_connected"] == false).then_some(o)
+    })
+    .await;
+    assert_eq!(lost["hosts"], serde_json::json!([]), "{lost}");
+}
+
 /// The durability guard reads each real server's fsync setting from its monitoring
 /// endpoint: a default server (fsync every two minutes) is warned about, and refused with
 /// SHOPMESH_REQUIRE_SYNC_ALWAYS; a `sync_interval: always` server is accepted either way.

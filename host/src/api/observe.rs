@@ -15,7 +15,11 @@ use super::{
 use crate::{
     ids::{now_ms, Id},
     outbox,
-    plugins::{dead_letters, durable_name, status::HostStatus, PluginHost},
+    plugins::{
+        dead_letters, durable_name,
+        status::{HostPlugin, HostStatus},
+        PluginHost,
+    },
     shop::Shop,
     timeline::{self, OrderTimeline},
 };
@@ -35,8 +39,12 @@ pub struct Overview {
     /// Seconds between two points of `recent_rates`.
     pub sample_seconds: i64,
     /// Every live host of the fleet and the versions it runs (from the fleet's roll call,
-    /// refreshed every `sample_seconds`; a host that stops leaves it within 30 s).
+    /// refreshed every `sample_seconds`; a host that stops leaves it within 30 s). Empty
+    /// while this host is not connected to NATS.
     pub hosts: Vec<HostStatus>,
+    /// Whether this host is connected to NATS now. Without it no event reaches its
+    /// plugins, the outbox waits, and the fleet (`hosts`, `pending`) cannot be seen.
+    pub nats_connected: bool,
 }
 
 /// One plugin's load.
@@ -50,19 +58,26 @@ pub struct PluginLoad {
     /// each time), and how many of those failed.
     pub invocations: i64,
     pub failures: i64,
-    /// Events handled per second on this host over the last sample.
+    /// Events handled per second on this host over the last sample: applied, or applied
+    /// before (a failed attempt is not an event handled).
     pub events_per_second: f64,
     /// The same summed over every host of the fleet, as each last answered the roll call
     /// (this host's own figure when there is no roll call).
     pub fleet_events_per_second: f64,
+    /// Failed attempts per second on this host over the last sample (to be retried, or
+    /// dead-lettered), and over the fleet likewise: above 0, the plugin is failing now.
+    pub failures_per_second: f64,
+    pub fleet_failures_per_second: f64,
     /// Events in the stream its consumer has not received yet (fleet-wide); absent when
     /// JetStream could not be asked.
     pub pending: Option<i64>,
     /// Delivered and not yet acknowledged.
     pub ack_pending: Option<i64>,
     pub dead_letters_open: Option<i64>,
-    /// Events per second over the last minutes, oldest first, one point per `sample_seconds`.
+    /// Events handled per second over the last minutes, oldest first, one point per
+    /// `sample_seconds`; and failed attempts per second likewise.
     pub recent_rates: Vec<f64>,
+    pub recent_failure_rates: Vec<f64>,
 }
 
 api_error!(lookups {
@@ -76,10 +91,11 @@ pub struct ObserveApi;
 impl ObserveApi {
     /// The mesh at a glance
     ///
-    /// Per plugin: active version, enabled, events/s on this host (with the last minutes'
-    /// rates), pending events in its consumer, failures, open dead letters; the outbox
-    /// backlog; and every host of the fleet with the versions it runs. What JetStream or the
-    /// database cannot answer within two seconds is left out.
+    /// Per plugin: active version, enabled, events handled and failed attempts per second on
+    /// this host and over the fleet (with the last minutes' rates), pending events in its
+    /// consumer, failures, open dead letters; the outbox backlog; whether this host is
+    /// connected to NATS; and every host of the fleet with the versions it runs. What
+    /// JetStream or the database cannot answer within two seconds is left out.
     #[oai(path = "/overview", method = "get", operation_id = "getOverview", tag = "ApiTags::Admin")]
     async fn overview(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, probes: Data<&Probes>) -> Result<Json<Overview>, AdminError> {
         let db = &host.shop().db;
@@ -88,21 +104,27 @@ impl ObserveApi {
         let open = tokio::time::timeout(READ_TIMEOUT, dead_letters::open_counts(db)).await.ok().and_then(Result::ok);
         let backlog = tokio::time::timeout(READ_TIMEOUT, outbox::backlog(db)).await.ok().and_then(Result::ok);
         let hosts = tokio::time::timeout(READ_TIMEOUT, host.registry.roll_call()).await.ok().and_then(Result::ok).unwrap_or_default();
-        let mut rates = host.metrics.rates.rates();
+        let (mut rates, mut failure_rates) = (host.metrics.rates.rates(), host.metrics.failure_rates.rates());
         let plugins = status
             .into_iter()
             .map(|s| {
                 let lag = lag.iter().find(|(n, _)| *n == durable_name(&s.name)).map(|(_, l)| *l);
                 let recent_rates = rates.remove(&s.name).unwrap_or_default();
+                let recent_failure_rates = failure_rates.remove(&s.name).unwrap_or_default();
                 let here = recent_rates.last().copied().unwrap_or(0.0);
-                let fleet = hosts.iter().flat_map(|h| &h.plugins).filter(|p| p.name == s.name).map(|p| p.events_per_second).sum::<f64>();
+                let failing = recent_failure_rates.last().copied().unwrap_or(0.0);
+                let on_hosts = || hosts.iter().flat_map(|h| &h.plugins).filter(|p| p.name == s.name);
+                let fleet = |here: f64, of: fn(&HostPlugin) -> f64| if hosts.is_empty() { here } else { on_hosts().map(of).sum::<f64>() };
                 PluginLoad {
                     events_per_second: here,
-                    fleet_events_per_second: if hosts.is_empty() { here } else { fleet },
+                    fleet_events_per_second: fleet(here, |p| p.events_per_second),
+                    failures_per_second: failing,
+                    fleet_failures_per_second: fleet(failing, |p| p.failures_per_second),
                     pending: lag.map(|l| l.pending as i64),
                     ack_pending: lag.map(|l| l.ack_pending as i64),
                     dead_letters_open: open.as_ref().map(|open| open.iter().find(|(p, _)| *p == s.name).map_or(0, |(_, n)| *n)),
                     recent_rates,
+                    recent_failure_rates,
                     name: s.name,
                     active_version: s.active_version,
                     enabled: s.enabled,
@@ -118,6 +140,7 @@ impl ObserveApi {
             dead_letters_open: open.map(|open| open.iter().map(|(_, n)| n).sum()),
             sample_seconds: crate::plugins::status::RATE_SAMPLE.as_secs() as i64,
             hosts,
+            nats_connected: probes.nats.connection_state() == async_nats::connection::State::Connected,
         }))
     }
 

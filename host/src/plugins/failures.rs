@@ -10,7 +10,7 @@ use super::{
     dead_letters::{self, DeadLetterError, Letter},
     delivery::{self, Delivery},
     dispatch::Failure,
-    host::{trace_id, Message, PluginHost, Ready},
+    host::{trace_id, Applied, Message, PluginHost, Ready},
     inbox,
     runtime::LoadedPlugin,
     Disposition, GUARD,
@@ -124,7 +124,17 @@ impl PluginHost {
             inbox::State::Applied => APPLIED.to_string(), // applied meanwhile: nothing to do
             state => {
                 let ready = Ready { delivery: d, attempt: state.next_attempt() };
-                match self.run_and_apply(current, &[&ready]).await.pop().expect("one result") {
+                let result = self.run_and_apply(current, &[&ready]).await.pop().expect("one result");
+                // Counted as the live path counts, so the metrics and the console see a
+                // recovery: without it a dead-lettered event looks lost for good.
+                self.registry.count(plugin, result.is_err());
+                let outcome = match &result {
+                    Ok(Applied::Now) => Outcome::Applied,
+                    Ok(_) => Outcome::Skipped,
+                    Err(_) => Outcome::RedriveFailed,
+                };
+                self.metrics.invocation(plugin, current.version(), outcome);
+                match result {
                     Ok(_) => APPLIED.to_string(),
                     Err(failure) => format!("failed: {failure}"),
                 }

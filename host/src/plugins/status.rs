@@ -110,9 +110,12 @@ pub struct HostPlugin {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub active_version: Option<String>,
     pub enabled: bool,
-    /// Events it handled per second over its last sample.
+    /// Events it handled per second over its last sample (applied, or applied before).
     #[serde(default)]
     pub events_per_second: f64,
+    /// Attempts that failed per second over its last sample (retried or dead-lettered).
+    #[serde(default)]
+    pub failures_per_second: f64,
 }
 
 /// How often the console's rate history samples the invocation counters (and the host
@@ -194,9 +197,11 @@ impl Registry {
                 _ = shutdown.changed() => return,
             }
             let status = self.status();
-            self.metrics.rates.record(status.iter().map(|s| (s.name.clone(), s.invocations as u64)));
-            let rates = self.metrics.rates.rates();
-            let rate_of = |name: &str| rates.get(name).and_then(|r| r.last().copied()).unwrap_or(0.0);
+            let handled = status.iter().map(|s| (s.name.clone(), (s.invocations - s.failures) as u64));
+            self.metrics.rates.record(handled);
+            self.metrics.failure_rates.record(status.iter().map(|s| (s.name.clone(), s.failures as u64)));
+            let (rates, failure_rates) = (self.metrics.rates.rates(), self.metrics.failure_rates.rates());
+            let last = |rates: &std::collections::HashMap<String, Vec<f64>>, name: &str| rates.get(name).and_then(|r| r.last().copied()).unwrap_or(0.0);
             let Some((client, settings)) = self.fleet.get() else { continue };
             let entry = HostStatus {
                 host: me.host.clone(),
@@ -206,7 +211,13 @@ impl Registry {
                 seen_at: Timestamp(crate::ids::now_ms()),
                 plugins: status
                     .into_iter()
-                    .map(|s| HostPlugin { events_per_second: rate_of(&s.name), name: s.name, active_version: s.active_version, enabled: s.enabled })
+                    .map(|s| HostPlugin {
+                        events_per_second: last(&rates, &s.name),
+                        failures_per_second: last(&failure_rates, &s.name),
+                        name: s.name,
+                        active_version: s.active_version,
+                        enabled: s.enabled,
+                    })
                     .collect(),
             };
             // Once this host has answered, an entry under its name that is not its own was put
