@@ -188,7 +188,8 @@ async function overview() {
         h("td", {}, h("a", { href: `/console/plugins/${encodeURIComponent(p.name)}` }, p.name)),
         h("td", {}, p.active_version || badge("staged only", "warn")),
         h("td", {}, p.enabled ? badge("enabled", "good") : badge("disabled", "bad"),
-          p.fleet_failures_per_second > 0 ? [" ", badge("failing", "bad")] : ""),
+          p.fleet_failures_per_second > 0 ? [" ", badge("failing", "bad")] : "",
+          p.refused ? [" ", h("span", { class: "badge bad", title: p.refused }, "refused here")] : ""),
         h("td", { class: "num" }, fmtNum(p.events_per_second, 1)),
         h("td", { class: "num" }, fmtNum(p.fleet_events_per_second, 1)),
         h("td", { class: "num failures" }, fmtNum(p.fleet_failures_per_second, 1)),
@@ -265,6 +266,7 @@ async function plugin(name) {
       h("p", {}, "Subjects: ", (p.subjects || []).join(", ") || "—", " · capabilities: ", (p.capabilities || []).join(", ") || "—",
         " · granted: ", (p.grants || []).join(", ") || "—",
         (p.revoked || []).length ? [" ", badge(`revoked: ${p.revoked.join(", ")} (its effects that need it are refused)`, "bad")] : ""),
+      p.refused ? h("p", { class: "error", id: "refused" }, "This host refused the version the fleet runs (it is not ready until it takes one): ", p.refused) : "",
       h("p", {}, switchButton, " ",
         h("button", { id: "redrive-all", onclick: () => act(`Redrive every open dead letter of ${name}?`, async () => {
           const results = await api("POST", `/api/admin/plugins/${seg(name)}/redrive`);

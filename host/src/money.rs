@@ -53,16 +53,23 @@ impl Money {
         Ok(Money(cents))
     }
 
+    // Arithmetic stays within what the API can write (at most 11 integer digits): a result
+    // past it is `None`, like an overflow, so no error asks a client for an amount the API
+    // would refuse to read.
     pub fn checked_add(self, other: Money) -> Option<Money> {
-        self.0.checked_add(other.0).map(Money)
+        self.0.checked_add(other.0).and_then(Money::within)
     }
 
     pub fn checked_sub(self, other: Money) -> Option<Money> {
-        self.0.checked_sub(other.0).map(Money)
+        self.0.checked_sub(other.0).and_then(Money::within)
     }
 
     pub fn checked_mul(self, n: i64) -> Option<Money> {
-        self.0.checked_mul(n).map(Money)
+        self.0.checked_mul(n).and_then(Money::within)
+    }
+
+    fn within(cents: i64) -> Option<Money> {
+        (cents.abs() <= MAX_CENTS).then_some(Money(cents))
     }
 
     pub fn is_negative(self) -> bool {
@@ -124,6 +131,18 @@ mod tests {
         for bad in ["", "1.", ".5", "1e3", "1.005", "abc", "1,00", "+1", "9999999999999999"] {
             assert!(bad.parse::<Money>().is_err(), "{bad:?} should be refused");
         }
+    }
+
+    /// What arithmetic makes can be read back: a result past 11 integer digits is refused,
+    /// as the API refuses to read it.
+    #[test]
+    fn arithmetic_stays_within_what_the_api_reads() {
+        let most: Money = "99999999999.99".parse().unwrap();
+        assert_eq!(most.checked_mul(1), Some(most));
+        assert_eq!(most.checked_mul(2), None);
+        assert_eq!(most.checked_add(Money::from_cents(1)), None);
+        assert_eq!(Money::ZERO.checked_sub(most), Some(Money::from_cents(-most.cents())));
+        assert!(most.to_string().parse::<Money>().is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{
     embedded::{self, Claim, Fsync, NatsServer},
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
-    plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::{self, HostCard}, DeliverySettings, PluginHost},
+    plugins::{arrivals::Source, consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::{self, HostCard}, DeliverySettings, PluginHost},
     replay::runner::{Interrupted, Replays},
     retention,
     shop::{sweeper::{self, SweeperSettings}, Shop},
@@ -198,7 +198,7 @@ impl Application {
         ));
         tasks.spawn(consumer::run_guard(plugins.clone(), client.clone(), stream.clone(), signal.clone()));
         tasks.spawn(folder::watch(
-                move |name: &str, bytes: &[u8]| from_folder.registry.receive(crate::plugins::FOLDER, name, bytes, true, Default::default()),
+                move |name: &str, bytes: &[u8]| from_folder.registry.receive(Source::Folder, name, bytes, true, Default::default()),
                 settings.plugins_dir.clone(),
                 settings.plugin_watch,
                 signal.clone(),
@@ -212,7 +212,7 @@ impl Application {
                         if let Err(e) = host.refresh_grants().await {
                             tracing::warn!(error = %e, "could not read the plugin grants");
                         }
-                        host.registry.receive("the fleet registry", &name, &bytes, run, stamps)
+                        host.registry.receive(Source::Fleet, &name, &bytes, run, stamps)
                     }
                 },
                 client.clone(),

@@ -8,12 +8,24 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
-/// `ms` as RFC 3339 (UTC), e.g. `2026-11-26T21:25:21.123Z`.
+/// `ms` as RFC 3339 (UTC), e.g. `2026-11-26T21:25:21.123Z`: always three decimals, so every
+/// moment has one width and moments sort as text (`.1Z` would sort after `.15Z`).
 pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else { return String::new() };
+    if !(0..=9999).contains(&t.year()) {
+        return t.format(&Rfc3339).unwrap_or_default();
+    }
+    let (date, time) = (t.date(), t.time());
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        date.year(),
+        u8::from(date.month()),
+        date.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        time.millisecond()
+    )
 }
 
 impl From<OffsetDateTime> for Timestamp {
@@ -63,5 +75,8 @@ mod tests {
         assert_eq!(t.to_string(), "2025-11-26T21:25:21.123Z");
         assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
         assert!("yesterday".parse::<Timestamp>().is_err());
+        // One width: a whole second and a tenth keep their three decimals.
+        assert_eq!(Timestamp(1_764_192_321_000).to_string(), "2025-11-26T21:25:21.000Z");
+        assert_eq!(Timestamp(1_764_192_321_100).to_string(), "2025-11-26T21:25:21.100Z");
     }
 }

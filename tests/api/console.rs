@@ -52,6 +52,14 @@ async fn without_a_session_nothing_opens_and_forgeries_are_refused() {
     let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
     let (http, a) = (no_redirects(), app.address.as_str());
 
+    // What the console's routes answer themselves is in the API's shape too.
+    let put = http.put(format!("{a}/console/login")).send().await.unwrap();
+    assert_eq!((put.status(), put.headers()[header::ALLOW].to_str().unwrap()), (StatusCode::METHOD_NOT_ALLOWED, "GET, POST"));
+    assert!(put.text().await.unwrap().contains("SHOP_METHOD_NOT_ALLOWED"));
+    let asset = http.get(format!("{a}/console/assets/x.js")).send().await.unwrap();
+    assert_eq!(asset.status(), StatusCode::NOT_FOUND);
+    assert!(asset.text().await.unwrap().contains("SHOP_NOT_FOUND"));
+
     // No session: every page sends the browser to the login form; the API answers 401.
     for path in ["/console", "/console/", "/console/plugins/points", "/console/dead-letters", "/console/replay", "/console/replay/7", "/console/orders/1", "/console/x"] {
         let resp = http.get(format!("{a}{path}")).send().await.unwrap();

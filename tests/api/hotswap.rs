@@ -362,6 +362,22 @@ async fn a_version_with_new_subjects_rebinds_its_consumer() {
     })
     .await;
     assert_eq!(app.count("shop_audit_log", "").await, 0, "it writes nothing for confirmations");
+
+    // Back to 1.0.0, which reads no confirmations, with some delivered to this host (it
+    // hands them back while log is paused) as it swaps: they are done, unhandled, not left
+    // pending for ever once the filter is narrowed again.
+    wait_consumers_idle(&app.nats_url, &["log"]).await;
+    let handled = confirmed_rows().await;
+    app.registry().set_enabled("log", false);
+    for _ in 0..4 {
+        assert_eq!(app.post("/api/orders", &fx.order(1, "150.00", "0")).await.status, 201);
+    }
+    app.wait_events("shop.order.confirmed", 6).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // handed back at least once
+    app.registry().activate("log", "1.0.0").unwrap();
+    app.registry().set_enabled("log", true);
+    wait_consumers_idle(&app.nats_url, &["log"]).await;
+    assert_eq!(confirmed_rows().await, handled, "1.0.0 handled none of them");
 }
 
 /// A host process with the plugins folder (points 1.0.0) on which points 2.0.0 was uploaded

@@ -33,6 +33,17 @@ async fn a_retried_order_is_placed_once(backend: Backend) {
     // A key that is not one: refused before anything is looked at.
     let bad = app.request(Method::POST, "/api/orders", Some(&body), &key(&"k".repeat(65))).await;
     assert_eq!((bad.status, bad.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"), "{:?}", bad.body);
+    // Nor is a key the framework would take as absent (not ASCII), or two keys.
+    let url = format!("{}/api/orders", app.address);
+    let unreadable = reqwest::header::HeaderValue::from_bytes("ключ".as_bytes()).unwrap();
+    for _ in 0..2 {
+        let sent = app.http.post(&url).header("idempotency-key", unreadable.clone()).json(&body).send().await.unwrap();
+        assert_eq!(sent.status(), 400);
+        assert!(sent.text().await.unwrap().contains("header idempotency-key: must be visible ASCII"));
+    }
+    let twice = app.http.post(&url).header("idempotency-key", "order-1").header("idempotency-key", "order-9").json(&body).send().await.unwrap();
+    assert_eq!(twice.status(), 400);
+    assert!(twice.text().await.unwrap().contains("header idempotency-key is given twice"));
     assert_eq!(app.count("trade_order", "").await, 1);
     assert_eq!(app.get(&goods).await.body["goods_number"], 4);
 
@@ -41,6 +52,9 @@ async fn a_retried_order_is_placed_once(backend: Backend) {
     let replies = join_all((0..8).map(|_| app.request(Method::POST, "/api/orders", Some(&body), &racing))).await;
     assert_eq!(replies.iter().filter(|r| r.status == 201).count(), 1, "{replies:?}");
     assert!(replies.iter().all(|r| (r.status == 201 || r.status == 200) && r.body["order_id"] == replies[0].body["order_id"]), "{replies:?}");
+    // Each as the first left it, confirmed: a repeat that raced in waits for the steps
+    // rather than answer a pre-order.
+    assert!(replies.iter().all(|r| r.body["order_status"] == 1), "{replies:?}");
     assert_eq!(app.count("trade_order", "").await, 2);
     assert_eq!(app.get(&goods).await.body["goods_number"], 3);
     assert_eq!(app.get(&user).await.body["user_money"], "40.00");

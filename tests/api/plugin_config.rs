@@ -5,7 +5,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{component, plugins_dir, spawn_app_with, test_settings, with_plugins, Backend, TestDb, TestNats};
+use std::time::Duration;
+
+use crate::helpers::{component, plugins_dir, spawn_app_with, test_settings, wait_for, with_plugins, Backend, TestApp, TestDb, TestNats};
 
 fn config(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -56,7 +58,7 @@ async fn a_value_the_schema_refuses_stops_the_start() {
     // A capability its name is not granted: the refusal says what the name has, nothing.
     let (code, stderr) = check_file(&plugins_dir().join("vip-bonus.wasm"));
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("add-points") && stderr.contains("which is not granted to vip-bonus (granted: none)") && stderr.ends_with("(grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host)"), "{stderr}");
+    assert!(stderr.contains("add-points") && stderr.contains("which is not granted to vip-bonus (granted: none)") && stderr.ends_with("(grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host; this check is offline and does not see a grant made through the admin API)"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,4 +87,40 @@ async fn an_upload_the_values_do_not_fit_is_refused_and_nothing_is_staged() {
     }
     let status = app.admin(reqwest::Method::GET, "/api/admin/plugins/vip-bonus", None).await;
     assert_eq!(status.status, 404, "nothing kept or staged: {:?}", status.body);
+}
+
+/// A version that reaches a host through the fleet's registry is checked against that host's
+/// own values too: refused there, the plugin status says why, and the host is not ready (it
+/// runs another version than the fleet, here none), while the host that took it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_version_a_hosts_values_refuse_is_said_there() {
+    let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&app.db_url, &app.nats_url, data.path());
+    settings.worker_id = 2;
+    settings.plugin_config.0.insert("vip-bonus".into(), config(&[("bonus", "lots")]));
+    let other = shopmesh::startup::Application::build(settings).await.expect("the second host starts: its folder holds no vip-bonus");
+    let second = TestApp::attach(&app.db_url, &app.nats_url, &format!("http://{}", other.address())).await;
+
+    let grant = json!({"capabilities": ["add-points"]});
+    assert_eq!(app.admin(reqwest::Method::PUT, "/api/admin/plugins/vip-bonus/grants", Some(&grant)).await.status, 200);
+    let uploaded = app.upload("vip-bonus", component("vip-bonus"), "").await;
+    assert_eq!(uploaded.body["active_version"], "1.0.0", "{:?}", uploaded.body);
+
+    let status = wait_for("the second host to refuse it", Duration::from_secs(15), || async {
+        let s = second.admin(reqwest::Method::GET, "/api/admin/plugins/vip-bonus", None).await;
+        (s.status == 200 && s.body["refused"].is_string()).then_some(s.body)
+    })
+    .await;
+    assert!(status["refused"].as_str().unwrap().contains(r#"bonus = "lots""#), "{status}");
+    assert!(status.get("active_version").is_none(), "{status}");
+    let ready = |app: &TestApp| app.http.get(format!("{}/readyz", app.address)).send();
+    let refused = ready(&second).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["reason"].as_str().unwrap().starts_with("plugin vip-bonus: this host refused the version the fleet runs: "), "{body}");
+    assert_eq!(ready(&app).await.unwrap().status(), 200, "the host that took it is ready");
+    let here = app.admin(reqwest::Method::GET, "/api/admin/plugins/vip-bonus", None).await.body;
+    assert!(here.get("refused").is_none(), "{here}");
+    drop(other);
 }

@@ -10,16 +10,15 @@ use serde_json::json;
 
 use crate::helpers::{spawn_app_with, wait_consumers_idle, with_plugins, Backend, ADMIN_TOKEN};
 
+/// The folder every build here shares: the first build compiles the guest SDK once.
+fn sdk_target() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-sdk")
+}
+
 fn shopmesh(args: &[&str], dir: &Path) -> Output {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"))
-        .args(args)
-        .current_dir(dir)
-        // Its own target folder: the first build compiles the guest SDK once.
-        .env("CARGO_TARGET_DIR", workspace.join("target/plugin-sdk"))
-        .env_remove("SHOPMESH_PLUGIN_GRANTS")
-        .output()
-        .expect("run shopmesh")
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"));
+    command.args(args).current_dir(dir).env("CARGO_TARGET_DIR", sdk_target()).env_remove("SHOPMESH_PLUGIN_GRANTS");
+    command.output().expect("run shopmesh")
 }
 
 fn ok(out: &Output) -> String {
@@ -129,6 +128,8 @@ async fn a_new_plugin_from_the_template_runs_without_a_host_release() {
     ok(&shopmesh(&["plugin", "build", ".", "--grant", "add-points"], &crate_dir));
     let tried = ok(&shopmesh(&[&["plugin", "try", wasm.to_str().unwrap()][..], &host].concat(), &crate_dir));
     assert!(tried.contains("same 0  changed 1"), "{tried}");
+    let tried_build = folder.path().join("gold-points-1.0.1.wasm");
+    std::fs::copy(&wasm, &tried_build).unwrap();
     assert!(tried.contains("points 7 → add-points points 9"), "{tried}");
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 157, "a dry-run changes nothing");
 
@@ -141,4 +142,22 @@ async fn a_new_plugin_from_the_template_runs_without_a_host_release() {
     let other = shopmesh(&[&["plugin", "try", wasm.to_str().unwrap()][..], &host].concat(), &crate_dir);
     assert_eq!(other.status.code(), Some(1), "{other:?}");
     assert!(String::from_utf8_lossy(&other.stderr).contains("gold-points 1.0.1 is kept with other bytes"), "{other:?}");
+
+    // The README's walk: what was tried (and so staged) is then uploaded to run.
+    let shipped = ok(&shopmesh(&[&["plugin", "upload", tried_build.to_str().unwrap(), "--activate"][..], &host].concat(), folder.path()));
+    assert!(shipped.starts_with("gold-points 1.0.1, enabled, active since"), "{shipped}");
+    app.pay_order(&fx, "150.00").await;
+    app.wait_events("shop.pay.success", 2).await;
+    wait_consumers_idle(&app.nats_url, &["points", "gold-points"]).await;
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 157 + 150 + 9);
+
+    // `plugin build DIR` from the folder above, as `plugin new` says it, with cargo's own
+    // target folder (`DIR/target`: here a link to the shared one, so nothing is compiled
+    // again): the component lands in DIR.
+    std::fs::remove_file(&wasm).unwrap();
+    std::os::unix::fs::symlink(sdk_target(), crate_dir.join("target")).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shopmesh"));
+    command.args(["plugin", "build", "./gold-points", "--grant", "add-points"]).current_dir(folder.path()).env_remove("CARGO_TARGET_DIR");
+    let built = ok(&command.output().unwrap());
+    assert!(built.contains("ok: gold-points 1.0.1") && wasm.is_file(), "{built}");
 }

@@ -150,7 +150,7 @@ async fn capability_violated() {
 /// refused as one, though each alone would pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_cap_violated() {
-    violated("points-twice", "points (the event's effects together) 300000 outside 1..=150000", |_| {}).await;
+    violated("points-twice", "add-points of the event together (at most 1000 a whole 1.00 paid): 300000 is outside 1..=150000", |_| {}).await;
 }
 
 /// A guest whose every read needs the one before (order, then its user, goods, steps) on a

@@ -92,6 +92,16 @@ async fn every_rule_rejects_and_changes_nothing(backend: Backend) {
     assert!(body["message"].as_str().unwrap().contains(r#""goods_number" is given twice"#), "{body}");
     assert_eq!(app.snapshot().await, before);
 
+    // A NUL character, which Postgres cannot store: refused alike on both databases.
+    let mut with_nul = valid.clone();
+    with_nul["address"] = json!("a\u{0}b");
+    let raw = app.http.post(format!("{}/api/orders", app.address)).header("content-type", "application/json").body(with_nul.to_string()).send().await.unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["code"], "SHOP_REQUEST_PARAMETER_INVALID");
+    assert!(body["message"].as_str().unwrap().contains("NUL character"), "{body}");
+    assert_eq!(app.snapshot().await, before);
+
     // The untouched order is valid: the rules above rejected only what they should.
     let ok = app.post("/api/orders", &valid).await;
     assert_eq!(ok.status, 201, "{:?}", ok.body);
@@ -115,6 +125,11 @@ async fn lookups_and_admin(backend: Backend) {
     assert_eq!((bad.status, bad.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"));
     let said = bad.body["message"].as_str().unwrap();
     assert!(said.contains("in the path: not an id") && !said.contains("param0"), "not the framework's internal name: {said}");
+    // What a request held is quoted, not echoed whole.
+    let long = app.get(&format!("/api/goods/{}", "9a".repeat(20_000))).await;
+    assert_eq!((long.status, long.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"));
+    let said = long.body["message"].as_str().unwrap();
+    assert!(said.chars().count() <= 2001 && said.ends_with('…'), "{} characters", said.len());
     // Query and header parameters are named with what they expect, not the framework's words.
     for (path, headers, expected) in [
         ("/api/admin/replays/1/events?outcome=bogus", vec![], "outcome: must be one of same, changed, new, failed, applied, skipped"),
@@ -123,6 +138,8 @@ async fn lookups_and_admin(backend: Backend) {
         ("/api/admin/replays/1/events?regressed=maybe", vec![], "regressed: must be true or false"),
         ("/api/admin/replays?state=stopped", vec![], "state: must be one of running, done, failed, cancelled"),
         ("/api/admin/replays?limit=101", vec![], "limit: must be at most 100"),
+        // A parameter given twice is not read as one of the two.
+        ("/api/admin/replays?limit=3&limit=abc", vec![], r#"query parameter "limit" is given twice"#),
         ("/api/orders", vec![("Idempotency-Key", "bad key!".to_string())], "Idempotency-Key: must match ^[A-Za-z0-9_-]{1,64}$"),
     ] {
         let method = if path == "/api/orders" { reqwest::Method::POST } else { reqwest::Method::GET };
@@ -132,6 +149,14 @@ async fn lookups_and_admin(backend: Backend) {
         assert_eq!((r.status, r.code()), (400, "SHOP_REQUEST_PARAMETER_INVALID"), "{path}: {:?}", r.body);
         assert_eq!(r.body["message"], format!("request parameter invalid: {expected}"), "{path}");
     }
+    // A compressed body, or JSON said to be in another charset, is not read as it came.
+    let url = format!("{}/api/admin/goods", app.address);
+    let auth = format!("Bearer {}", crate::helpers::ADMIN_TOKEN);
+    let gzipped = app.http.post(&url).header("authorization", &auth).header("content-encoding", "gzip").json(&json!({})).send().await.unwrap();
+    assert_eq!(gzipped.status(), 415);
+    assert!(gzipped.text().await.unwrap().contains("SHOP_UNSUPPORTED_MEDIA_TYPE"));
+    let latin1 = app.http.post(&url).header("authorization", &auth).header("content-type", "application/json; charset=latin1").body("{}").send().await.unwrap();
+    assert_eq!(latin1.status(), 415);
 
     for path in ["/api/admin/goods", "/api/admin/users", "/api/admin/coupons"] {
         let r = app.post(path, &json!({})).await;

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::{
     errors::{self, ApiError, TokenWrong},
     limits::{Refused, RequestLimits},
+    wellformed,
 };
 use crate::{
     metrics::Metrics,
@@ -44,6 +45,10 @@ impl Edge {
         // The one method-bound route the spec does not list (the docs and the spec itself
         // answer any method).
         allowed.push((Regex::new("^/metrics$").expect("a regex"), "GET".to_owned()));
+        // The console's own routes (see `console::routes`).
+        for (path, methods) in [("^/console/login$", "GET, POST"), ("^/console/logout$", "POST"), ("^/console(/.*)?$", "GET")] {
+            allowed.push((Regex::new(path).expect("a regex"), methods.to_owned()));
+        }
         Edge { metrics, limits, allowed }
     }
 
@@ -65,8 +70,13 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
     });
     let trace = span.context;
     let log_span = tracing::info_span!("request", trace_id = %trace.trace_id_hex());
-    let (mut resp, operation) = match edge.limits.admit(&mut req) {
-        Err(refused) => (refusal(refused), None),
+    let malformed = if path.starts_with("/api/") { wellformed::refusal(&req) } else { None };
+    let admitted = match malformed {
+        Some((status, code, message)) => Err(errors::respond(status, code, &message)),
+        None => edge.limits.admit(&mut req).map_err(refusal),
+    };
+    let (mut resp, operation) = match admitted {
+        Err(refused) => (refused, None),
         Ok(admitted) => {
             let answered = match trace::scope(trace, next.call(req)).instrument(log_span).await {
                 Ok(r) => {

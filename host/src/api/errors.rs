@@ -157,7 +157,17 @@ impl ApiFailure for ReplayError {
 
 impl ErrorBody {
     pub fn of(e: &dyn ApiFailure) -> ErrorBody {
-        ErrorBody { code: e.code().into(), message: e.message() }
+        ErrorBody { code: e.code().into(), message: bounded(&e.message()) }
+    }
+}
+
+/// A message as an answer carries it: at most [`MESSAGE_CHARS`] characters. A message may
+/// quote what the request held (a path, a value), which may be tens of kilobytes.
+fn bounded(message: &str) -> String {
+    const MESSAGE_CHARS: usize = 2000;
+    match message.char_indices().nth(MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message.to_owned(),
     }
 }
 
@@ -165,7 +175,7 @@ impl ErrorBody {
 /// in the same `{code, message}` shape as the operations' errors.
 pub fn respond(status: StatusCode, code: &str, message: &str) -> poem::Response {
     use poem::IntoResponse;
-    let body = serde_json::json!({ "code": code, "message": message });
+    let body = serde_json::json!({ "code": code, "message": bounded(message) });
     poem::web::Json(body).with_status(status).into_response()
 }
 

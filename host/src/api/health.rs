@@ -66,7 +66,8 @@ impl HealthApi {
     /// Readiness
     ///
     /// 200 when the database answers, NATS is connected, stream SHOP exists and the plugins
-    /// are loaded; 503 with the reason otherwise.
+    /// are loaded (this host took the version the fleet runs of each); 503 with the reason
+    /// otherwise.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz", tag = "ApiTags::Health")]
     async fn readyz(&self, probes: Data<&Probes>, host: Data<&Arc<PluginHost>>) -> ReadyResponse {
         let database = tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(probes.db.pool()))
@@ -86,7 +87,9 @@ impl HealthApi {
         } else if !stream {
             Some(format!("stream {STREAM} cannot be read"))
         } else {
-            None
+            // Another version than the fleet's, or none: its events wait for other hosts, and
+            // a rolling change with the setting that refused it must not go on.
+            host.registry.refusals().first().map(|(name, why)| format!("plugin {name}: this host refused the version the fleet runs: {why}"))
         };
         let ready = reason.is_none();
         let body = Json(Readiness {

@@ -17,6 +17,7 @@ mod replays;
 mod shop;
 mod signed;
 mod strict;
+mod wellformed;
 
 use std::sync::Arc;
 
@@ -115,7 +116,8 @@ pub struct Parts {
 }
 
 /// Request bodies are strict ([`strict`]): an unknown field is refused, so the schemas of
-/// request bodies say `additionalProperties: false`.
+/// request bodies say `additionalProperties: false`; and so is a text holding the NUL
+/// character, so their free texts say `pattern: ^[^\u0000]*$`.
 fn close_request_bodies(doc: &mut serde_json::Value) {
     let mut names = Vec::new();
     for ops in doc["paths"].as_object().into_iter().flat_map(|p| p.values()) {
@@ -131,6 +133,13 @@ fn close_request_bodies(doc: &mut serde_json::Value) {
     for name in names {
         if let Some(schema) = doc["components"]["schemas"].get_mut(&name).and_then(|s| s.as_object_mut()) {
             schema.insert("additionalProperties".into(), false.into());
+            for property in schema.get_mut("properties").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut()) {
+                let text = if property["type"] == "array" { property.get_mut("items") } else { Some(property) };
+                let free = |t: &serde_json::Value| t["type"] == "string" && ["pattern", "format", "enum"].iter().all(|k| t.get(k).is_none());
+                if let Some(text) = text.filter(|t| free(t)).and_then(|t| t.as_object_mut()) {
+                    text.insert("pattern".into(), "^[^\\u0000]*$".into());
+                }
+            }
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct PluginLoad {
     /// `sample_seconds`; and failed attempts per second likewise.
     pub recent_rates: Vec<f64>,
     pub recent_failure_rates: Vec<f64>,
+    /// Why this host refused the version the fleet runs (see the plugin status).
+    pub refused: Option<String>,
 }
 
 api_error!(lookups {
@@ -125,6 +127,7 @@ impl ObserveApi {
                     dead_letters_open: open.as_ref().map(|open| open.iter().find(|(p, _)| *p == s.name).map_or(0, |(_, n)| *n)),
                     recent_rates,
                     recent_failure_rates,
+                    refused: s.refused,
                     name: s.name,
                     active_version: s.active_version,
                     enabled: s.enabled,

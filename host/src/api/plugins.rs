@@ -166,11 +166,11 @@ impl PluginsAdminApi {
             return Err(InstallError::Load(LoadError::Compile("the body is empty: send the component's bytes (.wasm)".into())).into());
         }
         let before = host.registry.current(&name.0);
-        let staged = host.registry.stage(&name.0, &body.0)?;
+        let (staged, newly) = host.registry.stage(&name.0, &body.0)?;
         // The active build again (stage hashed it; no need to hash the body twice).
         let again = before.is_some_and(|active| active.sha256 == staged.sha256);
         if let Err(e) = host.registry.distribute(&name.0, staged.version(), activate).await {
-            if matches!(e, InstallError::Registry(_)) {
+            if matches!(e, InstallError::Registry(_)) && newly {
                 host.registry.unstage(&name.0, &staged);
             }
             return Err(e.into());

@@ -37,8 +37,13 @@ impl<T: Type + Send> Payload for StrictJson<T> {
     }
 }
 
+/// JSON, and in UTF-8 (the only charset JSON has; a body said to be another would be read
+/// as UTF-8 all the same).
 pub fn is_json(content_type: &str) -> bool {
-    content_type.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    let mut parts = content_type.split(';');
+    let charset = |p: &str| p.split_once('=').filter(|(k, _)| k.trim().eq_ignore_ascii_case("charset")).map(|(_, v)| v.trim().trim_matches('"').to_owned());
+    parts.next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        && parts.filter_map(charset).all(|c| c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("utf8"))
 }
 
 impl<T: ParseFromJSON + Send> ParsePayload for StrictJson<T> {
@@ -55,7 +60,7 @@ impl_apirequest_for_payload!(StrictJson<T>, T: ParseFromJSON + Send);
 /// Parses `raw` as a `T`, checking it against `T`'s schema first.
 pub fn parse<T: ParseFromJSON>(raw: &[u8]) -> std::result::Result<T, String> {
     let Unique(value) = serde_json::from_slice(raw).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => format!("the body is ambiguous ({e})"),
+        serde_json::error::Category::Data => format!("the body is refused: {e}"),
         _ => format!("the body is not valid JSON ({e})"),
     })?;
     if let Some(shape) = shape_of::<T>() {
@@ -244,6 +249,12 @@ impl<'de> serde::Deserialize<'de> for Unique {
 
 struct UniqueVisitor;
 
+/// A text no database of ours stores as it came: Postgres refuses the NUL character (and
+/// SQLite would keep it), so it is refused here, alike on both, before anything is written.
+fn text<E: serde::de::Error>(v: &str) -> std::result::Result<(), E> {
+    if v.contains('\0') { Err(E::custom("a text holds the NUL character (U+0000), which is not stored")) } else { Ok(()) }
+}
+
 impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
     type Value = Value;
 
@@ -262,11 +273,11 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
     fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
         Ok(v.into())
     }
-    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
-        Ok(v.into())
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Value, E> {
+        text(v).map(|()| v.into())
     }
-    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
-        Ok(v.into())
+    fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Value, E> {
+        text(&v).map(|()| v.into())
     }
     fn visit_unit<E>(self) -> std::result::Result<Value, E> {
         Ok(Value::Null)
@@ -283,7 +294,9 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
         while let Some(key) = map.next_key::<String>()? {
             let Unique(value) = map.next_value()?;
             match object.entry(key) {
-                serde_json::map::Entry::Occupied(twice) => return Err(serde::de::Error::custom(format_args!("{:?} is given twice", twice.key()))),
+                serde_json::map::Entry::Occupied(twice) => {
+                    return Err(serde::de::Error::custom(format_args!("{:?} is given twice, which parsers read differently", twice.key())))
+                }
                 serde_json::map::Entry::Vacant(first) => first.insert(value),
             };
         }

@@ -76,7 +76,10 @@ fn table(plugins: &[Value]) -> String {
         .map(|p| {
             let versions: Vec<String> = p["versions"].as_array().into_iter().flatten().map(|v| format!("{} {}", text(&v["version"]), text(&v["state"]))).collect();
             // A revoked capability fails the events that need it: not to be missed in a list.
-            let revoked = if has_revoked(p) { format!("  (revoked: {})", list(&p["revoked"])) } else { String::new() };
+            let mut revoked = if has_revoked(p) { format!("  (revoked: {})", list(&p["revoked"])) } else { String::new() };
+            if let Some(why) = p["refused"].as_str() {
+                revoked.push_str(&format!("  (refused here: {why})"));
+            }
             let count = |key: &str| p[key].as_i64().unwrap_or(0).to_string();
             vec![text(&p["name"]), text(&p["active_version"]), switch_word(p).to_owned(), count("invocations"), count("failures"), versions.join(", ") + &revoked]
         })
@@ -90,6 +93,7 @@ fn table(plugins: &[Value]) -> String {
 pub fn detail(p: &Value) -> String {
     let head = match p["active_version"].as_str() {
         Some(version) => format!("{} {version}, {}, active since {}", text(&p["name"]), switch_word(p), text(&p["activated_at"])),
+        None if p["refused"].is_string() => format!("{} (no active version here: the fleet's was refused), {}", text(&p["name"]), switch_word(p)),
         None => format!("{} (no active version: staged only), {}", text(&p["name"]), switch_word(p)),
     };
     let mut out = format!("{head}\n");
@@ -100,6 +104,9 @@ pub fn detail(p: &Value) -> String {
     line("grants", list(&p["grants"]));
     if has_revoked(p) {
         line("revoked", format!("{} (its effects that need them are refused until granted again)", list(&p["revoked"])));
+    }
+    if let Some(why) = p["refused"].as_str() {
+        line("refused here", format!("the version the fleet runs: {why}"));
     }
     line("attempts", format!("{} on this host since it started, {} failed (a retried event counts each time)", p["invocations"].as_i64().unwrap_or(0), p["failures"].as_i64().unwrap_or(0)));
     for (i, v) in p["versions"].as_array().into_iter().flatten().enumerate() {

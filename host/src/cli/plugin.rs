@@ -203,7 +203,7 @@ fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
         bail!("--on: {why}");
     }
     for c in &args.capabilities {
-        capability_named(c).with_context(|| format!("unknown capability {c:?} (the capabilities are restore-stock, release-coupon, refund-balance, add-points, append-log)"))?;
+        capability(c)?;
     }
     let sdk = match &args.sdk {
         Some(p) => p.clone(),
@@ -218,11 +218,15 @@ fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     let subjects = args.subjects.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
     let caps = args.capabilities.iter().map(|c| pascal(c)).collect::<Vec<_>>().join(", ");
     let manifest = TEMPLATE_CARGO.replace("{name}", name).replace("{sdk}", &sdk.display().to_string());
+    let pays = crate::plugins::subjects::reads(&args.subjects, "shop.pay.success");
+    let event = if pays { "paid(100_000)" } else { "cancelled(1, None, 0)" }; // one the rule reads
     let rule = TEMPLATE_LIB
         .replace("{name}", name)
         .replace("{Rule}", &pascal(name))
         .replace("{subjects}", &subjects)
-        .replace("{caps}", &caps);
+        .replace("{caps}", &caps)
+        .replace("{event}", event)
+        .replace("{helper}", event.split('(').next().unwrap_or_default());
     std::fs::write(root.join("Cargo.toml"), manifest)?;
     std::fs::write(root.join("src/lib.rs"), rule)?;
     std::fs::write(root.join(".gitignore"), "/target\n*.wasm\n")?;
@@ -267,8 +271,9 @@ extern crate alloc;
 use alloc::{vec, vec::Vec};
 use shopmesh_guest::*;
 
+// The version is Cargo.toml's: give a new build a new version there.
 plugin! {
-    pub struct {Rule} = "{name}" @ "1.0.0", on [{subjects}], may [{caps}];
+    pub struct {Rule} = "{name}" @ env!("CARGO_PKG_VERSION"), on [{subjects}], may [{caps}];
     fn handle(event, reads) {
         rule(event, reads)
     }
@@ -284,11 +289,11 @@ fn rule(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shopmesh_guest::testing::paid;
+    use shopmesh_guest::testing::{helper};
 
     #[test]
     fn does_nothing_yet() {
-        assert!({Rule}::handle(&paid(100_000), &FakeReads::default()).unwrap().is_empty());
+        assert!({Rule}::handle(&{event}, &FakeReads::default()).unwrap().is_empty());
     }
 }
 "#;
@@ -316,12 +321,19 @@ fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("cargo build failed ({status})");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| dir.join("target"));
+    // Cargo ran in `dir`: a relative target directory (its default, or CARGO_TARGET_DIR) is in it.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| "target".into());
     let target = if target.is_absolute() { target } else { dir.join(target) };
     let built = target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
     let out = dir.join(format!("{name}.wasm"));
     std::fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
     Ok(out)
+}
+
+/// The capability a flag names, or which ones there are.
+fn capability(name: &str) -> anyhow::Result<Capability> {
+    let all: Vec<&str> = CAPABILITIES.iter().map(|(_, n)| *n).collect();
+    capability_named(name).with_context(|| format!("unknown capability {name:?} (the capabilities are {})", all.join(", ")))
 }
 
 /// The plugin name and version a component declares.
@@ -345,7 +357,7 @@ fn load(file: &Path, grants_of: impl FnOnce(&str) -> Vec<Capability>) -> anyhow:
 
 fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
     let explicit = match &args.grant {
-        Some(list) => Some(list.iter().map(|c| capability_named(c).with_context(|| format!("unknown capability {c:?}"))).collect::<anyhow::Result<Vec<_>>>()?),
+        Some(list) => Some(list.iter().map(|c| capability(c)).collect::<anyhow::Result<Vec<_>>>()?),
         None => None,
     };
     let settings = args.config.load()?;
@@ -360,7 +372,7 @@ fn check(file: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
             // A capability refused is most often a grant not given yet (the refusal says
             // what the name holds): say how to give one here.
             if let LoadError::CapabilityNotAllowed { .. } = e {
-                eprintln!("(grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host)");
+                eprintln!("(grant with --grant, or SHOPMESH_PLUGIN_GRANTS as on the host; this check is offline and does not see a grant made through the admin API)");
             }
             return Ok(ExitCode::FAILURE);
         }

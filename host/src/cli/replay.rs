@@ -356,14 +356,20 @@ fn table(title: &str, events: &[Value]) -> String {
     format!("\nfirst {title} events:\n{}", super::columns(&["seq", "event", "subject", "recorded → candidate"], &rows, &[0]))
 }
 
-/// One effect, briefly: its kind and its amounts.
+/// One effect, briefly: its kind, its amounts and the start of its note (a log row that
+/// changed only its words must not read the same on both sides).
 fn short(effect: &Value) -> String {
+    const NOTE: usize = 40;
     let kind = effect["kind"].as_str().unwrap_or("?");
-    let amounts: Vec<String> = ["quantity", "amount", "points"]
+    let mut parts: Vec<String> = ["quantity", "amount", "points"]
         .iter()
         .filter_map(|k| effect.get(*k).map(|v| format!("{k} {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))))
         .collect();
-    if amounts.is_empty() { kind.to_owned() } else { format!("{kind} {}", amounts.join(" ")) }
+    if let Some(note) = effect["note"].as_str().filter(|n| !n.is_empty()) {
+        let cut: String = note.chars().take(NOTE).collect();
+        parts.push(format!("note {:?}", if note.chars().count() > NOTE { cut + "…" } else { cut }));
+    }
+    if parts.is_empty() { kind.to_owned() } else { format!("{kind} {}", parts.join(" ")) }
 }
 
 #[cfg(test)]
@@ -380,5 +386,15 @@ mod tests {
         let columns: Vec<(usize, usize)> = lines.iter().map(|l| (l.find("event").or(l.find("1049")).unwrap(), l.find("subject").or(l.find("shop.")).unwrap())).collect();
         assert!(columns.iter().all(|c| *c == columns[0]), "columns line up: {table}");
         assert!(table.contains("add-points points 4800 → add-points points 9600"), "{table}");
+    }
+
+    #[test]
+    fn a_log_row_that_changed_its_words_shows_them() {
+        let log = |note: &str| json!([{"kind": "append-log", "amount": "20.00", "note": note}]);
+        let long = "x".repeat(60);
+        let event = json!({"seq": 7, "event_id": "1", "subject": "shop.order.cancel", "recorded": log("cancelled"), "candidate": log(&long)});
+        let table = super::table("changed", &[event]);
+        let cut = format!("note \"{}…\"", "x".repeat(40));
+        assert!(table.contains(&format!("append-log amount 20.00 note \"cancelled\" → append-log amount 20.00 {cut}")), "{table}");
     }
 }

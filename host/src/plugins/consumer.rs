@@ -197,6 +197,14 @@ async fn bind_and_consume<H, F>(
                         Disposition::Ack => msg.ack().await,
                         Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
                         Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
+                        // Bound to read it: this host's version changed since, to one that
+                        // does not. Handed back, it would stay pending for ever: once the
+                        // filter is narrowed, it is never delivered again.
+                        Disposition::NotRead(_) if super::subjects::reads(&filter, &msg.subject) => {
+                            tracing::info!(consumer = durable, subject = %msg.subject, "the version the fleet runs now does not read this subject: done, unhandled (a replay can run it)");
+                            msg.ack().await
+                        }
+                        Disposition::NotRead(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
                     };
                     if let Err(e) = acked {
                         // Not fatal: JetStream redelivers after ack_wait and the inbox absorbs it.

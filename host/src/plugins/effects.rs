@@ -65,7 +65,7 @@ impl fmt::Display for Refusal {
                 write!(f, "{} does not apply to a {subject} event", capability_name(*capability))
             }
             Refusal::Mismatch { what } => write!(f, "{what} does not match the event"),
-            Refusal::OutOfRange { what, value, least, most } => write!(f, "{what} {value} outside {least}..={most}"),
+            Refusal::OutOfRange { what, value, least, most } => write!(f, "{what}: {value} is outside {least}..={most}"),
             Refusal::NoteTooLong => write!(f, "note longer than {MAX_NOTE_CHARS} characters"),
             Refusal::TooMany { count } => write!(f, "{count} effects for one event, more than {MAX_EFFECTS_PER_EVENT}"),
             Refusal::GiveBackMismatch { step, asked, recorded } => {
@@ -148,7 +148,9 @@ pub fn validate(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, eff
         }
     }
     match &d.event {
-        DomainEvent::Paid(p) if points > 0 => within("points (the event's effects together)", points, 1, points_cap(p.pay_amount)),
+        DomainEvent::Paid(p) if points > 0 => {
+            within("add-points of the event together (at most 1000 a whole 1.00 paid)", points, 1, points_cap(p.pay_amount))
+        }
         _ => Ok(()),
     }
 }
@@ -167,7 +169,7 @@ fn validate_one(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, eff
     match (effect, &d.event) {
         (Effect::RestoreStock(e), DomainEvent::Cancel(c)) => {
             ensure(e.order_id == c.order_id.0 && e.goods_id == c.goods_id.0, mismatch("order or goods"))?;
-            within("quantity", e.quantity, 1, c.goods_number)
+            within("restore-stock quantity (at most the order's goods number)", e.quantity, 1, c.goods_number)
         }
         (Effect::ReleaseCoupon(e), DomainEvent::Cancel(c)) => {
             ensure(e.order_id == c.order_id.0, mismatch("order"))?;
@@ -175,20 +177,20 @@ fn validate_one(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, eff
         }
         (Effect::RefundBalance(e), DomainEvent::Cancel(c)) => {
             ensure(e.order_id == c.order_id.0 && e.user_id == c.user_id.0, mismatch("order or user"))?;
-            within("refund (cents)", e.amount, 1, c.money_paid.cents())
+            within("refund-balance amount in cents (at most the balance the order used)", e.amount, 1, c.money_paid.cents())
         }
         (Effect::AddPoints(e), DomainEvent::Paid(p)) => {
             ensure(e.order_id == p.order_id.0 && e.user_id == p.user_id.0, mismatch("order or user"))?;
-            within("points", e.points, 1, points_cap(p.pay_amount))
+            within("add-points points (at most 1000 a whole 1.00 paid)", e.points, 1, points_cap(p.pay_amount))
         }
         (Effect::AppendLog(e), event) => {
             ensure(e.order_id == event.order_id() && e.user_id == event.user_id(), mismatch("order or user"))?;
-            let most = match event {
-                DomainEvent::Paid(p) => p.pay_amount.cents(),
-                DomainEvent::Cancel(c) => c.money_paid.cents(),
-                DomainEvent::Confirmed(c) => c.order_amount.cents(),
+            let (what, most) = match event {
+                DomainEvent::Paid(p) => ("append-log amount in cents (at most what was paid)", p.pay_amount.cents()),
+                DomainEvent::Cancel(c) => ("append-log amount in cents (at most the balance the order used)", c.money_paid.cents()),
+                DomainEvent::Confirmed(c) => ("append-log amount in cents (at most the order's amount)", c.order_amount.cents()),
             };
-            within("amount", e.amount, 0, most)?;
+            within(what, e.amount, 0, most)?;
             ensure(e.note.chars().count() <= MAX_NOTE_CHARS, || Refusal::NoteTooLong)
         }
         (_, _) => Err(Refusal::WrongEvent { capability: cap, subject: d.subject.clone() }),

@@ -137,10 +137,8 @@ impl PluginHost {
         let mut spans = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             if !subjects::reads(plugin.subjects(), &m.subject) {
-                // The consumer's filter is the fleet's: a host that activated a version
-                // reading more subjects widened it before this host followed. The event is
-                // that version's to handle, not this one's to mark done unseen.
-                out[i] = Disposition::Retry(PAUSED_RETRY.min(self.delivery.max_delay));
+                // Whose it is, the consumer knows from its filter (see NotRead).
+                out[i] = Disposition::NotRead(PAUSED_RETRY.min(self.delivery.max_delay));
                 continue;
             }
             match delivery::parse(&m.subject, &m.body) {

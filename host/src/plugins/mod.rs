@@ -12,6 +12,7 @@
 //! | [`reads`] | the snapshot a plugin reads from |
 //! | [`dispatch`] | one event through one plugin version → checked effects (live and replay) |
 //! | [`runtime`] | wasmtime: engine, limits, loading and invoking components |
+//! | [`invocation`] | what a guest may ask while it runs (its snapshot, config, `log`), and why it trapped |
 //! | [`subjects`] | the subjects a version may ask for: a filter its consumer can bind |
 //! | [`wit`] | the plugin contract as Rust types (wasmtime's bindgen of `wit/`), capabilities' names |
 //! | [`effects`] | checking effects against capabilities and the event; handing them to the shop |
@@ -21,8 +22,10 @@
 //! | [`registry`] | versions: offer, stage, keep, activate, distribute |
 //! | [`status`] | what the registry tells an operator: state, versions, recent rates |
 //! | [`fleet`], [`folder`] | new versions from the fleet's registry and the watched folder |
+//! | [`arrivals`] | what becomes of a version that arrives from either, and the fleet's versions refused here |
 //! | [`watching`] | the fleet's buckets watched for ever: again after an outage, or a bucket made anew |
 
+pub mod arrivals;
 pub mod config;
 pub mod consumer;
 pub mod dead_letters;
@@ -35,6 +38,7 @@ pub mod folder;
 pub mod grants;
 pub mod host;
 pub mod inbox;
+mod invocation;
 pub mod reads;
 pub mod registry;
 pub mod runtime;
@@ -54,8 +58,6 @@ pub use self::{
 /// The guard consumer's name, also what its dead letters are filed under.
 pub const GUARD: &str = "shopmesh-guard";
 
-/// Where a version from this host's plugins folder came from, as the log says it.
-pub const FOLDER: &str = "the plugins folder";
 
 /// The durable JetStream consumer of plugin `plugin` (shared by every host).
 pub fn durable_name(plugin: &str) -> String {
@@ -72,6 +74,13 @@ pub fn name_refusal(name: &str) -> Option<String> {
         return Some(format!("a plugin name is 1 to 64 letters, digits, dashes and underscores: {name:?}"));
     }
     (name == GUARD).then(|| format!("{GUARD:?} is the host's own guard, not a plugin name"))
+}
+
+/// Whether `version` can be a plugin's version: it is an API path's and a command line's
+/// argument (`plugin activate NAME VERSION`, `replay --version`), the key of its kept
+/// builds, and what the inbox records, so it keeps to semantic versioning's characters.
+pub fn is_version(version: &str) -> bool {
+    (1..=64).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.+_".contains(&b))
 }
 
 #[derive(Debug, Clone)]
@@ -98,4 +107,10 @@ pub enum Disposition {
     Retry(Duration),
     /// Stored in the dead-letter store; never deliver again.
     DeadLettered,
+    /// The version running here does not read its subject. If the filter this host's
+    /// consumer was bound with reads it, this host's version changed since (a rollback to
+    /// one that reads less): the fleet runs a version that does not read it, and it is done,
+    /// unhandled. If not, a host running a version that reads more widened the fleet's
+    /// filter: it is that version's, handed back after the delay.
+    NotRead(Duration),
 }

@@ -23,6 +23,7 @@ use super::{
 use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics};
 
 /// Everything the host knows about one plugin name.
+#[derive(Default)]
 pub(super) struct Slot {
     /// The version deliveries run on; none while a new plugin is only staged.
     pub(super) active: Option<Arc<LoadedPlugin>>,
@@ -65,7 +66,7 @@ pub enum InstallError {
     Load(#[from] LoadError),
     #[error("version {version} of {name} is already known with different bytes: give the new build a new version")]
     VersionExists { name: String, version: String },
-    #[error("version {version} of {name} was uploaded before: activate it instead of uploading it again")]
+    #[error("version {version} of {name} ran before: going back to it is a rollback, activate it instead of uploading it again")]
     UseActivate { name: String, version: String },
     #[error("no kept version {version} of {name}")]
     UnknownVersion { name: String, version: String },
@@ -105,11 +106,13 @@ pub struct Registry {
     on_new: OnceLock<NewPluginHook>,
     /// Where uploads and rollbacks are handed to the rest of the fleet.
     pub(super) fleet: OnceLock<(async_nats::Client, StreamSettings)>,
+    /// Names whose version the fleet runs this host refused, and why ([`super::arrivals`]).
+    pub(super) refused: RwLock<HashMap<String, String>>,
 }
 
 impl Registry {
     pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, grants: Arc<Grants>, configs: Configs) -> Registry {
-        Registry { runtime, metrics, grants, configs, plugins: RwLock::default(), disabled: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new() }
+        Registry { runtime, metrics, grants, configs, plugins: RwLock::default(), disabled: RwLock::default(), on_new: OnceLock::new(), fleet: OnceLock::new(), refused: RwLock::default() }
     }
 
     /// Compiles and checks a candidate for `name` against the capabilities it is granted
@@ -151,25 +154,6 @@ impl Registry {
         Some((slot.is_active(&kept), kept))
     }
 
-    /// A version that arrived from `source` ([`super::FOLDER`], the fleet's registry) to
-    /// run ([`offer`](Self::offer)) or only to keep ([`keep_staged`](Self::keep_staged)),
-    /// with its outcome logged; the times `stamps` gives replace this host's own.
-    pub fn receive(&self, source: &str, name: &str, bytes: &[u8], activate: bool, stamps: fleet::Stamps) {
-        let outcome = if activate { self.offer(name, bytes).map(|(p, i)| (p, i == Installed::Activated)) } else { self.keep_staged(name, bytes) };
-        match outcome {
-            Ok((p, changed)) => {
-                if changed {
-                    // The folder is this host's own: in a fleet, the others keep their version
-                    // and share this plugin's consumer.
-                    let only_here = if source == super::FOLDER { " (on this host only: upload through the API to change every host)" } else { "" };
-                    tracing::info!(plugin = name, version = p.version(), "{} from {source}{only_here}", if activate { "activated" } else { "kept" });
-                }
-                self.stamp(name, p.version(), stamps);
-            }
-            Err(e) => tracing::error!(plugin = name, error = %e, "{source}: candidate rejected"),
-        }
-    }
-
     /// Keeps a version without activating it, if it is not kept already (`true`: newly kept).
     pub fn keep_staged(&self, name: &str, bytes: &[u8]) -> Result<(Arc<LoadedPlugin>, bool), InstallError> {
         if let Some((_, kept)) = self.known(name, bytes) {
@@ -180,13 +164,16 @@ impl Registry {
 
     /// Validates an upload and keeps it without activating it: the fleet's registry decides
     /// the order in which every host, this one included, activates versions (see
-    /// [`fleet`]). A kept version other than the active one is refused: activate it instead.
-    pub fn stage(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, InstallError> {
+    /// [`fleet`]). The active build again is an idempotent retry of an upload that succeeded,
+    /// and a staged build again (`plugin try` staged it) is that version, to activate; a
+    /// version that ran before is refused: going back to it is a rollback, activate it
+    /// instead. `true` when this call kept it (and [`unstage`](Self::unstage) may take it back).
+    pub fn stage(&self, name: &str, bytes: &[u8]) -> Result<(Arc<LoadedPlugin>, bool), InstallError> {
         match self.known(name, bytes) {
-            // The active build again: an idempotent retry of an upload that succeeded.
-            Some((true, active)) => Ok(active),
-            Some((false, kept)) => Err(InstallError::UseActivate { name: name.into(), version: kept.version().into() }),
-            None => self.keep(self.load(name, bytes)?, false),
+            Some((false, kept)) if self.times(name, kept.version()).is_some_and(|t| t.activated_at.is_some()) => {
+                Err(InstallError::UseActivate { name: name.into(), version: kept.version().into() })
+            }
+            _ => self.keep_staged(name, bytes),
         }
     }
 
@@ -228,13 +215,7 @@ impl Registry {
         let name = plugin.name.clone();
         let first_active = {
             let mut plugins = self.plugins.write().expect("plugins lock");
-            let slot = plugins.entry(name.clone()).or_insert_with(|| Slot {
-                active: None,
-                kept: Vec::new(),
-                times: HashMap::new(),
-                invocations: 0,
-                failures: 0,
-            });
+            let slot = plugins.entry(name.clone()).or_default();
             if slot.kept.iter().any(|k| k.version() == plugin.version()) {
                 return Err(InstallError::VersionExists { name, version: plugin.version().into() });
             }

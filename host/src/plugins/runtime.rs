@@ -15,10 +15,15 @@ use std::{
 use sha2::{Digest, Sha256};
 use wasmtime::{
     component::{Component, HasSelf, Linker},
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
 
-use super::{reads::{Parts, Snapshot}, subjects};
+pub use super::invocation::Seen;
+use super::{
+    invocation::Invocation,
+    reads::{Parts, Snapshot},
+    subjects,
+};
 
 // The contract's types, re-exported: what a plugin returns and reads is part of the runtime's API.
 pub use super::wit::{
@@ -26,7 +31,6 @@ pub use super::wit::{
     OrderConfirmed, PaySucceeded, Payload, Plugin, PluginError, PluginPre, RefundBalance, ReleaseCoupon, RestoreStock, Step,
     StepAction, StepRecord, User, CAPABILITIES,
 };
-use super::wit::shop::plugin::types as wit;
 
 /// The only interfaces a plugin may import. Anything else (WASI files, sockets, clocks,
 /// environment) is refused at load, before the component ever runs.
@@ -74,6 +78,8 @@ pub enum LoadError {
     /// Why the name cannot name a plugin ([`super::name_refusal`]).
     #[error("{0}")]
     BadName(String),
+    #[error("manifest version {0:?}: a version is 1 to 64 letters, digits, '.', '-', '+' and '_'")]
+    BadVersion(String),
     /// Most often a grant not given yet: it says what the name holds.
     #[error("declares capability {}, which is not granted to {plugin} (granted: {})", capability_name(*.capability), capability_names(.granted))]
     CapabilityNotAllowed { capability: Capability, plugin: String, granted: Vec<Capability> },
@@ -96,32 +102,6 @@ pub enum InvokeError {
 /// plugin's own answer inside.
 pub type Handled = Result<Result<Vec<Effect>, PluginError>, InvokeError>;
 
-/// What one invocation read of its snapshot, and what it asked for but the snapshot did
-/// not hold (its answer is then not to be trusted: run it again with those parts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Seen {
-    pub used: Parts,
-    pub missed: Parts,
-    /// Fuel the invocation used (0 for a native handler).
-    pub fuel: u64,
-    /// Time in the handler, instantiation included, and when it started.
-    pub took: std::time::Duration,
-    pub started: Option<std::time::SystemTime>,
-}
-
-impl Seen {
-    /// Notes a read of `part`; `false`: the snapshot does not hold it.
-    pub fn read(&mut self, held: Parts, part: Parts) -> bool {
-        self.used = self.used.with(part);
-        if held.contains(part) {
-            true
-        } else {
-            self.missed = self.missed.with(part);
-            false
-        }
-    }
-}
-
 /// What runs a plugin version's `handle`. In the product that is always a compiled
 /// component ([`Runtime::load`]); the benchmark implements it with the same rule crates
 /// compiled natively, to measure what the sandbox costs on the same path.
@@ -137,8 +117,9 @@ impl Handler for Compiled {
         let mut store = runtime.store(plugin, reads, config);
         let instance = self.0.instantiate(&mut store).map_err(|e| InvokeError::Instantiate(format!("{e:#}")))?;
         let handled = instance.call_handle(&mut store, event);
-        let handled = handled.map_err(|e| InvokeError::Trap(describe_trap(&e, store.data().last_error.as_deref())));
+        let handled = handled.map_err(|e| InvokeError::Trap(store.data().trap_reason(&e)));
         *seen = store.data().seen;
+        store.data().say_logs();
         seen.fuel = runtime.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         handled
     }
@@ -185,18 +166,6 @@ impl LoadedPlugin {
     pub fn learn(&self, used: Parts) {
         self.reads.fetch_or(used.0, Ordering::Relaxed);
     }
-}
-
-/// Per-invocation state: the reads snapshot, the plugin's config, and the memory limiter.
-struct Invocation {
-    plugin: String,
-    reads: Snapshot,
-    config: Arc<HashMap<String, String>>,
-    limits: StoreLimits,
-    seen: Seen,
-    /// What the guest last logged at error level: an SDK guest's panic message, said
-    /// before it traps.
-    last_error: Option<String>,
 }
 
 pub struct Runtime {
@@ -285,6 +254,9 @@ impl Runtime {
         if let Some(why) = super::name_refusal(&manifest.name) {
             return Err(LoadError::BadName(format!("manifest name: {why}")));
         }
+        if !super::is_version(&manifest.version) {
+            return Err(LoadError::BadVersion(manifest.version));
+        }
         let granted = grants_of(&manifest.name);
         if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {
             return Err(LoadError::CapabilityNotAllowed { capability: *c, plugin: manifest.name, granted });
@@ -323,75 +295,11 @@ impl Runtime {
             .instances(16)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, Invocation { plugin: plugin.to_owned(), reads, config, limits, seen: Seen::default(), last_error: None });
+        let mut store = Store::new(&self.engine, Invocation::new(plugin, reads, config, limits));
         store.limiter(|state| &mut state.limits);
         store.set_fuel(self.limits.fuel).expect("fuel is enabled");
         let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store
-    }
-}
-
-/// A readable reason: which limit stopped the guest, if one did.
-/// Why an invocation trapped, in one line: the limit it hit, the panic message the guest
-/// logged, or the trap (without wasmtime's backtrace of function indices).
-fn describe_trap(e: &wasmtime::Error, last_error: Option<&str>) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "deadline exceeded (epoch interruption)".into(),
-        Some(wasmtime::Trap::OutOfFuel) => "fuel exhausted".into(),
-        Some(wasmtime::Trap::UnreachableCodeReached) if last_error.is_some_and(|m| m.starts_with("panicked")) => {
-            last_error.unwrap_or_default().to_owned()
-        }
-        Some(trap) => trap.to_string(),
-        // The cause alone: the context wasmtime adds is its backtrace of function indices.
-        None if format!("{e:#}").contains("memory") => format!("memory limit: {}", e.root_cause()),
-        None => e.root_cause().to_string(),
-    }
-}
-
-impl wit::Host for Invocation {}
-
-impl shop::plugin::host::Host for Invocation {
-    fn get_order(&mut self, order_id: wit::Id) -> Option<wit::Order> {
-        self.seen.read(self.reads.held, Parts::ORDER).then(|| self.reads.order.clone().filter(|o| o.order_id == order_id)).flatten()
-    }
-
-    fn get_goods(&mut self, goods_id: wit::Id) -> Option<wit::Goods> {
-        self.seen.read(self.reads.held, Parts::GOODS).then(|| self.reads.goods.clone().filter(|g| g.goods_id == goods_id)).flatten()
-    }
-
-    fn get_user(&mut self, user_id: wit::Id) -> Option<wit::User> {
-        self.seen.read(self.reads.held, Parts::USER).then(|| self.reads.user.clone().filter(|u| u.user_id == user_id)).flatten()
-    }
-
-    fn get_coupon(&mut self, coupon_id: wit::Id) -> Option<wit::Coupon> {
-        self.seen.read(self.reads.held, Parts::COUPON).then(|| self.reads.coupon.clone().filter(|c| c.coupon_id == coupon_id)).flatten()
-    }
-
-    fn order_steps(&mut self, order_id: wit::Id) -> Vec<wit::StepRecord> {
-        if self.seen.read(self.reads.held, Parts::STEPS) && self.reads.order_id == Some(order_id) {
-            self.reads.steps.clone()
-        } else {
-            Vec::new()
-        }
-    }
-
-    fn config(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
-    }
-
-    fn log(&mut self, level: LogLevel, message: String) {
-        // A guest's text is not trusted: bounded, and logged as a value, not a format.
-        let message: String = message.chars().take(1000).map(|c| if c.is_control() { ' ' } else { c }).collect();
-        let plugin = self.plugin.as_str();
-        match level {
-            LogLevel::Debug => tracing::debug!(plugin, message),
-            LogLevel::Info => tracing::info!(plugin, message),
-            LogLevel::Warn => tracing::warn!(plugin, message),
-            LogLevel::Error => tracing::error!(plugin, message),
-        }
-        if matches!(level, LogLevel::Error) {
-            self.last_error = Some(message);
-        }
     }
 }

@@ -42,6 +42,9 @@ pub struct PluginStatus {
     pub kept_versions: Vec<String>,
     /// The same versions in detail: sha256, whether active, when kept and last activated.
     pub versions: Vec<PluginVersion>,
+    /// Why this host refused the version the fleet runs (a configuration value or a grant of
+    /// its own): it runs another version, or none, and the readiness probe says so.
+    pub refused: Option<String>,
 }
 
 /// One kept version of a plugin.
@@ -140,6 +143,9 @@ impl Registry {
     pub fn status(&self) -> Vec<PluginStatus> {
         let plugins = self.plugins.read().expect("plugins lock");
         let mut list: Vec<_> = plugins.iter().map(|(name, slot)| self.status_of(name, slot)).collect();
+        // A name the fleet runs and this host refused from the start has no slot: listed too.
+        let refused = self.refusals().into_iter().filter(|(name, _)| !plugins.contains_key(name));
+        list.extend(refused.map(|(name, _)| self.status_of(&name, &Slot::default())));
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
     }
@@ -181,6 +187,7 @@ impl Registry {
             failures: slot.failures as i64,
             kept_versions: slot.kept.iter().map(|k| k.version().to_owned()).collect(),
             versions: slot.kept.iter().map(version).collect(),
+            refused: self.refusal(name),
         }
     }
 

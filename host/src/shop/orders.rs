@@ -116,7 +116,23 @@ impl Shop {
         match requests::find(&self.db, user_id, key).await? {
             None => Ok(None),
             Some((_, digest)) if digest != key.digest => Err(ShopError::RequestKeyReused(key.key.clone())),
-            Some((order_id, _)) => Ok(Some(self.get(Id(order_id)).await?)),
+            Some((order_id, _)) => Ok(Some(self.settled(Id(order_id)).await?)),
+        }
+    }
+
+    /// The order as its first request leaves it: a repeat that raced in while that request
+    /// still takes the steps waits for it (the steps take milliseconds), rather than answer
+    /// a pre-order the shop never shows. One whose request died mid-flow stays a pre-order
+    /// until the sweeper cancels it: after [`SETTLE`] it is answered as it stands.
+    async fn settled(&self, order_id: Id) -> Result<Order, ShopError> {
+        const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+        let since = std::time::Instant::now();
+        loop {
+            let order: Order = self.get(order_id).await?;
+            if order.order_status != STATUS_PREORDER || since.elapsed() >= SETTLE {
+                return Ok(order);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

@@ -21,7 +21,8 @@
 //! ```
 //!
 //! The `plugin!` line is the manifest the host checks before it runs a version: the name
-//! (it must be the name the plugin is uploaded under), the version (each upload a new one),
+//! (it must be the name the plugin is uploaded under), the version (each upload a new one;
+//! `env!("CARGO_PKG_VERSION")` keeps it in Cargo.toml alone, as `shopmesh plugin new` writes it),
 //! the subjects it handles, and the capabilities it may use. A capability must also be
 //! *granted* to the name by the operator (`PUT /api/admin/plugins/{name}/grants`).
 //!
@@ -51,6 +52,15 @@
 //! let row = Effect::AppendLog(AppendLog { order_id: 7, user_id: 8, kind: LogKind::Paid, amount: 480_000, note: "paid".into() });
 //! # let _ = (stock, coupon, refund, points, row);
 //! ```
+//!
+//! What the host checks of each, before anything is applied (a refusal fails the attempt,
+//! with a reason naming the effect and its bound): its ids are the event's; restore-stock,
+//! release-coupon and refund-balance answer a `shop.order.cancel`, add-points a
+//! `shop.pay.success`, append-log any event; a quantity is at most the order's goods number;
+//! amounts are cents: a refund at most the balance the order used, a log row's at most what
+//! was paid (on a cancellation, the balance used; on a confirmation, the order's amount);
+//! the add-points of one event together at most 1000 a whole 1.00 paid; a note at most 500
+//! characters; at most 64 effects an event.
 //!
 //! Give-backs are fenced by the order's step records: the host applies a give-back only for
 //! what the order's forward step really took, and never twice, so a plugin may return it on
@@ -206,9 +216,13 @@ impl Reads for Host {
     }
 }
 
-/// Logs through the host (the plugin has no stderr of its own).
+/// Logs through the host (the plugin has no stderr of its own). In a native test of a rule
+/// there is no host: the line goes to stderr, which `cargo test` shows for a failing test.
 pub fn log(level: LogLevel, message: &str) {
-    shop::plugin::host::log(level, message)
+    #[cfg(target_arch = "wasm32")]
+    shop::plugin::host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    std::eprintln!("[{level:?}] {message}");
 }
 
 /// A plugin's business rule and what it declares about itself.
@@ -269,7 +283,7 @@ pub fn give_back(
 macro_rules! plugin {
     (
         $(#[$meta:meta])*
-        $vis:vis struct $rule:ident = $name:literal @ $version:literal,
+        $vis:vis struct $rule:ident = $name:literal @ $version:expr,
             on [$($subject:literal),+ $(,)?], may [$($cap:ident),* $(,)?] $(, config $schema:literal)?;
         fn handle($event:ident, $reads:ident) $body:block
     ) => {
@@ -348,7 +362,9 @@ pub mod testing {
 #[derive(Default, Clone)]
 pub struct FakeReads {
     pub orders: Vec<Order>,
+    pub goods: Vec<Goods>,
     pub users: Vec<User>,
+    pub coupons: Vec<Coupon>,
     pub steps: Vec<(Id, StepRecord)>,
     pub config: Vec<(String, String)>,
 }
@@ -357,19 +373,40 @@ impl Reads for FakeReads {
     fn order(&self, order_id: Id) -> Option<Order> {
         self.orders.iter().find(|o| o.order_id == order_id).cloned()
     }
-    fn goods(&self, _: Id) -> Option<Goods> {
-        None
+    fn goods(&self, goods_id: Id) -> Option<Goods> {
+        self.goods.iter().find(|g| g.goods_id == goods_id).cloned()
     }
     fn user(&self, user_id: Id) -> Option<User> {
         self.users.iter().find(|u| u.user_id == user_id).cloned()
     }
-    fn coupon(&self, _: Id) -> Option<Coupon> {
-        None
+    fn coupon(&self, coupon_id: Id) -> Option<Coupon> {
+        self.coupons.iter().find(|c| c.coupon_id == coupon_id).cloned()
     }
     fn order_steps(&self, order_id: Id) -> Vec<StepRecord> {
         self.steps.iter().filter(|(o, _)| *o == order_id).map(|(_, s)| *s).collect()
     }
     fn config(&self, key: &str) -> Option<String> {
         self.config.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rule's native test runs what the rule does: its log lines (to stderr, there being
+    /// no host) and its reads of goods and coupons.
+    #[test]
+    fn a_rule_logs_and_reads_in_a_native_test() {
+        log(LogLevel::Info, "a rule may log in a native test");
+        let reads = FakeReads {
+            goods: alloc::vec![Goods { goods_id: 3, goods_name: "华为P30".into(), goods_number: 10, goods_price: 500_000 }],
+            coupons: alloc::vec![Coupon { coupon_id: 5, user_id: 1, coupon_price: 2_000, is_used: false, order_id: None }],
+            ..Default::default()
+        };
+        assert_eq!(reads.goods(3).map(|g| g.goods_name), Some("华为P30".into()));
+        assert!(reads.goods(4).is_none());
+        assert_eq!(reads.coupon(5).map(|c| c.coupon_price), Some(2_000));
+        assert!(reads.coupon(6).is_none());
     }
 }

@@ -38,7 +38,8 @@ pub fn routes(sessions: Arc<Sessions>) -> impl Endpoint {
         .at("/*rest", poem::get(shell))
         .data(sessions)
         .after(|resp: poem::Result<Response>| async move {
-            let mut resp = resp.unwrap_or_else(|e| e.into_response());
+            // What the routes answer themselves (a wrong method, say) in the API's shape.
+            let mut resp = resp.unwrap_or_else(super::edge::framework_error);
             let headers = resp.headers_mut();
             headers.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(CSP));
             headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
@@ -78,7 +79,8 @@ fn to_login(req: &Request) -> Response {
 /// Where to go after logging in: a console page, never another site.
 fn next_page(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/console") && !n.contains("//") && !n.contains('\\') => n,
+        // No control characters either: a line break would make no Location header at all.
+        Some(n) if n.starts_with("/console") && !n.contains("//") && !n.contains('\\') && !n.chars().any(char::is_control) => n,
         _ => "/console",
     }
 }
@@ -165,7 +167,7 @@ fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
-        _ => return StatusCode::NOT_FOUND.into_response(),
+        _ => return super::errors::respond(StatusCode::NOT_FOUND, "SHOP_NOT_FOUND", &format!("no console asset {file:?}")),
     };
     Response::builder().content_type(kind).header(header::CACHE_CONTROL, "no-cache").body(body)
 }
@@ -177,7 +179,7 @@ mod tests {
     #[test]
     fn after_login_only_console_pages() {
         assert_eq!(next_page(Some("/console/orders/7?x=1")), "/console/orders/7?x=1");
-        for foreign in [None, Some("https://evil.example/console"), Some("//evil.example"), Some("/console//evil"), Some("/api/admin/x"), Some("/console\\x")] {
+        for foreign in [None, Some("https://evil.example/console"), Some("//evil.example"), Some("/console//evil"), Some("/api/admin/x"), Some("/console\\x"), Some("/console\r\nX-Injected: 1")] {
             assert_eq!(next_page(foreign), "/console", "{foreign:?}");
         }
         assert!(login_form("<b>", "\"/console\"").contains("value=\"&quot;/console&quot;\""));

@@ -1,0 +1,71 @@
+//! Versions that arrive on their own, from this host's plugins folder and from the fleet's
+//! registry: each offered to run (or kept), its outcome logged. A version the fleet runs
+//! that this host refused (a configuration value its schema does not admit here, a grant
+//! this host lacks) is remembered until a version of that name is taken: the plugin status
+//! and the readiness probe say it, since this host then runs another version than the
+//! fleet, or none, and its events wait for the other hosts.
+
+use super::{
+    fleet,
+    registry::{Installed, Registry},
+};
+
+/// Where a version arrived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This host's plugins folder (`SHOPMESH_PLUGINS_DIR`).
+    Folder,
+    /// The fleet's registry, which uploads and rollbacks go through.
+    Fleet,
+}
+
+impl Source {
+    fn said(self) -> &'static str {
+        match self {
+            Source::Folder => "the plugins folder",
+            Source::Fleet => "the fleet registry",
+        }
+    }
+}
+
+impl Registry {
+    /// A version that arrived from `source` to run ([`offer`](Registry::offer)) or only to
+    /// keep ([`keep_staged`](Registry::keep_staged)), with its outcome logged; the times
+    /// `stamps` gives replace this host's own.
+    pub fn receive(&self, source: Source, name: &str, bytes: &[u8], activate: bool, stamps: fleet::Stamps) {
+        let outcome = if activate { self.offer(name, bytes).map(|(p, i)| (p, i == Installed::Activated)) } else { self.keep_staged(name, bytes) };
+        let from = source.said();
+        match outcome {
+            Ok((p, changed)) => {
+                if changed {
+                    // The folder is this host's own: in a fleet, the others keep their version
+                    // and share this plugin's consumer.
+                    let only_here = if source == Source::Folder { " (on this host only: upload through the API to change every host)" } else { "" };
+                    tracing::info!(plugin = name, version = p.version(), "{} from {from}{only_here}", if activate { "activated" } else { "kept" });
+                }
+                if activate {
+                    self.refused.write().expect("refused lock").remove(name);
+                }
+                self.stamp(name, p.version(), stamps);
+            }
+            Err(e) => {
+                tracing::error!(plugin = name, error = %e, "{from}: candidate rejected");
+                if activate && source == Source::Fleet {
+                    self.refused.write().expect("refused lock").insert(name.to_owned(), e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Why this host refused the version the fleet runs of `name`, if it did.
+    pub fn refusal(&self, name: &str) -> Option<String> {
+        self.refused.read().expect("refused lock").get(name).cloned()
+    }
+
+    /// Every name whose version the fleet runs this host refused, with why, by name.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        let mut all: Vec<_> = self.refused.read().expect("refused lock").iter().map(|(n, why)| (n.clone(), why.clone())).collect();
+        all.sort();
+        all
+    }
+}
