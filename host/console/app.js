@@ -186,7 +186,7 @@ async function overview() {
     set("plugins", table(["Plugin", "Active version", "State", "Events/s here#", "Events/s fleet#", "Failures/s fleet#", "Waiting#", "Attempts here#", "Failures here#", "Dead letters#"],
       o.plugins.map((p) => h("tr", { dataset: { plugin: p.name }, class: p.fleet_failures_per_second > 0 ? "failing" : "" },
         h("td", {}, h("a", { href: `/console/plugins/${encodeURIComponent(p.name)}` }, p.name)),
-        h("td", {}, p.active_version || badge("staged only", "warn")),
+        h("td", {}, p.active_version || (p.refused ? "—" : badge("staged only", "warn"))),
         h("td", {}, p.enabled ? badge("enabled", "good") : badge("disabled", "bad"),
           p.fleet_failures_per_second > 0 ? [" ", badge("failing", "bad")] : "",
           p.refused ? [" ", h("span", { class: "badge bad", title: p.refused }, "refused here")] : ""),
@@ -208,9 +208,9 @@ async function overview() {
         h("td", {}, x.host), h("td", {}, x.hostname), h("td", {}, x.address), h("td", {}, fmtTime(x.started_at)), h("td", {}, fmtTime(x.seen_at)),
         h("td", { class: "num" }, fmtNum(x.plugins.reduce((sum, p) => sum + p.events_per_second, 0), 1)),
         h("td", {}, x.plugins.length ? x.plugins.map((p) => [h("span", {
-          class: "badge " + (p.active_version !== here[p.name] ? "warn" : p.enabled ? "" : "bad"),
+          class: "badge " + (p.refused ? "bad" : p.active_version !== here[p.name] ? "warn" : p.enabled ? "" : "bad"),
           dataset: { plugin: p.name },
-        }, `${p.name} ${p.active_version || "staged"}${p.enabled ? "" : " (disabled)"}`), " "]) : h("span", { class: "muted" }, "no plugins")))),
+        }, `${p.name} ${p.active_version || (p.refused ? "refused" : "staged")}${p.enabled ? "" : " (disabled)"}`), " "]) : h("span", { class: "muted" }, "no plugins")))),
       { id: "host-table" }));
   };
   await draw();
@@ -266,7 +266,7 @@ async function plugin(name) {
       h("p", {}, "Subjects: ", (p.subjects || []).join(", ") || "—", " · capabilities: ", (p.capabilities || []).join(", ") || "—",
         " · granted: ", (p.grants || []).join(", ") || "—",
         (p.revoked || []).length ? [" ", badge(`revoked: ${p.revoked.join(", ")} (its effects that need it are refused)`, "bad")] : ""),
-      p.refused ? h("p", { class: "error", id: "refused" }, "This host refused the version the fleet runs (it is not ready until it takes one): ", p.refused) : "",
+      p.refused ? h("p", { class: "error", id: "refused" }, "This host refused the version the fleet runs (it runs another, or none, and its events wait for the other hosts): ", p.refused) : "",
       h("p", {}, switchButton, " ",
         h("button", { id: "redrive-all", onclick: () => act(`Redrive every open dead letter of ${name}?`, async () => {
           const results = await api("POST", `/api/admin/plugins/${seg(name)}/redrive`);
@@ -327,10 +327,12 @@ async function deadLetters() {
     const others = new URLSearchParams(params);
     all ? others.delete("show") : others.set("show", "all");
     others.delete("id");
-    set("count", `${open} open, ${letters.length - open} closed${all || open === letters.length ? "" : " (not shown)"} · `,
+    const hidden = letters.length - listed.length;
+    set("count", `${open} open, ${letters.length - open} closed${hidden ? ` (${hidden} not shown)` : ""} · `,
       h("a", { id: "show-toggle", href: `/console/dead-letters?${others}` }, all ? "show the open ones only" : "show the closed ones too"));
     set("letters", table(["Id", "Plugin", "Version", "Seq#", "Subject", "Reason", "Attempts#", "Dead-lettered", "Status", ""],
-      listed.slice().reverse().map((d) => h("tr", { dataset: { id: d.id, plugin: d.plugin }, class: d.id === named ? "selected" : "" },
+      // Newest first; the letter the link named first of all, with its buttons in view.
+      listed.slice().reverse().sort((a, b) => (b.id === named) - (a.id === named)).map((d) => h("tr", { dataset: { id: d.id, plugin: d.plugin }, class: d.id === named ? "selected" : "" },
         h("td", {}, h("code", {}, d.id)),
         h("td", {}, d.plugin),
         h("td", {}, h("code", {}, d.plugin_version)),
@@ -376,6 +378,7 @@ async function deadLetters() {
   };
   page(h("h1", {}, "Dead letters"), h("p", { id: "notice", class: "muted" }),
     h("form", { class: "inline", method: "get", action: "/console/dead-letters" },
+      all ? h("input", { type: "hidden", name: "show", value: "all" }) : "",
       h("label", {}, "Plugin", h("select", { name: "plugin", onchange: (ev) => ev.target.form.submit() },
         h("option", { value: "" }, "all plugins"),
         names.map((n) => h("option", { value: n, selected: n === only }, n)))),
@@ -538,7 +541,7 @@ async function order(id) {
 function letterStatus(d) {
   if (d.state === "dismissed") return badge(d.redrive_result, "warn");
   if (d.state === "redriven") return badge(`redriven: ${d.redrive_result}`, "good");
-  return d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result}`, "bad") : badge("open", "warn");
+  return d.redrive_result ? badge(`open: redrive failed: ${d.redrive_result.replace(/^failed: /, "")}`, "bad") : badge("open", "warn");
 }
 
 // ---------- router ----------

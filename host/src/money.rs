@@ -69,7 +69,7 @@ impl Money {
     }
 
     fn within(cents: i64) -> Option<Money> {
-        (cents.abs() <= MAX_CENTS).then_some(Money(cents))
+        (cents.unsigned_abs() <= MAX_CENTS.unsigned_abs()).then_some(Money(cents))
     }
 
     pub fn is_negative(self) -> bool {

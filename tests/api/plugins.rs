@@ -274,9 +274,31 @@ async fn an_event_outside_the_versions_subjects_is_handed_back() {
     assert_eq!(app.count("trade_mq_consumer_log", &format!("group_name = 'points' AND msg_id = '{id}'")).await, 1);
 }
 
+/// A message dead-lettered twice (its acknowledgement lost as NATS went away, so it came
+/// back and failed again) has one open letter; once that is closed, a new failure of it is
+/// a letter again. A message without a stream sequence is always stored.
+async fn a_message_dead_lettered_twice_has_one_open_letter(backend: Backend) {
+    use shopmesh::plugins::dead_letters::{self, Letter};
+    let app = crate::helpers::spawn_app(backend).await;
+    let ids = shopmesh::ids::Snowflake::new(9);
+    let letter = |seq| Letter { plugin: "points", version: "1.0.0", subject: "shop.pay.success", event_id: "1", stream_seq: seq, body: "{}", reason: "trapped", attempts: 5 };
+    for _ in 0..2 {
+        dead_letters::store(&app.db, &ids, &letter(Some(41))).await.unwrap();
+    }
+    assert_eq!(app.count("shop_dead_letter", "stream_seq = 41").await, 1);
+    sqlx::query("UPDATE shop_dead_letter SET redriven_at = 1, redrive_result = 'applied' WHERE stream_seq = 41").execute(app.db.pool()).await.unwrap();
+    dead_letters::store(&app.db, &ids, &letter(Some(41))).await.unwrap();
+    assert_eq!(app.count("shop_dead_letter", "stream_seq = 41 AND redriven_at IS NULL").await, 1);
+    for _ in 0..2 {
+        dead_letters::store(&app.db, &ids, &letter(None)).await.unwrap();
+    }
+    assert_eq!(app.count("shop_dead_letter", "stream_seq IS NULL").await, 2);
+}
+
 crate::on_both_databases!(
     cancelled_order_gets_everything_back_once,
     give_backs_only_what_was_taken,
     paid_order_adds_points_and_one_log_row,
-    poison_events_are_dead_lettered_and_the_stream_moves_on
+    poison_events_are_dead_lettered_and_the_stream_moves_on,
+    a_message_dead_lettered_twice_has_one_open_letter
 );

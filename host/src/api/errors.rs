@@ -161,14 +161,19 @@ impl ErrorBody {
     }
 }
 
-/// A message as an answer carries it: at most [`MESSAGE_CHARS`] characters. A message may
-/// quote what the request held (a path, a value), which may be tens of kilobytes.
+/// A message as an answer carries it: about 2,000 characters at most. A message may quote
+/// what the request held (a path, a value), which may be tens of kilobytes; the middle goes,
+/// so what the message says of it (the rule, the fields there are) stays.
 fn bounded(message: &str) -> String {
-    const MESSAGE_CHARS: usize = 2000;
-    match message.char_indices().nth(MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}…", &message[..cut]),
-        None => message.to_owned(),
+    const HEAD: usize = 1000;
+    const TAIL: usize = 1000;
+    let chars = message.chars().count();
+    if chars <= HEAD + TAIL {
+        return message.to_owned();
     }
+    let head: String = message.chars().take(HEAD).collect();
+    let tail: String = message.chars().skip(chars - TAIL).collect();
+    format!("{head} … {tail}")
 }
 
 /// An answer given outside any operation (by the edge's limits, the framework, the console),

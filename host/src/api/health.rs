@@ -39,6 +39,10 @@ pub struct Readiness {
     pub stream: bool,
     /// Plugins running (an active, loaded version).
     pub plugins_loaded: u32,
+    /// Plugins whose version the fleet runs this host refused (a configuration value or a
+    /// grant of its own; the plugin status says why): it runs another version of each, or
+    /// none, and their events wait for the other hosts. The host is ready all the same.
+    pub plugins_refused: Vec<String>,
 }
 
 #[derive(ApiResponse)]
@@ -66,8 +70,8 @@ impl HealthApi {
     /// Readiness
     ///
     /// 200 when the database answers, NATS is connected, stream SHOP exists and the plugins
-    /// are loaded (this host took the version the fleet runs of each); 503 with the reason
-    /// otherwise.
+    /// are loaded; 503 with the reason otherwise. `plugins_refused` names the plugins whose
+    /// version the fleet runs this host refused.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz", tag = "ApiTags::Health")]
     async fn readyz(&self, probes: Data<&Probes>, host: Data<&Arc<PluginHost>>) -> ReadyResponse {
         let database = tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(probes.db.pool()))
@@ -87,10 +91,12 @@ impl HealthApi {
         } else if !stream {
             Some(format!("stream {STREAM} cannot be read"))
         } else {
-            // Another version than the fleet's, or none: its events wait for other hosts, and
-            // a rolling change with the setting that refused it must not go on.
-            host.registry.refusals().first().map(|(name, why)| format!("plugin {name}: this host refused the version the fleet runs: {why}"))
+            None
         };
+        // Said, not gating: one upload could otherwise take every host with other values
+        // out of its load balancer at once, the shop API with them. Names only: the reason
+        // may quote a configuration value, and this probe takes no token.
+        let plugins_refused = host.registry.refusals().into_iter().map(|(name, _)| name).collect();
         let ready = reason.is_none();
         let body = Json(Readiness {
             status: if ready { "ready" } else { "not ready" }.into(),
@@ -99,6 +105,7 @@ impl HealthApi {
             nats,
             stream,
             plugins_loaded,
+            plugins_refused,
         });
         if ready { ReadyResponse::Ready(body) } else { ReadyResponse::NotReady(body) }
     }

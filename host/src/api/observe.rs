@@ -65,8 +65,9 @@ pub struct PluginLoad {
     /// (this host's own figure when there is no roll call).
     pub fleet_events_per_second: f64,
     /// Failed attempts per second on this host over the last sample (to be retried, or
-    /// dead-lettered), and over the fleet likewise: above 0, the plugin is failing now.
+    /// dead-lettered): above 0, the plugin is failing now.
     pub failures_per_second: f64,
+    /// The same summed over every host of the fleet, as each last answered the roll call.
     pub fleet_failures_per_second: f64,
     /// Events in the stream its consumer has not received yet (fleet-wide); absent when
     /// JetStream could not be asked.
@@ -75,8 +76,9 @@ pub struct PluginLoad {
     pub ack_pending: Option<i64>,
     pub dead_letters_open: Option<i64>,
     /// Events handled per second over the last minutes, oldest first, one point per
-    /// `sample_seconds`; and failed attempts per second likewise.
+    /// `sample_seconds`.
     pub recent_rates: Vec<f64>,
+    /// Failed attempts per second over the same minutes, point for point.
     pub recent_failure_rates: Vec<f64>,
     /// Why this host refused the version the fleet runs (see the plugin status).
     pub refused: Option<String>,

@@ -141,7 +141,8 @@ impl PluginsAdminApi {
     ///
     /// The body is the component (`.wasm`). It is compiled and checked (world, imports,
     /// manifest name: the path's, and 1 to 64 letters, digits, `-` and `_`, not
-    /// `shopmesh-guard`; capabilities allowed for the name, a version not seen before), then
+    /// `shopmesh-guard`; capabilities allowed for the name, a version not seen before, of 1 to
+    /// 64 letters, digits, `.`, `-`, `+` and `_`), then
     /// put into the fleet's registry, from which every host, this one included, keeps it
     /// and activates it in the same order. Deliveries in flight finish on the old version.
     /// Answers once it is active here. With `activate=false` the version is only kept

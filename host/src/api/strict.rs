@@ -37,13 +37,11 @@ impl<T: Type + Send> Payload for StrictJson<T> {
     }
 }
 
-/// JSON, and in UTF-8 (the only charset JSON has; a body said to be another would be read
-/// as UTF-8 all the same).
+/// JSON, whatever charset it is labelled with: it is read as UTF-8 (the only charset JSON
+/// has), and a body that is not valid UTF-8 is refused as not JSON. (A payment platform that
+/// labels an ASCII body `charset=GBK` is still heard.)
 pub fn is_json(content_type: &str) -> bool {
-    let mut parts = content_type.split(';');
-    let charset = |p: &str| p.split_once('=').filter(|(k, _)| k.trim().eq_ignore_ascii_case("charset")).map(|(_, v)| v.trim().trim_matches('"').to_owned());
-    parts.next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        && parts.filter_map(charset).all(|c| c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("utf8"))
+    content_type.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
 impl<T: ParseFromJSON + Send> ParsePayload for StrictJson<T> {

@@ -219,7 +219,7 @@ fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     let caps = args.capabilities.iter().map(|c| pascal(c)).collect::<Vec<_>>().join(", ");
     let manifest = TEMPLATE_CARGO.replace("{name}", name).replace("{sdk}", &sdk.display().to_string());
     let pays = crate::plugins::subjects::reads(&args.subjects, "shop.pay.success");
-    let event = if pays { "paid(100_000)" } else { "cancelled(1, None, 0)" }; // one the rule reads
+    let event = if pays { "paid(100_000)" } else { "cancelled(1, None, 0)" }; // for its test
     let rule = TEMPLATE_LIB
         .replace("{name}", name)
         .replace("{Rule}", &pascal(name))

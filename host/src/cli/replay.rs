@@ -359,7 +359,7 @@ fn table(title: &str, events: &[Value]) -> String {
 /// One effect, briefly: its kind, its amounts and the start of its note (a log row that
 /// changed only its words must not read the same on both sides).
 fn short(effect: &Value) -> String {
-    const NOTE: usize = 40;
+    const NOTE: usize = 80;
     let kind = effect["kind"].as_str().unwrap_or("?");
     let mut parts: Vec<String> = ["quantity", "amount", "points"]
         .iter()
@@ -391,10 +391,10 @@ mod tests {
     #[test]
     fn a_log_row_that_changed_its_words_shows_them() {
         let log = |note: &str| json!([{"kind": "append-log", "amount": "20.00", "note": note}]);
-        let long = "x".repeat(60);
+        let long = "x".repeat(100);
         let event = json!({"seq": 7, "event_id": "1", "subject": "shop.order.cancel", "recorded": log("cancelled"), "candidate": log(&long)});
         let table = super::table("changed", &[event]);
-        let cut = format!("note \"{}…\"", "x".repeat(40));
+        let cut = format!("note \"{}…\"", "x".repeat(80));
         assert!(table.contains(&format!("append-log amount 20.00 note \"cancelled\" → append-log amount 20.00 {cut}")), "{table}");
     }
 }

@@ -1,13 +1,13 @@
 //! Versions that arrive on their own, from this host's plugins folder and from the fleet's
 //! registry: each offered to run (or kept), its outcome logged. A version the fleet runs
-//! that this host refused (a configuration value its schema does not admit here, a grant
-//! this host lacks) is remembered until a version of that name is taken: the plugin status
-//! and the readiness probe say it, since this host then runs another version than the
-//! fleet, or none, and its events wait for the other hosts.
+//! that this host's checks refused (a configuration value its schema does not admit here, a
+//! grant this host lacks) is remembered until the fleet's next version of that name is taken
+//! here: the plugin status, the readiness probe and the metrics say it, since this host then
+//! runs another version than the fleet, or none, and its events wait for the other hosts.
 
 use super::{
     fleet,
-    registry::{Installed, Registry},
+    registry::{InstallError, Installed, Registry},
 };
 
 /// Where a version arrived from.
@@ -43,15 +43,17 @@ impl Registry {
                     let only_here = if source == Source::Folder { " (on this host only: upload through the API to change every host)" } else { "" };
                     tracing::info!(plugin = name, version = p.version(), "{} from {from}{only_here}", if activate { "activated" } else { "kept" });
                 }
-                if activate {
+                // The fleet's own version taken: this host runs what the fleet runs again. (One
+                // from the folder does not make it so.)
+                if activate && source == Source::Fleet {
                     self.refused.write().expect("refused lock").remove(name);
                 }
                 self.stamp(name, p.version(), stamps);
             }
             Err(e) => {
                 tracing::error!(plugin = name, error = %e, "{from}: candidate rejected");
-                if activate && source == Source::Fleet {
-                    self.refused.write().expect("refused lock").insert(name.to_owned(), e.to_string());
+                if let (true, Source::Fleet, InstallError::Load(refusal)) = (activate, source, &e) {
+                    self.refused.write().expect("refused lock").insert(name.to_owned(), refusal.to_string());
                 }
             }
         }

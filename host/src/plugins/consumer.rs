@@ -19,6 +19,13 @@ use crate::bus::{self, StreamSettings};
 /// How long a batch waits for more deliveries once its first has arrived.
 const BATCH_FILL: Duration = Duration::from_millis(2);
 
+/// A consumer's filter as its configuration says it (everything, when it has none).
+fn filter_of(config: &async_nats::jetstream::consumer::Config) -> Vec<String> {
+    let mut all = config.filter_subjects.clone();
+    all.extend(Some(config.filter_subject.clone()).filter(|f| !f.is_empty()));
+    if all.is_empty() { vec![">".into()] } else { all }
+}
+
 /// How often a consumer checks whether the active version reads other subjects.
 const SUBJECTS_RECHECK: Duration = Duration::from_secs(1);
 
@@ -192,19 +199,27 @@ async fn bind_and_consume<H, F>(
                         received.iter().map(|_| Disposition::Retry(host.delivery.max_delay)).collect()
                     }
                 };
+                // The fleet's filter as the server holds it now, asked once a batch, when needed.
+                let mut fleet_filter: Option<Vec<String>> = None;
                 for (msg, disposition) in received.iter().zip(dispositions) {
                     let acked = match disposition {
                         Disposition::Ack => msg.ack().await,
                         Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
                         Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
-                        // Bound to read it: this host's version changed since, to one that
-                        // does not. Handed back, it would stay pending for ever: once the
-                        // filter is narrowed, it is never delivered again.
-                        Disposition::NotRead(_) if super::subjects::reads(&filter, &msg.subject) => {
-                            tracing::info!(consumer = durable, subject = %msg.subject, "the version the fleet runs now does not read this subject: done, unhandled (a replay can run it)");
-                            msg.ack().await
+                        Disposition::NotRead(delay) => {
+                            if fleet_filter.is_none() {
+                                fleet_filter = Some(consumer.get_info().await.map_or_else(|_| vec![">".into()], |i| filter_of(&i.config)));
+                            }
+                            // Still in the fleet's filter: a version elsewhere reads it (or this
+                            // host is about to bind narrower), so it is handed back. Out of it:
+                            // no version the fleet binds reads it any more, and it is done.
+                            if fleet_filter.as_deref().is_some_and(|f| super::subjects::reads(f, &msg.subject)) {
+                                msg.ack_with(AckKind::Nak(Some(delay))).await
+                            } else {
+                                tracing::info!(consumer = durable, subject = %msg.subject, "no version the fleet runs reads this subject now: done, unhandled (a replay can run it)");
+                                msg.ack().await
+                            }
                         }
-                        Disposition::NotRead(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
                     };
                     if let Err(e) = acked {
                         // Not fatal: JetStream redelivers after ack_wait and the inbox absorbs it.

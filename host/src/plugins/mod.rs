@@ -76,9 +76,9 @@ pub fn name_refusal(name: &str) -> Option<String> {
     (name == GUARD).then(|| format!("{GUARD:?} is the host's own guard, not a plugin name"))
 }
 
-/// Whether `version` can be a plugin's version: it is an API path's and a command line's
-/// argument (`plugin activate NAME VERSION`, `replay --version`), the key of its kept
-/// builds, and what the inbox records, so it keeps to semantic versioning's characters.
+/// Whether `version` can be a new upload's version: it is a command line's argument
+/// (`plugin activate NAME VERSION`, `replay --version`), the key of its kept builds, and what
+/// the inbox records, so it keeps to semantic versioning's characters.
 pub fn is_version(version: &str) -> bool {
     (1..=64).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.+_".contains(&b))
 }

@@ -173,7 +173,15 @@ impl Registry {
             Some((false, kept)) if self.times(name, kept.version()).is_some_and(|t| t.activated_at.is_some()) => {
                 Err(InstallError::UseActivate { name: name.into(), version: kept.version().into() })
             }
-            _ => self.keep_staged(name, bytes),
+            Some((_, kept)) => Ok((kept, false)),
+            None => {
+                let plugin = self.load(name, bytes)?;
+                // Checked for a new upload only: a version kept before the rule still loads.
+                if !super::is_version(plugin.version()) {
+                    return Err(LoadError::BadVersion(plugin.version().into()).into());
+                }
+                Ok((self.keep(plugin, false)?, true))
+            }
         }
     }
 

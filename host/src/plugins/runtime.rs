@@ -254,9 +254,6 @@ impl Runtime {
         if let Some(why) = super::name_refusal(&manifest.name) {
             return Err(LoadError::BadName(format!("manifest name: {why}")));
         }
-        if !super::is_version(&manifest.version) {
-            return Err(LoadError::BadVersion(manifest.version));
-        }
         let granted = grants_of(&manifest.name);
         if let Some(c) = manifest.capabilities.iter().find(|c| !granted.contains(c)) {
             return Err(LoadError::CapabilityNotAllowed { capability: *c, plugin: manifest.name, granted });

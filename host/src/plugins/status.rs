@@ -119,6 +119,9 @@ pub struct HostPlugin {
     /// Attempts that failed per second over its last sample (retried or dead-lettered).
     #[serde(default)]
     pub failures_per_second: f64,
+    /// It refused the version the fleet runs (see the plugin status there).
+    #[serde(default)]
+    pub refused: bool,
 }
 
 /// How often the console's rate history samples the invocation counters (and the host
@@ -221,6 +224,7 @@ impl Registry {
                     .map(|s| HostPlugin {
                         events_per_second: last(&rates, &s.name),
                         failures_per_second: last(&failure_rates, &s.name),
+                        refused: s.refused.is_some(),
                         name: s.name,
                         active_version: s.active_version,
                         enabled: s.enabled,

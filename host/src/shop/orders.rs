@@ -123,16 +123,19 @@ impl Shop {
     /// The order as its first request leaves it: a repeat that raced in while that request
     /// still takes the steps waits for it (the steps take milliseconds), rather than answer
     /// a pre-order the shop never shows. One whose request died mid-flow stays a pre-order
-    /// until the sweeper cancels it: after [`SETTLE`] it is answered as it stands.
+    /// until the sweeper cancels it: once it was placed `SETTLE` ago, it is answered as it
+    /// stands (at once, for a repeat that comes later).
     async fn settled(&self, order_id: Id) -> Result<Order, ShopError> {
-        const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
-        let since = std::time::Instant::now();
+        const SETTLE: i64 = 5_000;
+        let mut pause = 5;
         loop {
             let order: Order = self.get(order_id).await?;
-            if order.order_status != STATUS_PREORDER || since.elapsed() >= SETTLE {
+            let placed = order.add_time.map_or(0, |t| t.0);
+            if order.order_status != STATUS_PREORDER || now_ms() - placed >= SETTLE {
                 return Ok(order);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            pause = (pause * 2).min(200);
         }
     }
 
