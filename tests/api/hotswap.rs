@@ -364,8 +364,8 @@ async fn a_version_with_new_subjects_rebinds_its_consumer() {
     assert_eq!(app.count("shop_audit_log", "").await, 0, "it writes nothing for confirmations");
 
     // Back to 1.0.0, which reads no confirmations, with some delivered to this host (it
-    // hands them back while log is paused) as it swaps: they are done, unhandled, not left
-    // pending for ever once the filter is narrowed again.
+    // hands them back while log is paused) as it swaps: redelivered after the filter is
+    // narrowed again, they are done, unhandled, not handed back for ever.
     wait_consumers_idle(&app.nats_url, &["log"]).await;
     let handled = confirmed_rows().await;
     app.registry().set_enabled("log", false);

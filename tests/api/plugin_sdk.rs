@@ -88,7 +88,7 @@ async fn a_new_plugin_from_the_template_runs_without_a_host_release() {
     let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
     let folder = tempfile::tempdir().unwrap();
     let created = ok(&shopmesh(&["plugin", "new", "gold-points", "--on", "shop.pay.success", "--cap", "add-points"], folder.path()));
-    assert!(created.contains("gold-points"), "{created}");
+    assert!(created.contains("gold-points") && created.trim_end().ends_with("--grant add-points`"), "{created}");
     let crate_dir = folder.path().join("gold-points");
     let template = std::fs::read_to_string(crate_dir.join("src/lib.rs")).unwrap();
     assert!(template.contains("may [AddPoints]") && template.contains(r#"on ["shop.pay.success"]"#), "{template}");

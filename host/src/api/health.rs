@@ -69,9 +69,9 @@ impl HealthApi {
 
     /// Readiness
     ///
-    /// 200 when the database answers, NATS is connected, stream SHOP exists and the plugins
-    /// are loaded; 503 with the reason otherwise. `plugins_refused` names the plugins whose
-    /// version the fleet runs this host refused.
+    /// 200 when the database answers, NATS is connected and stream SHOP exists; 503 with the
+    /// reason otherwise. `plugins_loaded` counts the plugins running here; `plugins_refused`
+    /// names those whose version the fleet runs this host refused.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz", tag = "ApiTags::Health")]
     async fn readyz(&self, probes: Data<&Probes>, host: Data<&Arc<PluginHost>>) -> ReadyResponse {
         let database = tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(probes.db.pool()))

@@ -63,7 +63,7 @@ impl Client {
             let ty = if json { "application/json" } else { "application/octet-stream" };
             req = req.header(reqwest::header::CONTENT_TYPE, ty).body(body);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the host at {}", self.base))?;
+        let resp = req.send().await.with_context(|| format!("cannot reach the host at {} (is it running? another host: --host or SHOPMESH_HOST_URL)", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {

@@ -45,7 +45,7 @@ pub enum PluginCommand {
     Upload {
         /// The component (.wasm), e.g. what `plugin build` wrote: <name>.wasm
         file: PathBuf,
-        /// Make it the active version at once (default: only keep it, staged)
+        /// Make it the active version at once (default: only keep it, staged; the API's PUT activates unless ?activate=false)
         #[arg(long)]
         activate: bool,
         /// The API's answer (the plugin's status) as JSON
@@ -230,11 +230,10 @@ fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(root.join("Cargo.toml"), manifest)?;
     std::fs::write(root.join("src/lib.rs"), rule)?;
     std::fs::write(root.join(".gitignore"), "/target\n*.wasm\n")?;
-    super::print(&format!(
-        "created {}: write the rule in src/lib.rs, test it with `cargo test`, then `shopmesh plugin build {}`\n",
-        root.display(),
-        root.display()
-    ))?;
+    // The build checks the grants as the host would: name the ones it declares.
+    let grant = if args.capabilities.is_empty() { String::new() } else { format!(" --grant {}", args.capabilities.join(",")) };
+    let (dir, next) = (root.display(), "write the rule in src/lib.rs, test it with `cargo test`, then");
+    super::print(&format!("created {dir}: {next} `shopmesh plugin build {dir}{grant}`\n"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -291,9 +290,10 @@ mod tests {
     use super::*;
     use shopmesh_guest::testing::{helper};
 
+    // Say here what the rule should return for this event (and add a test per case).
     #[test]
-    fn does_nothing_yet() {
-        assert!({Rule}::handle(&{event}, &FakeReads::default()).unwrap().is_empty());
+    fn handles_its_event() {
+        assert!({Rule}::handle(&{event}, &FakeReads::default()).is_ok());
     }
 }
 "#;

@@ -52,8 +52,10 @@ impl Registry {
             }
             Err(e) => {
                 tracing::error!(plugin = name, error = %e, "{from}: candidate rejected");
-                if let (true, Source::Fleet, InstallError::Load(refusal)) = (activate, source, &e) {
-                    self.refused.write().expect("refused lock").insert(name.to_owned(), refusal.to_string());
+                // The host's own checks, or another build it holds under the fleet's version
+                // (its folder's): either way it does not run the fleet's bytes.
+                if activate && source == Source::Fleet && matches!(e, InstallError::Load(_) | InstallError::VersionExists { .. }) {
+                    self.refused.write().expect("refused lock").insert(name.to_owned(), e.to_string());
                 }
             }
         }

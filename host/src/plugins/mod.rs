@@ -107,10 +107,11 @@ pub enum Disposition {
     Retry(Duration),
     /// Stored in the dead-letter store; never deliver again.
     DeadLettered,
-    /// The version running here does not read its subject. If the filter this host's
-    /// consumer was bound with reads it, this host's version changed since (a rollback to
-    /// one that reads less): the fleet runs a version that does not read it, and it is done,
-    /// unhandled. If not, a host running a version that reads more widened the fleet's
-    /// filter: it is that version's, handed back after the delay.
+    /// The version running here does not read its subject. The consumer decides from the
+    /// shared consumer's filter as the server holds it: a filter that reads it was bound by a
+    /// version that does (elsewhere, or here a moment ago), and it is handed back after the
+    /// delay; one that does not means no version bound reads it any more (a rollback to one
+    /// that reads less), and it is done, unhandled. A host whose own version is not the
+    /// fleet's (it refused the fleet's) always hands it back.
     NotRead(Duration),
 }

@@ -178,6 +178,7 @@ impl Registry {
                 let plugin = self.load(name, bytes)?;
                 // Checked for a new upload only: a version kept before the rule still loads.
                 if !super::is_version(plugin.version()) {
+                    self.metrics.swap(name, "rejected");
                     return Err(LoadError::BadVersion(plugin.version().into()).into());
                 }
                 Ok((self.keep(plugin, false)?, true))

@@ -8,7 +8,9 @@ use super::{coupons::Coupon, stock::Goods, users::User, Shop, ShopError};
 use crate::{ids::Id, money::Money};
 
 /// An order as the user submits it. The client states the price, shipping fee and order
-/// amount it showed; they must match what the shop computes now.
+/// amount it showed; they must match what the shop computes now: the goods amount is the
+/// price times the number, shipping is free above 100.00 of goods and 10.00 otherwise, and
+/// the order amount is the two together.
 #[derive(Debug, Clone, Object)]
 // The example leaves out what it does not set: null is refused (the schema is not nullable).
 #[oai(example, skip_serializing_if_is_none)]

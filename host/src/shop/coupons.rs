@@ -40,13 +40,20 @@ impl NewRow for NewCoupon {
 
     async fn insert(&self, tx: &mut Conn, coupon_id: Id) -> Result<(), ShopError> {
         not_negative(self.coupon_price, "coupon_price")?;
-        let owner = sqlx::query("SELECT 1 FROM trade_user WHERE user_id = $1").bind(self.user_id).fetch_optional(&mut *tx).await?;
-        if owner.is_none() {
-            return Err(ShopError::UserNotFound(self.user_id));
-        }
-        let sql = "INSERT INTO trade_coupon (coupon_id, coupon_price, user_id, is_used) VALUES ($1, $2, $3, 0)
+        // The write first, its owner checked in it: a transaction that reads before it writes
+        // fails on SQLite when another connection wrote in between (it cannot upgrade its
+        // snapshot), instead of waiting its turn.
+        let sql = "INSERT INTO trade_coupon (coupon_id, coupon_price, user_id, is_used)
+                   SELECT $1, $2, $3, 0 WHERE EXISTS (SELECT 1 FROM trade_user WHERE user_id = $3)
                    ON CONFLICT (coupon_id) DO NOTHING";
-        sqlx::query(sql).bind(coupon_id).bind(self.coupon_price).bind(self.user_id).execute(tx).await?;
+        let written = sqlx::query(sql).bind(coupon_id).bind(self.coupon_price).bind(self.user_id).execute(&mut *tx).await?;
+        // Nothing written: no such user, or the coupon is there already (the demo's, again).
+        if written.rows_affected() == 0 {
+            let owner = sqlx::query("SELECT 1 FROM trade_user WHERE user_id = $1").bind(self.user_id).fetch_optional(&mut *tx).await?;
+            if owner.is_none() {
+                return Err(ShopError::UserNotFound(self.user_id));
+            }
+        }
         Ok(())
     }
 }

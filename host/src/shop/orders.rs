@@ -127,11 +127,12 @@ impl Shop {
     /// stands (at once, for a repeat that comes later).
     async fn settled(&self, order_id: Id) -> Result<Order, ShopError> {
         const SETTLE: i64 = 5_000;
-        let mut pause = 5;
+        let (since, mut pause) = (now_ms(), 5);
         loop {
             let order: Order = self.get(order_id).await?;
+            // Both: the placing host's clock may be behind this one's.
             let placed = order.add_time.map_or(0, |t| t.0);
-            if order.order_status != STATUS_PREORDER || now_ms() - placed >= SETTLE {
+            if order.order_status != STATUS_PREORDER || now_ms() - placed >= SETTLE || now_ms() - since >= SETTLE {
                 return Ok(order);
             }
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
