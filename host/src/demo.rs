@@ -1,7 +1,7 @@
 //! Demo data from the original shop's test, loaded on first start: user "刘备" (balance
 //! 900.00, 100 points), goods "华为P30" (stock 999, 5000.00) and his 100.00 coupon; plus, so
 //! the API's examples work as they are on a fresh start, goods "荣耀20" (stock 100, 2999.00)
-//! and one confirmed order of hers for one of them (no coupon, no balance) with an unpaid
+//! and one confirmed order of his for one of them (no coupon, no balance) with an unpaid
 //! payment. Written through the shop's own code,
 //! which leaves existing rows alone, so restarts and several hosts load it once.
 

@@ -286,6 +286,11 @@ async fn a_message_dead_lettered_twice_has_one_open_letter(backend: Backend) {
         dead_letters::store(&app.db, &ids, &letter(Some(41))).await.unwrap();
     }
     assert_eq!(app.count("shop_dead_letter", "stream_seq = 41").await, 1);
+    // Another message under that sequence (a stream made anew numbers from 1): a letter of its own.
+    let other = Letter { body: "not an event", ..letter(Some(41)) };
+    dead_letters::store(&app.db, &ids, &other).await.unwrap();
+    assert_eq!(app.count("shop_dead_letter", "stream_seq = 41").await, 2);
+    sqlx::query("DELETE FROM shop_dead_letter WHERE body = 'not an event'").execute(app.db.pool()).await.unwrap();
     sqlx::query("UPDATE shop_dead_letter SET redriven_at = 1, redrive_result = 'applied' WHERE stream_seq = 41").execute(app.db.pool()).await.unwrap();
     dead_letters::store(&app.db, &ids, &letter(Some(41))).await.unwrap();
     assert_eq!(app.count("shop_dead_letter", "stream_seq = 41 AND redriven_at IS NULL").await, 1);

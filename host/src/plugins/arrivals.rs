@@ -53,7 +53,8 @@ impl Registry {
             Err(e) => {
                 tracing::error!(plugin = name, error = %e, "{from}: candidate rejected");
                 // The host's own checks, or another build it holds under the fleet's version
-                // (its folder's): either way it does not run the fleet's bytes.
+                // (its folder's, or an older one the fleet dropped and got again): either way
+                // it does not run the fleet's bytes.
                 if activate && source == Source::Fleet && matches!(e, InstallError::Load(_) | InstallError::VersionExists { .. }) {
                     self.refused.write().expect("refused lock").insert(name.to_owned(), e.to_string());
                 }

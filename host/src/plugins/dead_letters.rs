@@ -92,13 +92,13 @@ fn storable(text: &str) -> String {
 pub async fn store(db: &Db, ids: &Snowflake, l: &Letter<'_>) -> Result<(), sqlx::Error> {
     // Once per message: a dead-lettered one whose acknowledgement was lost (NATS went away
     // as it was sent) comes back, fails again and is dead-lettered again; its letter is open
-    // already. (A message is told by its stream sequence, event and subject: a stream made
+    // already. (A message is told by its stream sequence, subject and body: a stream made
     // anew numbers from 1 again; one without a sequence is always stored.)
     let stored = db.execute(sqlx::query(
         "INSERT INTO shop_dead_letter (id, plugin, plugin_version, subject, event_id, body, reason, attempts, created_at, stream_seq)
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
          WHERE $10 IS NULL OR NOT EXISTS (
-             SELECT 1 FROM shop_dead_letter WHERE plugin = $2 AND stream_seq = $10 AND event_id = $5 AND subject = $4 AND redriven_at IS NULL)",
+             SELECT 1 FROM shop_dead_letter WHERE plugin = $2 AND stream_seq = $10 AND subject = $4 AND body = $6 AND redriven_at IS NULL)",
     )
     .bind(ids.next())
     .bind(storable(l.plugin))

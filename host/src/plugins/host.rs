@@ -137,10 +137,8 @@ impl PluginHost {
         let mut spans = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             if !subjects::reads(plugin.subjects(), &m.subject) {
-                // Whose it is, the consumer knows from its filter (see NotRead); not a host
-                // that runs another version than the fleet's.
-                let back = PAUSED_RETRY.min(self.delivery.max_delay);
-                out[i] = if self.registry.refusal(name).is_some() { Disposition::Retry(back) } else { Disposition::NotRead(back) };
+                // Whose it is, the consumer knows from its filter (see NotRead).
+                out[i] = Disposition::NotRead(PAUSED_RETRY.min(self.delivery.max_delay));
                 continue;
             }
             match delivery::parse(&m.subject, &m.body) {

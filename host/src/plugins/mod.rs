@@ -111,7 +111,7 @@ pub enum Disposition {
     /// shared consumer's filter as the server holds it: a filter that reads it was bound by a
     /// version that does (elsewhere, or here a moment ago), and it is handed back after the
     /// delay; one that does not means no version bound reads it any more (a rollback to one
-    /// that reads less), and it is done, unhandled. A host whose own version is not the
-    /// fleet's (it refused the fleet's) always hands it back.
+    /// that reads less), and it is done, unhandled. (A host that runs another version than
+    /// the fleet's sets the filter when it binds: see the README on keeping a fleet on one.)
     NotRead(Duration),
 }

@@ -130,7 +130,8 @@ impl Shop {
         let (since, mut pause) = (now_ms(), 5);
         loop {
             let order: Order = self.get(order_id).await?;
-            // Both: the placing host's clock may be behind this one's.
+            // Either: the placing host's clock may be ahead of this one's (and one far behind
+            // answers at once, as for an order placed long ago).
             let placed = order.add_time.map_or(0, |t| t.0);
             if order.order_status != STATUS_PREORDER || now_ms() - placed >= SETTLE || now_ms() - since >= SETTLE {
                 return Ok(order);
