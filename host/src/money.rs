@@ -45,12 +45,7 @@ impl Money {
         if d.scale() > 2 {
             return Err(MoneyError::TooPrecise(text));
         }
-        let cents = d
-            .checked_mul(Decimal::ONE_HUNDRED)
-            .and_then(|c| i64::try_from(c).ok())
-            .filter(|c| c.abs() <= MAX_CENTS)
-            .ok_or(MoneyError::OutOfRange(text))?;
-        Ok(Money(cents))
+        d.checked_mul(Decimal::ONE_HUNDRED).and_then(|c| i64::try_from(c).ok()).and_then(Money::within).ok_or(MoneyError::OutOfRange(text))
     }
 
     // Arithmetic stays within what the API can write (at most 11 integer digits): a result

@@ -208,7 +208,9 @@ async fn bind_and_consume<H, F>(
                         Disposition::DeadLettered => msg.ack_with(AckKind::Term).await,
                         Disposition::NotRead(delay) => {
                             if fleet_filter.is_none() {
-                                fleet_filter = Some(consumer.get_info().await.map_or_else(|_| vec![">".into()], |i| filter_of(&i.config)));
+                                // Not known: taken as reading everything, so nothing is acked unseen.
+                                let info = consumer.get_info().await.inspect_err(|e| tracing::warn!(consumer = durable, error = %e, "consumer info unread; handing back"));
+                                fleet_filter = Some(info.map_or_else(|_| vec![">".into()], |i| filter_of(&i.config)));
                             }
                             // Still in the fleet's filter: a version elsewhere reads it (or this
                             // host is about to bind narrower), so it is handed back. Out of it:

@@ -10,7 +10,7 @@ use super::{
     dead_letters::{self, DeadLetterError, Letter},
     delivery::{self, Delivery},
     dispatch::Failure,
-    host::{trace_id, Applied, Message, PluginHost, Ready},
+    host::{trace_id, Message, PluginHost, Ready},
     inbox,
     runtime::LoadedPlugin,
     Disposition, GUARD,
@@ -128,11 +128,7 @@ impl PluginHost {
                 // Counted as the live path counts, so the metrics and the console see a
                 // recovery: without it a dead-lettered event looks lost for good.
                 self.registry.count(plugin, result.is_err());
-                let outcome = match &result {
-                    Ok(Applied::Now) => Outcome::Applied,
-                    Ok(_) => Outcome::Skipped,
-                    Err(_) => Outcome::RedriveFailed,
-                };
+                let outcome = result.as_ref().map_or(Outcome::RedriveFailed, |applied| applied.counted());
                 self.metrics.invocation(plugin, current.version(), outcome);
                 match result {
                     Ok(_) => APPLIED.to_string(),

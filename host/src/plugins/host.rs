@@ -61,6 +61,16 @@ pub enum Applied {
     Before,
 }
 
+impl Applied {
+    /// How the invocation metrics count it, on the live path and in a redrive alike.
+    pub(super) fn counted(self) -> Outcome {
+        match self {
+            Applied::Now => Outcome::Applied,
+            Applied::Before => Outcome::Skipped,
+        }
+    }
+}
+
 /// How soon a paused plugin's deliveries come back to see whether it was enabled.
 const PAUSED_RETRY: Duration = Duration::from_millis(500);
 
@@ -182,8 +192,8 @@ impl PluginHost {
             self.registry.count(name, result.is_err());
             match result {
                 Ok(applied) => {
-                    let (counted, outcome) = if applied == Applied::Now { (Outcome::Applied, "applied") } else { (Outcome::Skipped, "applied before") };
-                    self.metrics.invocation(name, plugin.version(), counted);
+                    let outcome = if applied == Applied::Now { "applied" } else { "applied before" };
+                    self.metrics.invocation(name, plugin.version(), applied.counted());
                     tracing::info!(plugin = name, version = plugin.version(), event = %r.delivery.id, subject = %r.delivery.subject, trace_id = %trace_id(r.delivery), outcome, "event handled");
                 }
                 Err(failure) => out[*i] = self.failed(&plugin, r.delivery, r.attempt, failure).await,

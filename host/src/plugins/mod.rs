@@ -58,7 +58,6 @@ pub use self::{
 /// The guard consumer's name, also what its dead letters are filed under.
 pub const GUARD: &str = "shopmesh-guard";
 
-
 /// The durable JetStream consumer of plugin `plugin` (shared by every host).
 pub fn durable_name(plugin: &str) -> String {
     format!("plugin-{plugin}")
