@@ -79,7 +79,7 @@ pub async fn hot_swap_times(shop: &Arc<Shop>, client: &async_nats::Client, setti
         let follower = host.clone();
         let offer = move |name: String, bytes: Vec<u8>, run: bool, stamps| {
             let follower = follower.clone();
-            async move { follower.registry.receive(shopmesh::plugins::arrivals::Source::Fleet, &name, &bytes, run, stamps) }
+            async move { follower.registry.receive(shopmesh::plugins::Source::Fleet, &name, &bytes, run, stamps) }
         };
         let caught_up = shopmesh::plugins::fleet::CaughtUp::default();
         tokio::spawn(shopmesh::plugins::fleet::follow(offer, client.clone(), settings.clone(), caught_up, signal.clone()));

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     // As the host's embedded server runs: every acknowledged publish fsynced.
     let nats = NatsServer::start(&bin, &tmp.path().join("js"), 0, Fsync::Always).await?;
     let client = bus::connect(&nats.url()).await?;
-    let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1 };
+    let stream = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1, database: None };
 
     // SHOPMESH_BENCH_PROFILE=cancel|pay: only that flow's backlog drain on SQLite, for a
     // profiler (options in `profile`); =invoke: only the per-invocation costs, repeated;

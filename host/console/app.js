@@ -418,12 +418,21 @@ async function replayForm() {
     h("button", { type: "submit", class: "primary" }, "Start replay"));
   page(h("h1", {}, "Replay"), h("p", { class: "muted" }, "Run a range of the stream through one version: a dry-run compares its effects with those recorded and changes nothing."),
     form, h("h2", {}, "Replays"),
-    table(["Id", "Plugin", "Version", "Mode", "State", "Processed#", "Changed#", "Regressed#", "Started"],
+    table(["Id", "Plugin", "Version", "Mode", "State", "Processed#", "Result", "Started"],
       replays.map((r) => h("tr", {},
         h("td", {}, h("a", { href: `/console/replay/${r.replay_id}` }, r.replay_id)),
         h("td", {}, r.plugin), h("td", {}, r.version), h("td", {}, r.mode), h("td", {}, r.state),
-        h("td", { class: "num" }, `${r.processed}/${r.total}`), h("td", { class: "num" }, r.summary.changed), h("td", { class: "num" }, r.summary.regressed), h("td", {}, fmtTime(r.started_at)))),
+        h("td", { class: "num" }, `${r.processed}/${r.total}`),
+        h("td", { class: "result" }, outcomes(r).filter(([k, v]) => v > 0 || k === "failed").map(([k, v]) => `${k} ${v}`).join(" · ")),
+        h("td", {}, fmtTime(r.started_at)))),
       { id: "replay-list" }));
+}
+
+// A replay's counts in the order the CLI prints them, those its mode can have: a dry-run
+// compares (`regressed` among its failed), an apply applies or skips.
+function outcomes(r) {
+  const keys = r.mode === "apply" ? ["applied", "skipped", "failed"] : ["same", "changed", "new", "failed", "regressed"];
+  return keys.map((k) => [k, r.summary[k]]);
 }
 
 async function start(form) {
@@ -472,8 +481,7 @@ async function replay(id) {
     set("replay-head", h("p", {}, `${r.mode} of `, h("a", { href: `/console/plugins/${r.plugin}` }, r.plugin), ` version ${r.version}, ` + (r.total ? `sequences ${r.from_seq}–${r.to_seq}` : "no events in that range"),
       r.subjects.length ? `, subjects ${r.subjects.join(", ")}` : "", r.max_rate ? `, at most ${r.max_rate} ev/s` : "", ` · by ${r.requested_by}`, " ",
       r.state === "running" ? h("button", { id: "cancel", class: "danger", onclick: () => act(`Cancel replay ${id}?`, async () => { await api("DELETE", `/api/admin/replays/${seg(id)}`); await draw(); }) }, "Cancel") : goOn(r)));
-    // `regressed` is a dry-run's; an apply's is always 0.
-    set("summary", Object.entries(r.summary).filter(([k]) => k !== "regressed" || r.mode === "dry-run").map(([k, v]) => h("div", { class: "card", dataset: { outcome: k } }, h("div", { class: "muted" }, k), h("div", { class: "big" }, v))));
+    set("summary", outcomes(r).map(([k, v]) => h("div", { class: "card", dataset: { outcome: k } }, h("div", { class: "muted" }, k), h("div", { class: "big" }, v))));
     if (r.state !== "running" && !drawnDone) { drawnDone = true; await diff(); }
     else if (r.state === "running") await diff();
   };

@@ -19,7 +19,13 @@ pub struct StreamSettings {
     /// Copies of stream `SHOP` (and of the fleet's buckets) in a NATS cluster: 3 keeps every
     /// event through the loss of one server.
     pub replicas: usize,
+    /// This host's database ([`crate::store::Db::identity`]): the stream is made with it, or
+    /// claimed for it when it has none; a stream of another database is refused.
+    pub database: Option<String>,
 }
+
+/// The key of stream `SHOP`'s metadata naming the database its events belong to.
+pub const DATABASE_KEY: &str = "shopmesh.database";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -39,6 +45,15 @@ pub enum BusError {
     StoreInUse(std::path::PathBuf),
     #[error("refusing to start (SHOPMESH_REQUIRE_SYNC_ALWAYS): {0}")]
     NotDurable(String),
+    /// Every host of a fleet must write into one database: this one would apply events whose
+    /// orders are in another, and their effects would land where nobody looks.
+    #[error(
+        "stream {STREAM} holds the events of another database ({theirs}; this host's is {ours}): the hosts \
+         sharing a NATS share one database. Point this host at that database (SHOPMESH_DATABASE_URL, or the \
+         data directory it was in), or give it a NATS of its own; to start a new shop on this NATS, remove \
+         stream {STREAM} first (nats stream rm {STREAM})"
+    )]
+    OtherDatabase { theirs: String, ours: String },
 }
 
 /// Connects without waiting for the server: publishes fail (and outbox rows wait) while it
@@ -96,6 +111,7 @@ pub async fn ensure_ready_to_publish(client: &async_nats::Client, settings: &Str
         num_replicas: settings.replicas.max(1),
         // The relay publishes a batch as one (see `publish`): one fsync, not one per event.
         allow_atomic_publish: atomic,
+        metadata: settings.database.iter().map(|id| (DATABASE_KEY.to_owned(), id.clone())).collect(),
         ..Default::default()
     })
     .await
@@ -105,18 +121,26 @@ pub async fn ensure_ready_to_publish(client: &async_nats::Client, settings: &Str
     // A stream made with a shorter de-duplication window than configured gets the configured
     // one: the relay's exactly-once rests on it outlasting two leases (see `config`), and an
     // existing stream is otherwise taken as it is. Nothing else of its configuration changes.
+    // A stream made before streams said their database (or by a host that did not know its
+    // own) is claimed for this host's.
     let current = &stream.cached_info().config;
+    let claim = match (&settings.database, current.metadata.get(DATABASE_KEY)) {
+        (Some(ours), Some(theirs)) if ours != theirs => return Err(BusError::OtherDatabase { theirs: theirs.clone(), ours: ours.clone() }),
+        (Some(ours), None) => Some(ours),
+        _ => None,
+    };
     let mut allowed = current.allow_atomic_publish;
     let (widen, allow) = (current.duplicate_window < settings.duplicate_window, atomic && !allowed);
-    if widen || allow {
+    if widen || allow || claim.is_some() {
         let mut config = current.clone();
         config.allow_atomic_publish |= atomic;
         config.duplicate_window = config.duplicate_window.max(settings.duplicate_window);
+        config.metadata.extend(claim.map(|id| (DATABASE_KEY.to_owned(), id.clone())));
         match js.update_stream(&config).await {
             Ok(info) => allowed = info.config.allow_atomic_publish,
             Err(e) => tracing::warn!(
-                error = %e, widen, allow,
-                "stream {STREAM}: cannot widen its de-duplication window or allow atomic batches (one by one, then)"
+                error = %e, widen, allow, claim = claim.is_some(),
+                "stream {STREAM}: cannot widen its de-duplication window, allow atomic batches (one by one, then) or say its database"
             ),
         }
     }

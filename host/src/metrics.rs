@@ -33,6 +33,9 @@ pub enum Outcome {
     /// An operator's redrive of a dead letter failed again: the letter stays open. (A
     /// redrive that applies its event counts as `Applied`.)
     RedriveFailed,
+    /// An `apply` replay failed on the event: it stays unapplied, nothing retries it. (One
+    /// that applies it counts as `Applied`.)
+    ReplayFailed,
 }
 
 impl Outcome {
@@ -44,6 +47,7 @@ impl Outcome {
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Refused => "refused",
             Outcome::RedriveFailed => "redrive_failed",
+            Outcome::ReplayFailed => "replay_failed",
         }
     }
 }

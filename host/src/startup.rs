@@ -17,11 +17,11 @@ use crate::{
     embedded::{self, Claim, Fsync, NatsServer},
     metrics::Metrics,
     outbox::{Relay, RelaySettings},
-    plugins::{arrivals::Source, consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::{self, HostCard}, DeliverySettings, PluginHost},
+    plugins::{consumer, fleet, folder, grants::{self, Grants}, runtime::{Limits, Runtime}, status::{self, HostCard}, DeliverySettings, PluginHost, Source},
     replay::runner::{Interrupted, Replays},
     retention,
     shop::{sweeper::{self, SweeperSettings}, Shop},
-    store::{Backend, Db},
+    store::{self, Backend, Db},
     timestamp::Timestamp,
 };
 
@@ -76,7 +76,7 @@ impl Application {
         let db_url = settings.database_url();
         let db = Db::connect_with(&db_url, settings.db_max_connections, settings.sqlite_synchronous)
             .await
-            .with_context(|| format!("connecting to the database ({})", redact_url(&db_url)))?;
+            .with_context(|| format!("connecting to the database ({})", store::redacted(&db_url)))?;
         db.migrate().await.context("migrating the database")?;
         tracing::info!(backend = ?db.backend(), "database ready");
         if db.backend() == Backend::Sqlite && settings.worker_id != 1 {
@@ -97,17 +97,19 @@ impl Application {
             Some(risk) if settings.require_sync_always => return Err(BusError::NotDurable(risk).into()),
             Some(risk) => tracing::warn!("DURABILITY: {risk} (SHOPMESH_REQUIRE_SYNC_ALWAYS=true refuses to start instead)"),
         }
+        let database = db.identity().await.context("reading the database's id")?;
         let stream = StreamSettings {
             duplicate_window: settings.duplicate_window,
             max_age: settings.stream_max_age,
             replicas: settings.stream_replicas,
+            database: Some(database),
         };
         let client = bus::connect(&nats_url).await?;
         // Give the first connection a moment, so a too-old server is refused at start with a
         // clear message; an unreachable one is not fatal (orders still work, rows wait).
         match wait_ready(&client, &stream, Duration::from_secs(5)).await {
             Ok(()) => tracing::info!(server = %client.server_info().version, "JetStream stream {} ready", bus::STREAM),
-            Err(e @ BusError::ServerTooOld { .. }) => return Err(e.into()),
+            Err(e @ (BusError::ServerTooOld { .. } | BusError::OtherDatabase { .. })) => return Err(e.into()),
             Err(e) => tracing::warn!(error = %e, "NATS not ready yet; events will wait in the outbox"),
         }
 
@@ -126,7 +128,7 @@ impl Application {
             if demo::load(&shop.with_fault(None)).await.context("loading demo data")? {
                 tracing::info!(
                     user = %demo::USER_ID, goods = %demo::GOODS_ID, coupon = %demo::COUPON_ID, order = %demo::ORDER_ID, payment = %demo::PAY_ID,
-                    "demo data loaded (刘备, 华为P30 and 荣耀20, her coupon, her confirmed 荣耀20 order with an unpaid payment)"
+                    "demo data loaded (刘备, 华为P30 and 荣耀20, his coupon, his confirmed 荣耀20 order with an unpaid payment)"
                 );
             }
         }
@@ -261,7 +263,7 @@ impl Application {
         tracing::info!(
             api = %format_args!("http://{address}/api"),
             docs = %format_args!("http://{address}/docs"),
-            database = %redact_url(&db_url),
+            database = %store::redacted(&db_url),
             data = %settings.data_dir.display(),
             nats = %nats_url,
             "shopmesh ready: Swagger UI at http://{address}/docs"
@@ -330,9 +332,11 @@ impl Application {
     /// embedded nats-server stops, last (≤ 5 s). The work in flight gets the grace period;
     /// `false` when it ran out, the rest abandoned as a crash would: every step is safe to redo.
     pub async fn stop(mut self) -> bool {
+        let requests_done = std::sync::atomic::AtomicBool::new(false);
         let work = async {
             let _ = self.http_stop.send(true);
             let _ = (&mut self.server).await;
+            requests_done.store(true, std::sync::atomic::Ordering::Relaxed);
             // Only now: the relay's last pass must come after the last request's commit.
             let _ = self.shutdown.send(true);
             self.tasks.close();
@@ -340,7 +344,10 @@ impl Application {
         };
         let clean = tokio::time::timeout(self.grace, work).await.is_ok();
         if !clean {
-            tracing::warn!(grace = %humantime::format_duration(self.grace), "grace period over: exiting with work in flight (it is redone after the restart)");
+            // Which: a client still sending its body holds the first part, and nothing of the
+            // shop's is lost then (that request never ran).
+            let waiting = if requests_done.load(std::sync::atomic::Ordering::Relaxed) { "background work (plugin batches, the outbox's last pass): redone after the restart" } else { "HTTP requests (a client still sending or reading): they are cut off, as a crash would" };
+            tracing::warn!(grace = %humantime::format_duration(self.grace), waiting_on = waiting, "grace period over: exiting with work in flight");
             let _ = self.shutdown.send(true); // if the HTTP drain took it all: the keeper must not start nats again
         }
         // A replay does not outlive its host, and says so now, not at this host's next start
@@ -383,17 +390,5 @@ async fn wait_ready(client: &async_nats::Client, stream: &StreamSettings, patien
             }
             other => return other.map(|_| ()),
         }
-    }
-}
-
-/// Drops the password from a database URL before it is shown.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or_default();
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }

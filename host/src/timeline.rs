@@ -68,7 +68,10 @@ pub struct TimelineEvent {
     pub event_id: Id,
     pub subject: String,
     pub written_at: Timestamp,
-    /// When JetStream acknowledged it; absent while it waits in the outbox.
+    /// When JetStream acknowledged it (by this host's clock, as the acknowledgement came);
+    /// absent while it waits in the outbox. The stream's own time of the event, which a
+    /// replay's time range reads, is a moment earlier: to replay this event, give its
+    /// `stream_seq`.
     pub published_at: Option<Timestamp>,
     /// Its sequence in the stream.
     pub stream_seq: Option<i64>,

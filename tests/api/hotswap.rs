@@ -194,6 +194,9 @@ async fn folder_drop_then_rollback(backend: Backend) {
         let path = entry.unwrap().path();
         std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
     }
+    // log's file cut short (a copy that broke off) as the host starts.
+    let log = std::fs::read(dir.path().join("log.wasm")).unwrap();
+    std::fs::write(dir.path().join("log.wasm"), &log[..log.len() / 3]).unwrap();
     let folder = dir.path().to_path_buf();
     let app = spawn_app_with(backend, move |s| {
         s.plugins_dir = folder;
@@ -201,6 +204,21 @@ async fn folder_drop_then_rollback(backend: Backend) {
     })
     .await;
     assert_eq!(plugin_status(&app, &app.address, "points").await["active_version"], "1.0.0");
+    // Not left out unnoticed: refused here, said by the status, the probe and the metrics.
+    let refused = plugin_status(&app, &app.address, "log").await;
+    assert!(refused["refused"].as_str().is_some_and(|why| why.starts_with("the plugins folder's ") && why.contains("log.wasm")), "{refused}");
+    // (vip-bonus too: this host grants it nothing.)
+    assert_eq!(app.get("/readyz").await.body["plugins_refused"], serde_json::json!(["log", "vip-bonus"]));
+    let metrics = app.get("/metrics").await.body;
+    assert!(metrics.as_str().unwrap().contains("shopmesh_plugin_refused{plugin=\"log\"} 1"), "{metrics}");
+    // A good file in its place runs, and ends the refusal.
+    std::fs::write(dir.path().join("log.wasm"), &log).unwrap();
+    wait_for("log 1.0.0 from the folder", Duration::from_secs(10), || async {
+        (plugin_status(&app, &app.address, "log").await["active_version"] == "1.0.0").then_some(())
+    })
+    .await;
+    assert!(plugin_status(&app, &app.address, "log").await.get("refused").is_none());
+    assert_eq!(app.get("/readyz").await.body["plugins_refused"], serde_json::json!(["vip-bonus"]));
 
     // Written slowly in two halves: never offered half-written.
     let v2 = component("points_v2");

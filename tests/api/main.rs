@@ -28,4 +28,5 @@ mod sandbox;
 mod scenario;
 mod shutdown;
 mod spec;
+mod storage;
 mod validation;

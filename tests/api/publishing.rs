@@ -79,7 +79,7 @@ async fn a_stream_made_without_atomic_batches_is_given_them() {
     let stored = || async { js.get_stream(bus::STREAM).await.unwrap().info().await.unwrap().config.clone() };
     assert!(!stored().await.allow_atomic_publish);
 
-    let settings = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1 };
+    let settings = StreamSettings { duplicate_window: Duration::from_secs(120), max_age: Duration::ZERO, replicas: 1, database: None };
     let (_, atomic) = bus::ensure_ready_to_publish(&client, &settings).await.expect("ready");
     assert!(atomic, "the relay is told to publish atomic batches");
     let config = stored().await;

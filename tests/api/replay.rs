@@ -161,6 +161,13 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     assert_eq!(none.len(), 0, "{none:?}");
     let passed = replay_cli(&app, &["--version", "0.0.1-rogue", "--fail-on-change"]).await;
     assert_eq!(passed.status.code(), Some(0), "{}", String::from_utf8_lossy(&passed.stdout));
+    // An --apply with the trapping version applies none of them: no success (exit 1).
+    let unapplied = replay_cli(&app, &["--apply"]).await;
+    assert_eq!(unapplied.status.code(), Some(1), "{unapplied:?}");
+    assert!(String::from_utf8_lossy(&unapplied.stderr).contains("3 events not applied: the version failed on them (exit 1)"), "{unapplied:?}");
+    assert!(String::from_utf8_lossy(&unapplied.stdout).contains("failed 3  applied 0"), "{unapplied:?}");
+    assert_eq!(score(&app, &fx).await, 0);
+    assert_eq!(invocations(&app, "0.0.1-rogue", "replay_failed").await, Some(3.0), "counted where operators look");
 
     // The log plugin applied everything already: all skipped, nothing changes.
     let logs = app.count("shop_audit_log", "").await;
@@ -176,6 +183,7 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     let done = replay(&app, json!({"plugin": "points", "mode": "apply"})).await;
     assert_eq!(done["summary"]["applied"], 3, "{done}");
     assert_eq!(score(&app, &fx).await, 450);
+    assert_eq!(invocations(&app, "1.0.0", "applied").await, Some(3.0), "a backfill is counted as applied");
     // Each applied event says what it wrote.
     let applied = app_events(&app, done["replay_id"].as_str().unwrap(), "outcome=applied").await;
     assert_eq!(applied.len(), 3, "{applied:?}");
@@ -228,6 +236,16 @@ async fn replay_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
         .output()
         .await
         .expect("run the CLI")
+}
+
+/// `shopmesh_plugin_invocations_total` of points `version` with `outcome`, if any.
+async fn invocations(app: &TestApp, version: &str, outcome: &str) -> Option<f64> {
+    let scrape = app.get("/metrics").await.body;
+    let line = scrape.as_str().unwrap().lines().find(|l| {
+        l.starts_with("shopmesh_plugin_invocations_total{")
+            && [format!("outcome=\"{outcome}\""), "plugin=\"points\"".into(), format!("version=\"{version}\"")].iter().all(|label| l.contains(label.as_str()))
+    })?;
+    line.rsplit(' ').next()?.parse().ok()
 }
 
 async fn app_events(app: &TestApp, id: &str, query: &str) -> Vec<Value> {
@@ -354,7 +372,8 @@ async fn bad_requests_start_nothing(backend: Backend) {
 }
 
 /// A replay whose host is killed ends `failed`, saying it was interrupted, once that host is
-/// back: its record never stays `running` with nothing running it.
+/// back, or once it has been silent long enough when it never comes back: its record never
+/// stays `running` with nothing running it.
 async fn a_replay_cut_off_by_a_killed_host_ends_failed(backend: Backend) {
     let app = spawn_app_with(backend, with_plugins).await;
     let fx = app.fixture(10, "150.00", "0.00", None).await;
@@ -366,15 +385,34 @@ async fn a_replay_cut_off_by_a_killed_host_ends_failed(backend: Backend) {
     let started = other.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "max_rate": 1}))).await;
     assert_eq!(started.status, 202, "{:?}", started.body);
     let id = started.body["replay_id"].as_str().unwrap().to_owned();
+    let gone = other.admin(Method::POST, "/api/admin/replays", Some(&json!({"plugin": "points", "mode": "dry-run", "max_rate": 1}))).await;
+    let gone = gone.body["replay_id"].as_str().unwrap().to_owned();
+    wait_for("the host's beat", Duration::from_secs(10), || async {
+        (app.count("shop_replay", &format!("id = {gone} AND beat_at IS NOT NULL")).await == 1).then_some(())
+    })
+    .await;
     host.child.start_kill().expect("SIGKILL");
     host.child.wait().await.unwrap();
-    let cut_off = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
-    assert_eq!(cut_off["state"], "running", "nothing has looked at it yet: {cut_off}");
+    for id in [&id, &gone] {
+        let cut_off = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
+        assert_eq!(cut_off["state"], "running", "its host was heard from a moment ago: {cut_off}");
+    }
+    // Two minutes on without a beat (its host gone for good): the next read fails it.
+    let silent = shopmesh::ids::now_ms() - 120_000;
+    sqlx::query(&format!("UPDATE shop_replay SET beat_at = $1, created_at = $1 WHERE id = {gone}")).bind(silent).execute(app.db.pool()).await.unwrap();
+    let ended = app.admin(Method::GET, &format!("/api/admin/replays/{gone}"), None).await.body;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    let row = sqlx::query(&format!("SELECT host FROM shop_replay WHERE id = {gone}")).fetch_one(app.db.pool()).await.unwrap();
+    let host_name: String = sqlx::Row::try_get(&row, 0).unwrap();
+    assert_eq!(ended["error"], format!("interrupted: its host, {host_name}, stopped saying it runs it (gone for good, or cut off from the database)"), "{ended}");
+    assert!(ended["finished_at"].is_string() && ended["resume_from"].is_i64(), "{ended}");
+    let metrics = app.get("/metrics").await.body;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("shopmesh_replays_running 1\n"), "the other one still counts as running:\n{metrics}");
 
     let back = crate::helpers::HostProcess::start(&app.db_url, &app.nats_url, &env).await;
     let ended = app.admin(Method::GET, &format!("/api/admin/replays/{id}"), None).await.body;
-    assert_eq!(ended["state"], "failed", "{ended}");
-    assert!(ended["error"].as_str().unwrap().contains("interrupted"), "{ended}");
+    assert_eq!((&ended["state"], &ended["error"]), (&json!("failed"), &json!("interrupted: the host running it stopped without ending it")), "{ended}");
     assert!(ended["finished_at"].is_string());
 
     // A host that stops cleanly ends its replays as it stops, not at a next start that may
@@ -389,7 +427,7 @@ async fn a_replay_cut_off_by_a_killed_host_ends_failed(backend: Backend) {
         .spawn()
         .expect("run the CLI");
     let id = wait_for("the CLI's replay", Duration::from_secs(10), || async {
-        other.admin(Method::GET, "/api/admin/replays", None).await.body[0]["replay_id"].as_str().filter(|new| *new != id).map(str::to_owned)
+        other.admin(Method::GET, "/api/admin/replays", None).await.body[0]["replay_id"].as_str().filter(|new| ![&id, &gone].contains(&&new.to_string())).map(str::to_owned)
     })
     .await;
     let pid = back.child.id().expect("the host runs") as i32;

@@ -182,10 +182,14 @@ def main():
         expect(page.locator("#diff-table tbody")).to_contain_text("nothing here")
         page.select_option("#outcome", "changed")
         expect(page.locator("#diff-table tr[data-outcome='changed']")).to_have_count(changed)
+        cards = page.locator("#summary .card").evaluate_all("cs => cs.map(c => c.dataset.outcome)")
+        assert cards == ["same", "changed", "new", "failed", "regressed"], f"a dry-run's counts, in the CLI's order: {cards}"
         shot(page, "06-replay-diff")
 
         step("replay page: a slow one (max rate 1 ev/s) shows its progress live and can be cancelled")
         page.goto(URL + "/console/replay?plugin=points")
+        # The list says what the last one found: a dry-run its changes.
+        expect(page.locator("#replay-list tbody tr").first.locator("td.result")).to_contain_text(f"changed {changed}")
         page.select_option("#replay-form select[name=version]", "2.0.0")
         page.fill("#replay-form input[name=max_rate]", "1")
         page.click("#replay-form button[type=submit]")

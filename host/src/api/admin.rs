@@ -86,3 +86,16 @@ impl AdminApi {
         Ok(Created::Created(Json(shop.add(body.0).await?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NewEntityError;
+    use crate::{ids::Id, shop::ShopError};
+
+    #[test]
+    fn a_failure_an_operation_does_not_expect_is_a_500_by_its_code_too() {
+        // Adding a user answers 400, 401, 408, 413, 415 or 500; not 404.
+        let NewEntityError::Internal(body) = NewEntityError::from(ShopError::UserNotFound(Id(7))) else { panic!("not a 500") };
+        assert_eq!((body.0 .0.code.as_str(), body.0 .0.message.as_str()), ("SHOP_INTERNAL_ERROR", "internal error; nothing in this request can fix it"));
+    }
+}

@@ -37,7 +37,7 @@ pub trait ApiFailure: std::fmt::Display {
     /// logged instead.
     fn message(&self) -> String {
         if self.failure() == INTERNAL {
-            "internal error; nothing in this request can fix it".into()
+            internal_message()
         } else {
             self.to_string()
         }
@@ -45,7 +45,12 @@ pub trait ApiFailure: std::fmt::Display {
 }
 
 /// The failures many error types share.
-const INTERNAL: (u16, &str) = (500, "SHOP_INTERNAL_ERROR");
+pub(crate) const INTERNAL: (u16, &str) = (500, "SHOP_INTERNAL_ERROR");
+
+/// What a 500 says; its cause is logged instead.
+pub(crate) fn internal_message() -> String {
+    "internal error; nothing in this request can fix it".into()
+}
 const INVALID: (u16, &str) = (400, "SHOP_REQUEST_PARAMETER_INVALID");
 const UNAUTHORIZED: (u16, &str) = (401, "SHOP_UNAUTHORIZED");
 
@@ -348,8 +353,11 @@ macro_rules! api_error {
                 match e.status() {
                     400 => $name::BadRequest(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body))),
                     $($status => $name::$variant(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body))),)*
+                    // A failure this operation does not expect (a row it just wrote not found
+                    // after a fault): a 500 says so with the 500's code, not the failure's own.
                     _ => {
                         tracing::error!(error = %e, "request failed");
+                        let body = $crate::api::errors::ErrorBody { code: $crate::api::errors::INTERNAL.1.into(), message: $crate::api::errors::internal_message() };
                         $name::Internal(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body)))
                     }
                 }

@@ -40,8 +40,9 @@ pub struct Readiness {
     /// Plugins running (an active, loaded version).
     pub plugins_loaded: u32,
     /// Plugins whose version the fleet runs this host refused (a configuration value or a
-    /// grant of its own; the plugin status says why): it runs another version of each, or
-    /// none, and their events wait for the other hosts. The host is ready all the same.
+    /// grant of its own), or whose component in its plugins folder it refused as it started
+    /// (the plugin status says why): it runs another version of each, or none, and their
+    /// events wait for the other hosts. The host is ready all the same.
     pub plugins_refused: Vec<String>,
 }
 

@@ -98,7 +98,7 @@ impl ReplaysApi {
     /// It stops after the chunk it is on; what it did so far is kept. A finished replay is
     /// left as it is.
     #[oai(path = "/replays/:replay_id", method = "delete", operation_id = "cancelReplay", tag = "ApiTags::Admin")]
-    async fn cancel(&self, _auth: AdminAuth, replays: Data<&Arc<Replays>>, replay_id: Path<Id>) -> Result<Json<Replay>, ReplayLookupError> {
-        Ok(Json(replays.cancel(replay_id.0).await?))
+    async fn cancel(&self, _auth: AdminAuth, req: &Request, replays: Data<&Arc<Replays>>, replay_id: Path<Id>) -> Result<Json<Replay>, ReplayLookupError> {
+        Ok(Json(replays.cancel(replay_id.0, &super::plugins::who(req)).await?))
     }
 }

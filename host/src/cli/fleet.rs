@@ -42,7 +42,7 @@ pub async fn switch(name: &str, enable: bool, host: &HostArgs) -> anyhow::Result
     let action = if enable { "enable" } else { "disable" };
     let path = format!("/api/admin/plugins/{}/{action}", plugin_name(name)?);
     let status: Value = host.client()?.post(&path).await.with_context(|| format!("{action} {name}"))?;
-    let done = if enable { "resumed" } else { "paused (its events wait in JetStream)" };
+    let done = if enable { "enabled (its events run)" } else { "paused (its events wait in JetStream)" };
     eprintln!("{name} {done} here, and every host of the fleet follows");
     super::print(&detail(&status))?;
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod dead_letters;
 pub mod fleet;
+mod follow;
 pub mod plugin;
 pub mod replay;
 

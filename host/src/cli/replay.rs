@@ -1,6 +1,6 @@
 //! `shopmesh replay`: starts a replay on a running host, follows it with a progress bar,
 //! prints the summary and the first changed, regressed and other failed events, and exits
-//! non-zero when it failed, or
+//! non-zero when it failed, when an `--apply` left events unapplied, or
 //! (`--fail-on-change`) when anything changed or regressed, so a CI job can gate a plugin
 //! release on "no unexpected change on last week's events".
 
@@ -8,17 +8,16 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::watch,
-};
 
-use super::client::{Client, HostArgs};
+use super::{
+    client::{Client, HostArgs},
+    follow::{follow, on_interrupt},
+};
 use crate::timestamp::Timestamp;
 
-/// Exit code when the replay failed or was cancelled.
+/// Exit code when the replay failed or was cancelled, or an `--apply` failed on an event
+/// (it is not applied: a backfill that applied nothing is no success).
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code, with `--fail-on-change`, when an event's effects changed or the version failed
 /// on an event that was applied live (`regressed`).
@@ -133,8 +132,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let started: Value = client.post_json("/api/admin/replays", &args.request()).await.context("starting the replay")?;
     let id = started["replay_id"].as_str().context("the host answered without a replay_id")?.to_owned();
     let range = match started["total"].as_u64().unwrap_or(0) {
+        0 if args.subjects.is_some() => "no events on those subjects in that range".to_owned(),
         0 => "no events in that range".to_owned(),
-        total => format!("sequences {} to {}, {total} event{}", started["from_seq"], started["to_seq"], if total == 1 { "" } else { "s" }),
+        total => format!("sequences {} to {}, {total} event{}", started["from_seq"], started["to_seq"], plural(total as i64)),
     };
     eprintln!(
         "replay {id}: {} of {} {} ({range}) on {}",
@@ -156,8 +156,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("to go on from where it stopped: {command}");
     }
     let count = |key: &str| replay["summary"][key].as_i64().unwrap_or(0);
-    let (changed, regressed) = (count("changed"), count("regressed"));
+    let (changed, regressed, failed) = (count("changed"), count("regressed"), count("failed"));
     Ok(if replay["state"] != "done" {
+        ExitCode::from(EXIT_FAILED)
+    } else if replay["mode"] == "apply" && failed > 0 {
+        eprintln!("{failed} event{} not applied: the version failed on {} (exit {EXIT_FAILED})", plural(failed), if failed == 1 { "it" } else { "them" });
         ExitCode::from(EXIT_FAILED)
     } else if args.fail_on_change && changed + regressed > 0 {
         eprintln!("--fail-on-change: {changed} changed, {regressed} regressed (exit {EXIT_CHANGED})");
@@ -239,99 +242,16 @@ fn go_on(replay: &Value, args: &ReplayArgs) -> Option<String> {
     Some(command)
 }
 
+fn plural(n: i64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// `word` as a shell reads it back: as it is when it is plain, else in single quotes.
 fn quoted(word: &str) -> String {
     if word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c)) {
         word.to_owned()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
-/// Ctrl-C (or SIGTERM, as a CI runner cancels a job) from before the replay starts: the
-/// first, while the replay is followed, is told to [`follow`] by its name, which asks the
-/// host to cancel it (a replay outlives the command that started it, and an `--apply`
-/// backfill its user thought stopped would go on); any other, or one once nothing follows,
-/// ends the command at once, as the signal does anywhere (exit 130, 143 for SIGTERM).
-fn on_interrupt() -> anyhow::Result<watch::Receiver<Option<&'static str>>> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let (told, interrupted) = watch::channel(None);
-    tokio::spawn(async move {
-        loop {
-            let (name, code) = tokio::select! {
-                Some(()) = interrupt.recv() => ("Ctrl-C", 130),
-                Some(()) = terminate.recv() => ("SIGTERM", 143),
-                // Only as the runtime shuts down; `told` must outlive the follower meanwhile.
-                else => std::future::pending().await,
-            };
-            if told.receiver_count() == 0 {
-                std::process::exit(code);
-            }
-            if told.borrow().is_some() {
-                eprintln!("\nleft at once: the replay may go on on the host (see GET /api/admin/replays)");
-                std::process::exit(code);
-            }
-            told.send_replace(Some(name));
-        }
-    });
-    Ok(interrupted)
-}
-
-/// Polls the replay until it ends, drawing its progress; after a Ctrl-C or SIGTERM, cancels
-/// it first.
-async fn follow(client: &Client, id: &str, total: u64, mut interrupted: watch::Receiver<Option<&'static str>>) -> anyhow::Result<Value> {
-    let mut cancelling = false;
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}  {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    let path = format!("/api/admin/replays/{id}");
-    loop {
-        let signal = *interrupted.borrow_and_update();
-        if let Some(signal) = signal.filter(|_| !cancelling) {
-            cancelling = true;
-            // Not `bar.println`: it prints nothing when stderr is not a terminal.
-            bar.suspend(|| eprintln!("{signal}: cancelling replay {id} on the host ({signal} again to leave at once)"));
-            let _: Value = client.call(reqwest::Method::DELETE, &path, None, false).await.context("cancelling the replay")?;
-        }
-        // A Ctrl-C is acted on at once, not after a slow host's answer.
-        let replay: Value = tokio::select! {
-            replay = poll(client, &path, &bar) => replay.with_context(|| format!(
-                "following replay {id}: it ends `failed` if its host stopped; once the host is back, GET {path} says how far it got (last_seq)"
-            ))?,
-            _ = interrupted.changed(), if !cancelling => continue,
-        };
-        bar.set_position(replay["processed"].as_u64().unwrap_or(0));
-        bar.set_message(replay["state"].as_str().unwrap_or_default().to_owned());
-        if replay["state"] != "running" {
-            bar.finish();
-            return Ok(replay);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = interrupted.changed(), if !cancelling => {}
-        }
-    }
-}
-
-/// How long following a replay bears with a host that does not answer (a blip, a restart
-/// of the network) before it gives up.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// The replay's record; a host that does not answer is asked again for [`PATIENCE`].
-async fn poll(client: &Client, path: &str, bar: &ProgressBar) -> anyhow::Result<Value> {
-    let since = std::time::Instant::now();
-    loop {
-        match client.get(path).await {
-            Err(e) if Client::unreachable(&e) && since.elapsed() < PATIENCE => {
-                bar.set_message(format!("no answer from the host; asking again for {}s", (PATIENCE - since.elapsed()).as_secs()));
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            answer => return answer,
-        }
     }
 }
 

@@ -3,30 +3,15 @@
 //! that this host's checks refused (a configuration value its schema does not admit here, a
 //! grant this host lacks) is remembered until the fleet's next version of that name is taken
 //! here: the plugin status, the readiness probe and the metrics say it, since this host then
-//! runs another version than the fleet, or none, and its events wait for the other hosts.
+//! runs another version than the fleet, or none, and its events wait for the other hosts. So
+//! is a component of the plugins folder this host refused as it started (corrupt, truncated,
+//! another world), until a version of that name runs here: with none, its events wait.
 
 use super::{
     fleet,
     registry::{InstallError, Installed, Registry},
+    Source,
 };
-
-/// Where a version arrived from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// This host's plugins folder (`SHOPMESH_PLUGINS_DIR`).
-    Folder,
-    /// The fleet's registry, which uploads and rollbacks go through.
-    Fleet,
-}
-
-impl Source {
-    fn said(self) -> &'static str {
-        match self {
-            Source::Folder => "the plugins folder",
-            Source::Fleet => "the fleet registry",
-        }
-    }
-}
 
 impl Registry {
     /// A version that arrived from `source` to run ([`offer`](Registry::offer)) or only to
@@ -43,10 +28,13 @@ impl Registry {
                     let only_here = if source == Source::Folder { " (on this host only: upload through the API to change every host)" } else { "" };
                     tracing::info!(plugin = name, version = p.version(), "{} from {from}{only_here}", if activate { "activated" } else { "kept" });
                 }
-                // The fleet's own version taken: this host runs what the fleet runs again. (One
-                // from the folder does not make it so.)
-                if activate && source == Source::Fleet {
-                    self.refused.write().expect("refused lock").remove(name);
+                // The fleet's own version taken: this host runs what the fleet runs again. One
+                // from the folder does not make it so, but it does end a refusal of the folder's.
+                if activate {
+                    let mut refused = self.refused.write().expect("refused lock");
+                    if refused.get(name).is_some_and(|(from, _)| source == Source::Fleet || *from == Source::Folder) {
+                        refused.remove(name);
+                    }
                 }
                 self.stamp(name, p.version(), stamps);
             }
@@ -56,20 +44,26 @@ impl Registry {
                 // (its folder's, or an older one the fleet dropped and got again): either way
                 // it does not run the fleet's bytes.
                 if activate && source == Source::Fleet && matches!(e, InstallError::Load(_) | InstallError::VersionExists { .. }) {
-                    self.refused.write().expect("refused lock").insert(name.to_owned(), e.to_string());
+                    self.refuse(Source::Fleet, name, e.to_string());
                 }
             }
         }
     }
 
-    /// Why this host refused the version the fleet runs of `name`, if it did.
+    /// Records that this host refused a version of `name` from `source` it should run.
+    pub(super) fn refuse(&self, source: Source, name: &str, why: String) {
+        self.refused.write().expect("refused lock").insert(name.to_owned(), (source, why));
+    }
+
+    /// Why this host refused the version the fleet runs of `name` (or its folder's, as it
+    /// started), if it did.
     pub fn refusal(&self, name: &str) -> Option<String> {
-        self.refused.read().expect("refused lock").get(name).cloned()
+        self.refused.read().expect("refused lock").get(name).map(|(_, why)| why.clone())
     }
 
     /// Every name whose version the fleet runs this host refused, with why, by name.
     pub fn refusals(&self) -> Vec<(String, String)> {
-        let mut all: Vec<_> = self.refused.read().expect("refused lock").iter().map(|(n, why)| (n.clone(), why.clone())).collect();
+        let mut all: Vec<_> = self.refused.read().expect("refused lock").iter().map(|(n, (_, why))| (n.clone(), why.clone())).collect();
         all.sort();
         all
     }

@@ -26,6 +26,11 @@ fn filter_of(config: &async_nats::jetstream::consumer::Config) -> Vec<String> {
     if all.is_empty() { vec![">".into()] } else { all }
 }
 
+/// The first and the longest wait before a consumer that could not bind (or lost its
+/// binding) tries again.
+const REBIND_FIRST: Duration = Duration::from_millis(500);
+const REBIND_MOST: Duration = Duration::from_secs(4);
+
 /// How often a consumer checks whether the active version reads other subjects.
 const SUBJECTS_RECHECK: Duration = Duration::from_secs(1);
 
@@ -103,7 +108,11 @@ async fn bind_and_consume<H, F>(
     H: Fn(Vec<(Message, i64)>) -> F,
     F: Future<Output = Vec<Disposition>>,
 {
+    // Failures in a row, and the wait before binding again: doubling, so a NATS that is away
+    // for a while (or never came) is neither hammered nor logged twice a second.
+    let (mut failures, mut delay) = (0u32, REBIND_FIRST);
     while !*shutdown.borrow() {
+        let mut bound = false;
         let result = async {
             let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
             let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
@@ -131,6 +140,7 @@ async fn bind_and_consume<H, F>(
                 .messages()
                 .await
                 .map_err(|e| e.to_string())?;
+            bound = true;
             let mut batches = messages.ready_chunks(batch_size);
             let mut recheck = tokio::time::interval(SUBJECTS_RECHECK);
             // What a top-up brought beyond the batch size: the start of the next batch.
@@ -236,11 +246,20 @@ async fn bind_and_consume<H, F>(
             continue;
         }
         if let Err(e) = result {
-            tracing::warn!(consumer = durable, error = %e, "consumer interrupted; re-binding");
+            if bound {
+                (failures, delay) = (0, REBIND_FIRST);
+            }
+            failures += 1;
+            if failures == 1 || failures % 10 == 0 {
+                tracing::warn!(consumer = durable, error = %e, failures, retry_in_ms = delay.as_millis() as u64, "consumer interrupted; re-binding");
+            } else {
+                tracing::debug!(consumer = durable, error = %e, failures, "consumer still not bound");
+            }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => {}
             }
+            delay = (delay * 2).min(REBIND_MOST);
         }
     }
 }

@@ -125,11 +125,7 @@ impl PluginHost {
             state => {
                 let ready = Ready { delivery: d, attempt: state.next_attempt() };
                 let result = self.run_and_apply(current, &[&ready]).await.pop().expect("one result");
-                // Counted as the live path counts, so the metrics and the console see a
-                // recovery: without it a dead-lettered event looks lost for good.
-                self.registry.count(plugin, result.is_err());
-                let outcome = result.as_ref().map_or(Outcome::RedriveFailed, |applied| applied.counted());
-                self.metrics.invocation(plugin, current.version(), outcome);
+                self.count_outside(current, &result, Outcome::RedriveFailed);
                 match result {
                     Ok(_) => APPLIED.to_string(),
                     Err(failure) => format!("failed: {failure}"),

@@ -9,12 +9,13 @@ use std::{collections::HashMap, path::PathBuf, time::{Duration, SystemTime}};
 
 use tokio::sync::watch;
 
-use super::{config::ConfigRefusal, registry::Registry, runtime::LoadError, InstallError};
+use super::{config::ConfigRefusal, registry::Registry, runtime::LoadError, InstallError, Source};
 
 type Seen = (u64, SystemTime);
 
-/// Installs every `<name>.wasm` in `dir` at start. A bad component is logged and skipped (the
-/// host runs without it until a good version arrives); a component that the configured
+/// Installs every `<name>.wasm` in `dir` at start. A bad component is logged, skipped and
+/// said as refused (the host runs without it until a good version arrives: its events wait,
+/// and the status, `/readyz` and the metrics say so); a component that the configured
 /// values for its name do not fit is an error, so that the operator's mistake stops the
 /// start where it was made rather than leaving the plugin out unnoticed.
 pub fn install_all(registry: &Registry, dir: &std::path::Path) -> Result<(), String> {
@@ -32,8 +33,14 @@ pub fn install_all(registry: &Registry, dir: &std::path::Path) -> Result<(), Str
             Ok(Err(InstallError::Load(LoadError::Config(why)))) if !matches!(why, ConfigRefusal::Schema(_)) => {
                 return Err(format!("plugin {name} ({}): {why}", path.display()));
             }
-            Ok(Err(e)) => tracing::error!(plugin = %name, error = %e, "plugin rejected"),
-            Err(e) => tracing::error!(plugin = %name, error = %e, "cannot read plugin file"),
+            Ok(Err(e)) => {
+                tracing::error!(plugin = %name, error = %e, "plugin rejected");
+                registry.refuse(Source::Folder, &name, format!("the plugins folder's {}: {e}", path.display()));
+            }
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "cannot read plugin file");
+                registry.refuse(Source::Folder, &name, format!("the plugins folder's {} cannot be read: {e}", path.display()));
+            }
         }
     }
     Ok(())

@@ -84,6 +84,14 @@ pub struct Ready<'a> {
 }
 
 impl PluginHost {
+    /// Counts a run outside the live consumer (a redrive, an `apply` replay) as the live
+    /// path counts, on the version that ran it, so the metrics and the console see it: without
+    /// it a backfilled event looks lost for good. A failure counts as `failed`.
+    pub(crate) fn count_outside(&self, plugin: &LoadedPlugin, result: &Result<Applied, Failure>, failed: Outcome) {
+        self.registry.count(&plugin.name, result.is_err());
+        self.metrics.invocation(&plugin.name, plugin.version(), result.as_ref().map_or(failed, |applied| applied.counted()));
+    }
+
     pub fn new(
         runtime: Runtime,
         shop: Arc<Shop>,

@@ -55,6 +55,25 @@ pub use self::{
     status::PluginStatus,
 };
 
+/// Where a version arrived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    /// This host's plugins folder (`SHOPMESH_PLUGINS_DIR`).
+    #[default]
+    Folder,
+    /// The fleet's registry, which uploads and rollbacks go through.
+    Fleet,
+}
+
+impl Source {
+    fn said(self) -> &'static str {
+        match self {
+            Source::Folder => "the plugins folder",
+            Source::Fleet => "the fleet registry",
+        }
+    }
+}
+
 /// The guard consumer's name, also what its dead letters are filed under.
 pub const GUARD: &str = "shopmesh-guard";
 

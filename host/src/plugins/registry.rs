@@ -19,6 +19,7 @@ use super::{
     config::Configs,
     grants::Grants,
     runtime::{self, LoadError, LoadedPlugin, Runtime},
+    Source,
 };
 use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics};
 
@@ -106,8 +107,9 @@ pub struct Registry {
     on_new: OnceLock<NewPluginHook>,
     /// Where uploads and rollbacks are handed to the rest of the fleet.
     pub(super) fleet: OnceLock<(async_nats::Client, StreamSettings)>,
-    /// Names whose version the fleet runs this host refused, and why ([`super::arrivals`]).
-    pub(super) refused: RwLock<HashMap<String, String>>,
+    /// Names whose version the fleet runs (or, at start, the folder holds) this host
+    /// refused: from where, and why ([`super::arrivals`]).
+    pub(super) refused: RwLock<HashMap<String, (Source, String)>>,
 }
 
 impl Registry {

@@ -43,7 +43,8 @@ pub struct PluginStatus {
     /// The same versions in detail: sha256, whether active, when kept and last activated.
     pub versions: Vec<PluginVersion>,
     /// Why this host refused the version the fleet runs (a configuration value or a grant of
-    /// its own): it runs another version, or none, and the readiness probe says so.
+    /// its own), or, as it started, its plugins folder's component (corrupt, another world):
+    /// it runs another version, or none, and the readiness probe says so.
     pub refused: Option<String>,
 }
 

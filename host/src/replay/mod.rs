@@ -183,7 +183,7 @@ pub enum ReplayError {
     NotFound(Id),
     #[error("{0}")]
     Range(String),
-    #[error("{0}")]
+    #[error("request parameter invalid: {0}")]
     Invalid(String),
     #[error("stream SHOP cannot be read: {0}")]
     Stream(String),

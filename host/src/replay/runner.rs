@@ -12,7 +12,7 @@ use futures::StreamExt;
 use super::{range, store, Mode, Outcome, Replay, ReplayError, ReplayEvent, ReplayRequest, State};
 use crate::{
     bus::{self, StreamSettings},
-    ids::Id,
+    ids::{now_ms, Id},
     plugins::{
         dead_letters,
         delivery::{self, Delivery},
@@ -33,6 +33,12 @@ const CHUNK: usize = 500;
 /// How long a replay waits for the next event before it looks around: cancelled meanwhile,
 /// or the rest of its range gone (expired past the stream's max age, or deleted).
 const IDLE: Duration = Duration::from_secs(2);
+
+/// How often the host running a replay says so in its record, and how long a record may go
+/// without it before any host reading it takes its host as gone (a host killed and never
+/// started again under its name). Long beside the beat: a busy database, clocks that differ.
+const BEAT: Duration = Duration::from_secs(10);
+const SILENT: Duration = Duration::from_secs(90);
 
 pub struct Replays {
     host: Arc<PluginHost>,
@@ -115,7 +121,19 @@ impl Replays {
         tracing::info!(replay = %id, plugin = %plugin.name, version = plugin.version(), mode = store::mode_str(req.mode), from = range.from_seq, to = range.to_seq, total = range.total, %requested_by, "replay started");
         let this = self.clone();
         tokio::spawn(async move {
-            let (state, error) = match this.run(id, &plugin, req.mode, req.max_rate, &range).await {
+            let db = this.host.shop().db.clone();
+            let beating = tokio::spawn(async move {
+                let mut beats = tokio::time::interval(BEAT);
+                loop {
+                    beats.tick().await;
+                    if let Err(e) = store::beat(&db, id).await {
+                        tracing::warn!(replay = %id, error = %e, "could not say that the replay still runs");
+                    }
+                }
+            });
+            let ran = this.run(id, &plugin, req.mode, req.max_rate, &range).await;
+            beating.abort();
+            let (state, error) = match ran {
                 Ok(true) => (State::Done, None),
                 Ok(false) => (State::Cancelled, None),
                 Err(e) => (State::Failed, Some(e.to_string())),
@@ -135,15 +153,28 @@ impl Replays {
         self.get(id).await
     }
 
+    /// Fails the running replays whose host went away for good, so that no reader sees one
+    /// running for ever; at each read, as no host may be left that runs them.
+    async fn reap(&self) -> Result<(), ReplayError> {
+        let failed = store::fail_silent(&self.host.shop().db, now_ms() - SILENT.as_millis() as i64).await?;
+        if failed > 0 {
+            tracing::warn!(replays = failed, silent_secs = SILENT.as_secs(), "replays whose host stopped saying it runs them marked failed");
+        }
+        Ok(())
+    }
+
     pub async fn get(&self, id: Id) -> Result<Replay, ReplayError> {
+        self.reap().await?;
         store::get(&self.host.shop().db, id).await
     }
 
     pub async fn list(&self, plugin: Option<&str>, state: Option<State>, limit: i64) -> Result<Vec<Replay>, ReplayError> {
+        self.reap().await?;
         Ok(store::list(&self.host.shop().db, plugin, state, limit).await?)
     }
 
     pub async fn running(&self) -> Result<Vec<Replay>, ReplayError> {
+        self.reap().await?;
         Ok(store::running(&self.host.shop().db).await?)
     }
 
@@ -152,10 +183,13 @@ impl Replays {
         Ok(store::events(&self.host.shop().db, id, outcome, regressed, after, limit).await?)
     }
 
-    /// Cancels a running replay (its work so far is kept); a finished one is left as it is.
-    pub async fn cancel(&self, id: Id) -> Result<Replay, ReplayError> {
-        self.get(id).await?;
-        store::finish(&self.host.shop().db, id, State::Cancelled, None).await?;
+    /// Cancels a running replay (its work so far is kept), saying who did in the log; a
+    /// finished one is left as it is.
+    pub async fn cancel(&self, id: Id, by: &str) -> Result<Replay, ReplayError> {
+        if self.get(id).await?.state == State::Running {
+            store::finish(&self.host.shop().db, id, State::Cancelled, None).await?;
+            tracing::info!(replay = %id, cancelled_by = by, "replay cancelled");
+        }
         self.get(id).await
     }
 
@@ -306,6 +340,7 @@ impl Replays {
         let results = self.host.run_and_apply(plugin, &ready).await;
         let mut outcomes: Vec<Option<Result<Applied, Failure>>> = deliveries.iter().map(|_| None).collect();
         for ((i, _), result) in todo.iter().zip(results) {
+            self.host.count_outside(plugin, &result, crate::metrics::Outcome::ReplayFailed);
             outcomes[*i] = Some(result);
         }
         let mut resolved = Vec::new();

@@ -207,6 +207,27 @@ pub async fn fail_interrupted(db: &Db, host: &str, why: &str) -> Result<u64, sql
     Ok(result.rows_affected())
 }
 
+/// The host running replay `id` says it still does (see [`fail_silent`]).
+pub async fn beat(db: &Db, id: Id) -> Result<(), sqlx::Error> {
+    db.execute(sqlx::query("UPDATE shop_replay SET beat_at = $1 WHERE id = $2 AND state = 'running'").bind(now_ms()).bind(id)).await?;
+    Ok(())
+}
+
+/// Running replays whose host has not said it runs them since `cutoff` (ms) end `failed`:
+/// that host went away and did not come back under its name, which would have failed them
+/// ([`fail_interrupted`]). Their record keeps its `last_seq`, where a new replay goes on.
+pub async fn fail_silent(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    let result = db.execute(sqlx::query(
+        "UPDATE shop_replay SET state = 'failed', finished_at = $1,
+                error = 'interrupted: its host, ' || host || ', stopped saying it runs it (gone for good, or cut off from the database)'
+          WHERE state = 'running' AND COALESCE(beat_at, created_at) < $2",
+    )
+    .bind(now_ms())
+    .bind(cutoff))
+    .await?;
+    Ok(result.rows_affected())
+}
+
 /// A replay's events after `after` (a sequence), in order, at most `limit`: of one outcome, and regressed or not,
 /// when asked.
 pub async fn events(db: &Db, id: Id, outcome: Option<Outcome>, regressed: Option<bool>, after: i64, limit: i64) -> Result<Vec<ReplayEvent>, sqlx::Error> {

@@ -2,6 +2,8 @@
 //! (production). Every query in the crate is written once, in the dialect both accept
 //! (`$N` placeholders, `ON CONFLICT`, `RETURNING`, BIGINT columns).
 
+mod migrations;
+
 use std::{
     ops::{Deref, DerefMut},
     path::Path,
@@ -10,14 +12,8 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use sqlx::{
-    any::AnyPoolOptions,
-    error::BoxDynError,
-    migrate::{Migrate, Migration, MigrationSource, MigrationType, Migrator},
-    Acquire, AnyPool, Executor, Row,
-};
+use sqlx::{any::AnyPoolOptions, AnyPool, Connection, Executor};
 
 /// What writes take: a transaction, or a savepoint inside one, derefs to it.
 pub type Conn = sqlx::AnyConnection;
@@ -122,83 +118,6 @@ struct Writer {
     background: Arc<Mutex<()>>,
 }
 
-/// Migrations (`migrations/<version>_<name>.sql`), embedded so the binary carries its schema.
-/// Versions only ever get added; sqlx's migrator records each (with its checksum) in
-/// `_sqlx_migrations` and, on Postgres, holds an advisory lock so hosts starting together
-/// migrate once.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        20261122000001,
-        "shop tables, step records, outbox",
-        include_str!("../../migrations/20261122000001_shop.sql"),
-    ),
-    (
-        20261122000002,
-        "plugin inbox, audit log, dead letters",
-        include_str!("../../migrations/20261122000002_plugins.sql"),
-    ),
-    (
-        20261126000003,
-        "replay: recorded inputs and outputs, replays and their events",
-        include_str!("../../migrations/20261126000003_replay.sql"),
-    ),
-    (
-        20261127000004,
-        "trace context of outbox rows",
-        include_str!("../../migrations/20261127000004_trace.sql"),
-    ),
-    (
-        20261127000005,
-        "plugin grants",
-        include_str!("../../migrations/20261127000005_grants.sql"),
-    ),
-    (
-        20261127000006,
-        "events found by key: the outbox by order, the inbox by event",
-        include_str!("../../migrations/20261127000006_keys.sql"),
-    ),
-    (
-        20261127000007,
-        "idempotency keys of order requests",
-        include_str!("../../migrations/20261127000007_order_requests.sql"),
-    ),
-    (20261207000008, "inbox rows by time", include_str!("../../migrations/20261207000008_inbox_by_time.sql")),
-    (20261207000009, "outbox rows by time sent", include_str!("../../migrations/20261207000009_outbox_by_time.sql")),
-    (
-        20261207000010,
-        "idempotency keys by time",
-        include_str!("../../migrations/20261207000010_order_requests_by_time.sql"),
-    ),
-    (20261207000011, "dead letters' stream sequence", include_str!("../../migrations/20261207000011_dead_letter_seq.sql")),
-    (20261207000012, "replays' regressed events", include_str!("../../migrations/20261207000012_replay_regressed.sql")),
-    (20261207000013, "the last sequence a replay ran", include_str!("../../migrations/20261207000013_replay_last_seq.sql")),
-];
-
-/// [`MIGRATIONS`] as sqlx's migrator reads them for one backend. A migration whose text
-/// starts with `-- no-transaction` (sqlx's own marker) runs outside a transaction, so that
-/// Postgres can build an index `CONCURRENTLY`, without holding off writes to a table that
-/// may be large by then; SQLite has no such index build and gets the text without the word.
-#[derive(Debug)]
-struct Embedded(Backend);
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async move {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|(version, description, sql)| {
-                    let no_tx = sql.starts_with("-- no-transaction");
-                    let sql = match self.0 {
-                        Backend::Sqlite if no_tx => sql.replace(" CONCURRENTLY ", " "),
-                        _ => (*sql).to_owned(),
-                    };
-                    Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into(), no_tx)
-                })
-                .collect())
-        })
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
@@ -244,6 +163,24 @@ impl Db {
                     Ok(())
                 })
             })
+            // A transaction whose rollback failed (on SQLite: an I/O error or a full disk made
+            // SQLite roll it back by itself first) leaves sqlx counting it open. Such a
+            // connection must not serve again: every later transaction on it would begin as
+            // a savepoint of one that never commits, its writes answered as committed and
+            // lost, the write lock held for good. Closed, it starts anew.
+            .after_release(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // The rollback of a dropped transaction is queued; let it run first.
+                        conn.ping().await?;
+                    }
+                    if conn.is_in_transaction() {
+                        tracing::warn!("a database connection was left in a transaction by a failed commit or rollback; closing it");
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })
+            })
             .connect(&url)
             .await?;
         let writer = (backend == Backend::Sqlite).then(|| Writer { turn: Arc::new(Mutex::new(())), background: Arc::new(Mutex::new(())) });
@@ -282,47 +219,22 @@ impl Db {
         Ok(Tx { tx: self.pool.begin().await?, _turn: turn, _background: background })
     }
 
+    /// This database's id: made at random the first time it is asked for, then always the
+    /// same (see [`crate::bus`]: stream `SHOP` says which database its events belong to).
+    pub async fn identity(&self) -> Result<String, sqlx::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| sqlx::Error::Protocol(format!("no randomness for the database's id: {e}")))?;
+        let made = sqlx::query("INSERT INTO shop_database (one, id, created_at) VALUES (1, $1, $2) ON CONFLICT (one) DO NOTHING");
+        self.execute(made.bind(hex::encode(bytes)).bind(crate::ids::now_ms())).await?;
+        sqlx::query_scalar("SELECT id FROM shop_database WHERE one = 1").fetch_one(&self.pool).await
+    }
+
     /// Runs one writing statement in a transaction of its own (so it takes its turn).
     pub async fn execute<'q>(&self, query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
         let mut tx = self.begin().await?;
         let done = query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done)
-    }
-
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.adopt_legacy_history().await?;
-        Migrator::new(Embedded(self.backend)).await?.run(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Databases made before shopmesh used sqlx's migrator recorded their migrations in
-    /// `shopmesh_migrations`: their versions are entered into `_sqlx_migrations` once, so
-    /// the migrator does not run them again.
-    async fn adopt_legacy_history(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let legacy = match sqlx::query("SELECT version FROM shopmesh_migrations").fetch_all(&mut *conn).await {
-            Ok(rows) => rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<Vec<_>, _>>()?,
-            Err(_) => return Ok(()), // no legacy table: nothing to adopt
-        };
-        conn.ensure_migrations_table().await?;
-        let known = Migrator::new(Embedded(self.backend)).await?;
-        let mut tx = conn.begin().await?;
-        for m in known.iter().filter(|m| legacy.contains(&m.version)) {
-            sqlx::query(
-                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-                 VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
-            )
-            .bind(m.version)
-            .bind(m.description.to_string())
-            .bind(m.checksum.to_vec())
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("DROP TABLE shopmesh_migrations").execute(&mut *tx).await?;
-        tx.commit().await?;
-        tracing::info!(versions = ?legacy, "adopted the migration history of an older shopmesh");
-        Ok(())
     }
 }
 
@@ -382,4 +294,16 @@ fn ensure_sqlite_folder(url: &str) -> Result<(), StoreError> {
             .map_err(|source| StoreError::Folder { path: parent.display().to_string(), source })?;
     }
     Ok(())
+}
+
+/// Drops the password from a database URL before it is shown.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
