@@ -1,7 +1,7 @@
 //! The NATS side: connecting, refusing servers older than 2.10, the `SHOP` stream, and how
 //! durable a server says it is. The `nats-server` a host starts for itself is [`crate::embedded`].
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, stream};
 
@@ -19,9 +19,27 @@ pub struct StreamSettings {
     /// Copies of stream `SHOP` (and of the fleet's buckets) in a NATS cluster: 3 keeps every
     /// event through the loss of one server.
     pub replicas: usize,
-    /// This host's database ([`crate::store::Db::identity`]): the stream is made with it, or
-    /// claimed for it when it has none; a stream of another database is refused.
-    pub database: Option<String>,
+    /// This host's database: the stream is made with it, or claimed for it when it has
+    /// none; a stream of another database is refused.
+    pub database: Option<Owner>,
+}
+
+/// The database whose events this host expects stream `SHOP` to hold
+/// ([`crate::store::Db::identity`]), and where to say that it holds another's: found at start,
+/// the host refuses to start; found later (the stream removed and made again by a host of
+/// another shop), the host stops, rather than publish into it or consume from it.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub database: String,
+    other: Arc<tokio::sync::watch::Sender<Option<String>>>,
+}
+
+impl Owner {
+    /// The owner, and what says the reason once the stream turns out to be another's.
+    pub fn new(database: String) -> (Owner, tokio::sync::watch::Receiver<Option<String>>) {
+        let (other, told) = tokio::sync::watch::channel(None);
+        (Owner { database, other: Arc::new(other) }, told)
+    }
 }
 
 /// The key of stream `SHOP`'s metadata naming the database its events belong to.
@@ -111,7 +129,7 @@ pub async fn ensure_ready_to_publish(client: &async_nats::Client, settings: &Str
         num_replicas: settings.replicas.max(1),
         // The relay publishes a batch as one (see `publish`): one fsync, not one per event.
         allow_atomic_publish: atomic,
-        metadata: settings.database.iter().map(|id| (DATABASE_KEY.to_owned(), id.clone())).collect(),
+        metadata: settings.database.iter().map(|owner| (DATABASE_KEY.to_owned(), owner.database.clone())).collect(),
         ..Default::default()
     })
     .await
@@ -125,8 +143,12 @@ pub async fn ensure_ready_to_publish(client: &async_nats::Client, settings: &Str
     // own) is claimed for this host's.
     let current = &stream.cached_info().config;
     let claim = match (&settings.database, current.metadata.get(DATABASE_KEY)) {
-        (Some(ours), Some(theirs)) if ours != theirs => return Err(BusError::OtherDatabase { theirs: theirs.clone(), ours: ours.clone() }),
-        (Some(ours), None) => Some(ours),
+        (Some(owner), Some(theirs)) if owner.database != *theirs => {
+            let refused = BusError::OtherDatabase { theirs: theirs.clone(), ours: owner.database.clone() };
+            owner.other.send_replace(Some(refused.to_string()));
+            return Err(refused);
+        }
+        (Some(owner), None) => Some(&owner.database),
         _ => None,
     };
     let mut allowed = current.allow_atomic_publish;
@@ -145,6 +167,19 @@ pub async fn ensure_ready_to_publish(client: &async_nats::Client, settings: &Str
         }
     }
     Ok((js, atomic && allowed))
+}
+
+/// [`ensure_ready`], waiting up to `patience` for the first connection.
+pub async fn wait_ready(client: &async_nats::Client, stream: &StreamSettings, patience: Duration) -> Result<(), BusError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match ensure_ready(client, stream).await {
+            Err(BusError::NotConnected) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
 }
 
 /// Whether the relay may publish to a server of `version` in atomic batches: 2.14 and newer.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sqlx::Acquire;
 
 use crate::{
-    store::{Backend, Conn, Db},
+    store::{self, Backend, Conn, Db},
     trace::{self, TraceContext},
 };
 
@@ -113,18 +113,24 @@ async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[(&C::Job, Option<Tr
             Err(e) => return group.iter().map(|_| Err(failed(&e))).collect(),
         };
         let mut results = Vec::with_capacity(group.len());
-        let mut again = false;
+        let (mut again, mut lost) = (false, None);
         for (job, context) in group {
             let one = async {
                 if !savepoints {
                     return work.run(&mut tx, job).await;
                 }
                 let mut savepoint = tx.begin().await?;
-                let done = work.run(&mut savepoint, job).await?;
-                savepoint.commit().await?;
-                Ok::<_, C::Error>(done)
+                let done = work.run(&mut savepoint, job).await;
+                store::end_savepoint(savepoint, done).await.unwrap_or_else(|e| {
+                    let answer = Err(failed(&e));
+                    lost = Some(e);
+                    answer
+                })
             };
-            results.push(trace::maybe_scope(*context, one).await); // a failed job's savepoint rolls back when dropped
+            results.push(trace::maybe_scope(*context, one).await);
+            if let Some(e) = lost.take() {
+                return group.iter().map(|_| Err(failed(&e))).collect(); // the transaction is gone
+            }
             if !savepoints && group.len() > 1 && results.last().is_some_and(Result::is_err) {
                 again = true;
                 break;
@@ -164,16 +170,28 @@ mod tests {
             if *n == 13 {
                 return Err(sqlx::Error::Protocol("thirteen".into()));
             }
+            if *n == 666 {
+                // What SQLite does by itself on an I/O error or a full disk: the whole
+                // transaction is rolled back, the other jobs' writes with it.
+                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                return Err(sqlx::Error::Protocol("disk I/O error".into()));
+            }
             Ok(())
         }
     }
 
-    #[tokio::test]
-    async fn a_failed_job_rolls_back_alone_in_a_group_and_alone() {
+    /// A SQLite file with table `t` of numbers, and a group commit of [`Insert`] on it.
+    async fn numbers() -> (tempfile::TempDir, Db, GroupCommit<Insert>) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}/g.db", dir.path().display()), 4).await.unwrap();
         db.execute(sqlx::query("CREATE TABLE t (n INTEGER NOT NULL)")).await.unwrap();
         let commit = GroupCommit::start(db.clone(), Insert);
+        (dir, db, commit)
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_rolls_back_alone_in_a_group_and_alone() {
+        let (_dir, db, commit) = numbers().await;
         // Submitted together (the committing task runs once the test task waits), so they
         // share one transaction: 13 in the middle of a group, then last of one, then alone.
         for jobs in [(0..40).collect::<Vec<i64>>(), vec![100, 101, 102, 13], vec![13]] {
@@ -185,5 +203,22 @@ mod tests {
         let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n").fetch_all(db.pool()).await.unwrap();
         let expected: Vec<i64> = (0..40).filter(|n| *n != 13).chain([100, 101, 102]).collect();
         assert_eq!(stored, expected);
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_transaction_sqlite_rolled_back_answers_every_job_failed() {
+        let (_dir, db, commit) = numbers().await;
+        let jobs = [1, 2, 666, 3, 4];
+        let results = futures::future::join_all(jobs.iter().map(|n| commit.submit(*n))).await;
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n").fetch_all(db.pool()).await.unwrap();
+        // Answered as it stands: no job answered done whose row is missing, none answered
+        // failed whose row is there.
+        for (n, r) in jobs.iter().zip(&results) {
+            assert_eq!(r.is_ok(), stored.contains(n), "job {n}: {r:?}, stored {stored:?}");
+        }
+        // And the next group commits as usual.
+        assert!(commit.submit(5).await.is_ok());
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t WHERE n = 5").fetch_all(db.pool()).await.unwrap();
+        assert_eq!(stored, [5]);
     }
 }

@@ -39,6 +39,8 @@ pub struct Application {
     tasks: TaskTracker,
     server: JoinHandle<std::io::Result<()>>,
     grace: Duration,
+    /// Says why once stream SHOP turns out to hold another database's events.
+    other_database: watch::Receiver<Option<String>>,
     // Stopped last: the child nats-server outlives the tasks that use it.
     nats: Option<Arc<Mutex<NatsServer>>>,
 }
@@ -97,17 +99,17 @@ impl Application {
             Some(risk) if settings.require_sync_always => return Err(BusError::NotDurable(risk).into()),
             Some(risk) => tracing::warn!("DURABILITY: {risk} (SHOPMESH_REQUIRE_SYNC_ALWAYS=true refuses to start instead)"),
         }
-        let database = db.identity().await.context("reading the database's id")?;
+        let (owner, other_database) = bus::Owner::new(db.identity().await.context("reading the database's id")?);
         let stream = StreamSettings {
             duplicate_window: settings.duplicate_window,
             max_age: settings.stream_max_age,
             replicas: settings.stream_replicas,
-            database: Some(database),
+            database: Some(owner),
         };
         let client = bus::connect(&nats_url).await?;
         // Give the first connection a moment, so a too-old server is refused at start with a
         // clear message; an unreachable one is not fatal (orders still work, rows wait).
-        match wait_ready(&client, &stream, Duration::from_secs(5)).await {
+        match bus::wait_ready(&client, &stream, Duration::from_secs(5)).await {
             Ok(()) => tracing::info!(server = %client.server_info().version, "JetStream stream {} ready", bus::STREAM),
             Err(e @ (BusError::ServerTooOld { .. } | BusError::OtherDatabase { .. })) => return Err(e.into()),
             Err(e) => tracing::warn!(error = %e, "NATS not ready yet; events will wait in the outbox"),
@@ -287,6 +289,7 @@ impl Application {
             tasks,
             server,
             grace: settings.shutdown_grace,
+            other_database,
             nats: nats_child,
         })
     }
@@ -312,8 +315,15 @@ impl Application {
     /// restart, as after a crash). `signals` are installed before the application is built,
     /// so a signal that arrives as soon as the host answers is not fatal.
     pub async fn run_until_stopped(self, mut signals: StopSignals) -> anyhow::Result<()> {
-        signals.recv().await;
-        tracing::info!(grace = %humantime::format_duration(self.grace), "shutting down (a second signal exits at once)");
+        let mut other = self.other_database.clone();
+        let refused = tokio::select! {
+            _ = signals.recv() => None,
+            Ok(()) = other.changed() => other.borrow().clone(),
+        };
+        match &refused {
+            Some(why) => tracing::error!(reason = %why, "stopping: this host's database is not the one whose events stream SHOP holds"),
+            None => tracing::info!(grace = %humantime::format_duration(self.grace), "shutting down (a second signal exits at once)"),
+        }
         tokio::select! {
             clean = self.stop() => {
                 if clean {
@@ -322,7 +332,7 @@ impl Application {
             }
             _ = signals.recv() => tracing::warn!("second signal: exiting now"),
         }
-        Ok(())
+        refused.map_or(Ok(()), |why| Err(anyhow::anyhow!(why)))
     }
 
     /// Stops: the HTTP server takes no new requests and finishes those in flight; then the
@@ -346,7 +356,7 @@ impl Application {
         if !clean {
             // Which: a client still sending its body holds the first part, and nothing of the
             // shop's is lost then (that request never ran).
-            let waiting = if requests_done.load(std::sync::atomic::Ordering::Relaxed) { "background work (plugin batches, the outbox's last pass): redone after the restart" } else { "HTTP requests (a client still sending or reading): they are cut off, as a crash would" };
+            let waiting = if requests_done.load(std::sync::atomic::Ordering::Relaxed) { "background work (plugin batches, the outbox's last pass): redone after the restart" } else { "HTTP requests still being answered (a slow client, a request waiting on the database): cut off as a crash would, what they had not committed not done, and the outbox's last pass not run (the next start publishes it)" };
             tracing::warn!(grace = %humantime::format_duration(self.grace), waiting_on = waiting, "grace period over: exiting with work in flight");
             let _ = self.shutdown.send(true); // if the HTTP drain took it all: the keeper must not start nats again
         }
@@ -381,14 +391,3 @@ impl StopSignals {
     }
 }
 
-async fn wait_ready(client: &async_nats::Client, stream: &StreamSettings, patience: Duration) -> Result<(), BusError> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        match bus::ensure_ready(client, stream).await {
-            Err(BusError::NotConnected) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => return other.map(|_| ()),
-        }
-    }
-}

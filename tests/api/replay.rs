@@ -164,7 +164,7 @@ async fn apply_skips_what_was_applied_and_backfills_what_was_missed_once(backend
     // An --apply with the trapping version applies none of them: no success (exit 1).
     let unapplied = replay_cli(&app, &["--apply"]).await;
     assert_eq!(unapplied.status.code(), Some(1), "{unapplied:?}");
-    assert!(String::from_utf8_lossy(&unapplied.stderr).contains("3 events not applied: the version failed on them (exit 1)"), "{unapplied:?}");
+    assert!(String::from_utf8_lossy(&unapplied.stderr).contains("3 events not applied (the version failed, or the event is malformed: see the failed events) (exit 1)"), "{unapplied:?}");
     assert!(String::from_utf8_lossy(&unapplied.stdout).contains("failed 3  applied 0"), "{unapplied:?}");
     assert_eq!(score(&app, &fx).await, 0);
     assert_eq!(invocations(&app, "0.0.1-rogue", "replay_failed").await, Some(3.0), "counted where operators look");

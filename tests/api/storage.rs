@@ -49,6 +49,20 @@ async fn a_host_on_another_database_refuses_the_fleets_stream() {
     assert_eq!(after.cached_info().config.metadata.get("shopmesh.database"), Some(&ours), "not claimed by the other");
 }
 
+/// Found after the start (the stream removed and made again by a host of another shop), the
+/// host stops, with an error, instead of publishing into it or consuming from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_stops_when_its_stream_turns_out_to_be_another_databases() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut host = crate::helpers::HostProcess::start(&app.db_url, &app.nats_url, &[("SHOPMESH_WORKER_ID", "2")]).await;
+    let js = async_nats::jetstream::new(async_nats::connect(&app.nats_url).await.unwrap());
+    let mut config = js.get_stream("SHOP").await.unwrap().cached_info().config.clone();
+    config.metadata.insert("shopmesh.database".into(), "another shop's".into());
+    js.update_stream(&config).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), host.child.wait()).await.expect("it stops by itself").unwrap();
+    assert_eq!(stopped.code(), Some(1), "stopped with an error: {stopped:?}");
+}
+
 #[tokio::test]
 async fn a_transaction_sqlite_rolled_back_by_itself_leaves_later_ones_committing() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,12 +70,21 @@ async fn a_transaction_sqlite_rolled_back_by_itself_leaves_later_ones_committing
     // One connection, so each transaction below runs on the one the fault touched.
     let db = Db::connect(&url, 1).await.unwrap();
     db.execute(sqlx::query("CREATE TABLE t (x TEXT)")).await.unwrap();
+    // A mark of this connection's own: a connection made anew has SQLite's default.
+    let cache = || async { sqlx::query_scalar::<_, i64>("PRAGMA cache_size").fetch_one(db.pool()).await.unwrap() };
+    sqlx::query("PRAGMA cache_size = -1234").execute(db.pool()).await.unwrap();
+    // A transaction dropped as usual leaves its connection to serve again.
+    let mut healthy = db.begin().await.unwrap();
+    sqlx::query("INSERT INTO t (x) VALUES ('dropped')").execute(&mut *healthy).await.unwrap();
+    drop(healthy);
+    assert_eq!(cache().await, -1234, "the same connection, kept");
 
     let mut cut = db.begin().await.unwrap();
     sqlx::query("INSERT INTO t (x) VALUES ('cut')").execute(&mut *cut).await.unwrap();
     // What SQLite does by itself on such a fault.
     sqlx::query("ROLLBACK").execute(&mut *cut).await.unwrap();
     drop(cut);
+    assert_ne!(cache().await, -1234, "that connection was closed, and another made");
     let mut dropped = db.begin().await.unwrap();
     sqlx::query("INSERT INTO t (x) VALUES ('dropped')").execute(&mut *dropped).await.unwrap();
     drop(dropped);

@@ -93,7 +93,7 @@ fn table(plugins: &[Value]) -> String {
 pub fn detail(p: &Value) -> String {
     let head = match p["active_version"].as_str() {
         Some(version) => format!("{} {version}, {}, active since {}", text(&p["name"]), switch_word(p), text(&p["activated_at"])),
-        None if p["refused"].is_string() => format!("{} (no active version here: the fleet's was refused), {}", text(&p["name"]), switch_word(p)),
+        None if p["refused"].is_string() => format!("{} (no active version here: refused, see below), {}", text(&p["name"]), switch_word(p)),
         None => format!("{} (no active version: staged only), {}", text(&p["name"]), switch_word(p)),
     };
     let mut out = format!("{head}\n");
@@ -106,7 +106,8 @@ pub fn detail(p: &Value) -> String {
         line("revoked", format!("{} (its effects that need them are refused until granted again)", list(&p["revoked"])));
     }
     if let Some(why) = p["refused"].as_str() {
-        line("refused here", format!("the version the fleet runs: {why}"));
+        // The reason says which: the version the fleet runs, or the folder's file at start.
+        line("refused here", why.to_owned());
     }
     line("attempts", format!("{} on this host since it started, {} failed (a retried event counts each time)", p["invocations"].as_i64().unwrap_or(0), p["failures"].as_i64().unwrap_or(0)));
     for (i, v) in p["versions"].as_array().into_iter().flatten().enumerate() {

@@ -160,7 +160,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(if replay["state"] != "done" {
         ExitCode::from(EXIT_FAILED)
     } else if replay["mode"] == "apply" && failed > 0 {
-        eprintln!("{failed} event{} not applied: the version failed on {} (exit {EXIT_FAILED})", plural(failed), if failed == 1 { "it" } else { "them" });
+        eprintln!("{failed} event{} not applied (the version failed, or the event is malformed: see the failed events) (exit {EXIT_FAILED})", plural(failed));
         ExitCode::from(EXIT_FAILED)
     } else if args.fail_on_change && changed + regressed > 0 {
         eprintln!("--fail-on-change: {changed} changed, {regressed} regressed (exit {EXIT_CHANGED})");

@@ -44,7 +44,7 @@ impl Registry {
                 // (its folder's, or an older one the fleet dropped and got again): either way
                 // it does not run the fleet's bytes.
                 if activate && source == Source::Fleet && matches!(e, InstallError::Load(_) | InstallError::VersionExists { .. }) {
-                    self.refuse(Source::Fleet, name, e.to_string());
+                    self.refuse(Source::Fleet, name, format!("the version the fleet runs: {e}"));
                 }
             }
         }

@@ -30,6 +30,8 @@ fn filter_of(config: &async_nats::jetstream::consumer::Config) -> Vec<String> {
 /// binding) tries again.
 const REBIND_FIRST: Duration = Duration::from_millis(500);
 const REBIND_MOST: Duration = Duration::from_secs(4);
+/// How long a binding must hold to count as working again.
+const HELD: Duration = Duration::from_secs(10);
 
 /// How often a consumer checks whether the active version reads other subjects.
 const SUBJECTS_RECHECK: Duration = Duration::from_secs(1);
@@ -112,7 +114,7 @@ async fn bind_and_consume<H, F>(
     // for a while (or never came) is neither hammered nor logged twice a second.
     let (mut failures, mut delay) = (0u32, REBIND_FIRST);
     while !*shutdown.borrow() {
-        let mut bound = false;
+        let mut bound_at = None;
         let result = async {
             let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
             let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
@@ -140,7 +142,7 @@ async fn bind_and_consume<H, F>(
                 .messages()
                 .await
                 .map_err(|e| e.to_string())?;
-            bound = true;
+            bound_at = Some(tokio::time::Instant::now());
             let mut batches = messages.ready_chunks(batch_size);
             let mut recheck = tokio::time::interval(SUBJECTS_RECHECK);
             // What a top-up brought beyond the batch size: the start of the next batch.
@@ -241,14 +243,16 @@ async fn bind_and_consume<H, F>(
             }
         }
         .await;
+        // A binding that held a while ends a run of failures (one that fails at once does not:
+        // it is still the same trouble).
+        if bound_at.is_some_and(|at| at.elapsed() >= HELD) {
+            (failures, delay) = (0, REBIND_FIRST);
+        }
         if let Ok(Bound::Rebind) = result {
             tracing::info!(consumer = durable, "subjects changed; re-binding");
             continue;
         }
         if let Err(e) = result {
-            if bound {
-                (failures, delay) = (0, REBIND_FIRST);
-            }
             failures += 1;
             if failures == 1 || failures % 10 == 0 {
                 tracing::warn!(consumer = durable, error = %e, failures, retry_in_ms = delay.as_millis() as u64, "consumer interrupted; re-binding");

@@ -313,13 +313,19 @@ impl PluginHost {
                     continue;
                 }
             };
-            let attempt = async {
-                let mut savepoint = tx.begin().await?;
-                let fresh = self.apply(&mut savepoint, plugin, &[(*r, &produced)]).await?;
-                savepoint.commit().await?;
-                Ok::<_, Failure>(if fresh.is_empty() { Applied::Before } else { Applied::Now })
+            let mut savepoint = match tx.begin().await {
+                Ok(savepoint) => savepoint,
+                Err(e) => {
+                    results.push(Err(Failure::Db(e)));
+                    continue;
+                }
             };
-            results.push(attempt.await); // a failed savepoint rolls back when dropped
+            let fresh = self.apply(&mut savepoint, plugin, &[(*r, &produced)]).await;
+            match crate::store::end_savepoint(savepoint, fresh).await {
+                Ok(fresh) => results.push(fresh.map(|fresh| if fresh.is_empty() { Applied::Before } else { Applied::Now })),
+                // The transaction is gone: none of the wave stands.
+                Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
+            }
         }
         if let Err(e) = tx.commit().await {
             return results.into_iter().map(|r| r.and(Err(Failure::Db(clone_db_error(&e))))).collect();

@@ -120,7 +120,8 @@ pub struct HostPlugin {
     /// Attempts that failed per second over its last sample (retried or dead-lettered).
     #[serde(default)]
     pub failures_per_second: f64,
-    /// It refused the version the fleet runs (see the plugin status there).
+    /// It refused the version the fleet runs, or its folder's as it started (see the plugin
+    /// status there).
     #[serde(default)]
     pub refused: bool,
 }

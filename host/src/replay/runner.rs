@@ -122,7 +122,9 @@ impl Replays {
         let this = self.clone();
         tokio::spawn(async move {
             let db = this.host.shop().db.clone();
-            let beating = tokio::spawn(async move {
+            // Aborted when dropped, also if the run panics: a beat that outlived its replay
+            // would keep it `running` for ever.
+            let beating = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 let mut beats = tokio::time::interval(BEAT);
                 loop {
                     beats.tick().await;
@@ -130,9 +132,9 @@ impl Replays {
                         tracing::warn!(replay = %id, error = %e, "could not say that the replay still runs");
                     }
                 }
-            });
+            }));
             let ran = this.run(id, &plugin, req.mode, req.max_rate, &range).await;
-            beating.abort();
+            drop(beating);
             let (state, error) = match ran {
                 Ok(true) => (State::Done, None),
                 Ok(false) => (State::Cancelled, None),

@@ -217,6 +217,13 @@ pub async fn beat(db: &Db, id: Id) -> Result<(), sqlx::Error> {
 /// that host went away and did not come back under its name, which would have failed them
 /// ([`fail_interrupted`]). Their record keeps its `last_seq`, where a new replay goes on.
 pub async fn fail_silent(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    // Read first: reads are frequent (a CLI following a replay, scrapes), silent hosts rare,
+    // and on SQLite a write waits for the writer's turn.
+    const SILENT: &str = "state = 'running' AND COALESCE(beat_at, created_at) < $1";
+    let silent: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM shop_replay WHERE {SILENT}")).bind(cutoff).fetch_one(db.pool()).await?;
+    if silent == 0 {
+        return Ok(0);
+    }
     let result = db.execute(sqlx::query(
         "UPDATE shop_replay SET state = 'failed', finished_at = $1,
                 error = 'interrupted: its host, ' || host || ', stopped saying it runs it (gone for good, or cut off from the database)'

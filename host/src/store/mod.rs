@@ -165,9 +165,10 @@ impl Db {
             })
             // A transaction whose rollback failed (on SQLite: an I/O error or a full disk made
             // SQLite roll it back by itself first) leaves sqlx counting it open. Such a
-            // connection must not serve again: every later transaction on it would begin as
-            // a savepoint of one that never commits, its writes answered as committed and
-            // lost, the write lock held for good. Closed, it starts anew.
+            // connection must not serve again: later transactions on it begin as savepoints,
+            // and once one of those is rolled back, SQLite stays in a transaction that nothing
+            // commits: writes answered as committed and lost, the write lock held for good.
+            // Closed, it starts anew.
             .after_release(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -236,6 +237,19 @@ impl Db {
         tx.commit().await?;
         Ok(done)
     }
+}
+
+/// Ends `savepoint` as `done` says (released when it is `Ok`, rolled back when not) and
+/// answers `done`; `Err` when the savepoint could not end: the transaction around it is gone
+/// (SQLite rolls a whole transaction back by itself on an I/O error or a full disk), so
+/// nothing written in it stands, before the savepoint or after. Ended here rather than when
+/// dropped, so that the caller learns it and fails every job the transaction held.
+pub async fn end_savepoint<T, E>(savepoint: sqlx::Transaction<'_, sqlx::Any>, done: Result<T, E>) -> Result<Result<T, E>, sqlx::Error> {
+    match &done {
+        Ok(_) => savepoint.commit().await?,
+        Err(_) => savepoint.rollback().await?,
+    }
+    Ok(done)
 }
 
 /// What [`Db::prune`] deletes at most per transaction: a background write of bounded size,
