@@ -266,7 +266,7 @@ async function plugin(name) {
       h("p", {}, "Subjects: ", (p.subjects || []).join(", ") || "—", " · capabilities: ", (p.capabilities || []).join(", ") || "—",
         " · granted: ", (p.grants || []).join(", ") || "—",
         (p.revoked || []).length ? [" ", badge(`revoked: ${p.revoked.join(", ")} (its effects that need it are refused)`, "bad")] : ""),
-      p.refused ? h("p", { class: "error", id: "refused" }, "This host refused a version it should run (it runs another, or none, and its events wait for the other hosts): ", p.refused) : "",
+      p.refused ? h("p", { class: "error", id: "refused" }, "This host refused a version it should run (it runs another, or none: its events wait for other hosts, or for a version here): ", p.refused) : "",
       h("p", {}, switchButton, " ",
         h("button", { id: "redrive-all", onclick: () => act(`Redrive every open dead letter of ${name}?`, async () => {
           const results = await api("POST", `/api/admin/plugins/${seg(name)}/redrive`);

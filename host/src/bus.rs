@@ -34,6 +34,15 @@ pub struct Owner {
     other: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
+impl StreamSettings {
+    /// Why this host must not use stream `SHOP` any more, once it turned out to hold another
+    /// database's events: the relay publishes nothing more and the consumers take nothing
+    /// more, while the host stops.
+    pub fn refused(&self) -> Option<String> {
+        self.database.as_ref().and_then(|owner| owner.other.borrow().clone())
+    }
+}
+
 impl Owner {
     /// The owner, and what says the reason once the stream turns out to be another's.
     pub fn new(database: String) -> (Owner, tokio::sync::watch::Receiver<Option<String>>) {
@@ -68,8 +77,8 @@ pub enum BusError {
     #[error(
         "stream {STREAM} holds the events of another database ({theirs}; this host's is {ours}): the hosts \
          sharing a NATS share one database. Point this host at that database (SHOPMESH_DATABASE_URL, or the \
-         data directory it was in), or give it a NATS of its own; to start a new shop on this NATS, remove \
-         stream {STREAM} first (nats stream rm {STREAM})"
+         data directory it was in), or give it a NATS of its own (see the README, \"One database per fleet\", \
+         for a new shop on this NATS and for a database restored from a backup)"
     )]
     OtherDatabase { theirs: String, ours: String },
 }

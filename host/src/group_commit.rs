@@ -121,15 +121,19 @@ async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[(&C::Job, Option<Tr
                 }
                 let mut savepoint = tx.begin().await?;
                 let done = work.run(&mut savepoint, job).await;
-                store::end_savepoint(savepoint, done).await.unwrap_or_else(|e| {
-                    let answer = Err(failed(&e));
+                if let Err(e) = store::end_savepoint(savepoint, done.is_ok()).await {
                     lost = Some(e);
-                    answer
-                })
+                }
+                done
             };
             results.push(trace::maybe_scope(*context, one).await);
             if let Some(e) = lost.take() {
-                return group.iter().map(|_| Err(failed(&e))).collect(); // the transaction is gone
+                // The transaction is gone: what succeeded in it, and what did not run, did not
+                // happen; a job that failed keeps its own answer.
+                let gone = || C::Error::from(store::lost(&e));
+                let mut answers: Vec<_> = results.into_iter().map(|r| r.and_then(|_| Err(gone()))).collect();
+                answers.resize_with(group.len(), || Err(gone()));
+                return answers;
             }
             if !savepoints && group.len() > 1 && results.last().is_some_and(Result::is_err) {
                 again = true;
@@ -208,8 +212,12 @@ mod tests {
     #[tokio::test]
     async fn a_group_whose_transaction_sqlite_rolled_back_answers_every_job_failed() {
         let (_dir, db, commit) = numbers().await;
-        let jobs = [1, 2, 666, 3, 4];
+        let jobs = [1, 13, 2, 666, 3, 4];
         let results = futures::future::join_all(jobs.iter().map(|n| commit.submit(*n))).await;
+        // A job that failed keeps its own answer; the others say the transaction is gone.
+        let said = |i: usize| results[i].as_ref().err().map(ToString::to_string).unwrap_or_default();
+        assert!(said(1).contains("thirteen") && said(3).contains("disk I/O error"), "{results:?}");
+        assert!([0, 2, 4, 5].iter().all(|i| said(*i).contains("rolled the transaction back")), "{results:?}");
         let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n").fetch_all(db.pool()).await.unwrap();
         // Answered as it stands: no job answered done whose row is missing, none answered
         // failed whose row is there.

@@ -149,6 +149,10 @@ impl Relay {
 
     /// One round: claim a batch, publish it, record the outcome. Returns rows published.
     async fn step(&self, js: &mut Option<(jetstream::Context, bool)>) -> Result<usize, RelayError> {
+        // Not even with the context in hand: the stream it reaches is another shop's now.
+        if let Some(why) = self.stream.refused() {
+            return Err(RelayError::Refused(why));
+        }
         if js.is_none() {
             *js = Some(bus::ensure_ready_to_publish(&self.client, &self.stream).await?);
         }
@@ -287,6 +291,8 @@ pub enum RelayError {
     Db(#[from] sqlx::Error),
     #[error("publish failed for {0}")]
     Publish(String),
+    #[error("nothing published: {0}")]
+    Refused(String),
 }
 
 /// Rows not yet acknowledged by JetStream (for status and tests).

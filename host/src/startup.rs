@@ -82,7 +82,7 @@ impl Application {
         db.migrate().await.context("migrating the database")?;
         tracing::info!(backend = ?db.backend(), "database ready");
         if db.backend() == Backend::Sqlite && settings.worker_id != 1 {
-            tracing::warn!("several hosts cannot share a SQLite file; use Postgres for a fleet");
+            tracing::warn!("SHOPMESH_WORKER_ID is not 1 on SQLite: a fleet shares one database, and several hosts cannot share a SQLite file; use Postgres for a fleet");
         }
         let (nats_url, nats_child) = match embedded {
             None => (settings.nats_url.clone().unwrap_or_default(), None),

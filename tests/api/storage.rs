@@ -99,3 +99,19 @@ async fn a_transaction_sqlite_rolled_back_by_itself_leaves_later_ones_committing
     sqlx::query("PRAGMA busy_timeout = 100").execute(other.pool()).await.unwrap();
     other.execute(sqlx::query("INSERT INTO t (x) VALUES ('other')")).await.expect("the write lock is free");
 }
+
+/// A connection SQLite could only open read-only (it does so silently when the file cannot be
+/// written: a full disk, a file made read-only) is refused, not kept to fail every write of
+/// its life; once the file can be written, connections are made as usual.
+#[tokio::test]
+async fn a_connection_that_cannot_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    Db::connect(&format!("sqlite://{}", path.display()), 1).await.unwrap().execute(sqlx::query("CREATE TABLE t (x TEXT)")).await.unwrap();
+    // The pool tries again until its acquire timeout, then says so.
+    let refused = Db::connect(&format!("sqlite://{}?mode=ro", path.display()), 1).await.err().expect("refused");
+    assert!(refused.to_string().contains("pool timed out"), "{refused}");
+    let db = Db::connect(&format!("sqlite://{}", path.display()), 1).await.unwrap();
+    db.execute(sqlx::query("INSERT INTO t (x) VALUES ('written')")).await.expect("writable again");
+}
+

@@ -38,9 +38,9 @@ pub async fn scrape(
     let plugins: Vec<String> = status.iter().map(|s| s.name.clone()).collect();
     let mut extra = consumers(&probes.nats, &plugins).await;
     extra.extend(database(&probes, &replays, &plugins).await);
-    // 1 while this host refused the version the fleet runs (the plugin status says why).
+    // 1 while this host refused a version it should run (the plugin status says why).
     let refused = status.iter().map(|s| (vec![s.name.clone()], f64::from(u8::from(s.refused.is_some())))).collect();
-    let help = "1 while this host refused the version of the plugin the fleet runs (its status says why), else 0.";
+    let help = "1 while this host refused a version of the plugin it should run, the fleet's or, as it started, its folder's (its status says why), else 0.";
     extra.extend(metrics::gauges("shopmesh_plugin_refused", help, &["plugin"], refused));
     metrics.render(extra).with_content_type(metrics::CONTENT_TYPE).into_response()
 }

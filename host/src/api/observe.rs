@@ -80,7 +80,8 @@ pub struct PluginLoad {
     pub recent_rates: Vec<f64>,
     /// Failed attempts per second over the same minutes, point for point.
     pub recent_failure_rates: Vec<f64>,
-    /// Why this host refused the version the fleet runs (see the plugin status).
+    /// Why this host refused a version it should run: the fleet's, or its folder's as it
+    /// started (see the plugin status).
     pub refused: Option<String>,
 }
 

@@ -69,7 +69,7 @@ pub(super) async fn follow(client: &Client, id: &str, total: u64, mut interrupte
         // A Ctrl-C is acted on at once, not after a slow host's answer.
         let replay: Value = tokio::select! {
             replay = poll(client, &path, &bar) => replay.with_context(|| format!(
-                "following replay {id}: it ends `failed` if its host stopped; once the host is back, GET {path} says how far it got (last_seq)"
+                "following replay {id}: it ends `failed` if its host stopped (when it starts again, or 90 s on, read through any host); GET {path} then says how far it got (last_seq)"
             ))?,
             _ = interrupted.changed(), if !cancelling => continue,
         };

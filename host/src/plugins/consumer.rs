@@ -153,6 +153,10 @@ async fn bind_and_consume<H, F>(
                 if *shutdown.borrow() {
                     return Ok::<Bound, String>(Bound::Shutdown);
                 }
+                // The stream is another shop's now: nothing more is taken from it.
+                if let Some(why) = settings.refused() {
+                    return Err(why);
+                }
                 if recheck.tick().now_or_never().is_some() && subjects()? != filter {
                     return Ok(Bound::Rebind);
                 }

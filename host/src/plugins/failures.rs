@@ -10,7 +10,7 @@ use super::{
     dead_letters::{self, DeadLetterError, Letter},
     delivery::{self, Delivery},
     dispatch::Failure,
-    host::{trace_id, Message, PluginHost, Ready},
+    host::{trace_id, Applied, Message, PluginHost, Ready},
     inbox,
     runtime::LoadedPlugin,
     Disposition, GUARD,
@@ -31,6 +31,14 @@ pub struct Redriven {
 }
 
 impl PluginHost {
+    /// Counts a run outside the live consumer (a redrive, an `apply` replay) as the live
+    /// path counts, on the version that ran it, so the metrics and the console see it: without
+    /// it a backfilled event looks lost for good. A failure counts as `failed`.
+    pub(crate) fn count_outside(&self, plugin: &LoadedPlugin, result: &Result<Applied, Failure>, failed: Outcome) {
+        self.registry.count(&plugin.name, result.is_err());
+        self.metrics.invocation(&plugin.name, plugin.version(), result.as_ref().map_or(failed, |applied| applied.counted()));
+    }
+
     /// A failed attempt: recorded, then retried later or dead-lettered.
     pub(super) async fn failed(&self, plugin: &LoadedPlugin, d: &Delivery, attempt: i64, failure: Failure) -> Disposition {
         let reason = failure.to_string();

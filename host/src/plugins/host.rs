@@ -84,14 +84,6 @@ pub struct Ready<'a> {
 }
 
 impl PluginHost {
-    /// Counts a run outside the live consumer (a redrive, an `apply` replay) as the live
-    /// path counts, on the version that ran it, so the metrics and the console see it: without
-    /// it a backfilled event looks lost for good. A failure counts as `failed`.
-    pub(crate) fn count_outside(&self, plugin: &LoadedPlugin, result: &Result<Applied, Failure>, failed: Outcome) {
-        self.registry.count(&plugin.name, result.is_err());
-        self.metrics.invocation(&plugin.name, plugin.version(), result.as_ref().map_or(failed, |applied| applied.counted()));
-    }
-
     pub fn new(
         runtime: Runtime,
         shop: Arc<Shop>,
@@ -305,6 +297,7 @@ impl PluginHost {
             Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
         };
         let mut results = Vec::with_capacity(wave.len());
+        let mut lost = None;
         for (r, p) in wave.iter().zip(produced) {
             let produced = match p {
                 Ok(ok) => ok,
@@ -313,6 +306,11 @@ impl PluginHost {
                     continue;
                 }
             };
+            // The transaction is gone (below): the rest of the wave is not applied.
+            if let Some(e) = &lost {
+                results.push(Err(Failure::Db(crate::store::lost(e))));
+                continue;
+            }
             let mut savepoint = match tx.begin().await {
                 Ok(savepoint) => savepoint,
                 Err(e) => {
@@ -321,11 +319,20 @@ impl PluginHost {
                 }
             };
             let fresh = self.apply(&mut savepoint, plugin, &[(*r, &produced)]).await;
-            match crate::store::end_savepoint(savepoint, fresh).await {
-                Ok(fresh) => results.push(fresh.map(|fresh| if fresh.is_empty() { Applied::Before } else { Applied::Now })),
-                // The transaction is gone: none of the wave stands.
-                Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
+            if let Err(e) = crate::store::end_savepoint(savepoint, fresh.is_ok()).await {
+                // Nothing applied in it stands; a failure keeps its own reason.
+                for applied in results.iter_mut().filter(|r| r.is_ok()) {
+                    *applied = Err(Failure::Db(crate::store::lost(&e)));
+                }
+                lost = Some(e);
             }
+            results.push(match (&lost, fresh) {
+                (Some(e), Ok(_)) => Err(Failure::Db(crate::store::lost(e))),
+                (_, fresh) => fresh.map(|fresh| if fresh.is_empty() { Applied::Before } else { Applied::Now }),
+            });
+        }
+        if lost.is_some() {
+            return results; // `tx` is dropped: its connection is closed (see `store`)
         }
         if let Err(e) = tx.commit().await {
             return results.into_iter().map(|r| r.and(Err(Failure::Db(clone_db_error(&e))))).collect();

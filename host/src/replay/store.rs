@@ -224,13 +224,13 @@ pub async fn fail_silent(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
     if silent == 0 {
         return Ok(0);
     }
-    let result = db.execute(sqlx::query(
-        "UPDATE shop_replay SET state = 'failed', finished_at = $1,
+    let result = db.execute(sqlx::query(&format!(
+        "UPDATE shop_replay SET state = 'failed', finished_at = $2,
                 error = 'interrupted: its host, ' || host || ', stopped saying it runs it (gone for good, or cut off from the database)'
-          WHERE state = 'running' AND COALESCE(beat_at, created_at) < $2",
-    )
-    .bind(now_ms())
-    .bind(cutoff))
+          WHERE {SILENT}",
+    ))
+    .bind(cutoff)
+    .bind(now_ms()))
     .await?;
     Ok(result.rows_affected())
 }

@@ -159,6 +159,15 @@ impl Db {
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute(sync.pragma()).await?;
+                        // SQLite opens a file it cannot write (a full disk, a file made
+                        // read-only, permissions) read-only, silently: such a connection would
+                        // fail every write of its life. Refused instead; the pool makes another
+                        // at the next acquire, which works once the file can be written again.
+                        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *conn).await?;
+                        if let Err(e) = conn.execute(format!("PRAGMA user_version = {version}").as_str()).await {
+                            tracing::warn!(error = %e, "a new database connection cannot write; refused (the pool tries again)");
+                            return Err(e);
+                        }
                     }
                     Ok(())
                 })
@@ -239,17 +248,19 @@ impl Db {
     }
 }
 
-/// Ends `savepoint` as `done` says (released when it is `Ok`, rolled back when not) and
-/// answers `done`; `Err` when the savepoint could not end: the transaction around it is gone
-/// (SQLite rolls a whole transaction back by itself on an I/O error or a full disk), so
-/// nothing written in it stands, before the savepoint or after. Ended here rather than when
-/// dropped, so that the caller learns it and fails every job the transaction held.
-pub async fn end_savepoint<T, E>(savepoint: sqlx::Transaction<'_, sqlx::Any>, done: Result<T, E>) -> Result<Result<T, E>, sqlx::Error> {
-    match &done {
-        Ok(_) => savepoint.commit().await?,
-        Err(_) => savepoint.rollback().await?,
-    }
-    Ok(done)
+/// Ends `savepoint`: released when what ran in it is to be `kept`, else rolled back; `Err`
+/// when it could not end: the transaction around it is gone (SQLite rolls a whole
+/// transaction back by itself on an I/O error or a full disk), so nothing written in it
+/// stands, before the savepoint or after. Ended here rather than when dropped, so that the
+/// caller learns it and answers what the transaction held as failed ([`lost`]).
+pub async fn end_savepoint(savepoint: sqlx::Transaction<'_, sqlx::Any>, kept: bool) -> Result<(), sqlx::Error> {
+    if kept { savepoint.commit().await } else { savepoint.rollback().await }
+}
+
+/// What a job of a transaction that is gone ([`end_savepoint`]) is answered, when it had
+/// succeeded in it or had not run yet (one that failed keeps its own answer).
+pub fn lost(why: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("the database rolled the transaction back ({why}): nothing of it stands; it is retried or may be"))
 }
 
 /// What [`Db::prune`] deletes at most per transaction: a background write of bounded size,
