@@ -326,7 +326,8 @@ impl Application {
         }
         tokio::select! {
             clean = self.stop() => {
-                if clean {
+                // Stopped on the database error, it is not said to be clean: it exits 1.
+                if clean && refused.is_none() {
                     tracing::info!("stopped cleanly");
                 }
             }
