@@ -320,19 +320,14 @@ impl PluginHost {
             };
             let fresh = self.apply(&mut savepoint, plugin, &[(*r, &produced)]).await;
             if let Err(e) = crate::store::end_savepoint(savepoint, fresh.is_ok()).await {
-                // Nothing applied in it stands; a failure keeps its own reason.
-                for applied in results.iter_mut().filter(|r| r.is_ok()) {
-                    *applied = Err(Failure::Db(crate::store::lost(&e)));
-                }
                 lost = Some(e);
             }
-            results.push(match (&lost, fresh) {
-                (Some(e), Ok(_)) => Err(Failure::Db(crate::store::lost(e))),
-                (_, fresh) => fresh.map(|fresh| if fresh.is_empty() { Applied::Before } else { Applied::Now }),
-            });
+            results.push(fresh.map(|fresh| if fresh.is_empty() { Applied::Before } else { Applied::Now }));
         }
-        if lost.is_some() {
-            return results; // `tx` is dropped: its connection is closed (see `store`)
+        // Nothing applied in a lost transaction stands; a failure keeps its own reason. `tx` is
+        // dropped: its connection is closed (see `store`).
+        if let Some(e) = lost {
+            return results.into_iter().map(|r| r.and_then(|_| Err(Failure::Db(crate::store::lost(&e))))).collect();
         }
         if let Err(e) = tx.commit().await {
             return results.into_iter().map(|r| r.and(Err(Failure::Db(clone_db_error(&e))))).collect();

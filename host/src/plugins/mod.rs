@@ -56,10 +56,9 @@ pub use self::{
 };
 
 /// Where a version arrived from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// This host's plugins folder (`SHOPMESH_PLUGINS_DIR`).
-    #[default]
     Folder,
     /// The fleet's registry, which uploads and rollbacks go through.
     Fleet,

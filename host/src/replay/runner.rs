@@ -188,11 +188,12 @@ impl Replays {
     /// Cancels a running replay (its work so far is kept), saying who did in the log; a
     /// finished one is left as it is.
     pub async fn cancel(&self, id: Id, by: &str) -> Result<Replay, ReplayError> {
+        let db = &self.host.shop().db;
         if self.get(id).await?.state == State::Running {
-            store::finish(&self.host.shop().db, id, State::Cancelled, None).await?;
+            store::finish(db, id, State::Cancelled, None).await?;
             tracing::info!(replay = %id, cancelled_by = by, "replay cancelled");
         }
-        self.get(id).await
+        store::get(db, id).await // reaped by the read above
     }
 
     /// Reads the range and runs it chunk by chunk. `Ok(false)`: cancelled meanwhile.
