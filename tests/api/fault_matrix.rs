@@ -199,8 +199,13 @@ async fn postgres_restart_mid_flow() -> Vec<(&'static str, bool)> {
     let app = TestApp::attach(&pg.url, &nats.url(), &format!("http://{}", host.address())).await;
     let run = workload(&app, 100, 20, 10).await;
     pg.ctl("stop");
+    // Refused as a client may try again: 503 with the database's code and when to retry.
     let refused = app.http.post(format!("{}/api/orders", app.address)).json(&run.fx.order(1, PRICE, MONEY_PAID)).send().await.unwrap();
-    assert!(refused.status().is_server_error(), "an order while the database is down is refused: {}", refused.status());
+    let retry = refused.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = (refused.status().as_u16(), refused.json::<serde_json::Value>().await.unwrap());
+    assert_eq!((status, body["code"].as_str(), retry.as_deref()), (503, Some("SHOP_DATABASE_UNAVAILABLE"), Some("1")), "an order while the database is down: {body}");
+    let read = app.get(&format!("/api/users/{}", run.fx.user_id)).await;
+    assert_eq!((read.status, read.body["code"].as_str()), (503, Some("SHOP_DATABASE_UNAVAILABLE")), "{:?}", read.body);
     tokio::time::sleep(Duration::from_secs(1)).await;
     pg.ctl("start");
     wait_for("the host to reach the database again", Duration::from_secs(30), || async {

@@ -102,6 +102,11 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
             resp.headers_mut().insert(header::ALLOW, allow);
         }
     }
+    if resp.status().as_u16() == 503 && !resp.headers().contains_key(header::RETRY_AFTER) {
+        // Every 503 here is "try again" (the database, the stream or the fleet's registry
+        // away, a step's service failed); a client's backoff reads when.
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
     if let Ok(value) = header::HeaderValue::from_str(&trace.header()) {
         resp.headers_mut().insert("traceparent", value);
     }
@@ -141,11 +146,7 @@ pub async fn around<E: Endpoint>(next: E, mut req: Request, edge: &Edge) -> poem
 /// A request turned away by the limits, in the API's shape.
 fn refusal(refused: Refused) -> Response {
     let status = poem::http::StatusCode::from_u16(refused.status()).expect("a valid status");
-    let mut resp = errors::respond(status, refused.code(), &refused.message());
-    if refused == Refused::Busy {
-        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    resp
+    errors::respond(status, refused.code(), &refused.message()) // a 503 (busy) gets its Retry-After in `around`
 }
 
 /// An error the framework raised before any operation answered, in the API's shape.

@@ -11,6 +11,7 @@ use crate::{
     plugins::{dead_letters::DeadLetterError, grants::GrantError, InstallError},
     replay::ReplayError,
     shop::{ShopError, StepFailure},
+    store,
 };
 
 #[derive(Debug, Clone, Object)]
@@ -36,10 +37,10 @@ pub trait ApiFailure: std::fmt::Display {
     /// What the caller is told; an internal error's text may carry SQL or paths, so it is
     /// logged instead.
     fn message(&self) -> String {
-        if self.failure() == INTERNAL {
-            internal_message()
-        } else {
-            self.to_string()
+        match self.failure() {
+            INTERNAL => internal_message(),
+            DATABASE_UNAVAILABLE => DATABASE_UNAVAILABLE_MESSAGE.into(),
+            _ => self.to_string(),
         }
     }
 }
@@ -51,6 +52,22 @@ pub(crate) const INTERNAL: (u16, &str) = (500, "SHOP_INTERNAL_ERROR");
 pub(crate) fn internal_message() -> String {
     "internal error; nothing in this request can fix it".into()
 }
+/// A database failure the request may overcome if sent again ([`store::unavailable`]); its
+/// cause is logged, as a 500's is.
+pub(crate) const DATABASE_UNAVAILABLE: (u16, &str) = (503, "SHOP_DATABASE_UNAVAILABLE");
+const DATABASE_UNAVAILABLE_MESSAGE: &str = "the database is unavailable right now (restarting, unreachable or busy); try again shortly";
+
+/// The spec's example of an operation's 503: its own reason, where it has one besides the
+/// database's.
+pub(crate) fn unavailable_example(own: &[(&'static str, &'static str)]) -> (&'static str, &'static str) {
+    own.first().copied().unwrap_or((DATABASE_UNAVAILABLE.1, DATABASE_UNAVAILABLE_MESSAGE))
+}
+
+/// What a database error is answered: 503 when trying again may succeed, else 500.
+fn stored(e: &sqlx::Error) -> (u16, &'static str) {
+    if store::unavailable(e) { DATABASE_UNAVAILABLE } else { INTERNAL }
+}
+
 const INVALID: (u16, &str) = (400, "SHOP_REQUEST_PARAMETER_INVALID");
 const UNAUTHORIZED: (u16, &str) = (401, "SHOP_UNAUTHORIZED");
 
@@ -106,7 +123,7 @@ impl ApiFailure for ShopError {
             OrderPayStatusIsPay(_) => (409, "SHOP_ORDER_PAY_STATUS_IS_PAY"),
             PaymentAmountInvalid { .. } => (400, "SHOP_PAYMENT_AMOUNT_INVALID"),
             SignatureInvalid(_) => (401, "SHOP_CALLBACK_SIGNATURE_INVALID"),
-            Storage(_) => INTERNAL,
+            Storage(e) => stored(e),
         }
     }
 }
@@ -133,7 +150,7 @@ impl ApiFailure for GrantError {
     fn failure(&self) -> (u16, &'static str) {
         match self {
             GrantError::BadName(_) => INVALID,
-            GrantError::Db(_) => INTERNAL,
+            GrantError::Db(e) => stored(e),
         }
     }
 }
@@ -143,7 +160,7 @@ impl ApiFailure for DeadLetterError {
         match self {
             // Closed keeps the 404 it always had: there is no open letter of that id.
             DeadLetterError::NotFound(_) | DeadLetterError::Closed(..) => (404, "SHOP_DEAD_LETTER_NOT_FOUND"),
-            DeadLetterError::Db(_) => INTERNAL,
+            DeadLetterError::Db(e) => stored(e),
         }
     }
 }
@@ -155,7 +172,7 @@ impl ApiFailure for ReplayError {
             ReplayError::Range(_) => (400, "SHOP_REPLAY_RANGE_INVALID"),
             ReplayError::Invalid(_) => INVALID,
             ReplayError::Stream(_) => (503, "SHOP_STREAM_UNAVAILABLE"),
-            ReplayError::Db(_) => INTERNAL,
+            ReplayError::Db(e) => stored(e),
         }
     }
 }
@@ -276,7 +293,7 @@ impl<E: ErrorExamples + Send + Sync, const S: u16> poem_openapi::types::ToJSON f
     }
 }
 
-/// Declares an error response enum: 400 and 500 always, plus the listed statuses, each with
+/// Declares an error response enum: 400, 503 and 500 always, plus the listed statuses, each with
 /// a code it really answers as the spec's example. Any [`ApiFailure`] converts into it, with
 /// `?`.
 macro_rules! api_error {
@@ -292,18 +309,18 @@ macro_rules! api_error {
     };
     (lookups {}) => {};
     // An admin operation can also be answered 401 (no or a wrong admin token), listed first.
-    ($(#[$meta:meta])* $name:ident (400 $bad:literal) admin body { $($variants:tt)* }) => {
-        $crate::api::errors::api_error!($(#[$meta])* $name (400 $bad) body { 401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.", $($variants)* });
+    ($(#[$meta:meta])* $name:ident (400 $bad:literal) admin body { $($variants:tt)* } $($unavailable:tt)*) => {
+        $crate::api::errors::api_error!($(#[$meta])* $name (400 $bad) body { 401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.", $($variants)* } $($unavailable)*);
     };
-    ($(#[$meta:meta])* $name:ident (400 $bad:literal) admin { $($variants:tt)* }) => {
-        $crate::api::errors::api_error!($(#[$meta])* $name (400 $bad) { 401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.", $($variants)* });
+    ($(#[$meta:meta])* $name:ident (400 $bad:literal) admin { $($variants:tt)* } $($unavailable:tt)*) => {
+        $crate::api::errors::api_error!($(#[$meta])* $name (400 $bad) { 401 => Unauthorized("SHOP_UNAUTHORIZED"): "Missing or wrong bearer token.", $($variants)* } $($unavailable)*);
     };
     // An operation that reads a body can also be answered 408, 413 and 415 (by the edge,
     // before or while the operation reads it): the same enum with those three documented.
     (
         $(#[$meta:meta])* $name:ident (400 $bad:literal) body {
             $($status:literal => $variant:ident ($code:literal) : $doc:literal),* $(,)?
-        }
+        } $($unavailable:tt)*
     ) => {
         $crate::api::errors::api_error!(
             $(#[$meta])* $name (400 $bad) {
@@ -311,13 +328,13 @@ macro_rules! api_error {
                 408 => RequestTimeout("SHOP_REQUEST_TIMEOUT"): "The body did not arrive in time (SHOPMESH_HTTP_BODY_TIMEOUT); nothing was changed.",
                 413 => PayloadTooLarge("SHOP_PAYLOAD_TOO_LARGE"): "The body is larger than this route's limit; it was not read.",
                 415 => UnsupportedMediaType("SHOP_UNSUPPORTED_MEDIA_TYPE"): "The body is not of the media type this operation reads.",
-            }
+            } $($unavailable)*
         );
     };
     (
         $(#[$meta:meta])* $name:ident (400 $bad:literal) {
             $($status:literal => $variant:ident ($code:literal) : $doc:literal),* $(,)?
-        }
+        } $(or 503 ($unavailable:literal) : $why:literal)?
     ) => {
         $(#[$meta])*
         #[derive(Debug, poem_openapi::ApiResponse)]
@@ -331,6 +348,10 @@ macro_rules! api_error {
                 #[oai(status = $status)]
                 $variant(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, $status>>),
             )*
+            $(#[doc = $why])?
+            /// SHOP_DATABASE_UNAVAILABLE: the database is unavailable right now; try again shortly.
+            #[oai(status = 503)]
+            Unavailable(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, 503>>),
             /// The server failed (SHOP_INTERNAL_ERROR).
             #[oai(status = 500)]
             Internal(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, 500>>),
@@ -342,6 +363,7 @@ macro_rules! api_error {
                 match status {
                     400 => ($bad, "The request is malformed or breaks a rule; nothing was changed."),
                     $($status => ($code, $doc),)*
+                    503 => $crate::api::errors::unavailable_example(&[$(($unavailable, $why))?]),
                     _ => ("SHOP_INTERNAL_ERROR", "internal error; nothing in this request can fix it"),
                 }
             }
@@ -350,9 +372,13 @@ macro_rules! api_error {
         impl<E: $crate::api::errors::ApiFailure> From<E> for $name {
             fn from(e: E) -> Self {
                 let body = $crate::api::errors::ErrorBody::of(&e);
+                if e.failure() == $crate::api::errors::DATABASE_UNAVAILABLE {
+                    tracing::warn!(error = %e, "request failed: the database is unavailable");
+                }
                 match e.status() {
                     400 => $name::BadRequest(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body))),
                     $($status => $name::$variant(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body))),)*
+                    503 => $name::Unavailable(poem_openapi::payload::Json($crate::api::errors::ErrorOf::new(body))),
                     // A failure this operation does not expect (a row it just wrote not found
                     // after a fault): a 500 says so with the 500's code, not the failure's own.
                     _ => {

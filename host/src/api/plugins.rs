@@ -75,24 +75,21 @@ api_error!(
     /// Errors of uploading a plugin version.
     UploadError (400 "SHOP_PLUGIN_REJECTED") admin body {
         409 => Conflict("SHOP_PLUGIN_VERSION_EXISTS"): "That version is already known (upload a new version, or activate the kept one).",
-        503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
-    }
+    } or 503 ("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time."
 );
 
 api_error!(
     /// Errors of activating a kept version.
     ActivateError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin body {
         404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin or kept version.",
-        503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time.",
-    }
+    } or 503 ("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time."
 );
 
 api_error!(
     /// Errors of pausing or resuming a plugin.
     SwitchError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin {
         404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin.",
-        503 => Unavailable("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet's switches could not be reached (nothing changed), or this host did not follow in time.",
-    }
+    } or 503 ("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet's switches could not be reached (nothing changed), or this host did not follow in time."
 );
 
 api_error!(lookups {

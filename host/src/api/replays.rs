@@ -17,8 +17,7 @@ api_error!(
     /// Errors of starting a replay.
     StartError (400 "SHOP_REPLAY_RANGE_INVALID") admin body {
         404 => NotFound("SHOP_NOT_FOUND"): "No such plugin, or no such kept or staged version.",
-        503 => Unavailable("SHOP_STREAM_UNAVAILABLE"): "Stream SHOP cannot be read right now; nothing was started.",
-    }
+    } or 503 ("SHOP_STREAM_UNAVAILABLE"): "Stream SHOP cannot be read right now; nothing was started."
 );
 
 api_error!(lookups {

@@ -21,8 +21,7 @@ api_error!(
         404 => NotFound("SHOP_GOODS_NO_EXIST"): "The goods, user or coupon does not exist.",
         409 => Conflict("SHOP_GOODS_NUM_NOT_ENOUGH"): "Stock, coupon or balance no longer allow it; a cancelled order is left behind when a step already ran.",
         422 => KeyReused("SHOP_IDEMPOTENCY_KEY_REUSED"): "The Idempotency-Key was sent before with another order of this user; nothing was done.",
-        503 => Unavailable("SHOP_REDUCE_GOODS_NUM_FAIL"): "A step's service failed; the order was cancelled and its give-backs announced.",
-    }
+    } or 503 ("SHOP_REDUCE_GOODS_NUM_FAIL"): "A step's service failed; the order was cancelled and its give-backs announced."
 );
 
 api_error!(lookups {

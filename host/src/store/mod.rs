@@ -2,7 +2,10 @@
 //! (production). Every query in the crate is written once, in the dialect both accept
 //! (`$N` placeholders, `ON CONFLICT`, `RETURNING`, BIGINT columns).
 
+mod faults;
 mod migrations;
+
+pub use faults::{end_savepoint, lost, unavailable};
 
 use std::{
     ops::{Deref, DerefMut},
@@ -246,21 +249,6 @@ impl Db {
         tx.commit().await?;
         Ok(done)
     }
-}
-
-/// Ends `savepoint`: released when what ran in it is to be `kept`, else rolled back; `Err`
-/// when it could not end: the transaction around it is gone (SQLite rolls a whole
-/// transaction back by itself on an I/O error or a full disk), so nothing written in it
-/// stands, before the savepoint or after. Ended here rather than when dropped, so that the
-/// caller learns it and answers what the transaction held as failed ([`lost`]).
-pub async fn end_savepoint(savepoint: sqlx::Transaction<'_, sqlx::Any>, kept: bool) -> Result<(), sqlx::Error> {
-    if kept { savepoint.commit().await } else { savepoint.rollback().await }
-}
-
-/// What a job of a transaction that is gone ([`end_savepoint`]) is answered, when it had
-/// succeeded in it or had not run yet (one that failed keeps its own answer).
-pub fn lost(why: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("the database rolled the transaction back ({why}): nothing of it stands; it is retried or may be"))
 }
 
 /// What [`Db::prune`] deletes at most per transaction: a background write of bounded size,
