@@ -310,17 +310,7 @@ fn native(plugins: fn() -> Vec<LoadedPlugin>) -> impl Fn(&Registry) -> anyhow::R
 
 /// A dry-run of points over the whole stream: events per second, start to done.
 async fn dry_run_rate(replays: &Arc<Replays>) -> anyhow::Result<f64> {
-    let request = ReplayRequest {
-        plugin: "points".into(),
-        mode: Mode::DryRun,
-        from_seq: None,
-        to_seq: None,
-        from_time: None,
-        to_time: None,
-        subjects: None,
-        version: None,
-        max_rate: None,
-    };
+    let request = ReplayRequest::everything("points", Mode::DryRun);
     let start = Instant::now();
     let started = replays.start(request, "bench".into()).await.map_err(anyhow::Error::msg)?;
     loop {

@@ -102,6 +102,20 @@ function effectText(e) {
 }
 const effectsText = (list) => list && list.length ? list.map(effectText).join("; ") : "(none)";
 
+// One side of a replay's diff: `list`'s effects, with what differs from `other`'s effect at
+// the same place marked (a field of another value; a whole effect of another kind, or one
+// the other side does not have), so a changed row says where it changed.
+function effectsDiff(list, other) {
+  if (!list || !list.length) return "(none)";
+  return list.map((e, i) => {
+    const o = other && other[i];
+    if (!o || o.kind !== e.kind) return [i ? "; " : "", h("mark", {}, effectText(e))];
+    const fields = Object.entries(e).filter(([k]) => k !== "kind")
+      .map(([k, v]) => [" ", String(o[k]) === String(v) ? `${k} ${v}` : h("mark", {}, `${k} ${v}`)]);
+    return [i ? "; " : "", e.kind, fields];
+  });
+}
+
 function table(columns, rows, attrs) {
   return h("table", attrs || {},
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", { class: c.endsWith("#") ? "num" : "" }, c.replace(/#$/, ""))))),
@@ -467,8 +481,8 @@ async function replay(id) {
       events.map((e) => h("tr", { dataset: { outcome: e.outcome } },
         h("td", { class: "num" }, e.seq), h("td", {}, h("code", {}, e.event_id)), h("td", {}, e.subject),
         h("td", {}, badge(e.regressed ? "failed (regressed)" : e.outcome, e.outcome === "same" || e.outcome === "applied" ? "good" : e.outcome === "failed" ? "bad" : "warn")),
-        h("td", {}, e.recorded ? effectsText(e.recorded) : "—"),
-        h("td", {}, e.candidate ? effectsText(e.candidate) : "—"),
+        h("td", {}, e.recorded ? (e.candidate ? effectsDiff(e.recorded, e.candidate) : effectsText(e.recorded)) : "—"),
+        h("td", {}, e.candidate ? (e.recorded ? effectsDiff(e.candidate, e.recorded) : effectsText(e.candidate)) : "—"),
         h("td", {}, e.reason || ""))), { id: "diff-table" }));
   };
   let drawnDone = false;

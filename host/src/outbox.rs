@@ -21,7 +21,7 @@ use crate::{
     events::{CloudEvent, Event},
     ids::{now_ms, Snowflake},
     publish::{self, Outgoing},
-    store::{rows_per_statement, Backend, Conn, Db},
+    store::{placeholders, rows_per_statement, Backend, Conn, Db},
     trace::{self, Kind, TraceContext},
 };
 
@@ -75,6 +75,28 @@ pub async fn of_order(db: &Db, order_id: i64) -> Result<Vec<Written>, sqlx::Erro
             Ok(Written { event_id: r.try_get(0)?, subject: r.try_get(1)?, written_at: r.try_get(2)?, sent_at: r.try_get(3)?, stream_seq: r.try_get(4)? })
         })
         .collect()
+}
+
+/// Which of `events` (id, subject, body as delivered) this shop wrote, as they are: its row
+/// is here with that subject and that very body. Whoever can publish to NATS can put an event
+/// on the stream; only the shop writes its outbox, so an event without its row (forged, or
+/// altered after it was written) changes nothing (see `plugins::effects`). Rows are kept at
+/// least as long as the stream keeps events (`retention`).
+pub async fn written(tx: &mut Conn, events: &[(&str, &str, &str)]) -> Result<Vec<bool>, sqlx::Error> {
+    let ids: Vec<i64> = events.iter().filter_map(|(id, _, _)| id.parse().ok()).collect();
+    let mut rows: std::collections::HashMap<i64, (String, String)> = std::collections::HashMap::new();
+    for ids in ids.chunks(rows_per_statement(1)) {
+        let sql = format!("SELECT id, msg_topic, msg_body FROM trade_mq_producer_temp WHERE id IN ({})", placeholders(1, ids.len()));
+        let query = ids.iter().fold(sqlx::query_as::<_, (i64, String, String)>(&sql), |q, id| q.bind(*id));
+        rows.extend(query.fetch_all(&mut *tx).await?.into_iter().map(|(id, subject, body)| (id, (subject, body))));
+    }
+    Ok(events
+        .iter()
+        .map(|(id, subject, body)| {
+            let row = id.parse::<i64>().ok().and_then(|id| rows.get(&id));
+            row.is_some_and(|(s, b)| s == subject && b == body)
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone)]

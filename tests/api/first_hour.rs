@@ -112,6 +112,10 @@ async fn auth_says_missing_or_wrong(backend: Backend) {
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["code"], "SHOP_UNAUTHORIZED");
     assert!(body["message"].as_str().unwrap().contains("missing"), "{body}");
+    // Another scheme is no bearer token: the answer says which header it reads.
+    let basic = app.http.get(format!("{}/api/admin/plugins", app.address)).basic_auth("admin", Some(ADMIN_TOKEN)).send().await.unwrap();
+    let body: Value = basic.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("another scheme, such as Basic, is not read"), "{body}");
     let wrong = app.http.get(format!("{}/api/admin/plugins", app.address)).bearer_auth("nope").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(wrong.headers()["www-authenticate"], "Bearer");

@@ -39,6 +39,12 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     // Built-in grants are shown as such.
     assert_eq!(grants(&app, "points", None).await.body["source"], "built_in");
 
+    // A payment before vip-bonus runs: history, which a plugin added to a running shop does
+    // not run over (a replay can, when wanted).
+    let before = app.fixture(5, "1500.00", "0.00", None).await;
+    app.pay_order(&before, "1500.00").await;
+    app.wait_events("shop.pay.success", 1).await;
+
     let up = app.upload("vip-bonus", vip.clone(), "").await;
     assert_eq!(up.status, 200, "{:?}", up.body);
     assert_eq!(up.body["active_version"], "1.0.0");
@@ -47,9 +53,10 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     // The next paid order over 1,000.00: points' 1 per unit and the VIP bonus of 500.
     let fx = app.fixture(5, "1500.00", "0.00", None).await;
     app.pay_order(&fx, "1500.00").await;
-    app.wait_events("shop.pay.success", 1).await;
+    app.wait_events("shop.pay.success", 2).await;
     wait_consumers_idle(&app.nats_url, &["points", "vip-bonus"]).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 1500 + 500);
+    assert_eq!(app.get(&format!("/api/users/{}", before.user_id)).await.body["user_score"], 1500, "no bonus for what was paid before");
 
     // Revoked: a host that loads vip-bonus from now on (a new one on the same database and
     // NATS, which finds it in the fleet's registry) refuses it.

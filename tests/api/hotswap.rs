@@ -346,6 +346,45 @@ async fn an_upload_reaches_the_whole_fleet() {
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 20 * 300);
 }
 
+/// A host whose plugins folder holds another build under a version the fleet keeps (points
+/// 1.0.0 with an extra custom section) cannot hand the fleet its build as that version: the
+/// rollback through it is refused, and the fleet's 1.0.0 stays the fleet's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folders_other_build_never_replaces_the_fleets() {
+    let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let ours = component("points");
+    assert_eq!(upload(&app, &app.address, "points", component("points_v2")).await.status, 200);
+    let back = app.admin(reqwest::Method::POST, "/api/admin/plugins/points/activate", Some(&json!({"version": "1.0.0"}))).await;
+    assert_eq!(back.status, 200, "the fleet now keeps this host's 1.0.0: {:?}", back.body);
+
+    // A custom section (id 0: name "note", no payload) changes the bytes, not the component.
+    let mut other = ours.clone();
+    other.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'o', b't', b'e']);
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("points.wasm"), &other).unwrap();
+    let dir = folder.path().display().to_string();
+    let c = HostProcess::start(&app.db_url, &app.nats_url, &[("SHOPMESH_PLUGINS_DIR", dir.as_str()), ("SHOPMESH_WORKER_ID", "3")]).await;
+    let refused = app.http.post(format!("{}/api/admin/plugins/points/activate", c.address)).header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .json(&json!({"version": "1.0.0"})).send().await.unwrap();
+    let status = refused.status().as_u16();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!((status, body["code"].as_str()), (409, Some("SHOP_PLUGIN_VERSION_EXISTS")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("the fleet keeps points 1.0.0 as another build"), "{body}");
+
+    let sha = shopmesh::plugins::runtime::sha256_hex(&ours);
+    let fleet = plugin_status(&app, &app.address, "points").await;
+    assert_eq!((fleet["active_version"].as_str(), fleet["sha256"].as_str()), (Some("1.0.0"), Some(sha.as_str())), "{fleet}");
+    // A host started now takes the fleet's 1.0.0, not C's.
+    let fresh = HostProcess::start(&app.db_url, &app.nats_url, &[("SHOPMESH_WORKER_ID", "4")]).await;
+    let taken = wait_for("the new host to run the fleet's points", Duration::from_secs(10), || async {
+        let taken = plugin_status(&app, &fresh.address, "points").await;
+        taken["active_version"].is_string().then_some(taken)
+    })
+    .await;
+    assert_eq!((taken["active_version"].as_str(), taken["sha256"].as_str()), (Some("1.0.0"), Some(sha.as_str())), "{taken}");
+    drop((c, fresh));
+}
+
 /// A version that reads other subjects re-binds its durable consumer: events on the new
 /// subject reach it after the swap, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

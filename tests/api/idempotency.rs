@@ -59,10 +59,21 @@ async fn a_retried_order_is_placed_once(backend: Backend) {
     assert_eq!(app.get(&goods).await.body["goods_number"], 3);
     assert_eq!(app.get(&user).await.body["user_money"], "40.00");
 
+    // The default spelt out is what leaving it out asks: the same order, not another.
+    let mut plain = fx.order(1, "150.00", "0.00");
+    plain.as_object_mut().unwrap().remove("money_paid");
+    let placed = app.request(Method::POST, "/api/orders", Some(&plain), &key("order-3")).await;
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+    for spelt in ["0.00", "0"] {
+        let again = app.request(Method::POST, "/api/orders", Some(&fx.order(1, "150.00", spelt)), &key("order-3")).await;
+        assert_eq!((again.status, &again.body["order_id"]), (200, &placed.body["order_id"]), "money_paid {spelt}: {:?}", again.body);
+    }
+    assert_eq!(app.count("trade_order", "").await, 3);
+
     // Without a key, each request is an order of its own.
     assert_eq!(app.post("/api/orders", &fx.order(1, "150.00", "0")).await.status, 201);
     assert_eq!(app.post("/api/orders", &fx.order(1, "150.00", "0")).await.status, 201);
-    assert_eq!(app.count("trade_order", "").await, 4);
+    assert_eq!(app.count("trade_order", "").await, 5);
 }
 
 crate::on_both_databases!(a_retried_order_is_placed_once);

@@ -103,6 +103,52 @@ async fn paid_order_adds_points_and_one_log_row(backend: Backend) {
     assert_eq!(app.count("shop_audit_log", "").await, 1);
 }
 
+/// Whoever can publish to NATS can put an event on the stream. One the shop did not write (a
+/// cancel of a paid order, which would give its stock and coupon back; a payment never made,
+/// which would mint points) changes nothing: each plugin that would have acted on it
+/// dead-letters it, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_shop_did_not_write_changes_nothing() {
+    let app = spawn_app_with(Backend::Sqlite, with_plugins).await;
+    let fx = app.fixture(5, "200.00", "100.00", Some("30.00")).await;
+    let order_id = app.pay_order(&fx, "200.00").await;
+    let paid = app.wait_events("shop.pay.success", 1).await;
+    wait_consumers_idle(&app.nats_url, &ALL).await;
+    let before = state(&app, &fx).await;
+    let logged = app.count("shop_audit_log", "").await;
+
+    let envelope = &paid[0].1;
+    let mut cancel = envelope.clone();
+    cancel["id"] = json!("777000000000000011");
+    cancel["type"] = json!("shop.order.cancel");
+    cancel["data"] = json!({"order_id": order_id, "user_id": fx.user_id, "goods_id": fx.goods_id, "goods_number": 1,
+        "coupon_id": fx.coupon_id, "money_paid": "0.00", "reason": "forged"});
+    let mut pay = envelope.clone();
+    pay["id"] = json!("777000000000000012");
+    pay["data"]["pay_amount"] = json!("100000.00");
+    let js = async_nats::jetstream::new(async_nats::connect(&app.nats_url).await.unwrap());
+    for (subject, body) in [("shop.order.cancel", &cancel), ("shop.pay.success", &pay)] {
+        js.publish(subject, body.to_string().into()).await.unwrap().await.unwrap();
+    }
+
+    let auth = [("authorization", format!("Bearer {}", crate::helpers::ADMIN_TOKEN))];
+    let letters = wait_for("the forged events' dead letters", std::time::Duration::from_secs(40), || async {
+        let r = app.request(reqwest::Method::GET, "/api/admin/dead-letters", None, &auth).await;
+        let list = r.body.as_array().cloned().unwrap_or_default();
+        let mut plugins: Vec<String> = list.iter().map(|l| l["plugin"].as_str().unwrap().to_owned()).collect();
+        plugins.sort();
+        (plugins == ["coupon", "log", "log", "points", "stock"]).then_some(list)
+    })
+    .await;
+    for l in &letters {
+        let reason = l["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("event {} is not one this shop wrote", l["event_id"].as_str().unwrap())), "{l}");
+    }
+    assert_eq!(state(&app, &fx).await, before, "no stock, coupon, balance or points from them");
+    assert_eq!(app.count("shop_audit_log", "").await, logged);
+    assert_eq!(app.count("shop_order_step", "action = 'giveback'").await, 0);
+}
+
 async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backend) {
     let app = spawn_app_with(backend, with_plugins).await;
     let client = async_nats::connect(&app.nats_url).await.unwrap();

@@ -178,6 +178,9 @@ def main():
         expect(first).to_contain_text("add-points")
         expect(first).to_contain_text("points 150")
         expect(first).to_contain_text("points 300")
+        # Where it changed is marked, on both sides: the points, not the order or the user.
+        marked = first.locator("mark").all_inner_texts()
+        assert marked == ["points 150", "points 300"], f"only the field that changed is marked: {marked}"
         page.select_option("#outcome", "same")
         expect(page.locator("#diff-table tbody")).to_contain_text("nothing here")
         page.select_option("#outcome", "changed")

@@ -74,7 +74,7 @@ const UNAUTHORIZED: (u16, &str) = (401, "SHOP_UNAUTHORIZED");
 /// Errors that belong to the API itself rather than to a domain.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("admin token missing: send Authorization: Bearer <admin token>")]
+    #[error("admin token missing: send Authorization: Bearer <admin token> (another scheme, such as Basic, is not read; a console session that ended: log in again)")]
     TokenMissing,
     #[error("admin token wrong")]
     TokenWrong,
@@ -132,7 +132,7 @@ impl ApiFailure for InstallError {
     fn failure(&self) -> (u16, &'static str) {
         match self {
             InstallError::Load(_) => (400, "SHOP_PLUGIN_REJECTED"),
-            InstallError::VersionExists { .. } | InstallError::UseActivate { .. } => (409, "SHOP_PLUGIN_VERSION_EXISTS"),
+            InstallError::VersionExists { .. } | InstallError::UseActivate { .. } | InstallError::OtherBuild { .. } => (409, "SHOP_PLUGIN_VERSION_EXISTS"),
             InstallError::UnknownVersion { .. } | InstallError::UnknownPlugin(_) => (404, "SHOP_PLUGIN_NOT_FOUND"),
             InstallError::Registry(_) | InstallError::NotFollowed(_) => (503, "SHOP_PLUGIN_NOT_DISTRIBUTED"),
         }

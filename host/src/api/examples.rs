@@ -66,3 +66,15 @@ pub fn coupon_id() -> Id {
 pub fn pay_id() -> Id {
     Id(demo::PAY_ID)
 }
+
+/// A plugin the demo runs: its status, versions and grants are there to look at.
+pub fn plugin_name() -> String {
+    "points".into()
+}
+
+impl Example for crate::replay::ReplayRequest {
+    /// A dry-run of the demo's points over all the stream holds: it changes nothing.
+    fn example() -> Self {
+        crate::replay::ReplayRequest::everything("points", crate::replay::Mode::DryRun)
+    }
+}

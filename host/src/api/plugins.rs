@@ -66,9 +66,17 @@ api_error!(
 
 /// Which kept version to make active.
 #[derive(Debug, Clone, poem_openapi::Object)]
+#[oai(example)]
 pub struct Activate {
     #[oai(validator(min_length = 1, max_length = 64))]
     pub version: String,
+}
+
+impl poem_openapi::types::Example for Activate {
+    /// The demo's points has version 1.0.0.
+    fn example() -> Self {
+        Activate { version: "1.0.0".into() }
+    }
 }
 
 api_error!(
@@ -82,6 +90,7 @@ api_error!(
     /// Errors of activating a kept version.
     ActivateError (400 "SHOP_REQUEST_PARAMETER_INVALID") admin body {
         404 => NotFound("SHOP_PLUGIN_NOT_FOUND"): "No such plugin or kept version.",
+        409 => Conflict("SHOP_PLUGIN_VERSION_EXISTS"): "The fleet keeps another build under that version than this host (its plugins folder's); nothing changed.",
     } or 503 ("SHOP_PLUGIN_NOT_DISTRIBUTED"): "The fleet registry could not be reached (nothing was activated), or did not come back in time."
 );
 
@@ -130,7 +139,7 @@ impl PluginsAdminApi {
     ///
     /// One plugin's status, as the list gives it.
     #[oai(path = "/plugins/:name", method = "get", operation_id = "getPlugin", tag = "ApiTags::Admin")]
-    async fn get_plugin(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, PluginError> {
+    async fn get_plugin(&self, _auth: AdminAuth, host: Data<&Arc<PluginHost>>, #[oai(example = "super::examples::plugin_name")] name: Path<String>) -> Result<Json<PluginStatus>, PluginError> {
         Ok(Json(status_of(&host.registry, &name.0)?))
     }
 
@@ -150,7 +159,7 @@ impl PluginsAdminApi {
         _auth: AdminAuth,
         req: &Request,
         host: Data<&Arc<PluginHost>>,
-        name: Path<String>,
+        #[oai(example = "super::examples::plugin_name")] name: Path<String>,
         /// `false`: keep the version fleet-wide without running it (default `true`).
         activate: Query<Option<bool>>,
         body: Binary<Vec<u8>>,
@@ -168,7 +177,7 @@ impl PluginsAdminApi {
         // The active build again (stage hashed it; no need to hash the body twice).
         let again = before.is_some_and(|active| active.sha256 == staged.sha256);
         if let Err(e) = host.registry.distribute(&name.0, staged.version(), activate).await {
-            if matches!(e, InstallError::Registry(_)) && newly {
+            if matches!(e, InstallError::Registry(_) | InstallError::OtherBuild { .. }) && newly {
                 host.registry.unstage(&name.0, &staged);
             }
             return Err(e.into());
@@ -184,7 +193,7 @@ impl PluginsAdminApi {
 
     /// Activate a kept version (rollback)
     #[oai(path = "/plugins/:name/activate", method = "post", operation_id = "activatePlugin", tag = "ApiTags::Admin")]
-    async fn activate(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>, body: StrictJson<Activate>) -> Result<Json<PluginStatus>, ActivateError> {
+    async fn activate(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, #[oai(example = "super::examples::plugin_name")] name: Path<String>, body: StrictJson<Activate>) -> Result<Json<PluginStatus>, ActivateError> {
         // Through the registry, so every host rolls back, in the same order.
         host.registry.distribute(&name.0, &body.0.version, true).await?;
         tracing::info!(plugin = %name.0, version = %body.0.version, by = %who(req), "plugin version activated");
@@ -200,7 +209,7 @@ impl PluginsAdminApi {
         &self,
         _auth: AdminAuth,
         host: Data<&Arc<PluginHost>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"), example = "super::examples::plugin_name")] name: Path<String>,
     ) -> Result<Json<Grant>, AdminError> {
         Ok(Json(host.registry.grants.lookup(&name.0)))
     }
@@ -217,7 +226,7 @@ impl PluginsAdminApi {
         _auth: AdminAuth,
         req: &Request,
         host: Data<&Arc<PluginHost>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"), example = "super::examples::plugin_name")] name: Path<String>,
         body: StrictJson<SetGrants>,
     ) -> Result<Json<Grant>, GrantsError> {
         let (before, by) = (host.registry.grants.lookup(&name.0).capabilities, who(req));
@@ -239,7 +248,7 @@ impl PluginsAdminApi {
         _auth: AdminAuth,
         req: &Request,
         host: Data<&Arc<PluginHost>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] name: Path<String>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"), example = "super::examples::plugin_name")] name: Path<String>,
     ) -> Result<Json<Grant>, GrantsError> {
         let (grant, removed) = host.registry.grants.reset(&host.shop().db, &name.0).await?;
         if removed {
@@ -250,7 +259,7 @@ impl PluginsAdminApi {
 
     /// Disable a plugin on every host: its events wait in JetStream until it is enabled
     #[oai(path = "/plugins/:name/disable", method = "post", operation_id = "disablePlugin", tag = "ApiTags::Admin")]
-    async fn disable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, SwitchError> {
+    async fn disable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, #[oai(example = "super::examples::plugin_name")] name: Path<String>) -> Result<Json<PluginStatus>, SwitchError> {
         host.registry.switch(&name.0, false).await?;
         tracing::info!(plugin = %name.0, by = %who(req), "plugin disabled");
         Ok(Json(status_of(&host.registry, &name.0)?))
@@ -258,7 +267,7 @@ impl PluginsAdminApi {
 
     /// Enable a plugin on every host
     #[oai(path = "/plugins/:name/enable", method = "post", operation_id = "enablePlugin", tag = "ApiTags::Admin")]
-    async fn enable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<PluginStatus>, SwitchError> {
+    async fn enable(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, #[oai(example = "super::examples::plugin_name")] name: Path<String>) -> Result<Json<PluginStatus>, SwitchError> {
         host.registry.switch(&name.0, true).await?;
         tracing::info!(plugin = %name.0, by = %who(req), "plugin enabled");
         Ok(Json(status_of(&host.registry, &name.0)?))
@@ -314,7 +323,7 @@ impl PluginsAdminApi {
 
     /// Redrive every pending dead letter of a plugin
     #[oai(path = "/plugins/:name/redrive", method = "post", operation_id = "redrivePlugin", tag = "ApiTags::Admin")]
-    async fn redrive_all(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
+    async fn redrive_all(&self, _auth: AdminAuth, req: &Request, host: Data<&Arc<PluginHost>>, #[oai(example = "super::examples::plugin_name")] name: Path<String>) -> Result<Json<Vec<RedriveResult>>, PluginError> {
         let results = host.redrive_all(&name.0).await?;
         let by = who(req);
         for (id, redriven) in &results {

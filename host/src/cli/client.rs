@@ -63,7 +63,16 @@ impl Client {
             let ty = if json { "application/json" } else { "application/octet-stream" };
             req = req.header(reqwest::header::CONTENT_TYPE, ty).body(body);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the host at {} (is it running? another host: --host or SHOPMESH_HOST_URL)", self.base))?;
+        let resp = req.send().await.map_err(|e| {
+            let said = if e.is_connect() || e.is_timeout() {
+                format!("cannot reach the host at {} (is it running? another host: --host or SHOPMESH_HOST_URL)", self.base)
+            } else {
+                // Reached, then cut off while sending: the host refuses a body over its limit
+                // unread (413) and closes, which the client may meet before the answer.
+                format!("the host at {} closed the connection while the request was sent (a body over its limit is refused unread: a plugin upload's is SHOPMESH_PLUGIN_UPLOAD_LIMIT, 8 MiB unless set)", self.base)
+            };
+            anyhow::Error::new(e).context(said)
+        })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {

@@ -279,7 +279,8 @@ plugin! {
 }
 
 /// The rule: the effects this event should have. `reads` answers questions about the shop
-/// (the order, the user, the goods, this plugin's config); an `Err` refuses the event.
+/// (the order, the user, the goods, this plugin's config). `Err(InvalidEvent)`: dead-lettered
+/// at once; `Err(Unavailable)` or a panic: tried again, then dead-lettered.
 fn rule(event: &Event, _reads: &impl Reads) -> Result<Vec<Effect>, PluginError> {
     let _ = event;
     Ok(vec![])

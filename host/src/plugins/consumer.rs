@@ -6,14 +6,11 @@
 
 use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
-use async_nats::jetstream::{
-    consumer::{pull, AckPolicy, DeliverPolicy},
-    AckKind,
-};
+use async_nats::jetstream::AckKind;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use super::{durable_name, host::Message, Disposition, PluginHost, GUARD};
+use super::{durable_name, host::Message, start, Disposition, PluginHost, GUARD};
 use crate::bus::{self, StreamSettings};
 
 /// How long a batch waits for more deliveries once its first has arrived.
@@ -120,21 +117,10 @@ async fn bind_and_consume<H, F>(
             let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
             let filter = subjects()?;
             // Create or update: a new version that reads other subjects re-binds the
-            // durable consumer with its filter, keeping its position in the stream.
-            let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .create_consumer(pull::Config {
-                    durable_name: Some(durable.to_owned()),
-                    filter_subjects: filter.clone(),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: host.delivery.ack_wait,
-                    deliver_policy: DeliverPolicy::All,
-                    // Unlimited here: the host counts attempts and dead-letters itself,
-                    // so the server never drops an event without a record.
-                    max_deliver: -1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+            // durable consumer with its filter,
+            // keeping its position in the stream, and where it began ([`super::start`]).
+            let config = start::binding(&stream, durable, filter.clone(), host.delivery.ack_wait).await?;
+            let consumer: async_nats::jetstream::consumer::PullConsumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
             let batch_size = host.delivery.batch.max(1);
             let messages = consumer
                 .stream()

@@ -12,6 +12,7 @@ use super::{
 use crate::{
     ids::{Id, Snowflake},
     money::Money,
+    outbox,
     shop::{
         audit_log,
         balance::Balance,
@@ -50,6 +51,8 @@ pub enum Refusal {
     TooMany { count: usize },
     /// A give-back of another amount than its forward step took.
     GiveBackMismatch { step: Step, asked: i64, recorded: i64 },
+    /// The event is not one the shop wrote (no outbox row with its id, subject and body).
+    NotWritten { event: String },
 }
 
 impl fmt::Display for Refusal {
@@ -70,6 +73,9 @@ impl fmt::Display for Refusal {
             Refusal::TooMany { count } => write!(f, "{count} effects for one event, more than {MAX_EFFECTS_PER_EVENT}"),
             Refusal::GiveBackMismatch { step, asked, recorded } => {
                 write!(f, "{step} give-back of {asked} but the forward step recorded {recorded}")
+            }
+            Refusal::NotWritten { event } => {
+                write!(f, "event {event} is not one this shop wrote (no outbox row with its subject and body): forged or altered on the way; nothing applied")
             }
         }
     }
@@ -201,6 +207,13 @@ fn validate_one(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, eff
 /// inbox rows), handing each kind to the resource that owns it: one call per kind, whatever
 /// the number of events.
 pub async fn apply(tx: &mut Conn, ids: &Snowflake, plugin: &LoadedPlugin, events: &[(&Delivery, &[Effect])]) -> Result<(), ApplyError> {
+    // Effects only for the shop's own events: anyone who can publish to NATS can put one on
+    // the stream (a cancel that would refund a paid order, a payment never made).
+    let acting: Vec<&Delivery> = events.iter().filter(|(_, effects)| !effects.is_empty()).map(|(d, _)| *d).collect();
+    let asked: Vec<(&str, &str, &str)> = acting.iter().map(|d| (d.id.as_str(), d.subject.as_str(), d.body.as_str())).collect();
+    if let Some(forged) = acting.iter().zip(outbox::written(tx, &asked).await?).find_map(|(d, ok)| (!ok).then_some(d)) {
+        return Err(ApplyError::Rejected(Refusal::NotWritten { event: forged.id.clone() }));
+    }
     let (mut stock, mut coupons, mut balances, mut awards, mut logs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (d, effects) in events {
         for effect in *effects {

@@ -269,16 +269,10 @@ const RUN_OBJECT_TRIES: u32 = 10;
 
 /// Fetches the object `info` names, as it is now (a newer one than `info`, if it was put
 /// again since), and offers it; the nuid of what it offered (nothing for a deleted one).
-async fn hand_over<F: Future<Output = ()>>(
-    store: &object_store::ObjectStore,
-    info: &object_store::ObjectInfo,
-    offer: &impl Fn(String, Vec<u8>, bool, Stamps) -> F,
-) -> Result<String, String> {
-    if info.deleted {
-        return Ok(info.nuid.clone());
-    }
-    let stalled = |what| format!("{}: no {what} within {FETCH_STALL:?}", info.name);
-    let got = tokio::time::timeout(FETCH_STALL, store.get(&info.name)).await.map_err(|_| stalled("answer"))?;
+/// Object `name` and its bytes, each answer and chunk within [`FETCH_STALL`].
+async fn read(store: &object_store::ObjectStore, name: &str) -> Result<(object_store::ObjectInfo, Vec<u8>), String> {
+    let stalled = |what| format!("{name}: no {what} within {FETCH_STALL:?}");
+    let got = tokio::time::timeout(FETCH_STALL, store.get(name)).await.map_err(|_| stalled("answer"))?;
     let mut object = got.map_err(|e| e.to_string())?;
     let info = object.info().clone();
     let (mut bytes, mut piece) = (Vec::with_capacity(info.size), vec![0; 128 * 1024]);
@@ -289,6 +283,32 @@ async fn hand_over<F: Future<Output = ()>>(
             n => bytes.extend_from_slice(&piece[..n]),
         }
     }
+    Ok((info, bytes))
+}
+
+/// The sha256 of the build the fleet keeps as `version` of `name`, if it keeps one: a host
+/// must not hand the fleet another build under that version (its folder's) as the fleet's.
+pub async fn kept_build(client: &async_nats::Client, settings: &StreamSettings, name: &str, version: &str) -> Result<Option<String>, String> {
+    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+    let store = bucket(&js, settings.replicas).await?;
+    let kept = object(name, version, false);
+    match store.info(&kept).await {
+        Ok(info) if !info.deleted => Ok(Some(super::runtime::sha256_hex(&read(&store, &kept).await?.1))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn hand_over<F: Future<Output = ()>>(
+    store: &object_store::ObjectStore,
+    info: &object_store::ObjectInfo,
+    offer: &impl Fn(String, Vec<u8>, bool, Stamps) -> F,
+) -> Result<String, String> {
+    if info.deleted {
+        return Ok(info.nuid.clone());
+    }
+    let (info, bytes) = read(store, &info.name).await?;
     let stamps = Stamps::from_metadata(&info.metadata);
     match info.name.split_once('@') {
         Some((name, _version)) => offer(name.to_owned(), bytes, false, stamps).await,

@@ -67,22 +67,23 @@ impl Invocation {
         Invocation { plugin: plugin.to_owned(), reads, config, limits, seen: Seen::default(), last_error: None, logs: Vec::new(), dropped: 0 }
     }
 
-    /// Says what the guest logged, if its run stands: it read nothing its snapshot lacked.
-    pub(super) fn say_logs(&self) {
+    /// Says what the guest logged for `event`, if its run stands: it read nothing its snapshot
+    /// lacked.
+    pub(super) fn say_logs(&self, event: &str) {
         if !self.seen.missed.is_empty() {
             return;
         }
         let plugin = self.plugin.as_str();
         for (level, message) in &self.logs {
             match level {
-                LogLevel::Debug => tracing::debug!(plugin, message),
-                LogLevel::Info => tracing::info!(plugin, message),
-                LogLevel::Warn => tracing::warn!(plugin, message),
-                LogLevel::Error => tracing::error!(plugin, message),
+                LogLevel::Debug => tracing::debug!(plugin, event, message),
+                LogLevel::Info => tracing::info!(plugin, event, message),
+                LogLevel::Warn => tracing::warn!(plugin, event, message),
+                LogLevel::Error => tracing::error!(plugin, event, message),
             }
         }
         if self.dropped > 0 {
-            tracing::warn!(plugin, dropped = self.dropped, "the plugin logged more than {MAX_LOG_LINES} lines for one event; the rest were dropped");
+            tracing::warn!(plugin, event, dropped = self.dropped, "the plugin logged more than {MAX_LOG_LINES} lines for one event; the rest were dropped");
         }
     }
 

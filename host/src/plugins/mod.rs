@@ -5,6 +5,7 @@
 //! | file | job |
 //! |---|---|
 //! | [`consumer`] | one durable JetStream pull consumer per plugin, and the guard; acks per [`Disposition`] |
+//! | [`start`] | where a plugin's consumer begins: the next event for a plugin added to a running shop |
 //! | [`host`] | [`PluginHost`]: the live path of a batch of deliveries |
 //! | [`failures`] | a failed event: attempts recorded, retry with backoff, dead-lettering, the guard, redrive |
 //! | [`delivery`] | parsing and checking a message before any plugin sees it |
@@ -42,6 +43,7 @@ mod invocation;
 pub mod reads;
 pub mod registry;
 pub mod runtime;
+pub mod start;
 pub mod status;
 pub mod watching;
 pub mod subjects;

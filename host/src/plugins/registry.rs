@@ -19,7 +19,7 @@ use super::{
     config::Configs,
     grants::Grants,
     runtime::{self, LoadError, LoadedPlugin, Runtime},
-    Source,
+    start, Source,
 };
 use crate::{bus::StreamSettings, ids::now_ms, metrics::Metrics};
 
@@ -69,6 +69,10 @@ pub enum InstallError {
     VersionExists { name: String, version: String },
     #[error("version {version} of {name} ran before: going back to it is a rollback, activate it instead of uploading it again")]
     UseActivate { name: String, version: String },
+    /// The fleet keeps another build under the version this host would hand it (its
+    /// plugins folder's): activating it here would replace the fleet's.
+    #[error("the fleet keeps {name} {version} as another build (sha256 {fleet}…) than this host's ({here}…, from its plugins folder): nothing changed; give the folder's build another version, or activate {version} through a host that holds the fleet's build")]
+    OtherBuild { name: String, version: String, here: String, fleet: String },
     #[error("no kept version {version} of {name}")]
     UnknownVersion { name: String, version: String },
     #[error("no plugin {0}")]
@@ -335,6 +339,14 @@ impl Registry {
         let before = fleet::Stamps { kept_at: times.map(|t| t.kept_at), activated_at: times.and_then(|t| t.activated_at) };
         let again = self.current(name).is_some_and(|active| active.sha256 == kept.sha256);
         let stamps = if activate && !again { fleet::Stamps { activated_at: Some(now_ms()), ..before } } else { before };
+        let other = fleet::kept_build(client, stream, name, version).await.map_err(registry)?.filter(|fleet| *fleet != kept.sha256);
+        if let Some(fleet) = other {
+            return Err(InstallError::OtherBuild { name: name.into(), version: version.into(), here: kept.sha256[..12].into(), fleet: fleet[..12].into() });
+        }
+        if activate {
+            // A plugin new to the shop begins with the next event, not the stream's history.
+            start::from_next_event(client, stream, name, kept.subjects()).await.map_err(registry)?;
+        }
         fleet::publish(client, stream, (name, version, &bytes), activate, stamps).await.map_err(registry)?;
         if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
             return Err(InstallError::NotFollowed(format!("in the fleet's registry, but not active here after {FLEET_PATIENCE:?}")));

@@ -119,7 +119,7 @@ impl Handler for Compiled {
         let handled = instance.call_handle(&mut store, event);
         let handled = handled.map_err(|e| InvokeError::Trap(store.data().trap_reason(&e)));
         *seen = store.data().seen;
-        store.data().say_logs();
+        store.data().say_logs(&event.id);
         seen.fuel = runtime.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         handled
     }

@@ -60,6 +60,7 @@ pub enum Outcome {
 
 /// What to replay.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ReplayRequest {
     /// The plugin to run the events through.
     #[oai(validator(min_length = 1, max_length = 64))]
@@ -84,6 +85,13 @@ pub struct ReplayRequest {
     /// At most this many events per second, so a big replay cannot starve live traffic.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub max_rate: Option<i64>,
+}
+
+impl ReplayRequest {
+    /// Every event the stream holds through the active version of `plugin`, at full speed.
+    pub fn everything(plugin: &str, mode: Mode) -> ReplayRequest {
+        ReplayRequest { plugin: plugin.into(), mode, from_seq: None, to_seq: None, from_time: None, to_time: None, subjects: None, version: None, max_rate: None }
+    }
 }
 
 /// How many events ended each way.

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::checkout::PlaceOrder;
 use crate::{
     ids::{now_ms, Id},
+    money::Money,
     store::{Conn, Db},
 };
 
@@ -22,7 +23,10 @@ pub struct RequestKey {
 
 impl RequestKey {
     pub fn of(key: &str, req: &PlaceOrder) -> RequestKey {
-        let body = poem_openapi::types::ToJSON::to_json(req).map(|v| v.to_string()).unwrap_or_default();
+        // What was asked, not how it was spelt: `"money_paid": "0.00"` is the default left out
+        // (written as left out, so keys recorded before this rule still match their retries).
+        let asked = PlaceOrder { money_paid: req.money_paid.filter(|m| *m != Money::ZERO), ..req.clone() };
+        let body = poem_openapi::types::ToJSON::to_json(&asked).map(|v| v.to_string()).unwrap_or_default();
         RequestKey { key: key.to_owned(), digest: hex::encode(Sha256::digest(body.as_bytes())) }
     }
 }

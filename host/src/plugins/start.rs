@@ -1,0 +1,70 @@
+//! Where a plugin's consumer begins in stream SHOP. A plugin an operator adds to a running
+//! shop (uploaded and activated, or a staged version activated, through the API) begins with
+//! the next event: its consumer is made, from that moment, before the version is activated
+//! anywhere, so no host binds it first from the stream's start and runs the plugin over days
+//! of history (`replay --apply` is how history is backfilled, when wanted). Every other
+//! consumer that is not there yet begins with the first event the stream holds: the shop's
+//! plugins at its first start (nothing is published before them), and a consumer that was
+//! lost (removed, or NATS' store wiped), whose applied events the inbox skips.
+//!
+//! A consumer's start cannot change once it is made (JetStream refuses), so a binding keeps
+//! whatever start the consumer has.
+
+use async_nats::jetstream::{
+    consumer::{pull, AckPolicy, DeliverPolicy},
+    context::ConsumerInfoErrorKind,
+    stream::Stream,
+};
+
+use super::durable_name;
+use crate::bus::{self, StreamSettings};
+
+/// The consumer `durable` as a binding asks for it: its filter, the host's ack wait, and the
+/// start it already has (or the stream's first event, made now).
+pub async fn binding(stream: &Stream, durable: &str, filter: Vec<String>, ack_wait: std::time::Duration) -> Result<pull::Config, String> {
+    let deliver_policy = match stream.consumer_info(durable).await {
+        Ok(info) => info.config.deliver_policy,
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => DeliverPolicy::All,
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(pull::Config { ack_wait, ..config(durable, filter, deliver_policy) })
+}
+
+/// Makes plugin `name`'s consumer begin with the next event published, unless it has a
+/// consumer already (then nothing changes: a version of a plugin that runs, or ran, goes on
+/// where its consumer is). Called before a version of `name` is activated through the fleet.
+pub async fn from_next_event(client: &async_nats::Client, settings: &StreamSettings, name: &str, subjects: &[String]) -> Result<(), String> {
+    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+    let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
+    let durable = durable_name(name);
+    match stream.consumer_info(&durable).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    // The ack wait is the server's default until a host binds it with its own.
+    let config = config(&durable, subjects.to_vec(), DeliverPolicy::New);
+    match stream.create_consumer(config).await {
+        Ok(_) => {
+            tracing::info!(plugin = name, "a plugin new to the shop: its consumer begins with the next event");
+            Ok(())
+        }
+        // Another host made it a moment ago (from this moment too, or a binding from the
+        // start): it is there, and that start holds.
+        Err(_) if stream.consumer_info(&durable).await.is_ok() => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn config(durable: &str, filter: Vec<String>, deliver_policy: DeliverPolicy) -> pull::Config {
+    pull::Config {
+        durable_name: Some(durable.to_owned()),
+        filter_subjects: filter,
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy,
+        // Unlimited here: the host counts attempts and dead-letters itself, so the server
+        // never drops an event without a record.
+        max_deliver: -1,
+        ..Default::default()
+    }
+}
