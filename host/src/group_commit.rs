@@ -102,7 +102,7 @@ impl<C: Commit> GroupCommit<C> {
 
 /// Runs `group` (each job with its submitter's trace context) in one transaction.
 async fn commit_group<C: Commit>(db: &Db, work: &C, group: &[(&C::Job, Option<TraceContext>)]) -> Vec<Result<C::Done, C::Error>> {
-    let failed = |e: &sqlx::Error| C::Error::from(sqlx::Error::Protocol(e.to_string()));
+    let failed = |e: &sqlx::Error| C::Error::from(store::copied(e));
     // Jobs seldom fail, so the group first runs as one plain transaction. Only when one of
     // several jobs fails does it run again with a savepoint per job (two statements more
     // each), so that the failure rolls back alone; a job alone needs none.

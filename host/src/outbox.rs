@@ -330,8 +330,12 @@ pub async fn backlog(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-/// Deletes the rows published before `cutoff` (see `retention`): the stream has them, and
-/// JetStream's de-duplication window is long past. A row not yet published is never old.
+/// Deletes the rows published before `cutoff` (see `retention`, which keeps them at least as
+/// long as the stream keeps their events: an event a replay or a redelivery applies must find
+/// its row, [`written`]), except those of an event with an open dead letter, whose redrive,
+/// whenever it comes, must find it too. A row not yet published is never old.
 pub async fn prune(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
-    db.prune("trade_mq_producer_temp", "id", "msg_status = 1 AND sent_time < $1", cutoff).await
+    let old = "msg_status = 1 AND sent_time < $1 AND NOT EXISTS (
+        SELECT 1 FROM shop_dead_letter d WHERE d.event_id = CAST(trade_mq_producer_temp.id AS TEXT) AND d.redriven_at IS NULL)";
+    db.prune("trade_mq_producer_temp", "id", old, cutoff).await
 }

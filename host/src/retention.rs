@@ -8,13 +8,14 @@
 //! pruned, nor is anything not yet done (an unpublished row, a running replay, an open
 //! dead letter).
 //!
-//! Why the inbox may go: its rows are kept as long as the stream keeps events, so an event
-//! that can still be delivered again (a consumer reset, a replay applying) always still finds
-//! its row. `retention` is never shorter than the configured `stream_max_age` (checked at
+//! Why the inbox and the outbox may go: their rows are kept as long as the stream keeps
+//! events, so an event that can still be delivered again (a consumer reset, a replay
+//! applying) always still finds its inbox row, and its outbox row, which says the shop wrote
+//! it (`plugins::effects` applies nothing for an event without one). `retention` is never shorter than the configured `stream_max_age` (checked at
 //! start), and each pass also reads how long stream `SHOP` keeps events now (another host or
 //! an older run may have made it with another age): inbox rows stay at least that long, and
 //! all of them when it keeps events forever or cannot be asked. An event with an open dead
-//! letter keeps its row too (see [`inbox::prune`]). Every host runs the job; deleting what
+//! letter keeps its rows too (see [`inbox::prune`], [`outbox::prune`]). Every host runs the job; deleting what
 //! another host deleted already is a no-op, so they need no coordination.
 
 use std::{sync::Arc, time::Duration};
@@ -37,12 +38,15 @@ use crate::{
 pub async fn prune_once(db: &Db, keep: Duration, stream_keeps: Option<Duration>) -> Result<Vec<(&'static str, u64)>, sqlx::Error> {
     let before = |age: Duration| now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
     let cutoff = before(keep);
-    let inbox = match stream_keeps.filter(|age| !age.is_zero()) {
-        Some(age) => inbox::prune(db, before(age.max(keep))).await?,
-        None => 0,
+    // The rows that fence or vouch for an event still in the stream (the inbox's, the
+    // outbox's) stay as long as it does.
+    let events_cutoff = stream_keeps.filter(|age| !age.is_zero()).map(|age| before(age.max(keep)));
+    let (outbox, inbox) = match events_cutoff {
+        Some(cutoff) => (outbox::prune(db, cutoff).await?, inbox::prune(db, cutoff).await?),
+        None => (0, 0),
     };
     Ok(vec![
-        ("trade_mq_producer_temp", outbox::prune(db, cutoff).await?),
+        ("trade_mq_producer_temp", outbox),
         ("trade_mq_consumer_log", inbox),
         ("shop_dead_letter", dead_letters::prune(db, cutoff).await?),
         ("shop_replay", replay::store::prune(db, cutoff).await?),

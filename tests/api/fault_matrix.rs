@@ -198,6 +198,10 @@ async fn postgres_restart_mid_flow() -> Vec<(&'static str, bool)> {
     let host = shopmesh::startup::Application::build(settings).await.expect("a host on its own Postgres");
     let app = TestApp::attach(&pg.url, &nats.url(), &format!("http://{}", host.address())).await;
     let run = workload(&app, 100, 20, 10).await;
+    // A payment whose callback comes while the database is down.
+    let order = app.post("/api/orders", &run.fx.order(1, PRICE, MONEY_PAID)).await;
+    let payment = app.post("/api/payments", &json!({"order_id": order.body["order_id"], "pay_amount": order.body["pay_amount"]})).await;
+    assert_eq!(payment.status, 201, "{:?}", payment.body);
     pg.ctl("stop");
     // Refused as a client may try again: 503 with the database's code and when to retry.
     let refused = app.http.post(format!("{}/api/orders", app.address)).json(&run.fx.order(1, PRICE, MONEY_PAID)).send().await.unwrap();
@@ -206,6 +210,8 @@ async fn postgres_restart_mid_flow() -> Vec<(&'static str, bool)> {
     assert_eq!((status, body["code"].as_str(), retry.as_deref()), (503, Some("SHOP_DATABASE_UNAVAILABLE"), Some("1")), "an order while the database is down: {body}");
     let read = app.get(&format!("/api/users/{}", run.fx.user_id)).await;
     assert_eq!((read.status, read.body["code"].as_str()), (503, Some("SHOP_DATABASE_UNAVAILABLE")), "{:?}", read.body);
+    let callback = app.signed_callback(payment.body["pay_id"].as_str().unwrap(), order.body["pay_amount"].as_str().unwrap()).await;
+    assert_eq!((callback.status, callback.body["code"].as_str()), (503, Some("SHOP_DATABASE_UNAVAILABLE")), "the provider retries it: {:?}", callback.body);
     tokio::time::sleep(Duration::from_secs(1)).await;
     pg.ctl("start");
     wait_for("the host to reach the database again", Duration::from_secs(30), || async {

@@ -57,6 +57,11 @@ async fn a_sixth_plugin_runs_once_granted(backend: Backend) {
     wait_consumers_idle(&app.nats_url, &["points", "vip-bonus"]).await;
     assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], 1500 + 500);
     assert_eq!(app.get(&format!("/api/users/{}", before.user_id)).await.body["user_score"], 1500, "no bonus for what was paid before");
+    // What it would have done with that history, a dry-run shows: the one payment, new.
+    let tried = app.cli(&["replay", "--plugin", "vip-bonus"]).await;
+    assert_eq!(tried.code, Some(0), "{tried:?}");
+    assert!(tried.stdout.contains("same 1  changed 0  new 1"), "{tried:?}");
+    assert!(tried.stdout.contains("first new events:") && tried.stdout.contains("- → add-points points 500"), "{tried:?}");
 
     // Revoked: a host that loads vip-bonus from now on (a new one on the same database and
     // NATS, which finds it in the fleet's registry) refuses it.

@@ -370,6 +370,12 @@ async fn a_folders_other_build_never_replaces_the_fleets() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!((status, body["code"].as_str()), (409, Some("SHOP_PLUGIN_VERSION_EXISTS")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("the fleet keeps points 1.0.0 as another build"), "{body}");
+    // And C says why it does not run the fleet's 1.0.0, and what to do about it.
+    let here = wait_for("C to refuse the fleet's 1.0.0", Duration::from_secs(10), || async {
+        plugin_status(&app, &c.address, "points").await["refused"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(here.contains("this host holds another build of points 1.0.0") && here.contains("then restart"), "{here}");
 
     let sha = shopmesh::plugins::runtime::sha256_hex(&ours);
     let fleet = plugin_status(&app, &app.address, "points").await;

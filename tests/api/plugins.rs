@@ -137,7 +137,8 @@ async fn an_event_the_shop_did_not_write_changes_nothing() {
         let list = r.body.as_array().cloned().unwrap_or_default();
         let mut plugins: Vec<String> = list.iter().map(|l| l["plugin"].as_str().unwrap().to_owned()).collect();
         plugins.sort();
-        (plugins == ["coupon", "log", "log", "points", "stock"]).then_some(list)
+        // Every plugin reading them, whether or not it would have acted.
+        (plugins == ["balance", "coupon", "log", "log", "points", "stock"]).then_some(list)
     })
     .await;
     for l in &letters {
@@ -147,6 +148,19 @@ async fn an_event_the_shop_did_not_write_changes_nothing() {
     assert_eq!(state(&app, &fx).await, before, "no stock, coupon, balance or points from them");
     assert_eq!(app.count("shop_audit_log", "").await, logged);
     assert_eq!(app.count("shop_order_step", "action = 'giveback'").await, 0);
+
+    // An altered copy under a real event's id, worth no points (no effect to refuse), run
+    // and applied as a plugin that has not seen the real one would: refused before the inbox
+    // marks it, or it would fence the real event out (here points has applied the real one,
+    // which would make the copy "applied before", answered Ok).
+    let mut altered = envelope.clone();
+    altered["data"]["pay_amount"] = json!("0.50");
+    let copy = shopmesh::plugins::delivery::parse("shop.pay.success", altered.to_string().as_bytes()).unwrap();
+    let points = app.registry().current("points").unwrap();
+    let ready = shopmesh::plugins::host::Ready { delivery: &copy, attempt: 1 };
+    let results = app.plugin_host().run_and_apply(&points, &[&ready]).await;
+    let said: Vec<String> = results.iter().map(|r| r.as_ref().map(|a| format!("{a:?}")).unwrap_or_else(|f| f.to_string())).collect();
+    assert!(said.len() == 1 && said[0].contains("is not one this shop wrote"), "{said:?}");
 }
 
 async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backend) {

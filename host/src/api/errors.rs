@@ -349,7 +349,8 @@ macro_rules! api_error {
                 $variant(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, $status>>),
             )*
             $(#[doc = $why])?
-            /// SHOP_DATABASE_UNAVAILABLE: the database is unavailable right now; try again shortly.
+            /// SHOP_DATABASE_UNAVAILABLE: the database is unavailable right now; SHOP_OVERLOADED:
+            /// this host has too many requests in flight. Try again after `Retry-After`.
             #[oai(status = 503)]
             Unavailable(poem_openapi::payload::Json<$crate::api::errors::ErrorOf<$name, 503>>),
             /// The server failed (SHOP_INTERNAL_ERROR).

@@ -1,5 +1,5 @@
 //! `shopmesh replay`: starts a replay on a running host, follows it with a progress bar,
-//! prints the summary and the first changed, regressed and other failed events, and exits
+//! prints the summary and the first changed, regressed, new and other failed events, and exits
 //! non-zero when it failed, when an `--apply` left events unapplied, or
 //! (`--fail-on-change`) when anything changed or regressed, so a CI job can gate a plugin
 //! release on "no unexpected change on last week's events".
@@ -170,7 +170,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Prints a replay's summary for a person, then its first changed, regressed and other
+/// Prints a replay's summary for a person, then its first changed, regressed, new and other
 /// failed events (at most `show` of each).
 async fn report(client: &Client, replay: &Value, show: usize) -> anyhow::Result<()> {
     let (id, summary) = (replay["replay_id"].as_str().unwrap_or_default(), &replay["summary"]);
@@ -191,11 +191,13 @@ async fn report(client: &Client, replay: &Value, show: usize) -> anyhow::Result<
     if regressed > 0 {
         super::print(&format!("regressed {regressed}: failed events that were applied before (live, by a redrive or an --apply replay), on the same inputs\n"))?;
     }
-    // What a release gate fails on first (changed, regressed), then the other failed events,
-    // which may be the stream's.
+    // What a release gate fails on first (changed, regressed), what the version would do
+    // that was never done (a new plugin's every event), then the other failed events, which
+    // may be the stream's.
     let lists = [
         ("changed", "outcome=changed", changed),
         ("regressed", "outcome=failed&regressed=true", regressed),
+        ("new", "outcome=new", count("new")),
         (if regressed > 0 { "other failed" } else { "failed" }, "outcome=failed&regressed=false", failed - regressed),
     ];
     for (title, query, count) in lists {

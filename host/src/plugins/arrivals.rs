@@ -43,8 +43,15 @@ impl Registry {
                 // The host's own checks, or another build it holds under the fleet's version
                 // (its folder's, or an older one the fleet dropped and got again): either way
                 // it does not run the fleet's bytes.
-                if activate && source == Source::Fleet && matches!(e, InstallError::Load(_) | InstallError::VersionExists { .. }) {
-                    self.refuse(Source::Fleet, name, format!("the version the fleet runs: {e}"));
+                match e {
+                    InstallError::Load(_) if activate && source == Source::Fleet => self.refuse(Source::Fleet, name, format!("the version the fleet runs: {e}")),
+                    // The fleet's build cannot take another version: the fix is here.
+                    InstallError::VersionExists { version, .. } if activate && source == Source::Fleet => self.refuse(
+                        Source::Fleet,
+                        name,
+                        format!("the version the fleet runs: this host holds another build of {name} {version} (its plugins folder's, as a rule): remove that build or give it another version, then restart"),
+                    ),
+                    _ => {}
                 }
             }
         }

@@ -39,7 +39,7 @@ pub struct Terms {
 impl Failure {
     /// Retrying cannot help: dead-letter at once.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Failure::Refused(_))
+        matches!(self, Failure::Refused(_) | Failure::Rejected(Refusal::NotWritten { .. }))
     }
 }
 
@@ -125,7 +125,7 @@ where
             }
             Err(e) => {
                 for (i, snapshot, filled, seen) in again {
-                    done[i] = Some(Ran { result: Err(Failure::Db(sqlx::Error::Protocol(e.to_string()))), snapshot, filled, seen });
+                    done[i] = Some(Ran { result: Err(Failure::Db(crate::store::copied(&e))), snapshot, filled, seen });
                 }
                 todo = Vec::new();
             }

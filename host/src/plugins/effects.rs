@@ -203,17 +203,22 @@ fn validate_one(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, eff
     }
 }
 
+/// Refuses `events` unless the shop wrote each (its outbox row is there with that id, subject
+/// and body): anyone who can publish to NATS can put an event on the stream, a cancel that
+/// would give a paid order's stock and balance back, a payment never made. Checked before any
+/// of them is marked applied, so a copy under a real event's id cannot fence the real one out.
+pub async fn shops_own(tx: &mut Conn, events: &[&Delivery]) -> Result<(), ApplyError> {
+    let asked: Vec<(&str, &str, &str)> = events.iter().map(|d| (d.id.as_str(), d.subject.as_str(), d.body.as_str())).collect();
+    match events.iter().zip(outbox::written(tx, &asked).await?).find(|(_, written)| !written) {
+        Some((forged, _)) => Err(ApplyError::Rejected(Refusal::NotWritten { event: forged.id.clone() })),
+        None => Ok(()),
+    }
+}
+
 /// Applies the validated effects of several events inside `tx` (which already holds their
 /// inbox rows), handing each kind to the resource that owns it: one call per kind, whatever
 /// the number of events.
 pub async fn apply(tx: &mut Conn, ids: &Snowflake, plugin: &LoadedPlugin, events: &[(&Delivery, &[Effect])]) -> Result<(), ApplyError> {
-    // Effects only for the shop's own events: anyone who can publish to NATS can put one on
-    // the stream (a cancel that would refund a paid order, a payment never made).
-    let acting: Vec<&Delivery> = events.iter().filter(|(_, effects)| !effects.is_empty()).map(|(d, _)| *d).collect();
-    let asked: Vec<(&str, &str, &str)> = acting.iter().map(|d| (d.id.as_str(), d.subject.as_str(), d.body.as_str())).collect();
-    if let Some(forged) = acting.iter().zip(outbox::written(tx, &asked).await?).find_map(|(d, ok)| (!ok).then_some(d)) {
-        return Err(ApplyError::Rejected(Refusal::NotWritten { event: forged.id.clone() }));
-    }
     let (mut stock, mut coupons, mut balances, mut awards, mut logs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (d, effects) in events {
         for effect in *effects {

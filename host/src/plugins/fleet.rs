@@ -47,7 +47,8 @@ async fn key_value(js: &jetstream::Context, config: kv::Config) -> Result<kv::St
     }
 }
 
-async fn roll_call_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
+async fn roll_call_bucket(client: &async_nats::Client, settings: &StreamSettings) -> Result<kv::Store, String> {
+    let (js, replicas) = (bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?, settings.replicas);
     let config = kv::Config {
         bucket: ROLL_CALL.into(),
         description: "shopmesh hosts: what each runs, refreshed every few seconds".into(),
@@ -57,27 +58,24 @@ async fn roll_call_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv
         num_replicas: replicas.max(1),
         ..Default::default()
     };
-    key_value(js, config).await
+    key_value(&js, config).await
 }
 
 /// Puts this host's entry (`status`, JSON) in the roll call under `host`.
 pub async fn answer_roll_call(client: &async_nats::Client, settings: &StreamSettings, host: &str, status: Vec<u8>) -> Result<(), String> {
-    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-    roll_call_bucket(&js, settings.replicas).await?.put(host, status.into()).await.map_err(|e| e.to_string())?;
+    roll_call_bucket(client, settings).await?.put(host, status.into()).await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// The roll call's entry under `host` now, if any.
 pub async fn roll_call_entry(client: &async_nats::Client, settings: &StreamSettings, host: &str) -> Result<Option<Vec<u8>>, String> {
-    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-    let store = roll_call_bucket(&js, settings.replicas).await?;
+    let store = roll_call_bucket(client, settings).await?;
     Ok(store.get(host).await.map_err(|e| e.to_string())?.map(|value| value.to_vec()))
 }
 
 /// Every live host's entry in the roll call.
 pub async fn roll_call(client: &async_nats::Client, settings: &StreamSettings) -> Result<Vec<Vec<u8>>, String> {
-    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-    let store = roll_call_bucket(&js, settings.replicas).await?;
+    let store = roll_call_bucket(client, settings).await?;
     Ok(latest(&store).await?.into_iter().map(|(_, value)| value).collect())
 }
 
@@ -123,6 +121,12 @@ impl CaughtUp {
             _ = shutdown.wait_for(|stop| *stop) => false,
         }
     }
+}
+
+/// The fleet's registry bucket, stream `SHOP` ready first (see [`bus::ensure_ready`]).
+async fn registry(client: &async_nats::Client, settings: &StreamSettings) -> Result<object_store::ObjectStore, String> {
+    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+    bucket(&js, settings.replicas).await
 }
 
 async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<object_store::ObjectStore, String> {
@@ -182,8 +186,7 @@ pub async fn publish(
     activate: bool,
     stamps: Stamps,
 ) -> Result<(), String> {
-    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-    let store = bucket(&js, settings.replicas).await?;
+    let store = registry(client, settings).await?;
     // Kept first: if the run object cannot be put, the fleet keeps the version and runs what
     // it ran (its kept object then says it was made active, though it never ran: the price of
     // one put per object). Each object once: a put replaces the object's chunks, which a host
@@ -210,8 +213,7 @@ pub async fn follow<F: Future<Output = ()>>(
     let (client, settings, offer, caught_up) = (&client, &settings, &offer, &caught_up);
     let unread = &std::sync::atomic::AtomicU32::new(0);
     keep_watching("plugin registry", client, &format!("OBJ_{BUCKET}"), shutdown, move |mut shutdown| async move {
-        let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-        let store = bucket(&js, settings.replicas).await?;
+        let store = registry(client, settings).await?;
         // What the bucket holds now, then the watch. The watch starts with the latest of
         // every object again, so nothing put after the list is missed, and it hands them over
         // in the bucket's order (a version the list missed lands before a later activation);
@@ -286,17 +288,25 @@ async fn read(store: &object_store::ObjectStore, name: &str) -> Result<(object_s
     Ok((info, bytes))
 }
 
+/// Whether the fleet ever ran a version of `name` (its registry holds the object that says
+/// which version to run).
+pub async fn ran(client: &async_nats::Client, settings: &StreamSettings, name: &str) -> Result<bool, String> {
+    match registry(client, settings).await?.info(object(name, "", true)).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The sha256 of the build the fleet keeps as `version` of `name`, if it keeps one: a host
 /// must not hand the fleet another build under that version (its folder's) as the fleet's.
 pub async fn kept_build(client: &async_nats::Client, settings: &StreamSettings, name: &str, version: &str) -> Result<Option<String>, String> {
-    let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-    let store = bucket(&js, settings.replicas).await?;
+    let store = registry(client, settings).await?;
     let kept = object(name, version, false);
     match store.info(&kept).await {
         Ok(info) if !info.deleted => Ok(Some(super::runtime::sha256_hex(&read(&store, &kept).await?.1))),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) if e.kind() != object_store::InfoErrorKind::NotFound => Err(e.to_string()),
+        _ => Ok(None), // never kept, or deleted
     }
 }
 

@@ -226,7 +226,7 @@ impl PluginHost {
         // Only what this version reads; a read of anything else runs that event again.
         let snapshots = match reads::snapshots(&self.shop, &deliveries, plugin.reads()).await {
             Ok(s) => s,
-            Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
+            Err(e) => return wave.iter().map(|_| Err(Failure::Db(crate::store::copied(&e)))).collect(),
         };
         let shop = &self.shop;
         let terms = self.terms_of(&plugin.name);
@@ -294,7 +294,7 @@ impl PluginHost {
     async fn commit_one_by_one(&self, plugin: &LoadedPlugin, wave: &[&Ready<'_>], produced: Vec<Result<Produced, Failure>>) -> Vec<Result<Applied, Failure>> {
         let mut tx = match self.shop.db.begin_background().await {
             Ok(tx) => tx,
-            Err(e) => return wave.iter().map(|_| Err(Failure::Db(clone_db_error(&e)))).collect(),
+            Err(e) => return wave.iter().map(|_| Err(Failure::Db(crate::store::copied(&e)))).collect(),
         };
         let mut results = Vec::with_capacity(wave.len());
         let mut lost = None;
@@ -330,13 +330,14 @@ impl PluginHost {
             return results.into_iter().map(|r| r.and_then(|_| Err(Failure::Db(crate::store::lost(&e))))).collect();
         }
         if let Err(e) = tx.commit().await {
-            return results.into_iter().map(|r| r.and(Err(Failure::Db(clone_db_error(&e))))).collect();
+            return results.into_iter().map(|r| r.and(Err(Failure::Db(crate::store::copied(&e))))).collect();
         }
         results
     }
 
     /// The inbox rows, then the effects of the events applied now, in `tx`; answers their ids.
     async fn apply(&self, tx: &mut Conn, plugin: &LoadedPlugin, events: &[(&Ready<'_>, &Produced)]) -> Result<HashSet<String>, Failure> {
+        effects::shops_own(tx, &events.iter().map(|(r, _)| r.delivery).collect::<Vec<_>>()).await?;
         let marks: Vec<(&Delivery, i64, &inbox::Recorded)> = events.iter().map(|(r, (_, recorded))| (r.delivery, r.attempt, recorded)).collect();
         let fresh = inbox::mark_applied(tx, plugin, &marks).await?;
         let now: Vec<(&Delivery, &[Effect])> = events
@@ -384,9 +385,4 @@ fn process_span(plugin: &LoadedPlugin, d: &Delivery, parent: Option<TraceContext
 /// The trace id to log with a delivery (empty when it came without one).
 pub(super) fn trace_id(d: &Delivery) -> String {
     d.trace.map(|t| t.trace_id_hex()).unwrap_or_default()
-}
-
-/// A database error for each of several events (sqlx errors do not clone).
-fn clone_db_error(e: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(e.to_string())
 }

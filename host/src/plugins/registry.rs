@@ -343,11 +343,15 @@ impl Registry {
         if let Some(fleet) = other {
             return Err(InstallError::OtherBuild { name: name.into(), version: version.into(), here: kept.sha256[..12].into(), fleet: fleet[..12].into() });
         }
-        if activate {
-            // A plugin new to the shop begins with the next event, not the stream's history.
-            start::from_next_event(client, stream, name, kept.subjects()).await.map_err(registry)?;
+        // A plugin new to the shop begins with the next event, not the stream's history; its
+        // consumer, made for it, goes again if the fleet does not take the version.
+        let new = activate && self.current(name).is_none();
+        let made = if new { start::from_next_event(client, stream, name, kept.subjects()).await.map_err(registry)? } else { false };
+        let published = fleet::publish(client, stream, (name, version, &bytes), activate, stamps).await;
+        if published.is_err() && made {
+            start::unmake(client, stream, name).await;
         }
-        fleet::publish(client, stream, (name, version, &bytes), activate, stamps).await.map_err(registry)?;
+        published.map_err(registry)?;
         if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
             return Err(InstallError::NotFollowed(format!("in the fleet's registry, but not active here after {FLEET_PATIENCE:?}")));
         }
@@ -377,10 +381,7 @@ impl Registry {
 
     /// The active version of `name`, if it is enabled: what a delivery runs on.
     pub(crate) fn runnable(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        if !self.is_enabled(name) {
-            return None;
-        }
-        self.current(name)
+        self.current(name).filter(|_| self.is_enabled(name))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Where a plugin's consumer begins in stream SHOP. A plugin an operator adds to a running
-//! shop (uploaded and activated, or a staged version activated, through the API) begins with
-//! the next event: its consumer is made, from that moment, before the version is activated
+//! shop (no version of it ever ran in the fleet; uploaded and activated, or a staged version
+//! activated, through the API) begins with the next event: its consumer is made, from that moment, before the version is activated
 //! anywhere, so no host binds it first from the stream's start and runs the plugin over days
 //! of history (`replay --apply` is how history is backfilled, when wanted). Every other
 //! consumer that is not there yet begins with the first event the stream holds: the shop's
@@ -16,7 +16,7 @@ use async_nats::jetstream::{
     stream::Stream,
 };
 
-use super::durable_name;
+use super::{durable_name, fleet};
 use crate::bus::{self, StreamSettings};
 
 /// The consumer `durable` as a binding asks for it: its filter, the host's ack wait, and the
@@ -30,29 +30,45 @@ pub async fn binding(stream: &Stream, durable: &str, filter: Vec<String>, ack_wa
     Ok(pull::Config { ack_wait, ..config(durable, filter, deliver_policy) })
 }
 
-/// Makes plugin `name`'s consumer begin with the next event published, unless it has a
-/// consumer already (then nothing changes: a version of a plugin that runs, or ran, goes on
-/// where its consumer is). Called before a version of `name` is activated through the fleet.
-pub async fn from_next_event(client: &async_nats::Client, settings: &StreamSettings, name: &str, subjects: &[String]) -> Result<(), String> {
+/// Makes plugin `name`'s consumer begin with the next event published, when it is new to
+/// the shop: it has no consumer, and the fleet never ran a version of it (a plugin that ran
+/// goes on where its consumer is, or, its consumer lost, from the stream's start). Called
+/// before a version of `name` that this host does not run yet is activated through the
+/// fleet. Whether it made the consumer.
+pub async fn from_next_event(client: &async_nats::Client, settings: &StreamSettings, name: &str, subjects: &[String]) -> Result<bool, String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
     let durable = durable_name(name);
     match stream.consumer_info(&durable).await {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(false),
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {}
         Err(e) => return Err(e.to_string()),
     }
-    // The ack wait is the server's default until a host binds it with its own.
-    let config = config(&durable, subjects.to_vec(), DeliverPolicy::New);
-    match stream.create_consumer(config).await {
+    if fleet::ran(client, settings, name).await? {
+        return Ok(false);
+    }
+    // Strict: never an update of one another host made a moment ago (its start holds). The
+    // ack wait is the server's default until a host binds it with its own.
+    match stream.create_consumer_strict(config(&durable, subjects.to_vec(), DeliverPolicy::New)).await {
         Ok(_) => {
             tracing::info!(plugin = name, "a plugin new to the shop: its consumer begins with the next event");
-            Ok(())
+            Ok(true)
         }
-        // Another host made it a moment ago (from this moment too, or a binding from the
-        // start): it is there, and that start holds.
-        Err(_) if stream.consumer_info(&durable).await.is_ok() => Ok(()),
+        Err(_) if stream.consumer_info(&durable).await.is_ok() => Ok(false),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes the consumer [`from_next_event`] made, when the version it was made for was not
+/// activated after all: a later first run begins where that one would have.
+pub async fn unmake(client: &async_nats::Client, settings: &StreamSettings, name: &str) {
+    let removed = async {
+        let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
+        let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
+        stream.delete_consumer(&durable_name(name)).await.map_err(|e| e.to_string())
+    };
+    if let Err(e) = removed.await {
+        tracing::warn!(plugin = name, error = %e, "could not remove the consumer made for a version the fleet did not take");
     }
 }
 

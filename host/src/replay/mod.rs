@@ -60,7 +60,8 @@ pub enum Outcome {
 
 /// What to replay.
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
+// Its example leaves the optional fields out: a `null` is refused (leave a field out).
+#[oai(example, skip_serializing_if_is_none)]
 pub struct ReplayRequest {
     /// The plugin to run the events through.
     #[oai(validator(min_length = 1, max_length = 64))]

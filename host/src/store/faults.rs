@@ -19,6 +19,12 @@ pub fn lost(why: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other(said))
 }
 
+/// `e` again, for each of several callers it fails (sqlx's errors do not clone): its text,
+/// and whether trying again may help ([`unavailable`]) kept.
+pub fn copied(e: &sqlx::Error) -> sqlx::Error {
+    if unavailable(e) { sqlx::Error::Io(std::io::Error::other(e.to_string())) } else { sqlx::Error::Protocol(e.to_string()) }
+}
+
 /// Whether `e` says the database cannot serve right now (unreachable, restarting, busy, out
 /// of disk or memory, or a transaction it gave up) rather than that the statement or the data
 /// is wrong: the request that met it may succeed if tried again, so the API answers 503, not
@@ -28,12 +34,13 @@ pub fn unavailable(e: &sqlx::Error) -> bool {
     match e {
         PoolTimedOut | PoolClosed | Io(_) | Tls(_) | WorkerCrashed => true,
         // Postgres' SQLSTATE: a connection exception, insufficient resources, the operator's
-        // intervention (shutdown, a cancelled statement), a system error, or a transaction
-        // rolled back for a serialization failure or a deadlock. (A SQLSTATE may be all
+        // intervention (shutdown, a cancelled statement), a system error, a transaction rolled
+        // back for a serialization failure or a deadlock, a standby that cannot write yet (a
+        // failover), a lock not to be had now. (A SQLSTATE may be all
         // digits, so the driver, not the code's look, says which database spoke.)
         Database(db) if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
             let code = db.code().unwrap_or_default();
-            ["08", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || code == "40001" || code == "40P01"
+            ["08", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || ["40001", "40P01", "25006", "55P03"].contains(&&*code)
         }
         // SQLite's extended result code: its primary code is the low byte. BUSY, LOCKED,
         // NOMEM, READONLY (a file it cannot write), IOERR, FULL, CANTOPEN.
@@ -74,6 +81,8 @@ mod tests {
             assert!(!unavailable(e), "{e:?}");
         }
         assert!(unavailable(&sqlx::Error::PoolTimedOut));
+        // Told to each of several callers, a failure keeps whether trying again may help.
+        assert!(unavailable(&copied(&busy)) && !unavailable(&copied(&wrong)));
         assert!(unavailable(&lost(&wrong)), "a transaction given up is tried again");
     }
 }

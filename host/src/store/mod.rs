@@ -5,7 +5,7 @@
 mod faults;
 mod migrations;
 
-pub use faults::{end_savepoint, lost, unavailable};
+pub use faults::{copied, end_savepoint, lost, unavailable};
 
 use std::{
     ops::{Deref, DerefMut},
