@@ -149,10 +149,15 @@ async fn an_event_the_shop_did_not_write_changes_nothing() {
     assert_eq!(app.count("shop_audit_log", "").await, logged);
     assert_eq!(app.count("shop_order_step", "action = 'giveback'").await, 0);
 
-    // An altered copy under a real event's id, worth no points (no effect to refuse), run
-    // and applied as a plugin that has not seen the real one would: refused before the inbox
-    // marks it, or it would fence the real event out (here points has applied the real one,
-    // which would make the copy "applied before", answered Ok).
+    // An altered copy under a real event's id, worth no points (no effect to refuse), run and
+    // applied as by a plugin that has not seen the real one yet (points' inbox row for it
+    // taken away, and the points it gave): refused, its mark undone, so the real event still
+    // applies after it.
+    let id = envelope["id"].as_str().unwrap();
+    let earned = app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"].clone();
+    assert!(earned.as_i64().unwrap() > 0, "{earned}");
+    sqlx::query(&format!("DELETE FROM trade_mq_consumer_log WHERE group_name = 'points' AND msg_key = '{id}'")).execute(app.db.pool()).await.unwrap();
+    sqlx::query(&format!("UPDATE trade_user SET user_score = 0 WHERE user_id = {}", fx.user_id)).execute(app.db.pool()).await.unwrap();
     let mut altered = envelope.clone();
     altered["data"]["pay_amount"] = json!("0.50");
     let copy = shopmesh::plugins::delivery::parse("shop.pay.success", altered.to_string().as_bytes()).unwrap();
@@ -161,6 +166,12 @@ async fn an_event_the_shop_did_not_write_changes_nothing() {
     let results = app.plugin_host().run_and_apply(&points, &[&ready]).await;
     let said: Vec<String> = results.iter().map(|r| r.as_ref().map(|a| format!("{a:?}")).unwrap_or_else(|f| f.to_string())).collect();
     assert!(said.len() == 1 && said[0].contains("is not one this shop wrote"), "{said:?}");
+    let body: String = sqlx::query_scalar(&format!("SELECT msg_body FROM trade_mq_producer_temp WHERE id = {id}")).fetch_one(app.db.pool()).await.unwrap();
+    let real = shopmesh::plugins::delivery::parse("shop.pay.success", body.as_bytes()).unwrap();
+    let ready = shopmesh::plugins::host::Ready { delivery: &real, attempt: 1 };
+    let results = app.plugin_host().run_and_apply(&points, &[&ready]).await;
+    assert_eq!(format!("{results:?}"), "[Ok(Now)]", "the real event applies now");
+    assert_eq!(app.get(&format!("/api/users/{}", fx.user_id)).await.body["user_score"], earned, "its points, once");
 }
 
 async fn poison_events_are_dead_lettered_and_the_stream_moves_on(backend: Backend) {

@@ -205,8 +205,9 @@ fn validate_one(plugin: &LoadedPlugin, granted: &[Capability], d: &Delivery, eff
 
 /// Refuses `events` unless the shop wrote each (its outbox row is there with that id, subject
 /// and body): anyone who can publish to NATS can put an event on the stream, a cancel that
-/// would give a paid order's stock and balance back, a payment never made. Checked before any
-/// of them is marked applied, so a copy under a real event's id cannot fence the real one out.
+/// would give a paid order's stock and balance back, a payment never made. Checked in the
+/// transaction that marks them applied, whose refusal undoes the marks: a copy under a real
+/// event's id cannot fence the real one out.
 pub async fn shops_own(tx: &mut Conn, events: &[&Delivery]) -> Result<(), ApplyError> {
     let asked: Vec<(&str, &str, &str)> = events.iter().map(|d| (d.id.as_str(), d.subject.as_str(), d.body.as_str())).collect();
     match events.iter().zip(outbox::written(tx, &asked).await?).find(|(_, written)| !written) {

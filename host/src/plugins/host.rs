@@ -337,9 +337,11 @@ impl PluginHost {
 
     /// The inbox rows, then the effects of the events applied now, in `tx`; answers their ids.
     async fn apply(&self, tx: &mut Conn, plugin: &LoadedPlugin, events: &[(&Ready<'_>, &Produced)]) -> Result<HashSet<String>, Failure> {
-        effects::shops_own(tx, &events.iter().map(|(r, _)| r.delivery).collect::<Vec<_>>()).await?;
         let marks: Vec<(&Delivery, i64, &inbox::Recorded)> = events.iter().map(|(r, (_, recorded))| (r.delivery, r.attempt, recorded)).collect();
         let fresh = inbox::mark_applied(tx, plugin, &marks).await?;
+        // Every event, applied before or not, after the first write (on SQLite a transaction
+        // that reads first may not write after another commit): a refusal rolls the marks back.
+        effects::shops_own(tx, &marks.iter().map(|(d, ..)| *d).collect::<Vec<_>>()).await?;
         let now: Vec<(&Delivery, &[Effect])> = events
             .iter()
             .filter(|(r, _)| fresh.contains(&r.delivery.id))

@@ -343,15 +343,12 @@ impl Registry {
         if let Some(fleet) = other {
             return Err(InstallError::OtherBuild { name: name.into(), version: version.into(), here: kept.sha256[..12].into(), fleet: fleet[..12].into() });
         }
-        // A plugin new to the shop begins with the next event, not the stream's history; its
-        // consumer, made for it, goes again if the fleet does not take the version.
-        let new = activate && self.current(name).is_none();
-        let made = if new { start::from_next_event(client, stream, name, kept.subjects()).await.map_err(registry)? } else { false };
-        let published = fleet::publish(client, stream, (name, version, &bytes), activate, stamps).await;
-        if published.is_err() && made {
-            start::unmake(client, stream, name).await;
+        // A plugin new to the shop begins with the next event, not the stream's history (should
+        // the fleet not take the version, its consumer stays: it begins from this moment).
+        if activate && self.current(name).is_none() {
+            start::from_next_event(client, stream, name, kept.subjects()).await.map_err(registry)?;
         }
-        published.map_err(registry)?;
+        fleet::publish(client, stream, (name, version, &bytes), activate, stamps).await.map_err(registry)?;
         if activate && !self.await_active(name, &kept.sha256, FLEET_PATIENCE).await {
             return Err(InstallError::NotFollowed(format!("in the fleet's registry, but not active here after {FLEET_PATIENCE:?}")));
         }

@@ -34,41 +34,28 @@ pub async fn binding(stream: &Stream, durable: &str, filter: Vec<String>, ack_wa
 /// the shop: it has no consumer, and the fleet never ran a version of it (a plugin that ran
 /// goes on where its consumer is, or, its consumer lost, from the stream's start). Called
 /// before a version of `name` that this host does not run yet is activated through the
-/// fleet. Whether it made the consumer.
-pub async fn from_next_event(client: &async_nats::Client, settings: &StreamSettings, name: &str, subjects: &[String]) -> Result<bool, String> {
+/// fleet.
+pub async fn from_next_event(client: &async_nats::Client, settings: &StreamSettings, name: &str, subjects: &[String]) -> Result<(), String> {
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
     let durable = durable_name(name);
     match stream.consumer_info(&durable).await {
-        Ok(_) => return Ok(false),
+        Ok(_) => return Ok(()),
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {}
         Err(e) => return Err(e.to_string()),
     }
     if fleet::ran(client, settings, name).await? {
-        return Ok(false);
+        return Ok(());
     }
     // Strict: never an update of one another host made a moment ago (its start holds). The
     // ack wait is the server's default until a host binds it with its own.
     match stream.create_consumer_strict(config(&durable, subjects.to_vec(), DeliverPolicy::New)).await {
         Ok(_) => {
             tracing::info!(plugin = name, "a plugin new to the shop: its consumer begins with the next event");
-            Ok(true)
+            Ok(())
         }
-        Err(_) if stream.consumer_info(&durable).await.is_ok() => Ok(false),
+        Err(_) if stream.consumer_info(&durable).await.is_ok() => Ok(()),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Removes the consumer [`from_next_event`] made, when the version it was made for was not
-/// activated after all: a later first run begins where that one would have.
-pub async fn unmake(client: &async_nats::Client, settings: &StreamSettings, name: &str) {
-    let removed = async {
-        let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
-        let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
-        stream.delete_consumer(&durable_name(name)).await.map_err(|e| e.to_string())
-    };
-    if let Err(e) = removed.await {
-        tracing::warn!(plugin = name, error = %e, "could not remove the consumer made for a version the fleet did not take");
     }
 }
 

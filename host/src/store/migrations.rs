@@ -62,6 +62,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20261207000013, "the last sequence a replay ran", include_str!("../../../migrations/20261207000013_replay_last_seq.sql")),
     (20261207000014, "a replay's host's last beat", include_str!("../../../migrations/20261207000014_replay_beat.sql")),
     (20261207000015, "the database's identity", include_str!("../../../migrations/20261207000015_database_identity.sql")),
+    (20261208000016, "open dead letters by event", include_str!("../../../migrations/20261208000016_open_letters_by_event.sql")),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them for one backend. A migration whose text
