@@ -83,19 +83,18 @@ pub async fn of_order(db: &Db, order_id: i64) -> Result<Vec<Written>, sqlx::Erro
 /// altered after it was written) changes nothing (see `plugins::effects`). Rows are kept at
 /// least as long as the stream keeps events (`retention`).
 pub async fn written(tx: &mut Conn, events: &[(&str, &str, &str)]) -> Result<Vec<bool>, sqlx::Error> {
-    let ids: Vec<i64> = events.iter().filter_map(|(id, _, _)| id.parse().ok()).collect();
+    let ids: Vec<Option<i64>> = events.iter().map(|(id, _, _)| id.parse().ok()).collect();
+    let known: Vec<i64> = ids.iter().flatten().copied().collect();
     let mut rows: std::collections::HashMap<i64, (String, String)> = std::collections::HashMap::new();
-    for ids in ids.chunks(rows_per_statement(1)) {
+    for ids in known.chunks(rows_per_statement(1)) {
         let sql = format!("SELECT id, msg_topic, msg_body FROM trade_mq_producer_temp WHERE id IN ({})", placeholders(1, ids.len()));
         let query = ids.iter().fold(sqlx::query_as::<_, (i64, String, String)>(&sql), |q, id| q.bind(*id));
         rows.extend(query.fetch_all(&mut *tx).await?.into_iter().map(|(id, subject, body)| (id, (subject, body))));
     }
     Ok(events
         .iter()
-        .map(|(id, subject, body)| {
-            let row = id.parse::<i64>().ok().and_then(|id| rows.get(&id));
-            row.is_some_and(|(s, b)| s == subject && b == body)
-        })
+        .zip(ids)
+        .map(|((_, subject, body), id)| id.and_then(|id| rows.get(&id)).is_some_and(|(s, b)| s == subject && b == body))
         .collect())
 }
 

@@ -11,12 +11,13 @@
 //! Why the inbox and the outbox may go: their rows are kept as long as the stream keeps
 //! events, so an event that can still be delivered again (a consumer reset, a replay
 //! applying) always still finds its inbox row, and its outbox row, which says the shop wrote
-//! it (`plugins::effects` applies nothing for an event without one). `retention` is never shorter than the configured `stream_max_age` (checked at
-//! start), and each pass also reads how long stream `SHOP` keeps events now (another host or
-//! an older run may have made it with another age): inbox rows stay at least that long, and
-//! all of them when it keeps events forever or cannot be asked. An event with an open dead
-//! letter keeps its rows too (see [`inbox::prune`], [`outbox::prune`]). Every host runs the job; deleting what
-//! another host deleted already is a no-op, so they need no coordination.
+//! it (`plugins::effects` applies nothing for an event without one). `retention` is never
+//! shorter than the configured `stream_max_age` (checked at start), and each pass also reads
+//! how long stream `SHOP` keeps events now (another host or an older run may have made it with
+//! another age): those rows stay at least that long, and all of them when it keeps events
+//! forever or cannot be asked. An event with an open dead letter keeps its rows too (see
+//! [`inbox::prune`], [`outbox::prune`]). Every host runs the job; deleting what another host
+//! deleted already is a no-op, so they need no coordination.
 
 use std::{sync::Arc, time::Duration};
 

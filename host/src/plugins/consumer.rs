@@ -116,9 +116,9 @@ async fn bind_and_consume<H, F>(
             let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
             let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
             let filter = subjects()?;
-            // Create or update: a new version that reads other subjects re-binds the
-            // durable consumer with its filter,
-            // keeping its position in the stream, and where it began ([`super::start`]).
+            // Create or update: a new version that reads other subjects re-binds the durable
+            // consumer with its filter, keeping its position in the stream and where it began
+            // ([`super::start`]).
             let config = start::binding(&stream, durable, filter.clone(), host.delivery.ack_wait).await?;
             let consumer: async_nats::jetstream::consumer::PullConsumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
             let batch_size = host.delivery.batch.max(1);

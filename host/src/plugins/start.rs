@@ -1,8 +1,8 @@
 //! Where a plugin's consumer begins in stream SHOP. A plugin an operator adds to a running
 //! shop (no version of it ever ran in the fleet; uploaded and activated, or a staged version
-//! activated, through the API) begins with the next event: its consumer is made, from that moment, before the version is activated
-//! anywhere, so no host binds it first from the stream's start and runs the plugin over days
-//! of history (`replay --apply` is how history is backfilled, when wanted). Every other
+//! activated, through the API) begins with the next event: its consumer is made, from that
+//! moment, before the version is activated anywhere, so no host binds it first from the
+//! stream's start and runs the plugin over days of history (`replay --apply` is how history is backfilled, when wanted). Every other
 //! consumer that is not there yet begins with the first event the stream holds: the shop's
 //! plugins at its first start (nothing is published before them), and a consumer that was
 //! lost (removed, or NATS' store wiped), whose applied events the inbox skips.
@@ -11,7 +11,7 @@
 //! whatever start the consumer has.
 
 use async_nats::jetstream::{
-    consumer::{pull, AckPolicy, DeliverPolicy},
+    consumer::{self, pull, AckPolicy, DeliverPolicy},
     context::ConsumerInfoErrorKind,
     stream::Stream,
 };
@@ -22,12 +22,17 @@ use crate::bus::{self, StreamSettings};
 /// The consumer `durable` as a binding asks for it: its filter, the host's ack wait, and the
 /// start it already has (or the stream's first event, made now).
 pub async fn binding(stream: &Stream, durable: &str, filter: Vec<String>, ack_wait: std::time::Duration) -> Result<pull::Config, String> {
-    let deliver_policy = match stream.consumer_info(durable).await {
-        Ok(info) => info.config.deliver_policy,
-        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => DeliverPolicy::All,
-        Err(e) => return Err(e.to_string()),
-    };
+    let deliver_policy = existing(stream, durable).await?.map_or(DeliverPolicy::All, |info| info.config.deliver_policy);
     Ok(pull::Config { ack_wait, ..config(durable, filter, deliver_policy) })
+}
+
+/// Consumer `durable` as the server has it, if it has it.
+async fn existing(stream: &Stream, durable: &str) -> Result<Option<consumer::Info>, String> {
+    match stream.consumer_info(durable).await {
+        Ok(info) => Ok(Some(info)),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Makes plugin `name`'s consumer begin with the next event published, when it is new to
@@ -39,12 +44,7 @@ pub async fn from_next_event(client: &async_nats::Client, settings: &StreamSetti
     let js = bus::ensure_ready(client, settings).await.map_err(|e| e.to_string())?;
     let stream = js.get_stream(bus::STREAM).await.map_err(|e| e.to_string())?;
     let durable = durable_name(name);
-    match stream.consumer_info(&durable).await {
-        Ok(_) => return Ok(()),
-        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    if fleet::ran(client, settings, name).await? {
+    if existing(&stream, &durable).await?.is_some() || fleet::ran(client, settings, name).await? {
         return Ok(());
     }
     // Strict: never an update of one another host made a moment ago (its start holds). The

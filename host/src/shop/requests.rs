@@ -24,7 +24,8 @@ pub struct RequestKey {
 impl RequestKey {
     pub fn of(key: &str, req: &PlaceOrder) -> RequestKey {
         // What was asked, not how it was spelt: `"money_paid": "0.00"` is the default left out
-        // (written as left out, so keys recorded before this rule still match their retries).
+        // (written as left out, so a key recorded before this rule for a request that left it
+        // out still matches its retries; one recorded with "0.00" spelt out no longer does).
         let asked = PlaceOrder { money_paid: req.money_paid.filter(|m| *m != Money::ZERO), ..req.clone() };
         let body = poem_openapi::types::ToJSON::to_json(&asked).map(|v| v.to_string()).unwrap_or_default();
         RequestKey { key: key.to_owned(), digest: hex::encode(Sha256::digest(body.as_bytes())) }
